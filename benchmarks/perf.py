@@ -1,0 +1,126 @@
+"""Overhead of the env over a bare PyTorch training loop, measured in one process.
+
+    python -m benchmarks.perf [--repeats 9] [--stage-iters 50] [--action 0.5] [--json]
+
+For each repeat it runs one env stage (``env.step``) and, right after, a bare loop doing
+the same number of Adam iterations with the same network, the same active losses and
+weights, the same batch and patch size, on tensors cut and degraded beforehand. It
+prints medians over the repeats:
+
+    env_overhead_ratio: train part of an env stage (sampling, degradation, snapshot for
+                        rollback, training) / the bare loop
+    eval_share:         evaluation time / whole stage time
+
+Run-to-run noise on a shared machine is large, so only the ratios within one run are
+meaningful; the targets are ``env_overhead_ratio <= 1.05`` and ``eval_share <= 0.15``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import lossagent_env  # noqa: F401  (registers the ids)
+
+# The smoke suite's environment (benchmarks/suites/smoke.toml).
+DEFAULT_ENV = "LossAgent/SuperResolution-v0"
+DEFAULT_KWARGS = dict(
+    objective="psnr", patch_size=48, batch_size=8, stage_iters=40, max_stages=1000,
+    eval_images=4, eval_size=96, device="cpu",
+)
+
+
+def bare_loop(model, losses, weights, inputs, targets, lr) -> float:
+    """The reference: a plain Adam loop over prepared tensors. Returns seconds."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+    active = [(loss, w) for loss, w in zip(losses, weights) if w > 0]
+    model.train()
+    start = time.perf_counter()
+    for t in range(inputs.shape[0]):
+        output = model(inputs[t])
+        loss = sum(w * term(output, targets[t]) for term, w in active)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for term, _ in active:
+            if term.trainable:
+                term.update(output.detach(), targets[t])
+    if inputs.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def measure(env_id: str, kwargs: dict, repeats: int, action_value: float, seed: int = 0) -> dict:
+    env = gym.make(env_id, **kwargs)
+    env.reset(seed=seed)
+    u = env.unwrapped
+    cfg = u.config
+    action = np.full(len(u.loss_names), action_value, np.float32)
+    weights = action.astype(np.float64) * np.array([u.losses[k].scale for k in u.loss_names])
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    env.step(action)  # warm-up of both paths
+    ratios, shares, env_train, bare = [], [], [], []
+    for _ in range(repeats):
+        # Prepared beforehand, outside the timed region of the bare loop.
+        lr_patches, hr_patches = u.sampler.sample(cfg.stage_iters * cfg.batch_size, rng, generator)
+        shape = (cfg.stage_iters, cfg.batch_size)
+        inputs = lr_patches.to(u.device).view(*shape, *lr_patches.shape[1:])
+        targets = hr_patches.to(u.device).view(*shape, *hr_patches.shape[1:])
+        model = copy.deepcopy(u.model)
+        losses = [copy.deepcopy(u.losses[k]) for k in u.loss_names]
+
+        env.step(action)
+        t_env = u.timings["train_seconds"]
+        t_eval = u.timings["eval_seconds"]
+        t_bare = bare_loop(model, losses, weights, inputs, targets, cfg.lr)
+        env_train.append(t_env)
+        bare.append(t_bare)
+        ratios.append(t_env / t_bare)
+        shares.append(t_eval / (t_env + t_eval))
+    env.close()
+    return {
+        "env_overhead_ratio": statistics.median(ratios),
+        "eval_share": statistics.median(shares),
+        "repeats": repeats,
+        "env_train_seconds_median": statistics.median(env_train),
+        "bare_loop_seconds_median": statistics.median(bare),
+        "losses": list(u.loss_names),
+        "action": action_value,
+        "config": {k: v for k, v in cfg.to_dict().items() if k != "objective"},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.perf",
+        description=__doc__.split("\n\n")[0],
+        epilog="Example: python -m benchmarks.perf --repeats 9",
+    )
+    parser.add_argument("--env", default=DEFAULT_ENV)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--stage-iters", type=int, default=DEFAULT_KWARGS["stage_iters"])
+    parser.add_argument("--action", type=float, default=0.5, help="value of every action entry")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", action="store_true", help="also print the full result as JSON")
+    args = parser.parse_args(argv)
+    kwargs = {**DEFAULT_KWARGS, "stage_iters": args.stage_iters, "device": args.device}
+    result = measure(args.env, kwargs, args.repeats, args.action)
+    print(f"env_overhead_ratio: {result['env_overhead_ratio']:.3f}")
+    print(f"eval_share: {result['eval_share']:.3f}")
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""LossAgent Gym: training of an image-restoration network as a Gymnasium environment.
+
+Importing this package registers the environment ids::
+
+    LossAgent/SuperResolution-v0   bicubic down-sampling, ``scale`` 2 or 4
+    LossAgent/Denoising-v0         Gaussian noise, ``sigma``
+    LossAgent/JPEG-v0              JPEG compression, ``quality``
+
+Each accepts the keyword arguments of :class:`lossagent_env.config.EnvConfig`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import gymnasium as gym
+
+from lossagent_env.config import EnvConfig
+
+__version__ = "0.1.0"
+__all__ = ["ENV_IDS", "EnvConfig", "__version__"]
+
+ENV_IDS = {
+    "LossAgent/SuperResolution-v0": "sr",
+    "LossAgent/Denoising-v0": "denoise",
+    "LossAgent/JPEG-v0": "jpeg",
+}
+
+for _env_id, _task in ENV_IDS.items():
+    if _env_id not in gym.registry:
+        gym.register(
+            id=_env_id,
+            entry_point="lossagent_env.env:LossAgentEnv",
+            kwargs={"task": _task},
+        )
+
+
+def _after_fork_in_child() -> None:
+    # A forked child that inherits a used OpenMP thread pool hangs on its first parallel
+    # op; setting the thread count again in the child gives it a fresh pool.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(torch.get_num_threads())
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

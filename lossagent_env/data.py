@@ -1,0 +1,227 @@
+"""Images, training patches and the fixed evaluation set.
+
+The default dataset is the colour photographs that scikit-image ships, so everything
+runs offline. Training patches for a whole stage are cut and degraded in one call.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lossagent_env.tasks import Degradation, quantize
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+# Colour photographs shipped inside scikit-image (no download). Held-out images for
+# evaluation are never used for training.
+SKIMAGE_TRAIN = ("astronaut", "hubble_deep_field", "immunohistochemistry", "retina", "rocket")
+SKIMAGE_EVAL = ("chelsea", "coffee", "motorcycle")
+
+
+def to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:
+    """An 8-bit RGB image ``(H, W, 3)`` as a float tensor ``(3, H, W)`` in ``[0, 1]``."""
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    array = array[..., :3]
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div(255)
+
+
+@functools.lru_cache(maxsize=None)
+def _skimage_photo(name: str) -> torch.Tensor:
+    import skimage.data
+
+    if name == "motorcycle":
+        image = skimage.data.stereo_motorcycle()[1]
+    else:
+        image = getattr(skimage.data, name)()
+    return to_tensor(image)
+
+
+def _read_folder(path: Path) -> list[Path]:
+    if not path.is_dir():
+        raise FileNotFoundError(f"Dataset folder {str(path)!r} does not exist or is not a folder.")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(
+            f"Dataset folder {str(path)!r} holds no images with suffixes {IMAGE_SUFFIXES}."
+        )
+    return files
+
+
+def _load(path: Path) -> torch.Tensor:
+    with Image.open(path) as image:
+        return to_tensor(image.convert("RGB"))
+
+
+@dataclass
+class ImageSet:
+    """Training and evaluation images. ``*_lr`` are given inputs for paired data, else None."""
+
+    train: list[torch.Tensor]
+    eval: list[torch.Tensor]
+    train_lr: list[torch.Tensor] | None = None
+    eval_lr: list[torch.Tensor] | None = None
+
+
+def load_dataset(dataset: str, eval_fraction: float = 0.1) -> ImageSet:
+    """Load a dataset by name.
+
+    Args:
+        dataset: ``"skimage"``; a folder of clean images (the last ``eval_fraction`` of the
+            sorted files, at least one, are held out for evaluation); or
+            ``"paired:<lr_dir>:<hr_dir>"``, two folders with the same file names.
+
+    Raises:
+        FileNotFoundError: a folder is missing or holds no images.
+        ValueError: ``dataset`` has none of the forms above.
+    """
+    if dataset == "skimage":
+        return ImageSet(
+            train=[_skimage_photo(n) for n in SKIMAGE_TRAIN],
+            eval=[_skimage_photo(n) for n in SKIMAGE_EVAL],
+        )
+    if dataset.startswith("paired:"):
+        parts = dataset.split(":")
+        if len(parts) != 3:
+            raise ValueError(
+                f"dataset={dataset!r}: paired data is written 'paired:<lr_dir>:<hr_dir>'."
+            )
+        lr_files, hr_files = _read_folder(Path(parts[1])), _read_folder(Path(parts[2]))
+        lr_names, hr_names = [p.name for p in lr_files], [p.name for p in hr_files]
+        if lr_names != hr_names:
+            missing = sorted(set(lr_names) ^ set(hr_names))[:5]
+            raise ValueError(f"Paired folders hold different file names, e.g. {missing}.")
+        n_eval = _n_eval(len(hr_files), eval_fraction)
+        lr, hr = [_load(p) for p in lr_files], [_load(p) for p in hr_files]
+        return ImageSet(hr[:-n_eval], hr[-n_eval:], lr[:-n_eval], lr[-n_eval:])
+    path = Path(dataset).expanduser()
+    if path.exists() or "/" in dataset or "\\" in dataset:
+        files = _read_folder(path)
+        n_eval = _n_eval(len(files), eval_fraction)
+        images = [_load(p) for p in files]
+        return ImageSet(images[:-n_eval], images[-n_eval:])
+    raise ValueError(
+        f"dataset={dataset!r} is neither 'skimage', an existing folder, "
+        "nor 'paired:<lr_dir>:<hr_dir>'."
+    )
+
+
+def _n_eval(n: int, fraction: float) -> int:
+    if n < 2:
+        raise ValueError(f"A dataset folder needs at least 2 images (found {n}).")
+    return min(n - 1, max(1, round(n * fraction)))
+
+
+class PatchSampler:
+    """Cuts random training patches and degrades them, a whole stage at a time.
+
+    Positions and flips come from the env's ``np_random``; noise from a torch Generator.
+    """
+
+    def __init__(
+        self,
+        images: list[torch.Tensor],
+        patch_size: int,
+        degradation: Degradation,
+        lr_images: list[torch.Tensor] | None = None,
+    ):
+        self.images = images
+        self.lr_images = lr_images
+        self.patch_size = patch_size
+        self.degradation = degradation
+        scale = degradation.scale
+        too_small = [
+            tuple(im.shape[1:]) for im in images if min(im.shape[1:]) < patch_size
+        ]
+        if too_small:
+            raise ValueError(
+                f"patch_size={patch_size} is larger than some training images {too_small[:3]}."
+            )
+        if lr_images is not None:
+            for hr, lr in zip(images, lr_images):
+                if hr.shape[1] // scale > lr.shape[1] or hr.shape[2] // scale > lr.shape[2]:
+                    raise ValueError(
+                        f"A paired input {tuple(lr.shape[1:])} is smaller than its target "
+                        f"{tuple(hr.shape[1:])} divided by scale {scale}."
+                    )
+        # Sample images in proportion to their number of patch positions.
+        areas = np.array(
+            [(im.shape[1] - patch_size + 1) * (im.shape[2] - patch_size + 1) for im in images],
+            dtype=np.float64,
+        )
+        self._p = areas / areas.sum()
+
+    def sample(
+        self, n: int, rng: np.random.Generator, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` (input, target) pairs: ``(n, 3, P/s, P/s)`` and ``(n, 3, P, P)``."""
+        p, s = self.patch_size, self.degradation.scale
+        which = rng.choice(len(self.images), size=n, p=self._p)
+        u = rng.random((n, 2))
+        flips = rng.random((n, 3)) < 0.5
+        hr_patches, lr_patches = [], []
+        for k, i in enumerate(which):
+            image = self.images[i]
+            y = int(u[k, 0] * ((image.shape[1] - p) // s + 1)) * s
+            x = int(u[k, 1] * ((image.shape[2] - p) // s + 1)) * s
+            hr_patches.append(image[:, y : y + p, x : x + p])
+            if self.lr_images is not None:
+                lr_patches.append(
+                    self.lr_images[i][:, y // s : (y + p) // s, x // s : (x + p) // s]
+                )
+        hr = torch.stack(hr_patches)
+        lr = torch.stack(lr_patches) if lr_patches else self.degradation(hr, generator)
+        return _augment(lr, flips), _augment(hr, flips)
+
+
+def _augment(batch: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
+    """Horizontal flip, vertical flip and transpose, each on its own subset of the batch."""
+    out = batch.clone()
+    for axis, dims in ((0, (-1,)), (1, (-2,))):
+        mask = torch.from_numpy(flips[:, axis])
+        if mask.any():
+            out[mask] = out[mask].flip(dims)
+    mask = torch.from_numpy(flips[:, 2])
+    if mask.any():
+        out[mask] = out[mask].transpose(-1, -2)
+    return out
+
+
+def make_eval_set(
+    images: ImageSet, count: int, size: int, degradation: Degradation, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed evaluation set: ``count`` crops of side ``size`` and their degraded inputs.
+
+    It depends only on the images, ``count``, ``size``, the degradation and ``seed``, never
+    on the episode's seed, so every agent and every seed is measured on the same images.
+    """
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    s = degradation.scale
+    hr_crops, lr_crops = [], []
+    for k in range(count):
+        i = k % len(images.eval)
+        image = images.eval[i]
+        if min(image.shape[1:]) < size:
+            raise ValueError(
+                f"eval_size={size} is larger than evaluation image {tuple(image.shape[1:])}."
+            )
+        if k < len(images.eval):  # the centre of every image first
+            y, x = (image.shape[1] - size) // 2, (image.shape[2] - size) // 2
+        else:
+            y = int(rng.integers(0, image.shape[1] - size + 1))
+            x = int(rng.integers(0, image.shape[2] - size + 1))
+        y, x = y - y % s, x - x % s
+        hr_crops.append(image[:, y : y + size, x : x + size])
+        if images.eval_lr is not None:
+            lr_crops.append(images.eval_lr[i][:, y // s : (y + size) // s, x // s : (x + size) // s])
+    hr = torch.stack(hr_crops)
+    lr = torch.stack(lr_crops) if lr_crops else degradation(hr, generator)
+    return lr, quantize(hr)

@@ -1,0 +1,422 @@
+"""The LossAgent environment: one step trains a restoration network for one stage."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from lossagent_env.backbones import build_backbone
+from lossagent_env.config import EnvConfig
+from lossagent_env.data import PatchSampler, load_dataset, make_eval_set
+from lossagent_env.losses import build_loss, offline_losses
+from lossagent_env.objectives import make_objective
+from lossagent_env.tasks import make_degradation
+from lossagent_env.trainer import Trainer, parameters_finite
+
+ObsType = dict[str, Any]
+
+
+class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
+    """Train an image-restoration network with agent-chosen loss weights.
+
+    ## Description
+    A restoration network (``backbone``) learns to undo a degradation (``task``):
+    bicubic down-sampling (super-resolution), Gaussian noise (denoising) or JPEG
+    compression. Training is cut into *stages*. At every step the agent gives one weight
+    per loss of the loss repository; the network then trains for ``stage_iters`` Adam
+    iterations on ``L = sum_i action[i] * scale_i * L_i`` over random patches, and the
+    objective (image-quality metrics, or any callable) is measured on a fixed set of
+    held-out evaluation crops. This is the loop of LossAgent (Li et al., 2024).
+
+    ## Action Space
+    ``Box(0, 1, (n_losses,), float32)``; entry ``i`` scales loss ``loss_names[i]``. The
+    effective weight is ``action[i] * losses[loss_names[i]].scale``. An entry of 0 switches
+    the loss off (it is not computed); an all-zero action makes no update that stage.
+    With the default repository the order is:
+
+    | index | loss          | min | max | what 1.0 means                                |
+    |-------|---------------|-----|-----|-----------------------------------------------|
+    | 0     | `l1`          | 0   | 1   | mean absolute error at its scale              |
+    | 1     | `mse`         | 0   | 1   | mean squared error at its scale               |
+    | 2     | `charbonnier` | 0   | 1   | smooth L1 (Charbonnier) at its scale          |
+    | 3     | `ssim`        | 0   | 1   | 1 - SSIM at its scale                         |
+    | 4     | `ms_ssim`     | 0   | 1   | 1 - MS-SSIM at its scale                      |
+    | 5     | `gradient`    | 0   | 1   | edge (image gradient) difference at its scale |
+    | 6     | `fft`         | 0   | 1   | frequency-domain difference at its scale      |
+    | 7     | `tv`          | 0   | 1   | total variation of the output at its scale    |
+    | 8     | `gan`         | 0   | 1   | adversarial loss against a patch discriminator|
+
+    Scales are chosen so that 1.0 gives gradients of the order of ``l1`` at 1.0; each
+    loss's ``description`` says what it tends to do. An action outside the space (wrong
+    shape, NaN, inf, an entry below 0 or above 1, not numbers) raises ``ValueError``
+    naming the bad entries, and leaves the env exactly as it was.
+
+    ## Observation Space
+    A ``Dict`` of ``float32`` boxes with finite bounds:
+
+    | key           | shape         | meaning                                                  |
+    |---------------|---------------|----------------------------------------------------------|
+    | `metrics`     | Dict of (1,)  | each objective metric, raw value, clipped to its range   |
+    | `weights`     | (n_losses,)   | the last action (zeros after reset)                      |
+    | `loss_values` | (n_losses,)   | unweighted value of each loss on the evaluation set      |
+    | `progress`    | (1,)          | stage / max_stages                                       |
+
+    ## Rewards
+    ``r_t = J_t - J_{t-1}`` where ``J = sum_m w_m * s_m * metric_m`` and ``s_m = -1`` for
+    metrics where lower is better (e.g. NIQE, PIQE, LPIPS), ``+1`` otherwise (PSNR, SSIM).
+    The return of an episode is the total improvement of ``J`` from the initial network.
+    A stage that diverges gets ``divergence_penalty`` instead.
+
+    ## Starting State
+    ``reset(seed=...)`` restores the initial network (from ``init_checkpoint``, or a
+    seeded initialisation whose last layer is zero, so it outputs the interpolated
+    input), a fresh optimizer, and re-initialises trainable losses (the discriminator).
+    With the same seed, everything that follows is bit-for-bit identical on CPU. The
+    evaluation set does not depend on the seed.
+
+    ## Episode End
+    1. Termination: never (``terminated`` is always False).
+    2. Truncation: after ``max_stages`` steps.
+    3. Divergence is an outcome, not an end: when a loss or a parameter becomes
+       non-finite during a stage, the network, optimizer and discriminator go back to
+       the start of the stage, ``info["diverged"]`` is True, the reward is
+       ``divergence_penalty``, and the episode goes on.
+
+    ## Info
+    After reset and step: ``metrics`` (name -> float), ``objective`` (``J``),
+    ``loss_values`` (name -> float), ``weights`` (name -> effective weight), ``stage``,
+    ``diverged``; ``feedback`` (str) when the objective gives textual feedback.
+    Wall-clock timings are in ``env.unwrapped.timings`` (``train_seconds``,
+    ``eval_seconds`` of the last stage), not in ``info``.
+
+    ## Arguments
+    Every field of :class:`lossagent_env.config.EnvConfig` as a keyword, plus
+    ``render_mode`` (``None`` or ``"rgb_array"``: degraded | restored | target of the
+    first evaluation image).
+
+    ```python
+    env = gym.make("LossAgent/SuperResolution-v0", objective="psnr", stage_iters=20)
+    ```
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not supported. "
+                f"Allowed: None or {self.metadata['render_modes']}"
+            )
+        self.render_mode = render_mode
+        self.config = config = EnvConfig(**kwargs)
+        self.device = _resolve_device(config.device)
+
+        specs = config.losses if config.losses is not None else offline_losses()
+        built = [build_loss(spec) for spec in specs]
+        names = [loss.name if not isinstance(spec, str) else spec for spec, loss in zip(specs, built)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"EnvConfig.losses names a loss twice: {names}")
+        self.loss_names: tuple[str, ...] = tuple(names)
+        self.losses = {name: loss.to(self.device) for name, loss in zip(names, built)}
+        self._scales = np.array([loss.scale for loss in built], dtype=np.float64)
+
+        self.objective = make_objective(config.objective)
+        self.objective.setup(self.device)
+
+        self.degradation = make_degradation(config)
+        images = load_dataset(config.dataset)
+        self.sampler = PatchSampler(
+            images.train, config.patch_size, self.degradation, images.train_lr
+        )
+        eval_lr, eval_hr = make_eval_set(
+            images, config.eval_images, config.eval_size, self.degradation
+        )
+        self._eval_lr = eval_lr.to(self.device)
+        self._eval_hr = eval_hr.to(self.device)
+
+        self.model = build_backbone(config.backbone, config.scale, **config.backbone_kwargs)
+        self._given_state = (
+            _clone_state(self.model.state_dict())
+            if isinstance(config.backbone, torch.nn.Module)
+            else None
+        )
+        self.model.to(self.device)
+        self.trainer = Trainer(self.model, built, config.lr, amp=config.amp)
+
+        n = len(self.loss_names)
+        self.action_space = spaces.Box(0.0, 1.0, (n,), np.float32)
+        metric_spaces = {
+            name: spaces.Box(
+                np.float32(low), np.float32(high), (1,), np.float32
+            )
+            for name, (low, high) in self.objective.bounds.items()
+        }
+        loss_low = np.array([self.losses[k].value_range[0] for k in names], np.float32)
+        loss_high = np.array([self.losses[k].value_range[1] for k in names], np.float32)
+        self.observation_space = spaces.Dict(
+            {
+                "metrics": spaces.Dict(metric_spaces),
+                "weights": spaces.Box(0.0, 1.0, (n,), np.float32),
+                "loss_values": spaces.Box(loss_low, loss_high, (n,), np.float32),
+                "progress": spaces.Box(0.0, 1.0, (1,), np.float32),
+            }
+        )
+
+        self.timings = {"train_seconds": 0.0, "eval_seconds": 0.0}
+        self._stage: int | None = None
+        self._generator = torch.Generator()
+        self._last: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ gym API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[ObsType, dict[str, Any]]:
+        super().reset(seed=seed)
+        init_seed = int(self.np_random.integers(2**31 - 1))
+        self._generator = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
+        self._load_initial_network(init_seed)
+        self.trainer.reset_optimizer()
+        for k, loss in enumerate(self.losses.values()):
+            if loss.trainable:
+                loss.reset(torch.Generator().manual_seed(init_seed + 1 + k))
+                loss.to(self.device)
+        self.objective.reset(seed)
+        self._stage = 0
+        t0 = time.perf_counter()
+        evaluation = self._evaluate(np.zeros(len(self.loss_names)))
+        if evaluation is None:
+            raise RuntimeError(
+                "The initial network produced non-finite outputs; check init_checkpoint."
+            )
+        self.timings = {"train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0}
+        self._last = evaluation
+        self._last["action"] = np.zeros(len(self.loss_names), np.float32)
+        return self._observation(), self._info(diverged=False)
+
+    def step(self, action: Any) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
+        action = self._validate_action(action)
+        if self._stage is None:
+            raise gym.error.ResetNeeded("Call reset() before step().")
+        config = self.config
+        weights = action.astype(np.float64) * self._scales
+
+        t0 = time.perf_counter()
+        # The same patches are drawn at every stage whatever the action, so agents with
+        # the same seed see the same data.
+        n = config.stage_iters * config.batch_size
+        inputs, targets = self.sampler.sample(n, self.np_random, self._generator)
+        diverged, saved = False, None
+        if weights.any():
+            shape = (config.stage_iters, config.batch_size)
+            inputs = inputs.to(self.device).view(*shape, *inputs.shape[1:])
+            targets = targets.to(self.device).view(*shape, *targets.shape[1:])
+            saved = self._training_state()
+            diverged = self.trainer.run_stage(inputs, targets, weights)
+        t1 = time.perf_counter()
+        evaluation = None if diverged else self._evaluate(weights)
+        if evaluation is None:
+            diverged = True
+            if saved is not None:
+                self._set_training_state(saved)
+        t2 = time.perf_counter()
+
+        previous = self._last["objective"]
+        if diverged:
+            reward = float(config.divergence_penalty)
+            self._last = {**self._last}
+        else:
+            reward = float(evaluation["objective"] - previous)
+            self._last = evaluation
+        self._last["action"] = action
+        self._stage += 1
+        self.timings = {"train_seconds": t1 - t0, "eval_seconds": t2 - t1}
+        truncated = self._stage >= config.max_stages
+        return self._observation(), reward, False, truncated, self._info(diverged)
+
+    def render(self) -> np.ndarray | None:
+        """``rgb_array``: degraded (nearest up-sampled) | restored | target, ``uint8``."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; nothing to render.")
+            return None
+        if "restored" not in self._last:
+            raise gym.error.ResetNeeded("Call reset() before render().")
+        target = self._eval_hr[0:1]
+        degraded = torch.nn.functional.interpolate(
+            self._eval_lr[0:1].clamp(0, 1), size=target.shape[-2:], mode="nearest"
+        )
+        row = torch.cat([degraded, self._last["restored"], target], dim=-1)[0]
+        return row.permute(1, 2, 0).mul(255).round().clamp(0, 255).byte().cpu().numpy()
+
+    def close(self) -> None:
+        self._last = {}
+        self._stage = None
+
+    # ------------------------------------------------------------ snapshots
+    def get_state(self) -> dict[str, Any]:
+        """A deep copy of everything that evolves: network, optimizer, trainable losses,
+        RNG states, stage and the last evaluation. Restore it with :meth:`set_state`."""
+        if self._stage is None:
+            raise gym.error.ResetNeeded("Call reset() before get_state().")
+        return {
+            **self._training_state(),
+            "np_random": copy.deepcopy(self.np_random.bit_generator.state),
+            "torch_generator": self._generator.get_state(),
+            "stage": self._stage,
+            "last": copy.deepcopy(self._last),
+            "loss_names": self.loss_names,
+        }
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot from :meth:`get_state` of an env with the same config."""
+        if tuple(state.get("loss_names", ())) != self.loss_names:
+            raise ValueError(
+                f"The state was taken from an env with losses {state.get('loss_names')!r}; "
+                f"this env has {self.loss_names!r}."
+            )
+        self._set_training_state(state)
+        self.np_random.bit_generator.state = copy.deepcopy(state["np_random"])
+        self._generator.set_state(state["torch_generator"])
+        self._stage = int(state["stage"])
+        self._last = copy.deepcopy(state["last"])
+
+    # ------------------------------------------------------------ internals
+    def _training_state(self) -> dict[str, Any]:
+        return {
+            "model": _clone_state(self.model.state_dict()),
+            "optimizer": copy.deepcopy(self.trainer.optimizer.state_dict()),
+            "losses": {
+                name: copy.deepcopy(loss.state_dict())
+                for name, loss in self.losses.items()
+                if loss.trainable
+            },
+        }
+
+    def _set_training_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.trainer.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        for name, loss_state in state["losses"].items():
+            self.losses[name].load_state_dict(copy.deepcopy(loss_state))
+
+    def _load_initial_network(self, seed: int) -> None:
+        config = self.config
+        if config.init_checkpoint is not None:
+            try:
+                state = torch.load(config.init_checkpoint, map_location="cpu", weights_only=True)
+            except FileNotFoundError:
+                raise FileNotFoundError(
+                    f"init_checkpoint={config.init_checkpoint!r} does not exist."
+                ) from None
+            if isinstance(state, dict) and "params" in state and isinstance(state["params"], dict):
+                state = state["params"]  # BasicSR checkpoints
+        elif self._given_state is not None:
+            state = self._given_state
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                fresh = build_backbone(config.backbone, config.scale, **config.backbone_kwargs)
+            state = fresh.state_dict()
+        try:
+            self.model.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(
+                f"The initial network state does not fit backbone={config.backbone!r}: {e}"
+            ) from e
+
+    @torch.no_grad()
+    def _evaluate(self, weights: np.ndarray) -> dict[str, Any] | None:
+        """Measure the objective and every loss on the evaluation set; None if the
+        network's output is not finite."""
+        self.model.eval()
+        restored = self.model(self._eval_lr).float()
+        if not bool(torch.isfinite(restored).all()) or not parameters_finite(self.model):
+            return None
+        restored = restored.clamp(0, 1)
+        result = self.objective.evaluate(
+            restored,
+            self._eval_hr,
+            degraded=self._eval_lr,
+            stage=self._stage,
+            weights=dict(zip(self.loss_names, map(float, weights))),
+        )
+        loss_values = {
+            name: float(loss(restored, self._eval_hr)) for name, loss in self.losses.items()
+        }
+        return {
+            "metrics": {k: float(v) for k, v in result.metrics.items()},
+            "objective": float(result.value),
+            "feedback": result.feedback,
+            "loss_values": loss_values,
+            "restored": restored[0:1].clone(),
+        }
+
+    def _validate_action(self, action: Any) -> np.ndarray:
+        names, n = self.loss_names, len(self.loss_names)
+        allowed = f"a float vector of shape ({n},) with entries in [0, 1], one per loss {names}"
+        try:
+            array = np.asarray(action)
+            if array.dtype.kind not in "fiu":
+                raise TypeError(f"dtype {array.dtype}")
+            array = array.astype(np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"Invalid action {action!r}: not numbers ({e}). Expected {allowed}.") from None
+        if array.shape != (n,):
+            raise ValueError(f"Invalid action: shape {array.shape}. Expected {allowed}.")
+        bad = ~np.isfinite(array) | (array < 0) | (array > 1)
+        if bad.any():
+            entries = ", ".join(f"{names[i]}={float(array[i])!r}" for i in np.flatnonzero(bad))
+            raise ValueError(f"Invalid action: entries outside [0, 1]: {entries}. Expected {allowed}.")
+        return array.astype(np.float32)
+
+    def _observation(self) -> ObsType:
+        last = self._last
+        metrics = {}
+        for name, box in self.observation_space["metrics"].items():
+            value = np.nan_to_num(last["metrics"][name], nan=box.low[0])
+            metrics[name] = np.clip(np.array([value], np.float32), box.low, box.high)
+        loss_box = self.observation_space["loss_values"]
+        loss_values = np.array([last["loss_values"][k] for k in self.loss_names], np.float32)
+        loss_values = np.clip(np.nan_to_num(loss_values, nan=0.0), loss_box.low, loss_box.high)
+        return {
+            "metrics": metrics,
+            "weights": np.array(last["action"], np.float32),
+            "loss_values": loss_values,
+            "progress": np.array([self._stage / self.config.max_stages], np.float32),
+        }
+
+    def _info(self, diverged: bool) -> dict[str, Any]:
+        last = self._last
+        info = {
+            "metrics": dict(last["metrics"]),
+            "objective": last["objective"],
+            "loss_values": dict(last["loss_values"]),
+            "weights": {
+                name: float(a) * float(s)
+                for name, a, s in zip(self.loss_names, last["action"], self._scales)
+            },
+            "stage": self._stage,
+            "diverged": diverged,
+        }
+        if last.get("feedback") is not None:
+            info["feedback"] = last["feedback"]
+        return info
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here.")
+    return torch.device(device)
+
+
+def _clone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}

@@ -1,0 +1,51 @@
+"""The base class of every loss in the loss repository, and its registry."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from lossagent_env.registry import Registry
+
+LOSSES: Registry[type[Loss]] = Registry("loss")
+
+
+class Loss(nn.Module):
+    """One entry of the loss repository.
+
+    A loss returns its *unweighted* value, a scalar tensor, for a batch of restored
+    images ``pred`` and targets ``target``, both ``(N, C, H, W)`` in ``[0, 1]``. The
+    weighted sum ``sum_i w_i * scale_i * L_i`` is formed in one place only, the trainer.
+
+    Class attributes (plain data, read by the env, the agents and the CLI):
+        name: registry key, short and lowercase.
+        description: one paragraph for a reader (person or LLM) deciding its weight.
+        scale: the effective weight of loss ``i`` is ``action[i] * scale``; chosen so
+            that an action of 1.0 gives a gradient of the same order as ``l1`` at 1.0.
+        value_range: finite ``(low, high)`` bounds of the value reported in the
+            observation; evaluation values are clipped into it.
+        needs_weights: True if building it needs downloaded weight files.
+        trainable: True if the loss owns parameters trained during a stage (GAN).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    scale: ClassVar[float] = 1.0
+    value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+    needs_weights: ClassVar[bool] = False
+    trainable: ClassVar[bool] = False
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset(self, generator: torch.Generator) -> None:
+        """Re-initialise any trainable state (e.g. a discriminator) from ``generator``."""
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Train the loss's own parameters for one iteration (only if ``trainable``).
+
+        Called by the trainer once per iteration, after the generator step, with the
+        restored batch detached.
+        """

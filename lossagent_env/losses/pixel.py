@@ -1,0 +1,138 @@
+"""Pixel-wise losses (``l1``, ``mse``, ``charbonnier``) and the total-variation prior (``tv``).
+
+All take ``pred`` and ``target`` of shape ``(N, C, H, W)`` with values in ``[0, 1]`` and
+return an unweighted scalar; lower is better. Scales are measured against ``l1`` by
+``lossagent_env.losses.calibration`` (see the table in that module).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from lossagent_env.losses._util import float32_forward
+from lossagent_env.losses.base import LOSSES, Loss
+
+__all__ = ["CharbonnierLoss", "L1Loss", "MSELoss", "TVLoss"]
+
+
+@LOSSES.register("l1")
+class L1Loss(Loss):
+    """Mean absolute error ``mean(|pred - target|)``.
+
+    Shapes: ``pred``, ``target`` ``(N, C, H, W)`` in ``[0, 1]``. Value in ``[0, 1]``,
+    0 when ``pred == target``; lower is better. The reference every ``scale`` is
+    measured against (scale 1).
+    """
+
+    name = "l1"
+    description = (
+        "Mean absolute pixel error (L1) between the restored image and the target. "
+        "Rewards pixel-accurate, faithful reconstructions and raises PSNR/SSIM steadily; "
+        "it is the most stable loss and a good default. Weighted high on its own it "
+        "gives clean but somewhat blurry, over-smoothed results (less blurry than MSE), "
+        "with little fine texture, i.e. blurry but high PSNR and poor perceptual "
+        "(no-reference) quality scores."
+    )
+    scale = 1.0  # the reference of every other scale
+    value_range = (0.0, 1.0)
+
+    @float32_forward
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.l1_loss(pred, target)
+
+
+@LOSSES.register("mse")
+class MSELoss(Loss):
+    """Mean squared error ``mean((pred - target)**2)``.
+
+    Shapes: ``(N, C, H, W)`` in ``[0, 1]``. Value in ``[0, 1]``, 0 when equal; lower is
+    better.
+    """
+
+    name = "mse"
+    description = (
+        "Mean squared pixel error (L2), the loss that PSNR measures directly. Weighted "
+        "high it maximises PSNR but averages over plausible solutions, so results are "
+        "the blurriest of the pixel losses: blurry but high PSNR, poor perceptual "
+        "quality. Penalises large errors strongly and small ones weakly, so it fixes "
+        "gross errors fast and fine detail slowly; sensitive to outliers."
+    )
+    # Measured gradient ratio ||grad l1|| / ||grad mse||: median 4.1 over seeds 0-4
+    # (range 2.7-13.8), see lossagent_env.losses.calibration.
+    scale = 4.0
+    value_range = (0.0, 1.0)
+
+    @float32_forward
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(pred, target)
+
+
+@LOSSES.register("charbonnier")
+class CharbonnierLoss(Loss):
+    """Charbonnier loss ``mean(sqrt((pred - target)**2 + eps**2))``, a smooth L1.
+
+    Args:
+        eps: smoothing constant; the value at ``pred == target`` is exactly ``eps``.
+
+    Shapes: ``(N, C, H, W)`` in ``[0, 1]``. Value in ``[eps, sqrt(1 + eps**2)]``; lower
+    is better.
+    """
+
+    name = "charbonnier"
+    description = (
+        "Charbonnier loss, a smooth L1 (sqrt(error^2 + 1e-6)) between restored image "
+        "and target, as used by many state-of-the-art restoration networks. Behaves "
+        "like L1 (robust to outliers, faithful, high PSNR) but has a smooth gradient "
+        "near zero error, which helps the last fine-tuning steps. Weighted high alone "
+        "it gives the same slightly blurry, texture-poor look as L1."
+    )
+    # Measured gradient ratio vs l1: 1.00 (seeds 0-4: 1.000-1.002).
+    scale = 1.0
+    value_range = (0.0, math.sqrt(1.0 + 1e-3**2))  # for the default eps
+
+    def __init__(self, eps: float = 1e-3):
+        super().__init__()
+        if not (math.isfinite(eps) and eps > 0):
+            raise ValueError(f"charbonnier eps must be a finite number > 0; got {eps!r}.")
+        self.eps = float(eps)
+        # The largest value, at |pred - target| = 1 everywhere.
+        self.value_range = (0.0, math.sqrt(1.0 + self.eps**2))
+
+    @float32_forward
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.sqrt((pred - target).square() + self.eps**2).mean()
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
+@LOSSES.register("tv")
+class TVLoss(Loss):
+    """Anisotropic total variation of ``pred``: ``mean|dx| + mean|dy|`` (``target`` unused).
+
+    ``dx``/``dy`` are differences of horizontally/vertically neighbouring pixels.
+    Shapes: ``(N, C, H, W)`` in ``[0, 1]``, ``H, W >= 2``. Value in ``[0, 2]``: 0 for a
+    constant image, not for ``pred == target``; lower means smoother.
+    """
+
+    name = "tv"
+    description = (
+        "Total variation of the restored image only (it ignores the target): the mean "
+        "absolute difference between neighbouring pixels. A smoothness prior that "
+        "suppresses noise, ringing and JPEG blocking; a small weight helps denoising and "
+        "artefact removal. Weighted high it flattens real detail and edges into a "
+        "cartoon-like, blurry image and lowers PSNR and perceptual quality; it never "
+        "pushes towards the target, so keep it small."
+    )
+    # Measured gradient ratio vs l1: median 13.8 (seeds 0-4: 9.2-16.7).
+    scale = 14.0
+    value_range = (0.0, 2.0)
+
+    @float32_forward
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        dx = pred[..., :, 1:] - pred[..., :, :-1]
+        dy = pred[..., 1:, :] - pred[..., :-1, :]
+        return dx.abs().mean() + dy.abs().mean()

@@ -1,0 +1,93 @@
+"""Degradations: what the restoration network learns to undo.
+
+Each degradation maps a batch of clean targets ``(N, C, H, W)`` in ``[0, 1]`` to the
+network input, drawing any randomness from a local ``torch.Generator``. All of them work
+on a whole batch at once, so a stage's training data is prepared in one call.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from lossagent_env.config import EnvConfig
+
+
+class Degradation:
+    """Base class. ``scale`` is the ratio of target size to input size."""
+
+    scale: int = 1
+    name: str = ""
+
+    def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Round to 8-bit levels, as a stored image would be."""
+    return x.clamp(0, 1).mul(255).round().div(255)
+
+
+class BicubicDownsample(Degradation):
+    """Bicubic down-sampling with anti-aliasing (MATLAB ``imresize``-like), 8-bit output."""
+
+    def __init__(self, scale: int):
+        self.scale = scale
+        self.name = f"bicubic x{scale} down-sampling"
+
+    def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        lr = F.interpolate(
+            hr, scale_factor=1 / self.scale, mode="bicubic", antialias=True, align_corners=False
+        )
+        return quantize(lr)
+
+
+class GaussianNoise(Degradation):
+    """Additive white Gaussian noise of standard deviation ``sigma`` on the 0-255 scale.
+
+    The noisy image is not clipped, as in the usual denoising benchmarks.
+    """
+
+    def __init__(self, sigma: float):
+        self.sigma = float(sigma)
+        self.name = f"Gaussian noise, sigma {self.sigma:g}/255"
+
+    def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.randn(hr.shape, generator=generator, dtype=hr.dtype)
+        return hr + noise.to(hr.device) * (self.sigma / 255.0)
+
+
+class JPEGCompression(Degradation):
+    """Real JPEG encoding and decoding through Pillow at a fixed ``quality`` (4:2:0)."""
+
+    def __init__(self, quality: int):
+        self.quality = int(quality)
+        self.name = f"JPEG compression, quality {self.quality}"
+
+    def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        array = hr.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out = np.empty_like(array)
+        for i, image in enumerate(array):
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="JPEG", quality=self.quality)
+            buffer.seek(0)
+            out[i] = np.asarray(Image.open(buffer).convert("RGB"))
+        return torch.from_numpy(out).permute(0, 3, 1, 2).to(hr.dtype).div(255).to(hr.device)
+
+
+def make_degradation(config: EnvConfig) -> Degradation:
+    """The degradation named by ``config.task`` with its parameter."""
+    if config.task == "sr":
+        return BicubicDownsample(config.scale)
+    if config.task == "denoise":
+        return GaussianNoise(config.sigma)
+    if config.task == "jpeg":
+        return JPEGCompression(config.quality)
+    raise ValueError(f"Unknown task {config.task!r}. Allowed: 'sr', 'denoise', 'jpeg'")

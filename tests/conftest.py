@@ -1,0 +1,65 @@
+"""Test-wide set-up: nothing may reach the network, and model files live in the repo."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Before torch, pyiqa or huggingface_hub are imported anywhere: pyiqa reads the torch
+# hub folder when it is imported.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TORCH_HOME", str(REPO / ".torch_home"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def tiny_kwargs() -> dict:
+    """The smallest useful configuration: runs a stage in well under a second on CPU."""
+    return dict(
+        objective="psnr", patch_size=32, batch_size=4, stage_iters=2, max_stages=3,
+        eval_images=2, eval_size=64, device="cpu",
+    )
+
+
+def _have_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _module_missing(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip, with the reason shown in the summary, what this machine cannot run."""
+    reasons = {
+        "gpu": "no CUDA device on this machine" if not _have_cuda() else None,
+        "llm": (
+            "no remote model configured (set LOSSAGENT_LLM and its API key)"
+            if not os.environ.get("LOSSAGENT_LLM")
+            else None
+        ),
+        "rl": "stable-baselines3 is not installed (extra 'rl')"
+        if _module_missing("stable_baselines3")
+        else None,
+        "ray": "ray is not installed (extra 'ray')" if _module_missing("ray") else None,
+        "local_llm": "llama-cpp-python is not installed (extra 'local-llm')"
+        if _module_missing("llama_cpp")
+        else None,
+    }
+    if os.environ.get("CI"):
+        # CI installs every extra: a missing one there is a broken install, not a skip.
+        missing = [m for m in ("rl", "ray", "local_llm") if reasons[m]]
+        if missing:
+            raise pytest.UsageError(f"CI run without extras: {[reasons[m] for m in missing]}")
+    for item in items:
+        for marker, reason in reasons.items():
+            if reason and marker in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=f"[{marker}] {reason}"))
