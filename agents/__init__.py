@@ -1,0 +1,114 @@
+"""Agents that choose the loss weights of a LossAgent env, and the loop that runs them.
+
+```python
+from agents import UCBAgent, run_episode, make_agent
+traj = run_episode(env, UCBAgent(), seed=0)
+traj = run_episode(env, make_agent("dwa", temperature=2.0), seed=0)
+```
+
+Short names for :func:`make_agent` (the benchmark runner and the CLI use them):
+
+==========  ===========================  =====================================
+name        class                        family
+==========  ===========================  =====================================
+fixed       :class:`FixedAgent`          fixed weights (presets or explicit)
+random      :class:`RandomAgent`         uniform or Dirichlet draws
+egreedy     :class:`EpsilonGreedyAgent`  bandit over weight presets
+ucb         :class:`UCBAgent`            bandit (UCB1)
+thompson    :class:`ThompsonAgent`       bandit (Gaussian Thompson sampling)
+dwa         :class:`DWAAgent`            Dynamic Weight Average
+ppo         :class:`PPOAgent`            stable-baselines3 PPO (``rl`` extra)
+pbt         :class:`PBTAgent`            population-based training
+llm         :class:`LLMAgent`            LangChain chat model (LossAgent)
+==========  ===========================  =====================================
+
+Importing this package is cheap: stable-baselines3, LangChain's OpenAI client and the
+local model are imported only when an agent needs them (``LLMAgent`` loads on first
+access).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from agents.bandits import EpsilonGreedyAgent, ThompsonAgent, UCBAgent
+from agents.base import Agent, AgentSpec, BaseAgent, InvalidActionError, Stage, Trajectory, run_episode
+from agents.dwa import DWAAgent
+from agents.fixed import FixedAgent
+from agents.pbt import PBTAgent, run_pbt
+from agents.ppo import PPOAgent
+from agents.presets import weight_presets
+from agents.random_agent import RandomAgent
+
+if TYPE_CHECKING:
+    from agents.llm.agent import LLMAgent
+
+__all__ = [
+    "AGENTS",
+    "Agent",
+    "AgentSpec",
+    "BaseAgent",
+    "DWAAgent",
+    "EpsilonGreedyAgent",
+    "FixedAgent",
+    "InvalidActionError",
+    "LLMAgent",
+    "PBTAgent",
+    "PPOAgent",
+    "RandomAgent",
+    "Stage",
+    "ThompsonAgent",
+    "Trajectory",
+    "UCBAgent",
+    "make_agent",
+    "run_episode",
+    "run_pbt",
+    "weight_presets",
+]
+
+AGENTS: dict[str, str] = {
+    "fixed": "agents.fixed:FixedAgent",
+    "random": "agents.random_agent:RandomAgent",
+    "egreedy": "agents.bandits:EpsilonGreedyAgent",
+    "ucb": "agents.bandits:UCBAgent",
+    "thompson": "agents.bandits:ThompsonAgent",
+    "dwa": "agents.dwa:DWAAgent",
+    "ppo": "agents.ppo:PPOAgent",
+    "pbt": "agents.pbt:PBTAgent",
+    "llm": "agents.llm.agent:LLMAgent",
+}
+"""Short name -> ``"module:Class"``, imported on demand by :func:`make_agent`."""
+
+
+def _load(target: str) -> Any:
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def make_agent(name: str, **kwargs: Any) -> Any:
+    """Build the agent registered as ``name`` with ``kwargs``.
+
+    Args:
+        name: One of :data:`AGENTS` (``fixed``, ``random``, ``egreedy``, ``ucb``,
+            ``thompson``, ``dwa``, ``ppo``, ``pbt``, ``llm``).
+        **kwargs: Arguments of the agent's class.
+
+    Raises:
+        KeyError: Unknown name (the message suggests the closest one).
+    """
+    if name not in AGENTS:
+        from lossagent_env.registry import unknown_name_message
+
+        raise KeyError(unknown_name_message("agent", name, AGENTS))
+    return _load(AGENTS[name])(**kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LLMAgent":
+        return _load(AGENTS["llm"])
+    raise AttributeError(f"module 'agents' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"LLMAgent"})

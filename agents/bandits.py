@@ -1,0 +1,367 @@
+"""Multi-armed bandits over weight presets: epsilon-greedy, UCB1 and Gaussian Thompson.
+
+Each arm is a preset of :func:`agents.presets.weight_presets` (each single loss, pixel
+mixes, ESRGAN's mix, uniform). A stage's reward is the objective's improvement, which
+shrinks as training goes on (the problem is non-stationary), so every bandit can forget:
+``discount=g`` weighs a reward seen ``k`` pulls ago by ``g**k`` (discounted UCB,
+Garivier & Moulines 2011), ``window=w`` keeps only the last ``w`` pulls (sliding-window
+UCB). Both off by default.
+
+The bandit cores (:class:`EpsilonGreedy`, :class:`UCB1`, :class:`GaussianThompson`) work
+without an env: ``select_arm()`` / ``update(arm, reward)``.
+
+Example:
+    >>> core = UCB1(3, rng=np.random.default_rng(0))
+    >>> arm = core.select_arm(); core.update(arm, 0.7)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from agents.base import BaseAgent
+from agents.presets import weight_presets
+
+__all__ = [
+    "UCB1",
+    "BanditCore",
+    "EpsilonGreedy",
+    "EpsilonGreedyAgent",
+    "GaussianThompson",
+    "ThompsonAgent",
+    "UCBAgent",
+]
+
+
+class BanditCore:
+    """Reward statistics of ``n_arms`` arms, with optional forgetting.
+
+    Args:
+        n_arms: Number of arms (``>= 1``).
+        discount: ``g`` in ``(0, 1]``: before each update every statistic is multiplied
+            by ``g`` (1 or None = no forgetting).
+        window: Keep only the last ``window`` pulls (None = all). Exclusive with
+            ``discount``.
+        rng: The bandit's own generator (a new unseeded one if None).
+
+    Raises:
+        ValueError: ``n_arms < 1``, ``discount`` outside ``(0, 1]``, ``window < 1``, or
+            both ``discount`` and ``window`` given.
+    """
+
+    def __init__(
+        self,
+        n_arms: int,
+        *,
+        discount: float | None = None,
+        window: int | None = None,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        if int(n_arms) != n_arms or n_arms < 1:
+            raise ValueError(f"n_arms={n_arms!r} must be an integer >= 1.")
+        if discount is not None and not 0.0 < discount <= 1.0:
+            raise ValueError(f"discount={discount!r} must be in (0, 1], or None.")
+        if window is not None and (int(window) != window or window < 1):
+            raise ValueError(f"window={window!r} must be an integer >= 1, or None.")
+        if discount is not None and window is not None:
+            raise ValueError(
+                f"Give discount={discount!r} or window={window!r}, not both. Allowed: one or neither."
+            )
+        self.n_arms = int(n_arms)
+        self.discount = discount
+        self.window = window
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self._n = np.zeros(self.n_arms)
+        self._s = np.zeros(self.n_arms)
+        self._ss = np.zeros(self.n_arms)
+        self._recent: deque[tuple[int, float]] = deque(maxlen=window)
+        self._low, self._high = math.inf, -math.inf
+        self.pulls = np.zeros(self.n_arms, dtype=np.int64)
+        """Total pulls of each arm (never forgotten)."""
+
+    # ------------------------------------------------------------ statistics
+    def update(self, arm: int, reward: float) -> None:
+        """Record ``reward`` (higher is better) for ``arm``.
+
+        Raises:
+            ValueError: ``arm`` out of range or ``reward`` not finite.
+        """
+        if not 0 <= arm < self.n_arms:
+            raise ValueError(f"arm={arm!r} is out of range. Allowed: 0 to {self.n_arms - 1}.")
+        reward = float(reward)
+        if not math.isfinite(reward):
+            raise ValueError(f"reward={reward!r} must be finite.")
+        self.pulls[arm] += 1
+        self._low, self._high = min(self._low, reward), max(self._high, reward)
+        if self.window is not None:
+            self._recent.append((arm, reward))
+            return
+        if self.discount is not None:
+            self._n *= self.discount
+            self._s *= self.discount
+            self._ss *= self.discount
+        self._n[arm] += 1.0
+        self._s[arm] += reward
+        self._ss[arm] += reward * reward
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(Effective) count, sum and sum of squares of every arm, each ``(n_arms,)``."""
+        if self.window is None:
+            return self._n.copy(), self._s.copy(), self._ss.copy()
+        n, s, ss = np.zeros(self.n_arms), np.zeros(self.n_arms), np.zeros(self.n_arms)
+        for arm, reward in self._recent:
+            n[arm] += 1.0
+            s[arm] += reward
+            ss[arm] += reward * reward
+        return n, s, ss
+
+    @property
+    def means(self) -> np.ndarray:
+        """Mean reward of every arm (NaN for arms with no data)."""
+        n, s, _ = self.stats()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, s / np.maximum(n, 1e-300), np.nan)
+
+    def noise_variance(self, prior_variance: float = 1.0) -> float:
+        """Reward noise variance, pooled over arms from within-arm deviations.
+
+        The variance of all rewards while no arm has two pulls; ``prior_variance``
+        before two rewards.
+        """
+        n, s, ss = self.stats()
+        total = n.sum()
+        if total < 2:
+            return prior_variance
+        with np.errstate(invalid="ignore", divide="ignore"):
+            within = np.where(n > 0, ss - s * s / np.maximum(n, 1e-300), 0.0)
+        dof = total - np.count_nonzero(n > 0)
+        if dof >= 1:
+            value = float(np.clip(within, 0.0, None).sum() / dof)
+        else:
+            value = float(max(ss.sum() / total - (s.sum() / total) ** 2, 0.0))
+        return max(value, 1e-12)
+
+    def _argmax(self, values: np.ndarray) -> int:
+        best = np.flatnonzero(values == values.max())
+        return int(self.rng.choice(best))
+
+    def _untried(self, n: np.ndarray) -> int | None:
+        untried = np.flatnonzero(n <= 0)
+        return int(self.rng.choice(untried)) if untried.size else None
+
+    def select_arm(self) -> int:
+        """Index of the arm to pull next."""
+        raise NotImplementedError
+
+
+class EpsilonGreedy(BanditCore):
+    """Untried arms first; then a random arm with probability ``epsilon``, else the best mean.
+
+    Args:
+        n_arms: Number of arms.
+        epsilon: Exploration probability in ``[0, 1]``.
+        **kwargs: ``discount``, ``window``, ``rng`` of :class:`BanditCore`.
+    """
+
+    def __init__(self, n_arms: int, *, epsilon: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(n_arms, **kwargs)
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon={epsilon!r} must be in [0, 1].")
+        self.epsilon = float(epsilon)
+
+    def select_arm(self) -> int:
+        n, s, _ = self.stats()
+        untried = self._untried(n)
+        if untried is not None:
+            return untried
+        if self.rng.random() < self.epsilon:
+            return int(self.rng.integers(self.n_arms))
+        return self._argmax(s / n)
+
+
+class UCB1(BanditCore):
+    """UCB1 (Auer et al. 2002): ``mean_i + c * scale * sqrt(2 ln n / n_i)``.
+
+    Untried arms are pulled first (in random order). With ``discount``/``window`` the
+    counts are the effective ones (D-UCB / SW-UCB).
+
+    Args:
+        n_arms: Number of arms.
+        c: Exploration strength (1 = UCB1).
+        normalize: UCB1 assumes rewards in ``[0, 1]``, but an objective's improvements
+            may be of any size. If True, ``scale`` is the estimated standard deviation
+            of the reward noise (:meth:`BanditCore.noise_variance`; the bound of UCB1
+            for sub-Gaussian rewards), or the range of the rewards seen while that is
+            not yet known; if False, ``scale = 1``.
+        **kwargs: ``discount``, ``window``, ``rng`` of :class:`BanditCore`.
+    """
+
+    def __init__(self, n_arms: int, *, c: float = 1.0, normalize: bool = True, **kwargs: Any) -> None:
+        super().__init__(n_arms, **kwargs)
+        if not c >= 0:
+            raise ValueError(f"c={c!r} must be >= 0.")
+        self.c = float(c)
+        self.normalize = bool(normalize)
+
+    def indices(self) -> np.ndarray:
+        """Upper confidence bound of every arm (inf for untried arms)."""
+        n, s, _ = self.stats()
+        scale = 1.0
+        if self.normalize:
+            spread = self._high - self._low
+            scale = spread if math.isfinite(spread) and spread > 0 else 1.0
+            if n.sum() >= 2:
+                scale = math.sqrt(self.noise_variance(prior_variance=scale**2))
+        total = max(n.sum(), 1.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bonus = self.c * scale * np.sqrt(2.0 * math.log(max(total, 1.0)) / n)
+            return np.where(n > 0, s / np.maximum(n, 1e-300) + bonus, np.inf)
+
+    def select_arm(self) -> int:
+        n, _, _ = self.stats()
+        untried = self._untried(n)
+        if untried is not None:
+            return untried
+        return self._argmax(self.indices())
+
+
+class GaussianThompson(BanditCore):
+    """Thompson sampling with Gaussian rewards and a Gaussian prior on each arm's mean.
+
+    Arm ``i``'s mean has posterior ``N((k0 * m0 + S_i) / (k0 + n_i), v / (k0 + n_i))``
+    where ``m0`` is the mean of every reward seen so far (0 before any), ``k0`` is
+    ``prior_strength`` (in pulls), and ``v`` the reward noise variance, pooled over arms
+    from within-arm deviations (the variance of all rewards while no arm has two pulls,
+    ``prior_variance`` before two rewards). One sample per arm; the largest wins.
+
+    Args:
+        n_arms: Number of arms.
+        prior_strength: ``k0 > 0``.
+        prior_variance: Noise variance used before two rewards are seen.
+        **kwargs: ``discount``, ``window``, ``rng`` of :class:`BanditCore`.
+    """
+
+    def __init__(
+        self, n_arms: int, *, prior_strength: float = 1.0, prior_variance: float = 1.0, **kwargs: Any
+    ) -> None:
+        super().__init__(n_arms, **kwargs)
+        if not prior_strength > 0:
+            raise ValueError(f"prior_strength={prior_strength!r} must be > 0.")
+        if not prior_variance > 0:
+            raise ValueError(f"prior_variance={prior_variance!r} must be > 0.")
+        self.prior_strength = float(prior_strength)
+        self.prior_variance = float(prior_variance)
+
+    def select_arm(self) -> int:
+        n, s, _ = self.stats()
+        total = n.sum()
+        prior_mean = float(s.sum() / total) if total > 0 else 0.0
+        k = self.prior_strength + n
+        mean = (self.prior_strength * prior_mean + s) / k
+        std = np.sqrt(self.noise_variance(self.prior_variance) / k)
+        return self._argmax(self.rng.normal(mean, std))
+
+
+class _BanditAgent(BaseAgent):
+    """An agent that pulls preset arms with a :class:`BanditCore`.
+
+    Args:
+        presets: Arm names from :func:`agents.presets.weight_presets` (None = all), or
+            a mapping ``{name: weights}`` of custom arms (action units).
+        discount: Forgetting factor, see :class:`BanditCore`.
+        window: Sliding window, see :class:`BanditCore`.
+        initial_weights: Weights of the first stage (not an arm; its reward is not
+            credited to any arm).
+    """
+
+    core_class: ClassVar[type[BanditCore]] = BanditCore
+
+    def __init__(
+        self,
+        presets: Sequence[str] | Mapping[str, Sequence[float]] | None = None,
+        *,
+        discount: float | None = None,
+        window: int | None = None,
+        initial_weights: Mapping[str, float] | Sequence[float] | None = None,
+        **core_kwargs: Any,
+    ) -> None:
+        super().__init__(initial_weights=initial_weights)
+        self.presets = presets
+        self.discount = discount
+        self.window = window
+        self.core_kwargs = core_kwargs
+        # Fail early on bad options: build a throw-away core.
+        self.core_class(1, discount=discount, window=window, **core_kwargs)
+        self.arm_names: list[str] = []
+        self.arms = np.zeros((0, 0), np.float32)
+        self.core: BanditCore | None = None
+        self._arm: int | None = None
+
+    def _reset(self) -> None:
+        from agents.base import resolve_weights
+
+        assert self.spec is not None
+        if isinstance(self.presets, Mapping):
+            arms = {k: resolve_weights(self.spec, v, what=f"preset {k!r}") for k, v in self.presets.items()}
+        else:
+            available = weight_presets(self.spec)
+            wanted = list(available) if self.presets is None else list(self.presets)
+            missing = [name for name in wanted if name not in available]
+            if missing:
+                from lossagent_env.registry import unknown_name_message
+
+                raise KeyError(unknown_name_message("weight preset", missing[0], available))
+            arms = {name: available[name] for name in wanted}
+        if not arms:
+            raise ValueError(f"presets={self.presets!r} gives no arm. Allowed: one or more presets.")
+        self.arm_names = list(arms)
+        self.arms = np.stack(list(arms.values())).astype(np.float32)
+        self.core = self.core_class(
+            len(arms), discount=self.discount, window=self.window, rng=self.rng, **self.core_kwargs
+        )
+        self._arm = None
+
+    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
+        assert self.core is not None
+        self._arm = self.core.select_arm()
+        self._notes = {"arm": self.arm_names[self._arm], "arm_index": self._arm}
+        return self.arms[self._arm].copy()
+
+    def _on_initial(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+        self._arm = None
+
+    def _observe(self, action: np.ndarray, reward: float, observation: Any, info: Any) -> None:
+        if self._arm is not None and self.core is not None:
+            self.core.update(self._arm, reward)
+        self._arm = None
+
+    def __repr__(self) -> str:
+        options = {"discount": self.discount, "window": self.window, **self.core_kwargs}
+        shown = ", ".join(f"{k}={v!r}" for k, v in options.items() if v is not None)
+        return f"{type(self).__name__}({shown})"
+
+
+class EpsilonGreedyAgent(_BanditAgent):
+    """Epsilon-greedy over weight presets (see :class:`EpsilonGreedy`, ``epsilon=0.1``)."""
+
+    name = "egreedy"
+    core_class = EpsilonGreedy
+
+
+class UCBAgent(_BanditAgent):
+    """UCB1 over weight presets (see :class:`UCB1`; ``c``, ``normalize``)."""
+
+    name = "ucb"
+    core_class = UCB1
+
+
+class ThompsonAgent(_BanditAgent):
+    """Gaussian Thompson sampling over weight presets (see :class:`GaussianThompson`)."""
+
+    name = "thompson"
+    core_class = GaussianThompson

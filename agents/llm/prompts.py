@@ -1,0 +1,338 @@
+"""The LLM agent's prompt, in the three parts of LossAgent (Li et al., 2024).
+
+1. **System prompt** (:data:`SYSTEM_TEMPLATE`): the role (choose loss weights for
+   training an image-restoration network), the optimisation objective in words and as
+   metrics with their directions, the loss repository as a table (name, scale,
+   description), and the rules (one weight per loss, in ``[0, 1]``, 0 switches a loss
+   off).
+2. **History prompt** (:data:`HISTORY_TEMPLATE`): the trajectory so far as a compact
+   table ``stage | weights | metrics | objective | reward``, in chronological order or
+   sorted by objective ascending (best last, as OPRO does), trimmed oldest-first to fit
+   a token budget (estimated as characters / 4), followed by the objective's textual
+   feedback when there is any.
+3. **Format prompt** (:data:`FORMAT_TEMPLATE`): what to return, for the answer method in
+   use (function call, JSON schema, or plain-text JSON).
+
+:data:`PROMPT` assembles them with LangChain's ``ChatPromptTemplate``: the system prompt
+as the system message, history and format as the user message, then any re-ask
+messages. Each part is also a ``PromptTemplate`` of its own so it can be rendered and
+reviewed alone (see ``tests/unit/snapshots/``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, PromptTemplate
+from pydantic import BaseModel
+
+from agents.base import AgentSpec
+from agents.llm.schema import ANSWER_SCHEMA_NAME, summary
+
+__all__ = [
+    "FORMAT_TEMPLATE",
+    "HISTORY_ORDERS",
+    "HISTORY_TEMPLATE",
+    "PROMPT",
+    "SYSTEM_TEMPLATE",
+    "HistoryRecord",
+    "PromptParts",
+    "build_messages",
+    "estimate_tokens",
+    "format_instructions",
+    "prompt_variables",
+    "render_format",
+    "render_history",
+    "render_parts",
+    "render_system",
+]
+
+HISTORY_ORDERS = ("chronological", "sorted")
+
+SYSTEM_TEMPLATE = """\
+You are LossAgent, an expert in training image-restoration networks. You choose the \
+weights of the losses used to train a network for {task}. Training runs in \
+{max_stages} stages of {stage_iters} iterations each. Before every stage you choose one \
+weight per loss; the network then trains on the weighted sum of the losses, and the \
+result is measured on held-out images.
+
+## Optimisation objective
+{objective}
+
+Metrics measured after every stage:
+{metrics_table}
+
+The objective value J combines these metrics (a lower-is-better metric enters J with a \
+minus sign), so a higher J is always better. The reward of a stage is the change of J.
+
+## Loss repository
+{loss_table}
+
+## Rules
+- Give exactly one weight per loss, for all {n_losses} losses: {loss_list}.
+- Every weight is a number in [0, 1]. Training uses weight x scale; the scales make \
+1.0 comparable across losses.
+- A weight of 0 switches the loss off. If every weight is 0 the network does not train \
+during that stage.
+- Aim for the highest J at the end of training, not only after the next stage."""
+
+HISTORY_TEMPLATE = """\
+## History
+{progress}
+{history_table}{feedback}"""
+
+FORMAT_TEMPLATE = """\
+## Your answer
+{format_instructions}"""
+
+SYSTEM_PROMPT = PromptTemplate.from_template(SYSTEM_TEMPLATE)
+HISTORY_PROMPT = PromptTemplate.from_template(HISTORY_TEMPLATE)
+FORMAT_PROMPT = PromptTemplate.from_template(FORMAT_TEMPLATE)
+
+PROMPT = ChatPromptTemplate.from_messages(
+    [
+        ("system", SYSTEM_TEMPLATE),
+        ("human", HISTORY_TEMPLATE + "\n\n" + FORMAT_TEMPLATE),
+        MessagesPlaceholder("reask", optional=True),
+    ]
+)
+"""The whole prompt: system message, then history + format as the user message."""
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    """One row of the history table.
+
+    Attributes:
+        stage: Stage index (0 for the state after reset).
+        weights: The action of that stage in ``[0, 1]`` (None for stage 0).
+        metrics: Metric name -> raw value after the stage.
+        objective: J after the stage (higher is better).
+        reward: Change of J (None for stage 0).
+        diverged: True if the stage diverged and was rolled back.
+        feedback: The objective's textual feedback after the stage, if any.
+    """
+
+    stage: int
+    weights: tuple[float, ...] | None
+    metrics: Mapping[str, float]
+    objective: float
+    reward: float | None = None
+    diverged: bool = False
+    feedback: str | None = None
+
+
+@dataclass(frozen=True)
+class PromptParts:
+    """The three rendered parts of the prompt."""
+
+    system: str
+    history: str
+    format: str
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count: characters / 4, rounded up."""
+    return math.ceil(len(text) / 4)
+
+
+def _number(value: float | None, spec: str = ".5g") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return format(float(value), spec)
+
+
+def _system_variables(spec: AgentSpec) -> dict[str, Any]:
+    metric_rows = ["| metric | better |", "|---|---|"]
+    for metric in spec.metric_names:
+        metric_rows.append(f"| {metric} | {'lower' if spec.lower_better.get(metric) else 'higher'} |")
+    loss_rows = ["| loss | scale | description |", "|---|---|---|"]
+    for loss in spec.loss_names:
+        text = " ".join(str(spec.descriptions.get(loss, "")).split()).replace("|", "/")
+        loss_rows.append(f"| {loss} | {_number(spec.scales.get(loss, 1.0), '.4g')} | {text} |")
+    return {
+        "task": spec.task,
+        "max_stages": spec.max_stages,
+        "stage_iters": spec.stage_iters,
+        "objective": spec.objective.strip(),
+        "metrics_table": "\n".join(metric_rows),
+        "loss_table": "\n".join(loss_rows),
+        "n_losses": spec.n_losses,
+        "loss_list": ", ".join(spec.loss_names),
+    }
+
+
+def render_system(spec: AgentSpec) -> str:
+    """The system prompt for ``spec``."""
+    return SYSTEM_PROMPT.format(**_system_variables(spec))
+
+
+def _row(record: HistoryRecord, spec: AgentSpec) -> str:
+    if record.weights is None:
+        weights = "(start)"
+    else:
+        weights = " ".join(f"{w:.2f}" for w in record.weights)
+    metrics = " ".join(f"{m}={_number(record.metrics.get(m))}" for m in spec.metric_names)
+    reward = _number(record.reward, "+.3g")
+    if record.diverged:
+        reward += " (diverged, rolled back)"
+    return f"| {record.stage} | {weights} | {metrics} | {_number(record.objective)} | {reward} |"
+
+
+def _history_variables(
+    spec: AgentSpec,
+    records: Sequence[HistoryRecord],
+    order: str,
+    max_tokens: int | None,
+) -> dict[str, str]:
+    if order not in HISTORY_ORDERS:
+        raise ValueError(f"history={order!r} is unknown. Allowed: {HISTORY_ORDERS}")
+    done = max((r.stage for r in records), default=0)
+    progress = (
+        f"Stage {done + 1} of {spec.max_stages} comes next "
+        f"({spec.max_stages - done} left, including this one)."
+    )
+    start = [r for r in records if r.weights is None]
+    stages = [r for r in records if r.weights is not None]
+    header = [
+        f"| stage | weights ({', '.join(spec.loss_names)}) | metrics | objective J | reward |",
+        "|---|---|---|---|---|",
+    ]
+
+    def build(kept: list[HistoryRecord], omitted: int) -> dict[str, str]:
+        shown = sorted(kept, key=lambda r: (r.objective if math.isfinite(r.objective) else -math.inf, r.stage)) if order == "sorted" else kept
+        lines = []
+        if order == "sorted" and kept:
+            lines.append("Stages sorted by objective J, ascending (best last).")
+        if omitted:
+            lines.append(f"({omitted} earlier stage{'s' if omitted != 1 else ''} not shown.)")
+        lines += header + [_row(r, spec) for r in start + shown]
+        if not kept and not start:
+            lines.append("(no stage yet)")
+        feedback_rows = [r for r in start + kept if r.feedback]
+        feedback = ""
+        if feedback_rows:
+            items = "\n".join(
+                f"- after stage {r.stage}: {' '.join(str(r.feedback).split())}" for r in feedback_rows
+            )
+            feedback = "\n\nFeedback on the results:\n" + items
+        return {"progress": progress, "history_table": "\n".join(lines), "feedback": feedback}
+
+    kept = list(stages)
+    variables = build(kept, 0)
+    if max_tokens is not None:
+        while len(kept) > 1 and estimate_tokens(HISTORY_PROMPT.format(**variables)) > max_tokens:
+            kept = kept[1:]
+            variables = build(kept, len(stages) - len(kept))
+    return variables
+
+
+def render_history(
+    spec: AgentSpec,
+    records: Sequence[HistoryRecord],
+    order: str = "chronological",
+    max_tokens: int | None = None,
+) -> str:
+    """The history prompt.
+
+    Args:
+        spec: The env's spec.
+        records: Stage 0 (after reset) and every finished stage, in order.
+        order: ``"chronological"`` or ``"sorted"`` (by objective, ascending).
+        max_tokens: Budget of the history part (characters / 4); the oldest stages are
+            dropped until it fits (the latest stage is always kept). None = no limit.
+
+    Raises:
+        ValueError: Unknown ``order``.
+    """
+    return HISTORY_PROMPT.format(**_history_variables(spec, records, order, max_tokens))
+
+
+def format_instructions(spec: AgentSpec, method: str, schema: type[BaseModel]) -> str:
+    """What to return, for ``method`` (``function_calling``, ``json_schema``, ``text``)."""
+    names = ", ".join(spec.loss_names)
+    if method == "function_calling":
+        return (
+            f"Call the function `{ANSWER_SCHEMA_NAME}` with one weight in [0, 1] for each of "
+            f"the {spec.n_losses} losses ({names}) and a short `rationale` (one or two "
+            "sentences)."
+        )
+    if method == "json_schema":
+        return (
+            f"Reply with a JSON object that has one weight in [0, 1] for each of the "
+            f"{spec.n_losses} losses ({names}) and a short \"rationale\" (one or two "
+            "sentences)."
+        )
+    if method == "text":
+        from langchain_core.output_parsers import PydanticOutputParser
+
+        instructions = PydanticOutputParser(pydantic_object=schema).get_format_instructions()
+        return instructions + "\n\nReply with the JSON object only, no other text."
+    raise ValueError(f"method={method!r} is unknown. Allowed: ('function_calling', 'json_schema', 'text')")
+
+
+def render_format(spec: AgentSpec, method: str, schema: type[BaseModel]) -> str:
+    """The format prompt."""
+    return FORMAT_PROMPT.format(format_instructions=format_instructions(spec, method, schema))
+
+
+def prompt_variables(
+    spec: AgentSpec,
+    records: Sequence[HistoryRecord],
+    *,
+    method: str,
+    schema: type[BaseModel],
+    order: str = "chronological",
+    max_history_tokens: int | None = None,
+) -> dict[str, Any]:
+    """Every variable of :data:`PROMPT` (except ``reask``)."""
+    return {
+        **_system_variables(spec),
+        **_history_variables(spec, records, order, max_history_tokens),
+        "format_instructions": format_instructions(spec, method, schema),
+    }
+
+
+def render_parts(
+    spec: AgentSpec,
+    records: Sequence[HistoryRecord],
+    *,
+    method: str,
+    schema: type[BaseModel],
+    order: str = "chronological",
+    max_history_tokens: int | None = None,
+) -> PromptParts:
+    """The three parts, rendered."""
+    return PromptParts(
+        system=render_system(spec),
+        history=render_history(spec, records, order, max_history_tokens),
+        format=render_format(spec, method, schema),
+    )
+
+
+def build_messages(
+    spec: AgentSpec,
+    records: Sequence[HistoryRecord],
+    *,
+    method: str,
+    schema: type[BaseModel],
+    order: str = "chronological",
+    max_history_tokens: int | None = None,
+    reask: Sequence[BaseMessage] = (),
+) -> list[BaseMessage]:
+    """The chat messages of one request: :data:`PROMPT` filled in."""
+    variables = prompt_variables(
+        spec, records, method=method, schema=schema, order=order, max_history_tokens=max_history_tokens
+    )
+    return PROMPT.format_messages(**variables, reask=list(reask))
+
+
+def loss_summaries(spec: AgentSpec) -> dict[str, str]:
+    """Loss name -> first sentence of its description."""
+    return {n: summary(spec.descriptions.get(n, "")) for n in spec.loss_names}

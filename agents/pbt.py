@@ -1,0 +1,413 @@
+"""Population-based training (Jaderberg et al. 2017) of the loss weights.
+
+A population of networks trains side by side, each with its own weights. After every
+``interval`` stages the members are ranked by objective; each member in the bottom
+``quantile`` *exploits* a random member of the top ``quantile`` (copies its network,
+optimizer and RNG state through ``env.unwrapped.get_state()``/``set_state()``, and its
+weights) and then *explores*: every weight is resampled from ``U(0, 1)`` with
+probability ``resample_prob``, else multiplied by 0.8 or 1.2 and clipped to ``[0, 1]``.
+These are Ray Tune's ``PopulationBasedTraining`` defaults (``quantile_fraction=0.25``,
+``resample_probability=0.25``, factors 0.8/1.2; the quantile holds
+``ceil(quantile * population)`` members, at most half of them). A bottom member
+that is not strictly worse than its top member is left alone.
+
+Two ways to run it:
+
+* :func:`run_pbt` with one env per member (``env_fns``); returns the best member's
+  :class:`~agents.base.Trajectory` (its lineage: a member that exploits inherits the
+  stages of the member it copied), every member's trajectory and the log.
+* :class:`PBTAgent` inside :func:`agents.run_episode` on a single env, which it
+  time-shares between the members through ``get_state``/``set_state``: before each
+  stage it steps the other members itself, then leaves the env in the state of the
+  currently best member, whose stage ``run_episode`` records. The trajectory therefore
+  follows the best member at every ranking; each stage's ``reward`` is the improvement
+  of the member that trained it (its notes give the member and every member's
+  objective when the stage began). When the recorded member changes, the objective
+  jumps up between stages, so the rewards add up to less than the final minus the
+  initial objective: compare PBT by its objectives, not by the sum of its rewards.
+
+Either way ``log`` is a list of dicts, one per event, enough to replay the run:
+``{"kind": "init", "member", "weights"}`` for the start, and
+``{"kind": "exploit", "stage", "member", "from_member", "objective", "from_objective",
+"old_weights", "new_weights", "resampled"}`` for every perturbation (weights are lists
+ordered as ``loss_names``; ``resampled`` names the weights drawn afresh).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agents.base import AgentSpec, BaseAgent, Stage, Trajectory, resolve_weights
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PBTAgent", "PBTResult", "exploit_and_explore", "quantile_members", "run_pbt"]
+
+
+def quantile_members(objectives: Sequence[float], quantile: float, rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """Bottom and top members by objective (higher is better), as Ray Tune picks them.
+
+    Ties are broken at random with ``rng``.
+
+    Returns:
+        ``(bottom, top)`` lists of member indices, each of
+        ``min(ceil(quantile * n), floor(n / 2))`` members.
+    """
+    n = len(objectives)
+    size = int(math.ceil(n * quantile))
+    if size > n / 2:
+        size = int(math.floor(n / 2))
+    values = np.array([v if math.isfinite(v) else -math.inf for v in objectives], dtype=np.float64)
+    order = np.lexsort((rng.random(n), values))  # ascending objective, random tie-break
+    bottom = [int(i) for i in order[:size]]
+    top = [int(i) for i in order[n - size:]] if size else []
+    return bottom, top
+
+
+def exploit_and_explore(
+    stage: int,
+    objectives: Sequence[float],
+    weights: list[np.ndarray],
+    rng: np.random.Generator,
+    *,
+    quantile: float = 0.25,
+    perturb_factors: tuple[float, float] = (0.8, 1.2),
+    resample_prob: float = 0.25,
+    loss_names: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """One PBT ranking: decide who copies whom and the new weights.
+
+    ``weights`` is updated in place for every exploiting member; copying the network
+    state is left to the caller (one ``set_state`` per returned event).
+
+    Returns:
+        One ``"exploit"`` log entry per member that copies another.
+    """
+    bottom, top = quantile_members(objectives, quantile, rng)
+    events = []
+    for member in bottom:
+        source = int(rng.choice(top))
+        if not objectives[source] > objectives[member]:
+            continue
+        old = weights[member].copy()
+        new = weights[source].astype(np.float64).copy()
+        resampled = []
+        for i in range(new.size):
+            if rng.random() < resample_prob:
+                new[i] = rng.uniform(0.0, 1.0)
+                resampled.append(loss_names[i] if i < len(loss_names) else i)
+            else:
+                new[i] = new[i] * perturb_factors[int(rng.integers(2))]
+        weights[member] = np.clip(new, 0.0, 1.0).astype(np.float32)
+        events.append(
+            {
+                "kind": "exploit",
+                "stage": int(stage),
+                "member": member,
+                "from_member": source,
+                "objective": float(objectives[member]),
+                "from_objective": float(objectives[source]),
+                "old_weights": [float(w) for w in old],
+                "new_weights": [float(w) for w in weights[member]],
+                "resampled": resampled,
+            }
+        )
+        logger.info(
+            "PBT stage %d: member %d (objective %.6g) copies member %d (%.6g).",
+            stage, member, objectives[member], source, objectives[source],
+        )
+    return events
+
+
+def _check_options(population: int, quantile: float, resample_prob: float, interval: int) -> None:
+    if int(population) != population or population < 2:
+        raise ValueError(f"population={population!r} must be an integer >= 2.")
+    if not 0.0 < quantile <= 0.5:
+        raise ValueError(f"quantile={quantile!r} must be in (0, 0.5].")
+    if not 0.0 <= resample_prob <= 1.0:
+        raise ValueError(f"resample_prob={resample_prob!r} must be in [0, 1].")
+    if int(interval) != interval or interval < 1:
+        raise ValueError(f"interval={interval!r} must be an integer >= 1.")
+
+
+def _initial_weights(
+    spec: AgentSpec, population: int, rng: np.random.Generator, initial_weights: Any
+) -> list[np.ndarray]:
+    """Member 0 starts from ``initial_weights`` if given; the others from ``U(0, 1)``."""
+    weights = [rng.uniform(0.0, 1.0, spec.n_losses).astype(np.float32) for _ in range(population)]
+    if initial_weights is not None:
+        weights[0] = resolve_weights(spec, initial_weights, what="initial_weights")
+    return weights
+
+
+class PBTAgent(BaseAgent):
+    """PBT on a single env, time-shared between the members (see the module docstring).
+
+    Needs ``prepare(env)`` (which :func:`agents.run_episode` calls) and an env with
+    ``get_state``/``set_state``. Each stage trains every member once, so an episode
+    costs ``population`` times the stages of other agents (the last stage trains only
+    the recorded member, since the others' results would not be used).
+
+    Args:
+        population: Number of members (``>= 2``).
+        quantile: Bottom/top fraction (Ray Tune: 0.25).
+        perturb_factors: Multiplicative perturbations (Ray Tune: 0.8, 1.2).
+        resample_prob: Probability of resampling a weight (Ray Tune: 0.25).
+        interval: Stages between rankings.
+        initial_weights: Weights of member 0 at the start (others are drawn uniformly).
+
+    Attributes:
+        log: The perturbation log of the last episode (module docstring).
+    """
+
+    name = "pbt"
+
+    def __init__(
+        self,
+        population: int = 3,
+        *,
+        quantile: float = 0.25,
+        perturb_factors: tuple[float, float] = (0.8, 1.2),
+        resample_prob: float = 0.25,
+        interval: int = 1,
+        initial_weights: Mapping[str, float] | Sequence[float] | None = None,
+    ) -> None:
+        # initial_weights goes to member 0, not to the first action of BaseAgent.
+        super().__init__(initial_weights=None)
+        _check_options(population, quantile, resample_prob, interval)
+        self.population = int(population)
+        self.quantile = float(quantile)
+        self.perturb_factors = (float(perturb_factors[0]), float(perturb_factors[1]))
+        self.resample_prob = float(resample_prob)
+        self.interval = int(interval)
+        self.member_initial_weights = initial_weights
+        self.log: list[dict[str, Any]] = []
+        self._env: Any = None
+        self._weights: list[np.ndarray] = []
+        self._states: list[Any] = []
+        self._objectives: list[float] = []
+        self._lead = 0
+
+    def prepare(self, env: Any) -> None:
+        """Keep a handle on the env to time-share it (called by run_episode)."""
+        unwrapped = env.unwrapped
+        if not (callable(getattr(unwrapped, "get_state", None)) and callable(getattr(unwrapped, "set_state", None))):
+            raise TypeError(
+                f"PBTAgent needs an env with get_state()/set_state(); {type(unwrapped).__name__} has not. "
+                "Allowed: LossAgent envs."
+            )
+        self._env = env
+
+    def _reset(self) -> None:
+        if self._env is None:
+            raise RuntimeError(
+                "PBTAgent needs the env: call agent.prepare(env) before reset (run_episode does)."
+            )
+        assert self.spec is not None
+        self._weights = _initial_weights(self.spec, self.population, self.rng, self.member_initial_weights)
+        self.log = [
+            {"kind": "init", "member": m, "weights": [float(w) for w in self._weights[m]]}
+            for m in range(self.population)
+        ]
+        self._states = []
+        self._objectives = []
+        self._lead = 0
+
+    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
+        assert self.spec is not None
+        env = self._env.unwrapped
+        stage = int(info.get("stage", self.t))
+        if not self._states:
+            state = env.get_state()
+            self._states = [state] * self.population
+            self._objectives = [float(info["objective"])] * self.population
+        else:
+            self._states[self._lead] = env.get_state()
+            self._objectives[self._lead] = float(info["objective"])
+        events: list[dict[str, Any]] = []
+        if stage > 0 and stage % self.interval == 0:
+            events = exploit_and_explore(
+                stage,
+                self._objectives,
+                self._weights,
+                self.rng,
+                quantile=self.quantile,
+                perturb_factors=self.perturb_factors,
+                resample_prob=self.resample_prob,
+                loss_names=self.spec.loss_names,
+            )
+            for event in events:
+                self._states[event["member"]] = self._states[event["from_member"]]
+                self._objectives[event["member"]] = self._objectives[event["from_member"]]
+            self.log.extend(events)
+        objectives = np.array(self._objectives)
+        self._lead = int(np.flatnonzero(objectives == objectives.max())[0])
+        last_stage = stage + 1 >= self.spec.max_stages
+        if not last_stage:
+            for member in range(self.population):
+                if member == self._lead:
+                    continue
+                env.set_state(self._states[member])
+                _, _, _, _, member_info = env.step(self._weights[member])
+                self._states[member] = env.get_state()
+                self._objectives[member] = float(member_info["objective"])
+        env.set_state(self._states[self._lead])
+        self._notes = {
+            "member": self._lead,
+            "objectives": [float(v) for v in objectives],
+            "perturbations": events,
+        }
+        return self._weights[self._lead].copy()
+
+    def __repr__(self) -> str:
+        return f"PBTAgent(population={self.population})"
+
+
+@dataclass
+class PBTResult:
+    """What :func:`run_pbt` returns.
+
+    Attributes:
+        trajectory: Lineage of the best member at the end.
+        best_member: Its index.
+        members: Every member's trajectory (lineages).
+        log: Init and exploit events (module docstring).
+        stages_trained: Stages trained in all (population x stages).
+    """
+
+    trajectory: Trajectory
+    best_member: int
+    members: list[Trajectory] = field(default_factory=list)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    stages_trained: int = 0
+
+
+def run_pbt(
+    env_fns: Callable[[], Any] | Sequence[Callable[[], Any]],
+    population: int = 3,
+    *,
+    seed: int | None = 0,
+    quantile: float = 0.25,
+    perturb_factors: tuple[float, float] = (0.8, 1.2),
+    resample_prob: float = 0.25,
+    interval: int = 1,
+    initial_weights: Mapping[str, float] | Sequence[float] | None = None,
+    callbacks: Sequence[Callable[[Stage, Any], None]] = (),
+) -> PBTResult:
+    """PBT with one env per member, all reset with ``seed`` (the same initial network).
+
+    Args:
+        env_fns: One env factory (called ``population`` times) or one per member.
+        population: Members, when ``env_fns`` is a single factory.
+        seed: Seed of every env's reset and of the PBT decisions.
+        quantile: Bottom/top fraction (Ray Tune: 0.25).
+        perturb_factors: Multiplicative perturbations (Ray Tune: 0.8, 1.2).
+        resample_prob: Probability of resampling a weight (Ray Tune: 0.25).
+        interval: Stages between rankings.
+        initial_weights: Weights of member 0 at the start (others uniform).
+        callbacks: ``cb(stage_record, env)`` after every member's stage.
+
+    Returns:
+        A :class:`PBTResult`; ``trajectory.agent`` is ``"pbt"``.
+    """
+    factories = list(env_fns) if isinstance(env_fns, Sequence) else [env_fns] * int(population)
+    _check_options(len(factories), quantile, resample_prob, interval)
+    envs = [make() for make in factories]
+    try:
+        return _run_pbt(envs, seed, quantile, perturb_factors, resample_prob, interval, initial_weights, callbacks)
+    finally:
+        for env in envs:
+            env.close()
+
+
+def _run_pbt(
+    envs: list[Any],
+    seed: int | None,
+    quantile: float,
+    perturb_factors: tuple[float, float],
+    resample_prob: float,
+    interval: int,
+    initial_weights: Any,
+    callbacks: Sequence[Callable[[Stage, Any], None]],
+) -> PBTResult:
+    rng = np.random.default_rng(seed)
+    spec = AgentSpec.from_env(envs[0])
+    n = len(envs)
+    weights = _initial_weights(spec, n, rng, initial_weights)
+    log: list[dict[str, Any]] = [
+        {"kind": "init", "member": m, "weights": [float(w) for w in weights[m]]} for m in range(n)
+    ]
+    members: list[Trajectory] = []
+    for member, env in enumerate(envs):
+        _, info = env.reset(seed=seed)
+        members.append(
+            Trajectory(
+                agent="pbt",
+                seed=seed,
+                env_id=spec.env_id,
+                loss_names=list(spec.loss_names),
+                initial={
+                    "metrics": dict(info["metrics"]),
+                    "objective": float(info["objective"]),
+                    "loss_values": dict(info["loss_values"]),
+                },
+            )
+        )
+    pending: dict[int, dict[str, Any]] = {}
+    trained = 0
+    for stage in range(spec.max_stages):
+        objectives = []
+        for member, env in enumerate(envs):
+            _, reward, _, _, info = env.step(weights[member])
+            trained += 1
+            notes = {"member": member}
+            if member in pending:
+                notes["exploited"] = pending.pop(member)
+            record = Stage(
+                stage=int(info["stage"]),
+                action=[float(w) for w in weights[member]],
+                weights={k: float(v) for k, v in info["weights"].items()},
+                metrics={k: float(v) for k, v in info["metrics"].items()},
+                objective=float(info["objective"]),
+                reward=float(reward),
+                loss_values={k: float(v) for k, v in info["loss_values"].items()},
+                diverged=bool(info["diverged"]),
+                feedback=None if info.get("feedback") is None else str(info["feedback"]),
+                notes=notes,
+                timings={k: float(v) for k, v in getattr(env.unwrapped, "timings", {}).items()},
+            )
+            members[member].stages.append(record)
+            objectives.append(record.objective)
+            for callback in callbacks:
+                callback(record, env)
+        done = stage + 1
+        if done < spec.max_stages and done % interval == 0:
+            events = exploit_and_explore(
+                done,
+                objectives,
+                weights,
+                rng,
+                quantile=quantile,
+                perturb_factors=perturb_factors,
+                resample_prob=resample_prob,
+                loss_names=spec.loss_names,
+            )
+            for event in events:
+                dst, src = event["member"], event["from_member"]
+                envs[dst].unwrapped.set_state(envs[src].unwrapped.get_state())
+                members[dst].stages = copy.deepcopy(members[src].stages)
+                pending[dst] = {"from_member": src, "stage": done}
+            log.extend(events)
+    finals = [t.final_objective for t in members]
+    best = int(np.argmax(finals))
+    return PBTResult(
+        trajectory=members[best], best_member=best, members=members, log=log, stages_trained=trained
+    )
+

@@ -1,0 +1,253 @@
+"""An RL policy for the weights: stable-baselines3 PPO trained on the env itself.
+
+Each env step is one training stage, so PPO learns a schedule ``observation -> weights``
+from many episodes. The Dict observation (metrics, weights, loss values, progress) is
+flattened into one vector and rescaled from each entry's finite bounds to ``[-1, 1]``
+(:class:`ScaledFlatObservation`), the same transform at training and acting time.
+
+stable-baselines3 is an optional dependency (the ``rl`` extra) imported only when an
+agent is trained or loaded.
+
+Example:
+    >>> agent = PPOAgent(train_steps=256, n_steps=32).train(lambda: gym.make(...))
+    >>> traj = run_episode(env, agent, seed=0)      # acts deterministically
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from agents.base import BaseAgent
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PPOAgent", "ScaledFlatObservation", "flatten_observation"]
+
+
+def _import_sb3() -> Any:
+    try:
+        import stable_baselines3
+    except ImportError as e:
+        raise ImportError(
+            "PPOAgent needs stable-baselines3, the 'rl' extra: pip install 'lossagent-env[rl]'"
+        ) from e
+    return stable_baselines3
+
+
+def _flat_bounds(space: spaces.Space) -> tuple[np.ndarray, np.ndarray]:
+    flat = spaces.flatten_space(space)
+    low = np.asarray(flat.low, dtype=np.float64)
+    high = np.asarray(flat.high, dtype=np.float64)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise ValueError(
+            "ScaledFlatObservation needs finite observation bounds; "
+            f"got low={low.tolist()!r}, high={high.tolist()!r}. Allowed: finite boxes."
+        )
+    return low, high
+
+
+def flatten_observation(space: spaces.Space, observation: Any) -> np.ndarray:
+    """Flatten ``observation`` of ``space`` and rescale every entry to ``[-1, 1]``.
+
+    Args:
+        space: The env's (Dict) observation space, with finite bounds.
+        observation: One observation of it.
+
+    Returns:
+        ``float32`` vector of length ``flatdim(space)``; an entry at its lower bound
+        maps to -1, at its upper bound to 1 (constant entries map to 0).
+    """
+    low, high = _flat_bounds(space)
+    flat = np.asarray(spaces.flatten(space, observation), dtype=np.float64)
+    span = high - low
+    scaled = np.where(span > 0, 2.0 * (flat - low) / np.where(span > 0, span, 1.0) - 1.0, 0.0)
+    return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+
+
+class ScaledFlatObservation(gym.ObservationWrapper):
+    """Observation wrapper: :func:`flatten_observation` of the wrapped env's space."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._space = env.observation_space
+        n = spaces.flatdim(self._space)
+        _flat_bounds(self._space)
+        self.observation_space = spaces.Box(-1.0, 1.0, (n,), np.float32)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        return flatten_observation(self._space, observation)
+
+
+@contextlib.contextmanager
+def _global_rngs_restored() -> Iterator[None]:
+    """Leave Python's, NumPy's and torch's global RNGs as they were.
+
+    stable-baselines3 seeds all three globally (``set_random_seed``); the agent must not
+    change the caller's global state.
+    """
+    import torch
+
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+class PPOAgent(BaseAgent):
+    """stable-baselines3 PPO (``MlpPolicy``) over the flattened, rescaled observation.
+
+    Train it with :meth:`train` (or let :func:`agents.run_episode` do it through
+    :meth:`prepare`, on the episode's env, if it is not trained yet); it then acts
+    deterministically (the policy's mean, clipped to ``[0, 1]``).
+
+    Args:
+        train_steps: Env steps (stages) of training.
+        n_steps: Steps per rollout (per PPO update).
+        batch_size: Minibatch size (default: ``n_steps``).
+        n_epochs: Optimisation epochs per update.
+        learning_rate: Adam learning rate of the policy.
+        gamma: Discount of future rewards.
+        seed: Seed of PPO's training (its global seeding is undone afterwards).
+        device: Torch device of the policy (``"cpu"`` suits a small MLP).
+        ppo_kwargs: Further ``stable_baselines3.PPO`` arguments.
+        initial_weights: Weights of the first stage (see :class:`BaseAgent`).
+
+    Raises:
+        ImportError: stable-baselines3 is missing (install the ``rl`` extra).
+    """
+
+    name = "ppo"
+
+    def __init__(
+        self,
+        train_steps: int = 256,
+        *,
+        n_steps: int = 32,
+        batch_size: int | None = None,
+        n_epochs: int = 4,
+        learning_rate: float = 3e-4,
+        gamma: float = 0.99,
+        seed: int = 0,
+        device: str = "cpu",
+        ppo_kwargs: Mapping[str, Any] | None = None,
+        initial_weights: Mapping[str, float] | Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(initial_weights=initial_weights)
+        for key, value in (("train_steps", train_steps), ("n_steps", n_steps), ("n_epochs", n_epochs)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{key}={value!r} must be an integer >= 1.")
+        self.train_steps = int(train_steps)
+        self.n_steps = int(n_steps)
+        self.batch_size = int(batch_size) if batch_size is not None else self.n_steps
+        self.n_epochs = int(n_epochs)
+        self.learning_rate = float(learning_rate)
+        self.gamma = float(gamma)
+        self.seed = int(seed)
+        self.device = device
+        self.ppo_kwargs = dict(ppo_kwargs or {})
+        self.model: Any = None
+        self.trained_steps = 0
+
+    @property
+    def is_trained(self) -> bool:
+        """True once :meth:`train` or :meth:`load` has given the agent a policy."""
+        return self.model is not None
+
+    def train(self, env: gym.Env | Callable[[], gym.Env], *, steps: int | None = None) -> PPOAgent:
+        """Train PPO on ``env`` (or a fresh env from the factory ``env``).
+
+        Args:
+            env: A LossAgent env, or a zero-argument callable returning one.
+            steps: Env steps to train (default: ``train_steps``).
+
+        Returns:
+            ``self``, trained.
+        """
+        sb3 = _import_sb3()
+        made = callable(env) and not isinstance(env, gym.Env)
+        base_env = env() if made else env
+        steps = self.train_steps if steps is None else int(steps)
+        wrapped = ScaledFlatObservation(base_env)
+        try:
+            with _global_rngs_restored():
+                if self.model is None:
+                    self.model = sb3.PPO(
+                        "MlpPolicy",
+                        wrapped,
+                        n_steps=self.n_steps,
+                        batch_size=self.batch_size,
+                        n_epochs=self.n_epochs,
+                        learning_rate=self.learning_rate,
+                        gamma=self.gamma,
+                        seed=self.seed,
+                        device=self.device,
+                        verbose=0,
+                        **self.ppo_kwargs,
+                    )
+                else:
+                    self.model.set_env(wrapped)
+                self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
+        finally:
+            if made:
+                base_env.close()
+        self.trained_steps += steps
+        logger.info("PPOAgent trained for %d env steps (%d in all).", steps, self.trained_steps)
+        return self
+
+    def prepare(self, env: gym.Env) -> None:
+        """Train on ``env`` for ``train_steps`` if not trained yet (called by run_episode)."""
+        if not self.is_trained:
+            logger.info(
+                "PPOAgent is untrained: training it on the episode's env for %d steps first.",
+                self.train_steps,
+            )
+            self.train(env)
+
+    def save(self, path: str | Path) -> None:
+        """Save the policy (a stable-baselines3 zip)."""
+        if self.model is None:
+            raise RuntimeError("PPOAgent.save(): nothing to save; call train() first.")
+        self.model.save(str(path))
+
+    def load(self, path: str | Path) -> PPOAgent:
+        """Load a policy saved by :meth:`save`; returns ``self``."""
+        sb3 = _import_sb3()
+        self.model = sb3.PPO.load(str(path), device=self.device)
+        return self
+
+    def _reset(self) -> None:
+        if self.model is None:
+            raise RuntimeError(
+                "PPOAgent has no policy: call agent.train(env_or_env_fn) or agent.load(path) "
+                "first (run_episode trains it on the episode's env through prepare())."
+            )
+        assert self.spec is not None
+        expected = self.model.observation_space.shape
+        got = (spaces.flatdim(self.spec.observation_space),)
+        if expected != got:
+            raise ValueError(
+                f"The PPO policy was trained on observations of shape {expected}; this env gives {got}. "
+                "Allowed: an env with the same losses and metrics."
+            )
+
+    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
+        assert self.spec is not None
+        flat = flatten_observation(self.spec.observation_space, observation)
+        action, _ = self.model.predict(flat, deterministic=True)
+        return np.clip(np.asarray(action, dtype=np.float32), 0.0, 1.0)
+
+    def __repr__(self) -> str:
+        return f"PPOAgent(train_steps={self.train_steps}, n_steps={self.n_steps})"

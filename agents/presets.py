@@ -1,0 +1,156 @@
+"""Named weight presets shared by :class:`~agents.FixedAgent` and the bandit agents.
+
+A preset is a vector of weights in action units (``[0, 1]``, one per loss in
+``spec.loss_names``), relative: its largest entry is 1. Presets are built from the
+losses an env actually has, by roles:
+
+* ``pixel``: the first of ``l1``, ``charbonnier``, ``mse``;
+* ``structure``: the first of ``ssim``, ``ms_ssim``;
+* ``edges``: ``gradient``; ``frequency``: ``fft``;
+* ``perceptual``: the first of ``perceptual``, ``lpips``, then any ``iqa:*`` loss.
+  **Fallback when none is present** (the offline repository): the perceptual weight is
+  split equally over ``gradient`` and ``fft``, the offline losses that, like a feature
+  loss, reward high-frequency detail; if neither is present it is dropped;
+* ``adversarial``: ``gan``; dropped when absent.
+
+Named mixes (each only if its losses exist):
+
+=====================  ======================================================
+``pixel``              pixel 1 (the classic L1-only baseline)
+``pixel+structure``    pixel 1, structure 1
+``pixel+edges``        pixel 1, edges 0.5
+``pixel+frequency``    pixel 1, frequency 0.5
+``esrgan``             pixel 1, perceptual 1, adversarial 0.1 (ESRGAN's 1:1:0.1;
+                       with the offline fallback: pixel 1, gradient 0.5, fft 0.5,
+                       gan 0.1)
+``uniform``            every loss 1
+=====================  ======================================================
+
+:func:`weight_presets` returns every single loss (named after the loss) followed by
+these mixes, duplicates removed: the arm set of the bandits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+
+from agents.base import AgentSpec
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MIX_NAMES", "loss_roles", "named_mixes", "weight_presets"]
+
+_PIXEL = ("l1", "charbonnier", "mse")
+_STRUCTURE = ("ssim", "ms_ssim")
+_PERCEPTUAL = ("perceptual", "lpips")
+_PERCEPTUAL_FALLBACK = ("gradient", "fft")
+
+MIX_NAMES = ("pixel", "pixel+structure", "pixel+edges", "pixel+frequency", "esrgan", "uniform")
+"""Names of the mixes, in the order :func:`named_mixes` returns them."""
+
+
+def _first(names: tuple[str, ...], candidates: tuple[str, ...]) -> str | None:
+    return next((c for c in candidates if c in names), None)
+
+
+def loss_roles(spec: AgentSpec) -> dict[str, dict[str, float]]:
+    """Map each role to ``{loss: share}`` among the env's losses (empty if absent).
+
+    Args:
+        spec: The env's spec.
+
+    Returns:
+        ``{"pixel": {...}, "structure": {...}, "edges": {...}, "frequency": {...},
+        "perceptual": {...}, "adversarial": {...}}``; shares within a role sum to 1.
+    """
+    names = spec.loss_names
+    one = lambda name: {name: 1.0} if name is not None else {}
+    perceptual = _first(names, _PERCEPTUAL) or next(
+        (n for n in names if n.startswith("iqa:")), None
+    )
+    if perceptual is not None:
+        perceptual_roles = {perceptual: 1.0}
+    else:
+        stand_ins = [n for n in _PERCEPTUAL_FALLBACK if n in names]
+        perceptual_roles = {n: 1.0 / len(stand_ins) for n in stand_ins}
+    return {
+        "pixel": one(_first(names, _PIXEL)),
+        "structure": one(_first(names, _STRUCTURE)),
+        "edges": one("gradient" if "gradient" in names else None),
+        "frequency": one("fft" if "fft" in names else None),
+        "perceptual": perceptual_roles,
+        "adversarial": one("gan" if "gan" in names else None),
+    }
+
+
+def _vector(spec: AgentSpec, parts: Mapping[str, float]) -> np.ndarray:
+    vector = np.zeros(spec.n_losses, dtype=np.float64)
+    for name, weight in parts.items():
+        vector[spec.loss_names.index(name)] += weight
+    peak = vector.max(initial=0.0)
+    return (vector / peak if peak > 0 else vector).astype(np.float32)
+
+
+def named_mixes(spec: AgentSpec) -> dict[str, np.ndarray]:
+    """The named mixes of the module docstring that the env's losses allow.
+
+    Args:
+        spec: The env's spec.
+
+    Returns:
+        Ordered ``{name: float32 (n_losses,)}``; a mix whose required roles are missing
+        is left out (``esrgan`` needs pixel only: its perceptual and adversarial parts
+        fall back or drop as documented).
+    """
+    roles = loss_roles(spec)
+
+    def mix(*parts: tuple[str, float]) -> dict[str, float] | None:
+        out: dict[str, float] = {}
+        for role, weight in parts:
+            for name, share in roles[role].items():
+                out[name] = out.get(name, 0.0) + weight * share
+        return out
+
+    mixes: dict[str, np.ndarray] = {}
+    if roles["pixel"]:
+        mixes["pixel"] = _vector(spec, mix(("pixel", 1.0)))
+        if roles["structure"]:
+            mixes["pixel+structure"] = _vector(spec, mix(("pixel", 1.0), ("structure", 1.0)))
+        if roles["edges"]:
+            mixes["pixel+edges"] = _vector(spec, mix(("pixel", 1.0), ("edges", 0.5)))
+        if roles["frequency"]:
+            mixes["pixel+frequency"] = _vector(spec, mix(("pixel", 1.0), ("frequency", 0.5)))
+        mixes["esrgan"] = _vector(
+            spec, mix(("pixel", 1.0), ("perceptual", 1.0), ("adversarial", 0.1))
+        )
+        if not roles["perceptual"]:
+            logger.info("Preset 'esrgan': no perceptual loss or stand-in here; dropped its part.")
+    mixes["uniform"] = np.ones(spec.n_losses, dtype=np.float32)
+    return mixes
+
+
+def weight_presets(spec: AgentSpec) -> dict[str, np.ndarray]:
+    """Every preset for ``spec``: each single loss, then :func:`named_mixes`.
+
+    Singles are named after their loss (``"l1"``, ``"ssim"``, ...); a mix equal to an
+    earlier preset (``pixel`` equals the single ``l1``) is dropped, so no two arms are
+    the same vector.
+
+    Args:
+        spec: The env's spec.
+
+    Returns:
+        Ordered ``{name: float32 (n_losses,)}`` with entries in ``[0, 1]``.
+    """
+    presets: dict[str, np.ndarray] = {}
+    for i, name in enumerate(spec.loss_names):
+        vector = np.zeros(spec.n_losses, dtype=np.float32)
+        vector[i] = 1.0
+        presets[name] = vector
+    for name, vector in named_mixes(spec).items():
+        if not any(np.array_equal(vector, v) for v in presets.values()):
+            presets[name] = vector
+    return presets

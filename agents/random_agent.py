@@ -1,0 +1,72 @@
+"""Random weights: the floor every other agent should beat."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from agents.base import BaseAgent
+
+__all__ = ["RandomAgent"]
+
+_DISTRIBUTIONS = ("uniform", "dirichlet")
+
+
+class RandomAgent(BaseAgent):
+    """Draws fresh weights every ``hold`` stages from the agent's own RNG.
+
+    Args:
+        distribution: ``"uniform"`` (each weight i.i.d. in ``[0, 1]``) or
+            ``"dirichlet"`` (a point of the simplex: weights sum to 1).
+        alpha: Concentration of the Dirichlet distribution (1 = flat over the simplex).
+        hold: Keep each draw for this many stages (``>= 1``).
+        initial_weights: Weights of the first stage (see :class:`BaseAgent`).
+
+    Raises:
+        ValueError: Unknown ``distribution``, ``alpha <= 0`` or ``hold < 1``.
+    """
+
+    name = "random"
+
+    def __init__(
+        self,
+        distribution: str = "uniform",
+        *,
+        alpha: float = 1.0,
+        hold: int = 1,
+        initial_weights: Mapping[str, float] | Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(initial_weights=initial_weights)
+        if distribution not in _DISTRIBUTIONS:
+            raise ValueError(f"distribution={distribution!r} is unknown. Allowed: {_DISTRIBUTIONS}")
+        if not alpha > 0:
+            raise ValueError(f"alpha={alpha!r} must be > 0.")
+        if int(hold) != hold or hold < 1:
+            raise ValueError(f"hold={hold!r} must be an integer >= 1.")
+        self.distribution = distribution
+        self.alpha = float(alpha)
+        self.hold = int(hold)
+        self._current: np.ndarray | None = None
+
+    def _reset(self) -> None:
+        self._current = None
+
+    def _draw(self) -> np.ndarray:
+        assert self.spec is not None
+        n = self.spec.n_losses
+        if self.distribution == "uniform":
+            return self.rng.uniform(0.0, 1.0, n).astype(np.float32)
+        return np.clip(self.rng.dirichlet(np.full(n, self.alpha)), 0.0, 1.0).astype(np.float32)
+
+    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
+        held = self._current is not None and self.t % self.hold != 0
+        if not held:
+            self._current = self._draw()
+        self._notes = {"held": bool(held)}
+        assert self._current is not None
+        return self._current.copy()
+
+    def __repr__(self) -> str:
+        return f"RandomAgent({self.distribution!r}, hold={self.hold})"
