@@ -69,7 +69,7 @@ def measure(env_id: str, kwargs: dict, repeats: int, action_value: float, seed: 
     generator = torch.Generator().manual_seed(seed)
     env.step(action)  # warm-up of both paths
     ratios, shares, env_train, bare = [], [], [], []
-    for _ in range(repeats):
+    for repeat in range(repeats):
         # Prepared beforehand, outside the timed region of the bare loop.
         lr_patches, hr_patches = u.sampler.sample(cfg.stage_iters * cfg.batch_size, rng, generator)
         shape = (cfg.stage_iters, cfg.batch_size)
@@ -78,10 +78,14 @@ def measure(env_id: str, kwargs: dict, repeats: int, action_value: float, seed: 
         model = copy.deepcopy(u.model)
         losses = [copy.deepcopy(u.losses[k]) for k in u.loss_names]
 
+        # Alternate which runs first, so drifts of the machine hit both alike.
+        if repeat % 2:
+            t_bare = bare_loop(model, losses, weights, inputs, targets, cfg.lr)
         env.step(action)
         t_env = u.timings["train_seconds"]
         t_eval = u.timings["eval_seconds"]
-        t_bare = bare_loop(model, losses, weights, inputs, targets, cfg.lr)
+        if not repeat % 2:
+            t_bare = bare_loop(model, losses, weights, inputs, targets, cfg.lr)
         env_train.append(t_env)
         bare.append(t_bare)
         ratios.append(t_env / t_bare)

