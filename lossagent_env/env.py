@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from typing import Any
 
@@ -71,7 +72,10 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
     ``r_t = J_t - J_{t-1}`` where ``J = sum_m w_m * s_m * metric_m`` and ``s_m = -1`` for
     metrics where lower is better (e.g. NIQE, PIQE, LPIPS), ``+1`` otherwise (PSNR, SSIM).
     The return of an episode is the total improvement of ``J`` from the initial network.
-    A stage that diverges gets ``divergence_penalty`` instead.
+    A stage that diverges gets ``divergence_penalty`` instead. A stage whose objective
+    could not be measured (a judge model that kept failing) has ``info["objective"]``
+    NaN and reward 0; the next measured stage's reward counts from the last measured
+    ``J``, so the return is still the total improvement.
 
     ## Starting State
     ``reset(seed=...)`` restores the initial network (from ``init_checkpoint``, or a
@@ -175,6 +179,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self._stage: int | None = None
         self._generator = torch.Generator()
         self._last: dict[str, Any] = {}
+        self._reference = math.nan
 
     # ------------------------------------------------------------------ gym API
     def reset(
@@ -200,6 +205,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self.timings = {"train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0}
         self._last = evaluation
         self._last["action"] = np.zeros(len(self.loss_names), np.float32)
+        self._reference = evaluation["objective"]  # J that the next reward counts from
         return self._observation(), self._info(diverged=False)
 
     def step(self, action: Any) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
@@ -229,12 +235,17 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
                 self._set_training_state(saved)
         t2 = time.perf_counter()
 
-        previous = self._last["objective"]
         if diverged:
             reward = float(config.divergence_penalty)
             self._last = {**self._last}
         else:
-            reward = float(evaluation["objective"] - previous)
+            objective = evaluation["objective"]
+            if math.isfinite(objective) and math.isfinite(self._reference):
+                reward = float(objective - self._reference)
+            else:  # not measured this stage, or never before: no reward either way
+                reward = 0.0
+            if math.isfinite(objective):
+                self._reference = objective
             self._last = evaluation
         self._last["action"] = action
         self._stage += 1
@@ -271,6 +282,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             "np_random": copy.deepcopy(self.np_random.bit_generator.state),
             "torch_generator": self._generator.get_state(),
             "stage": self._stage,
+            "reference": self._reference,
             "last": copy.deepcopy(self._last),
             "loss_names": self.loss_names,
         }
@@ -286,6 +298,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self.np_random.bit_generator.state = copy.deepcopy(state["np_random"])
         self._generator.set_state(state["torch_generator"])
         self._stage = int(state["stage"])
+        self._reference = float(state["reference"])
         self._last = copy.deepcopy(state["last"])
 
     # ------------------------------------------------------------ internals

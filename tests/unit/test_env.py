@@ -238,3 +238,42 @@ def test_async_vector_env_after_training_in_parent(tiny_kwargs):
         assert rewards[0] != rewards[1]  # seed + i
     finally:
         vec.close()
+
+
+def test_unmeasured_objective_gives_zero_reward_and_keeps_the_reference(tiny_kwargs):
+    from lossagent_env.objectives import Objective, ObjectiveResult
+
+    class Flaky(Objective):  # higher is better; cannot be measured at its second call
+        metric_names = ("neg_l1",)
+
+        def __init__(self):
+            super().__init__()
+            self.lower_better = {"neg_l1": False}
+            self.bounds = {"neg_l1": (-1.0, 0.0)}
+            self.calls = 0
+
+        def evaluate(self, restored, target, **context):
+            self.calls += 1
+            value = -float((restored - target).abs().mean())
+            if self.calls == 2:
+                value = float("nan")
+            return ObjectiveResult({"neg_l1": value}, value)
+
+        def describe(self):
+            return "minus the mean absolute error"
+
+    objective = Flaky()
+    env = gym.make("LossAgent/SuperResolution-v0", **{**tiny_kwargs, "objective": objective})
+    u = env.unwrapped
+    obs, info = env.reset(seed=0)
+    start = info["objective"]
+    action = np.full(len(u.loss_names), 0.5, np.float32)
+    rewards = []
+    for _ in range(3):
+        obs, reward, _, _, info = env.step(action)
+        assert obs in u.observation_space
+        rewards.append(reward)
+        if objective.calls == 2:
+            assert np.isnan(info["objective"]) and reward == 0.0 and not info["diverged"]
+    assert objective.calls == 4
+    assert sum(rewards) == pytest.approx(info["objective"] - start, abs=1e-6)
