@@ -197,7 +197,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self.objective.reset(seed)
         self._stage = 0
         t0 = time.perf_counter()
-        evaluation = self._evaluate(np.zeros(len(self.loss_names)))
+        evaluation = self._evaluate(np.zeros(len(self.loss_names)), stage=0)
         if evaluation is None:
             raise RuntimeError(
                 "The initial network produced non-finite outputs; check init_checkpoint."
@@ -228,7 +228,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             saved = self._training_state()
             diverged = self.trainer.run_stage(inputs, targets, weights)
         t1 = time.perf_counter()
-        evaluation = None if diverged else self._evaluate(weights)
+        evaluation = None if diverged else self._evaluate(weights, stage=self._stage + 1)
         if evaluation is None:
             diverged = True
             if saved is not None:
@@ -345,7 +345,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             ) from e
 
     @torch.no_grad()
-    def _evaluate(self, weights: np.ndarray) -> dict[str, Any] | None:
+    def _evaluate(self, weights: np.ndarray, stage: int) -> dict[str, Any] | None:
         """Measure the objective and every loss on the evaluation set; None if the
         network's output is not finite."""
         self.model.eval()
@@ -357,7 +357,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             restored,
             self._eval_hr,
             degraded=self._eval_lr,
-            stage=self._stage,
+            stage=stage,
             weights=dict(zip(self.loss_names, map(float, weights))),
         )
         loss_values = {

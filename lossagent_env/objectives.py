@@ -11,6 +11,11 @@ reward is ``J_t - J_{t-1}``.
     make_objective({"psnr": 1.0, "niqe": 0.5})   # J = psnr - 0.5 * niqe
     make_objective(lambda restored, target: -float((restored - target).abs().mean()))
     make_objective(MyObjective())                # any Objective subclass, as is
+    make_objective({"niqe": 0.5, TextObjective("sharp fur", judge=m): 0.5})  # composite
+
+``TextObjective`` (:mod:`lossagent_env.text_objective`), ``HumanObjective``
+(:mod:`lossagent_env.human_objective`) and ``CompositeObjective``
+(:mod:`lossagent_env.composite`) are importable from here; they are loaded on first use.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,13 +33,36 @@ from lossagent_env.metrics import OPEN_BOUND, Metric, create_metric, metric_info
 
 __all__ = [
     "CallableObjective",
+    "CompositeObjective",
+    "HumanObjective",
     "MetricObjective",
     "Objective",
     "ObjectiveResult",
+    "TextObjective",
     "make_objective",
 ]
 
+if TYPE_CHECKING:
+    from lossagent_env.composite import CompositeObjective
+    from lossagent_env.human_objective import HumanObjective
+    from lossagent_env.text_objective import TextObjective
+
 logger = logging.getLogger(__name__)
+
+_LAZY = {
+    "TextObjective": "lossagent_env.text_objective",
+    "HumanObjective": "lossagent_env.human_objective",
+    "CompositeObjective": "lossagent_env.composite",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Load the text, human and composite objectives on first use (they import more)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -363,6 +392,10 @@ def make_objective(spec: object) -> Objective:
             * a metric name (``"psnr"``, ``"niqe"``, any pyiqa name): that metric,
               weight 1;
             * a dict ``{metric: weight}`` (weights finite, ``>= 0``, one ``> 0``);
+            * a dict whose keys are metric names or :class:`Objective` instances, at
+              least one an objective: a
+              :class:`~lossagent_env.composite.CompositeObjective`, each part
+              normalised by the span of its ``J``;
             * an :class:`Objective` (returned as is);
             * a callable ``fn(restored, target) -> float``, higher is better.
 
@@ -378,11 +411,15 @@ def make_objective(spec: object) -> Objective:
     if isinstance(spec, str):
         return MetricObjective({spec: 1.0})
     if isinstance(spec, Mapping):
+        if any(isinstance(key, Objective) for key in spec):
+            from lossagent_env.composite import CompositeObjective
+
+            return CompositeObjective(spec)
         return MetricObjective(spec)
     if callable(spec):
         name = getattr(spec, "__name__", "")
         return CallableObjective(spec, name=name if name.isidentifier() else "custom")
     raise ValueError(
         f"Cannot build an objective from {spec!r} ({type(spec).__name__}). Allowed: a metric name such as 'psnr', "
-        "a dict {metric: weight}, an Objective, or a callable fn(restored, target) -> float (higher is better)."
+        "a dict {metric: weight} (keys may also be Objectives), an Objective, or a callable fn(restored, target) -> float (higher is better)."
     )

@@ -345,7 +345,7 @@ class LocalLLMServer:
         model_path: str | os.PathLike[str] | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
-        n_ctx: int = 2048,
+        n_ctx: int = 8192,
         n_threads: int | None = None,
         chat_format: str | None = DEFAULT_CHAT_FORMAT,
         startup_timeout: float = 180.0,

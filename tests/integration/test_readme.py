@@ -16,12 +16,14 @@ def code_blocks(language: str) -> list[str]:
 
 
 @pytest.mark.parametrize("index", range(len(code_blocks("python"))))
-def test_python_example_runs(index, capsys):
+def test_python_example_runs(index, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # examples may write files (runs/, images)
     source = code_blocks("python")[index]
     exec(compile(source, f"README.md python block {index}", "exec"), {"__name__": "__readme__"})
 
 
-def test_environment_example_prints_three_stages(capsys):
+def test_environment_example_prints_three_stages(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     source = code_blocks("python")[0]
     exec(compile(source, "README.md", "exec"), {"__name__": "__readme__"})
     lines = capsys.readouterr().out.strip().splitlines()

@@ -1,0 +1,152 @@
+"""``python -m benchmarks``: the benchmark CLI, plus a worker-scaling measurement.
+
+``python -m benchmarks bench ...`` is the same as ``lossagent bench ...``.
+
+``python -m benchmarks workers-ratio`` measures how much faster ``--workers 2`` is
+than ``--workers 1`` on a suite of 4 runs (by default the smoke suite's budget with the
+agents ``fixed`` and ``random``, objective ``psnr`` and seeds 0 and 1), alternating
+the two settings and keeping each one's fastest repeat, and prints the wall times, their
+ratio and how closely the results agree. It is a measurement, not a test::
+
+    python -m benchmarks workers-ratio
+    python -m benchmarks workers-ratio --suite quick --agents ucb,dwa --objectives psnr --seeds 0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.runner import expand, read_rows
+from benchmarks.suite import load_suite
+
+_CHILD = (
+    "import json, sys\n"
+    "from benchmarks.runner import run_suite\n"
+    "from benchmarks.suite import Suite\n"
+    "suite = Suite.from_dict(json.load(open(sys.argv[1])))\n"
+    "run_suite(suite, sys.argv[2], workers=int(sys.argv[3]), report=False)\n"
+)
+
+
+def workers_ratio(
+    suite_name: str = "smoke",
+    agents: list[str] | None = None,
+    objectives: list[str] | None = None,
+    seeds: list[int] | None = None,
+    workers: int = 2,
+    repeats: int = 2,
+    stage_iters: int | None = None,
+    out: Path | None = None,
+) -> dict[str, float]:
+    """Run a suite with 1 and with ``workers`` processes, alternating, ``repeats`` times.
+
+    Each benchmark runs in a fresh Python process, as ``lossagent bench`` does, so
+    imports and worker start-up are counted. Each setting keeps its fastest repeat (the
+    machine's other load only adds time). With the default thread counts (``cores``
+    threads for 1 worker, ``cores // workers`` for more) the float32 reduction order
+    differs, so results agree only approximately (the difference grows with training).
+
+    Returns:
+        ``{"runs", "serial_s", "parallel_s", "ratio", "max_rel_diff", "same_actions"}``.
+    """
+    suite = load_suite(suite_name)
+    data = suite.to_dict()
+    if agents:
+        data["agents"] = [a for a in data["agents"] if a["name"] in agents]
+    if objectives:
+        data["objectives"] = [o for o in data["objectives"] if o in objectives]
+    if seeds is not None:
+        data["seeds"] = seeds
+    if stage_iters is not None:
+        data["budget"]["stage_iters"] = stage_iters
+    suite = type(suite).from_dict(data, source=str(suite.path))
+    n = len(expand(suite))
+    base = Path(out or tempfile.mkdtemp(prefix="workers-ratio-"))
+    suite_file = base / "suite.json"
+    suite_file.write_text(json.dumps(suite.to_dict()))
+    times: dict[int, list[float]] = {1: [], workers: []}
+    for repeat in range(repeats):
+        for count in (1, workers):
+            # a fresh process per benchmark, as `lossagent bench` is: imports and
+            # worker start-up count
+            command = [
+                sys.executable,
+                "-c",
+                _CHILD,
+                str(suite_file),
+                str(base / f"workers{count}-{repeat}"),
+                str(count),
+            ]
+            t0 = time.perf_counter()
+            subprocess.run(command, check=True)
+            times[count].append(time.perf_counter() - t0)
+    rows = {
+        count: {(r["run"], r["stage"]): r for r in read_rows(base / f"workers{count}-0" / "results.jsonl")}
+        for count in (1, workers)
+    }
+    diffs = [
+        abs(row["objective_value"] - rows[workers][key]["objective_value"])
+        / max(1e-12, abs(row["objective_value"]))
+        for key, row in rows[1].items()
+    ]
+    same_actions = all(row["action"] == rows[workers][key]["action"] for key, row in rows[1].items())
+    return {
+        "runs": n,
+        "serial_s": min(times[1]),
+        "parallel_s": min(times[workers]),
+        "ratio": min(times[1]) / min(times[workers]),
+        "max_rel_diff": max(diffs),
+        "same_actions": float(same_actions),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] != ["workers-ratio"]:
+        from lossagent_env.cli import main as cli_main
+
+        return cli_main(argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks workers-ratio",
+        description="Wall time of a 4-run suite with --workers 1 vs --workers 2.",
+        epilog="example:\n  python -m benchmarks workers-ratio --agents fixed,random --seeds 0,1\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--suite", default="smoke")
+    parser.add_argument("--agents", default="fixed,random")
+    parser.add_argument("--objectives", default="psnr")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating repeats; the fastest counts")
+    parser.add_argument("--stage-iters", type=int, default=None, help="override the suite's stage_iters")
+    parser.add_argument("--out", default=None, help="keep the two benchmark directories here")
+    args = parser.parse_args(argv[1:])
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = workers_ratio(
+        args.suite,
+        agents=args.agents.split(","),
+        objectives=args.objectives.split(","),
+        seeds=[int(s) for s in args.seeds.split(",")],
+        workers=args.workers,
+        repeats=args.repeats,
+        stage_iters=args.stage_iters,
+        out=Path(args.out) if args.out else None,
+    )
+    print(
+        f"{result['runs']:.0f} runs: workers=1 {result['serial_s']:.1f} s, "
+        f"workers={args.workers} {result['parallel_s']:.1f} s, ratio {result['ratio']:.2f}x; "
+        f"same actions: {'yes' if result['same_actions'] else 'no'}, objective values agree to "
+        f"{result['max_rel_diff']:.1e} relative"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,563 @@
+"""Benchmark suites as data: TOML files under ``benchmarks/suites/``, validated on load.
+
+A suite names one environment, a stage budget, a list of objectives, a list of agents
+and a list of seeds. The runner expands it into ``agents x objectives x seeds`` runs
+with the same budget and, per seed, the same initial network.
+
+File format (every key is documented in :class:`SuiteModel`)::
+
+    name = "smoke"
+    description = "What this suite is for."
+    seeds = [0, 1]
+    objectives = ["psnr", {psnr = 1.0, ssim = 10.0}]
+
+    [env]
+    id = "LossAgent/SuperResolution-v0"
+    kwargs = { scale = 2, backbone = "tiny", patch_size = 32 }
+
+    [budget]
+    max_stages = 4
+    stage_iters = 10
+
+    [[agents]]
+    name = "ucb"
+
+    [[agents]]
+    name = "llm"
+    kwargs = { model = "local" }
+
+A malformed suite raises :class:`SuiteError`, which names the file, the line and the
+key; an unknown env, agent, loss or metric name gets a "Did you mean" hint.
+
+Example:
+    >>> from benchmarks.suite import load_suite
+    >>> suite = load_suite("smoke")
+    >>> [a.label for a in suite.agents]
+    ['fixed', 'random', 'ucb', 'dwa', 'llm']
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lossagent_env.registry import unknown_name_message
+
+__all__ = [
+    "SUITES_DIR",
+    "AgentEntry",
+    "Budget",
+    "EnvEntry",
+    "ObjectiveEntry",
+    "Suite",
+    "SuiteError",
+    "load_suite",
+    "objective_label",
+    "suite_names",
+    "validate_names",
+]
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+"""Where the named suites (``smoke``, ``quick``, ``paper``) live."""
+
+_SAFE = re.compile(r"[^A-Za-z0-9._+\-]")
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used, located as precisely as possible.
+
+    Attributes:
+        file: Path of the suite file (or ``"<string>"``).
+        line: 1-based line of the offending key, or None if it could not be found.
+        key: Dotted key, e.g. ``"agents[2].kwargs"``, or None for file-level errors.
+    """
+
+    def __init__(self, file: str, line: int | None, key: str | None, message: str):
+        self.file = file
+        self.line = line
+        self.key = key
+        self.message = message
+        where = file if line is None else f"{file}:{line}"
+        what = f"key {key!r}: " if key else ""
+        super().__init__(f"{where}: {what}{message}")
+
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.file, self.line, self.key, self.message))
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvEntry(_Strict):
+    """The ``[env]`` table."""
+
+    id: str = Field(description="Gymnasium id, e.g. 'LossAgent/SuperResolution-v0'.")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of EnvConfig passed to gym.make (not objective, "
+        "max_stages or stage_iters: those come from [budget] and objectives).",
+    )
+
+
+class Budget(_Strict):
+    """The ``[budget]`` table: equal for every agent of the suite."""
+
+    max_stages: int = Field(ge=1, description="Stages (env steps) per episode.")
+    stage_iters: int = Field(ge=1, description="Optimiser iterations per stage.")
+
+
+class AgentEntry(_Strict):
+    """One ``[[agents]]`` table."""
+
+    name: str = Field(description="Short agent name given to agents.make_agent.")
+    label: str | None = Field(
+        default=None,
+        description="Name of the agent in run names and reports; defaults to `name`. "
+        "Needed when one agent appears twice with different kwargs.",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Agent keyword arguments.")
+
+    @property
+    def display(self) -> str:
+        """The label used in run names and reports."""
+        return self.label or self.name
+
+
+class ObjectiveEntry(_Strict):
+    """One objective: a metric name or a ``{metric: weight}`` mix."""
+
+    spec: str | dict[str, float] = Field(description="What is passed as objective=.")
+    label: str = Field(description="File-system-safe name used in run names and reports.")
+
+    def metric_names(self) -> list[str]:
+        """The metrics this objective reads."""
+        return [self.spec] if isinstance(self.spec, str) else list(self.spec)
+
+
+class SuiteModel(_Strict):
+    """The whole suite file."""
+
+    name: str = Field(description="Suite name (the file stem for shipped suites).")
+    description: str = Field(default="", description="What the suite is for.")
+    env: EnvEntry
+    budget: Budget
+    objectives: list[str | dict[str, float]] = Field(
+        min_length=1, description="Metric names or {metric: weight} tables."
+    )
+    agents: list[AgentEntry] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1, description="One run per seed and (agent, objective).")
+    requires_data: bool = Field(
+        default=False,
+        description="True if the suite needs an image folder given with --data "
+        "(it becomes the env's `dataset`).",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+        if duplicates:
+            raise ValueError(f"seeds must be unique; repeated: {duplicates}")
+        if any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be >= 0, got {seeds}")
+        return seeds
+
+    @field_validator("objectives")
+    @classmethod
+    def _check_objectives(cls, objectives: list[str | dict[str, float]]):
+        for spec in objectives:
+            if isinstance(spec, dict):
+                if not spec:
+                    raise ValueError("an objective table must name at least one metric")
+                bad = {k: v for k, v in spec.items() if not math.isfinite(v) or v == 0}
+                if bad:
+                    raise ValueError(f"objective weights must be finite and non-zero, got {bad}")
+        return objectives
+
+
+class Suite:
+    """A validated suite, ready to be expanded into runs.
+
+    Attributes:
+        name: Suite name.
+        description: What it is for.
+        path: The file it came from (None for a suite built from a string).
+        env_id: Gymnasium id.
+        env_kwargs: EnvConfig keyword arguments (without objective and budget).
+        max_stages: Stages per episode (same for every agent).
+        stage_iters: Iterations per stage (same for every agent).
+        objectives: Objectives with their labels, in file order.
+        agents: Agent entries, in file order.
+        seeds: Seeds, in file order.
+        requires_data: Whether ``--data`` must be given.
+    """
+
+    def __init__(self, model: SuiteModel, path: Path | None = None):
+        self.name = model.name
+        self.description = model.description
+        self.path = path
+        self.env_id = model.env.id
+        self.env_kwargs = dict(model.env.kwargs)
+        self.max_stages = model.budget.max_stages
+        self.stage_iters = model.budget.stage_iters
+        self.objectives = [ObjectiveEntry(spec=s, label=objective_label(s)) for s in model.objectives]
+        self.agents = list(model.agents)
+        self.seeds = list(model.seeds)
+        self.requires_data = model.requires_data
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description that :meth:`from_dict` turns back into the suite."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "env": {"id": self.env_id, "kwargs": self.env_kwargs},
+            "budget": {"max_stages": self.max_stages, "stage_iters": self.stage_iters},
+            "objectives": [o.spec for o in self.objectives],
+            "agents": [a.model_dump(exclude_none=True) for a in self.agents],
+            "seeds": self.seeds,
+            "requires_data": self.requires_data,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> Suite:
+        """Rebuild a suite from :meth:`to_dict` output (validated again)."""
+        return _validate(data, source=source, text=None, path=None)
+
+    def replace(
+        self,
+        *,
+        seeds: Sequence[int] | None = None,
+        env_kwargs: dict[str, Any] | None = None,
+        agent_kwargs: dict[str, dict[str, Any]] | None = None,
+    ) -> Suite:
+        """A copy with overrides (the command line's ``--seeds``, ``--device``, ``--llm``).
+
+        Args:
+            seeds: New seed list.
+            env_kwargs: Keys merged into the env kwargs.
+            agent_kwargs: ``{agent name: kwargs}`` merged into every entry of that agent.
+        """
+        data = self.to_dict()
+        if seeds is not None:
+            data["seeds"] = list(seeds)
+        if env_kwargs:
+            data["env"]["kwargs"] = {**data["env"]["kwargs"], **env_kwargs}
+        for entry in data["agents"]:
+            extra = (agent_kwargs or {}).get(entry["name"])
+            if extra:
+                entry["kwargs"] = {**entry.get("kwargs", {}), **extra}
+        suite = Suite.from_dict(data, source=str(self.path or self.name))
+        suite.path = self.path
+        return suite
+
+    def __repr__(self) -> str:
+        return (
+            f"Suite(name={self.name!r}, env={self.env_id!r}, agents={[a.display for a in self.agents]}, "
+            f"objectives={[o.label for o in self.objectives]}, seeds={self.seeds}, "
+            f"max_stages={self.max_stages}, stage_iters={self.stage_iters})"
+        )
+
+
+def objective_label(spec: str | dict[str, float]) -> str:
+    """File-system-safe name of an objective spec.
+
+    ``"psnr"`` -> ``"psnr"``; ``{"psnr": 1, "ssim": 10}`` -> ``"psnr+10ssim"``.
+    """
+    if isinstance(spec, str):
+        return _SAFE.sub("-", spec)
+    parts = [name if weight == 1 else f"{weight:g}{name}" for name, weight in spec.items()]
+    return _SAFE.sub("-", "+".join(parts))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def suite_names() -> list[str]:
+    """Names of the shipped suites (files in :data:`SUITES_DIR`)."""
+    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+
+
+def load_suite(name_or_path: str | Path, *, check_names: bool = True) -> Suite:
+    """Load and validate a suite by name (``"smoke"``) or by path of a TOML file.
+
+    Args:
+        name_or_path: A shipped suite name, or the path of a ``.toml`` file.
+        check_names: Also check env, agent, loss and metric names against the
+            registries (imports the environment and the agents).
+
+    Returns:
+        The validated :class:`Suite`.
+
+    Raises:
+        SuiteError: The file is malformed; the message names file, line and key.
+        KeyError: An unknown suite name (with a "Did you mean" hint).
+    """
+    text_path = Path(name_or_path)
+    if text_path.suffix == ".toml" or text_path.exists() or "/" in str(name_or_path):
+        path = text_path
+        if not path.is_file():
+            raise FileNotFoundError(f"Suite file {str(path)!r} does not exist.")
+    else:
+        if str(name_or_path) not in suite_names():
+            raise KeyError(unknown_name_message("suite", str(name_or_path), suite_names()))
+        path = SUITES_DIR / f"{name_or_path}.toml"
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        line = _line_of_decode_error(e)
+        raise SuiteError(str(path), line, None, f"not valid TOML: {e}") from e
+    suite = _validate(data, source=str(path), text=text, path=path)
+    if check_names:
+        validate_names(suite, text=text)
+    return suite
+
+
+def load_suite_text(text: str, source: str = "<string>", *, check_names: bool = True) -> Suite:
+    """Like :func:`load_suite` for TOML given as a string (for tests and notebooks)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SuiteError(source, _line_of_decode_error(e), None, f"not valid TOML: {e}") from e
+    suite = _validate(data, source=source, text=text, path=None)
+    if check_names:
+        validate_names(suite, text=text, source=source)
+    return suite
+
+
+def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path | None) -> Suite:
+    try:
+        model = SuiteModel.model_validate(data)
+    except ValidationError as e:
+        errors = e.errors()
+        # an unknown key (often a typo) explains the "missing" error that comes with it
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+        loc = _file_loc(data, tuple(err["loc"]), keep_missing=err["type"] == "missing")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = unknown_name_message("key", loc[-1], _allowed_keys(loc))
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        elif len(loc) == 2 and loc[0] == "objectives":
+            msg = (
+                f"{_value_at(data, loc)!r} is not an objective. Allowed: a metric name or a "
+                "table of {metric = weight} numbers"
+            )
+        others = {
+            _dotted(_file_loc(data, tuple(x["loc"]), x["type"] in ("missing", "extra_forbidden")))
+            for x in errors
+        } - {_dotted(loc)}
+        more = f" (also check: {', '.join(sorted(others))})" if others else ""
+        raise SuiteError(source, _locate(text, loc), _dotted(loc), msg + more) from None
+    labels = [a.display for a in model.agents]
+    _no_duplicates(labels, "agents", "agent label", source, text)
+    _no_duplicates([objective_label(s) for s in model.objectives], "objectives", "objective", source, text)
+    for reserved in ("objective", "max_stages", "stage_iters"):
+        if reserved in model.env.kwargs:
+            where = "`objectives`" if reserved == "objective" else "[budget]"
+            raise SuiteError(
+                source,
+                _locate(text, ("env", "kwargs", reserved)),
+                f"env.kwargs.{reserved}",
+                f"set by the suite's {where}, not in env kwargs",
+            )
+    return Suite(model, path=path)
+
+
+def _no_duplicates(values: list[str], key: str, what: str, source: str, text: str | None) -> None:
+    seen: set[str] = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            hint = " (add `label = ...` to tell two entries apart)" if key == "agents" else ""
+            message = f"duplicate {what} {value!r}; each must appear once{hint}"
+            raise SuiteError(source, _locate(text, (key, i)), f"{key}[{i}]", message)
+        seen.add(value)
+
+
+def _file_loc(data: Any, loc: tuple, keep_missing: bool) -> tuple:
+    """The part of a pydantic error location that names keys of the file.
+
+    Union members add their type name (``'str'``, ``'dict[str,float]'``) to the
+    location; those are not keys and are cut off. A missing key is kept if
+    ``keep_missing`` (the error is about that key).
+    """
+    out: list = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            if keep_missing and isinstance(node, dict) and isinstance(part, str):
+                out.append(part)
+            break
+        out.append(part)
+    return tuple(out)
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    parent = tuple(p for p in loc[:-1] if not isinstance(p, int))
+    model = {(): SuiteModel, ("env",): EnvEntry, ("budget",): Budget, ("agents",): AgentEntry}
+    return list(model[parent].model_fields) if parent in model else []
+
+
+def _value_at(data: Any, loc: tuple) -> Any:
+    for part in loc:
+        data = data[part]
+    return data
+
+
+def _dotted(loc: Iterable) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of_decode_error(error: tomllib.TOMLDecodeError) -> int | None:
+    lineno = getattr(error, "lineno", None)
+    if lineno:
+        return int(lineno)
+    match = re.search(r"line (\d+)", str(error))
+    return int(match.group(1)) if match else None
+
+
+# --------------------------------------------------------------------------- names
+
+
+def validate_names(suite: Suite, text: str | None = None, source: str | None = None) -> None:
+    """Check env id, env kwargs, backbone, loss, metric and agent names against the registries.
+
+    Raises:
+        SuiteError: An unknown name; the message has a "Did you mean" hint.
+    """
+    import dataclasses
+
+    import gymnasium as gym
+
+    import lossagent_env  # noqa: F401  (registers the env ids)
+    from lossagent_env.config import EnvConfig
+
+    source = source or str(suite.path or suite.name)
+
+    def fail(loc: tuple, message: str) -> None:
+        raise SuiteError(source, _locate(text, loc), _dotted(loc), message)
+
+    env_ids = [i for i in gym.registry if i.startswith("LossAgent/")]
+    if suite.env_id not in gym.registry:
+        fail(("env", "id"), unknown_name_message("env id", suite.env_id, env_ids))
+    fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"objective", "task"}
+    for key in suite.env_kwargs:
+        if key not in fields:
+            fail(("env", "kwargs", key), unknown_name_message("EnvConfig field", key, fields))
+    backbone = suite.env_kwargs.get("backbone")
+    if isinstance(backbone, str):
+        from lossagent_env.backbones import BACKBONES
+
+        if backbone not in BACKBONES:
+            fail(("env", "kwargs", "backbone"), unknown_name_message("backbone", backbone, BACKBONES.names()))
+    losses = suite.env_kwargs.get("losses")
+    if losses is not None:
+        from lossagent_env.losses import LOSSES
+
+        for i, spec in enumerate(losses):
+            name = spec.get("type") if isinstance(spec, dict) else spec
+            if not isinstance(name, str) or name not in LOSSES:
+                fail(("env", "kwargs", "losses", i), unknown_name_message("loss", name, LOSSES.names()))
+    from lossagent_env.metrics import metric_names
+
+    known_metrics = metric_names()
+    for i, objective in enumerate(suite.objectives):
+        for metric in objective.metric_names():
+            if metric not in known_metrics:
+                fail(("objectives", i), unknown_name_message("metric", metric, known_metrics))
+    known_agents = agent_names()
+    for i, agent in enumerate(suite.agents):
+        if agent.name not in known_agents:
+            fail(("agents", i, "name"), unknown_name_message("agent", agent.name, known_agents))
+
+
+def agent_names() -> list[str]:
+    """Short names accepted by ``agents.make_agent``."""
+    import agents
+
+    return sorted(agents.AGENTS)
+
+
+# --------------------------------------------------------------------------- lines
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(
+    r"""^\s*((?:[A-Za-z0-9_\-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|"[^"]*"|'[^']*'))*)\s*="""
+)
+
+
+def _split_key(dotted: str) -> list[str]:
+    parts = re.findall(r"""[A-Za-z0-9_\-]+|"[^"]*"|'[^']*'""", dotted)
+    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
+
+
+def _locate(text: str | None, loc: Sequence) -> int | None:
+    """1-based line of the key at ``loc`` (or of its nearest enclosing key/table).
+
+    A small scanner that follows table headers (``[a.b]``, ``[[a]]`` with their index)
+    and ``key = value`` lines; ``tomllib`` itself does not report positions.
+    """
+    if text is None or not loc:
+        return None
+    loc = tuple(loc)
+    best_line, best_len = None, 0
+    table: tuple = ()
+    array_index: dict[tuple[str, ...], int] = {}
+    in_multiline = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.count('"""') % 2 or line.count("'''") % 2:
+            in_multiline = not in_multiline
+            if not in_multiline:
+                continue
+        elif in_multiline:
+            continue
+        header = _HEADER.match(line)
+        if header and not _KEY.match(line):
+            names = _split_key(header.group(2))
+            if header.group(1) == "[[":
+                key = tuple(names)
+                array_index[key] = array_index.get(key, -1) + 1
+            path: list = []
+            for i in range(len(names)):
+                path.append(names[i])
+                index = array_index.get(tuple(names[: i + 1]))
+                if index is not None:
+                    path.append(index)
+            table = tuple(path)
+            candidate = table
+        else:
+            key_match = _KEY.match(line)
+            if not key_match:
+                continue
+            candidate = table + tuple(_split_key(key_match.group(1)))
+        n = _common_prefix(candidate, loc)
+        if n == len(candidate) and n > best_len:
+            best_line, best_len = number, n
+    return best_line
+
+
+def _common_prefix(a: tuple, b: tuple) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

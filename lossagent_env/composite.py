@@ -1,0 +1,205 @@
+"""Composite objectives: a weighted sum of objectives whose weights mean what they say.
+
+Normalisation rule: part ``k`` (an :class:`~lossagent_env.objectives.Objective`, or a
+metric name, which becomes ``MetricObjective({name: 1})``) enters as
+``w_k * J_k / scale_k`` where ``scale_k`` is the span of ``J_k`` over its declared
+bounds, ``sum_i |v_i| * (high_i - low_i)`` for a part ``J_k = sum_i v_i * m_i``
+(for a single metric simply ``high - low``: 10 for a judge's 0-10 score, 120 for psnr's
+bounds ``(-40, 80)``, 9 for a person's 1-10 rating). So ``{"niqe": 0.5, judge: 0.5}``
+gives each part the same leverage over its whole range. Parts whose span is not
+finite or huge (open-ended metrics) need an explicit ``scales=`` entry.
+
+Metric names: every metric of part ``k`` appears as ``"<prefix>/<metric>"`` where the
+prefix is the part's metric name when the part has one metric, else ``"part<k>"``; a
+name used twice gets ``_2``, ``_3``... Feedback of the parts is joined, each line
+prefixed with its part. If any part's ``J`` is NaN (not measured this stage), the
+composite ``J`` is NaN too.
+
+Example::
+
+    make_objective({"niqe": 0.5, TextObjective("sharp fur", judge=model): 0.5})
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+from lossagent_env.metrics import OPEN_BOUND
+from lossagent_env.objectives import Objective, ObjectiveResult, _check_weight
+
+__all__ = ["CompositeObjective", "part_scale"]
+
+
+def part_scale(objective: Objective) -> float:
+    """The span of ``J`` over the objective's bounds (see the module docstring).
+
+    For a :class:`MetricObjective` the metric weights are used; for any other objective
+    each metric counts with weight 1 (their ``J`` is their single metric).
+    """
+    weights = getattr(objective, "weights", None)
+    total = 0.0
+    for name in objective.metric_names:
+        low, high = objective.bounds[name]
+        w = (
+            abs(float(weights[name]))
+            if isinstance(weights, Mapping) and name in weights
+            else 1.0
+        )
+        total += w * (float(high) - float(low))
+    return total
+
+
+class CompositeObjective(Objective):
+    """``J = sum_k w_k * J_k / scale_k`` over parts that are objectives or metric names.
+
+    Args:
+        parts: ``{objective or metric name: weight}``, non-empty, weights finite
+            ``>= 0`` with one ``> 0``.
+        scales: Optional ``{index of the part: scale}`` overriding the rule of the
+            module docstring (needed for parts with open-ended bounds).
+
+    Attributes:
+        parts: The part objectives, in the given order.
+        weights: Their weights.
+        scales: Their scales.
+        prefixes: Prefix of each part's metric names.
+
+    Raises:
+        ValueError: Empty parts, a bad weight or scale.
+        KeyError: Unknown metric name.
+    """
+
+    def __init__(
+        self, parts: Mapping[object, float], scales: Mapping[int, float] | None = None
+    ):
+        super().__init__()
+        from lossagent_env.objectives import make_objective
+
+        if not isinstance(parts, Mapping) or not parts:
+            raise ValueError(
+                f"CompositeObjective needs a non-empty dict {{objective or metric name: weight}}; got {parts!r}."
+            )
+        self.parts: list[Objective] = []
+        self.weights: list[float] = []
+        for key, weight in parts.items():
+            if not isinstance(key, (str, Objective)):
+                raise ValueError(
+                    f"Composite part {key!r} is a {type(key).__name__}. Allowed: a metric name or an Objective."
+                )
+            self.weights.append(_check_weight(key, weight))
+            self.parts.append(make_objective(key) if isinstance(key, str) else key)
+        if not any(w > 0 for w in self.weights):
+            raise ValueError(
+                f"All weights are 0 in {parts!r}. Allowed: at least one weight > 0."
+            )
+        self._overrides = dict(scales or {})
+        for index, scale in self._overrides.items():
+            if not (0 <= index < len(self.parts)) or not (
+                isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0
+            ):
+                raise ValueError(
+                    f"scales[{index!r}] = {scale!r}. Allowed: a part index in [0, {len(self.parts)}) "
+                    "and a finite scale > 0."
+                )
+        self.scales: list[float] = []
+        self.prefixes: list[str] = []
+        self._names: list[dict[str, str]] = []
+
+    def _build_names(self) -> None:
+        used: set[str] = set()
+        self.prefixes, self._names, self.scales = [], [], []
+        names: list[str] = []
+        for k, part in enumerate(self.parts):
+            base = part.metric_names[0] if len(part.metric_names) == 1 else f"part{k}"
+            prefix, n = base, 2
+            while prefix in used:
+                prefix, n = f"{base}_{n}", n + 1
+            used.add(prefix)
+            self.prefixes.append(prefix)
+            mapping = {
+                m: prefix if len(part.metric_names) == 1 else f"{prefix}/{m}"
+                for m in part.metric_names
+            }
+            self._names.append(mapping)
+            names.extend(mapping.values())
+            scale = self._overrides.get(k, part_scale(part))
+            if not (math.isfinite(scale) and 0 < scale < OPEN_BOUND):
+                raise ValueError(
+                    f"Part {k} ({part!r}) has scale {scale!r} from its bounds {part.bounds}; "
+                    f"give scales={{{k}: <typical span of its J>}}."
+                )
+            self.scales.append(float(scale))
+        self.metric_names = tuple(names)
+        self.lower_better = {
+            self._names[k][m]: part.lower_better[m]
+            for k, part in enumerate(self.parts)
+            for m in part.metric_names
+        }
+        self.bounds = {
+            self._names[k][m]: part.bounds[m]
+            for k, part in enumerate(self.parts)
+            for m in part.metric_names
+        }
+
+    def setup(self, device: str | torch.device = "cpu") -> None:
+        """Set up every part, then fix the metric names (translate parts know theirs only now)."""
+        for part in self.parts:
+            part.setup(device)
+        self._build_names()
+
+    def reset(self, seed: int | None = None) -> None:
+        for part in self.parts:
+            part.reset(seed)
+
+    def evaluate(
+        self,
+        restored: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        degraded: torch.Tensor | None = None,
+        stage: int = 0,
+        weights: dict[str, float] | None = None,
+    ) -> ObjectiveResult:
+        """Evaluate every part; ``J`` is the normalised weighted sum (NaN if a part is NaN)."""
+        if not self.scales:
+            self.setup(restored.device)
+        metrics: dict[str, float] = {}
+        value = 0.0
+        feedback: list[str] = []
+        for k, part in enumerate(self.parts):
+            result = part.evaluate(
+                restored, target, degraded=degraded, stage=stage, weights=weights
+            )
+            for m, v in result.metrics.items():
+                metrics[self._names[k][m]] = float(v)
+            value += self.weights[k] * float(result.value) / self.scales[k]
+            if result.feedback:
+                feedback.append(f"[{self.prefixes[k]}] {result.feedback}")
+        return ObjectiveResult(
+            metrics=metrics,
+            value=float(value),
+            feedback="\n".join(feedback) if feedback else None,
+        )
+
+    def describe(self) -> str:
+        if not self.scales:
+            self._build_names()
+        terms = " + ".join(
+            f"{w:g}*J_{p}/{s:g}"
+            for w, p, s in zip(self.weights, self.prefixes, self.scales)
+        )
+        lines = [
+            (
+                "The objective J combines several objectives; each part's J is divided by the span "
+                f"of its range so the weights compare like with like: J = {terms}. Higher is better."
+            )
+        ]
+        for prefix, part in zip(self.prefixes, self.parts):
+            lines.append(f"Part {prefix}: {part.describe()}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"CompositeObjective({dict(zip(map(repr, self.parts), self.weights))})"

@@ -1,0 +1,633 @@
+"""Text objectives: a description of the wanted result, judged by a model or translated.
+
+Two modes:
+
+* ``mode="judge"``: after every stage a chat model that accepts images sees the
+  description and, for each judged evaluation image, the restored image and the
+  degraded input (base64 PNG ``image_url`` parts). It answers a
+  :class:`JudgeAnswer` (``score`` 0 to 10, higher is better, and a one-paragraph
+  ``critique``). The score is the objective's only metric, ``"text_judge"``
+  (bounds ``(0, 10)``, higher is better) and ``J``; the critique is the result's
+  ``feedback``, which the env puts in ``info["feedback"]`` and the LLM agent shows in
+  its history prompt. A malformed answer, a timeout, a lost connection or HTTP 429/5xx
+  is a failed try, asked again up to ``max_retries`` times (errors a retry cannot fix,
+  such as HTTP 401, propagate);
+  then the stage is *not measured*: ``J`` is NaN (the env gives reward 0 and keeps the
+  last measured ``J`` as reference), the failure is counted in
+  :attr:`TextObjective.failures` and logged at WARNING, and the episode goes on.
+* ``mode="translate"``: once, at :meth:`TextObjective.setup`, a chat model maps the
+  description onto a weighted mix of the metrics usable offline now (each shown with
+  its one-line description and direction). Unknown names are dropped and reported,
+  weights must be finite and ``>= 0`` with one ``> 0``; after ``max_retries`` failed
+  re-asks the objective falls back to :data:`DEFAULT_MIX` and says so
+  (:attr:`TextObjective.fallback_reason`, a WARNING and :meth:`describe`). Evaluation is
+  then a :class:`~lossagent_env.objectives.MetricObjective` whose weight of metric
+  ``m`` is ``mix[m] / span(m)``, ``span`` being the width of the metric's bounds, so
+  that the model's relative weights mean what they say whatever the metric's units.
+
+Example::
+
+    TextObjective("sharp fur, no ringing", judge="openai:gpt-4o-mini")
+    TextObjective("sharp fur, no ringing", mode="translate", llm="local")
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field, ValidationError, create_model
+
+from lossagent_env.metrics import OPEN_BOUND, metric_info, usable_metrics
+from lossagent_env.objectives import MetricObjective, Objective, ObjectiveResult
+
+__all__ = [
+    "DEFAULT_MIX",
+    "JUDGE_METRIC",
+    "MODES",
+    "JudgeAnswer",
+    "TextObjective",
+    "encode_png",
+]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("judge", "translate")
+"""Allowed values of ``TextObjective(mode=...)``."""
+
+METHODS = ("function_calling", "json_schema", "json_mode")
+"""Allowed ``method`` values of LangChain's ``with_structured_output``."""
+
+JUDGE_METRIC = "text_judge"
+"""Metric name of the judge's score in ``info["metrics"]``."""
+
+DEFAULT_MIX: dict[str, float] = {"psnr": 1.0}
+"""The mix used when the translation fails: PSNR alone."""
+
+
+class JudgeAnswer(BaseModel):
+    """How well the restored images match the description."""
+
+    score: float = Field(
+        ge=0.0,
+        le=10.0,
+        description="How well the restored images match the description, from 0 (not at all) to 10 (perfectly).",
+    )
+    critique: str = Field(
+        min_length=1,
+        description="One paragraph: what matches the description, what does not, and what to improve.",
+    )
+
+
+class MetricWeight(BaseModel):
+    """One metric of the mix and its relative weight."""
+
+    metric: str = Field(description="A metric name from the list.")
+    weight: float = Field(description="Relative weight, a number >= 0.")
+
+
+def _mix_schema(names: Sequence[str]) -> type[BaseModel]:
+    """The translate answer; ``metric`` advertises the allowed names as an enum.
+
+    The enum goes into the JSON schema the model sees (and constrains the local model's
+    grammar) while validation accepts any string, so unknown names are dropped and
+    reported rather than failing the whole answer.
+    """
+    term = create_model(
+        "MetricWeight",
+        __doc__="One metric of the mix and its relative weight.",
+        metric=(
+            str,
+            Field(
+                description="A metric name from the list.",
+                json_schema_extra={"enum": list(names)},
+            ),
+        ),
+        weight=(float, Field(description="Relative weight, a number >= 0.")),
+    )
+    return create_model(
+        "MetricMix",
+        __doc__="A weighted mix of image-quality metrics that expresses the description.",
+        terms=(
+            list[term],  # type: ignore[valid-type]
+            Field(
+                min_length=1,
+                description="The metrics of the mix, each with a relative weight >= 0.",
+            ),
+        ),
+    )
+
+
+def encode_png(image: torch.Tensor) -> str:
+    """A ``data:image/png;base64,...`` URL of one image.
+
+    Args:
+        image: ``(C, H, W)`` with C 1 or 3, values in ``[0, 1]`` (clamped).
+
+    Returns:
+        The data URL of the PNG, same size as ``image``.
+    """
+    from PIL import Image
+
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(
+            f"encode_png needs a (C, H, W) image with C 1 or 3; got shape {tuple(image.shape)}."
+        )
+    array = (
+        image.detach()
+        .float()
+        .clamp(0, 1)
+        .mul(255)
+        .round()
+        .to(torch.uint8)
+        .cpu()
+        .numpy()
+    )
+    array = np.ascontiguousarray(array.transpose(1, 2, 0))
+    pil = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+    buffer = io.BytesIO()
+    pil.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(
+        "ascii"
+    )
+
+
+def _resolve(model: Any) -> Any:
+    from agents.llm.agent import resolve_chat_model
+
+    return resolve_chat_model(model)
+
+
+def _format_errors() -> tuple[type[BaseException], ...]:
+    from langchain_core.exceptions import OutputParserException
+
+    return (OutputParserException, ValidationError, ValueError, KeyError, TypeError)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Errors a later try may not meet (timeouts, lost connections, HTTP 429 and 5xx).
+
+    Errors a retry cannot fix (HTTP 401, 400, 404) are not among them: they propagate.
+    """
+    try:
+        import openai
+    except ImportError:
+        return (TimeoutError, ConnectionError)
+    return (
+        openai.APIConnectionError,  # includes APITimeoutError
+        openai.RateLimitError,
+        openai.InternalServerError,
+        TimeoutError,
+        ConnectionError,
+    )
+
+
+def _preview(raw: Any, limit: int = 300) -> str:
+    if raw is None:
+        return "no reply"
+    tool_calls = getattr(raw, "tool_calls", None) or getattr(
+        raw, "invalid_tool_calls", None
+    )
+    text = (
+        json.dumps(tool_calls, default=str)
+        if tool_calls
+        else str(getattr(raw, "content", raw))
+    )
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class TextObjective(Objective):
+    """An objective given as text: a model judges the images, or maps the text onto metrics.
+
+    Args:
+        description: What the restored images should look like, e.g.
+            ``"sharp fur, no ringing"``.
+        mode: ``"judge"`` (a model scores every stage 0-10) or ``"translate"`` (the
+            text becomes a mix of metrics once, at setup).
+        judge: Judge mode: a LangChain chat model that accepts images, or a string
+            that :func:`agents.llm.agent.resolve_chat_model` understands
+            (``"openai:gpt-4o-mini"``). Required in judge mode.
+        llm: Translate mode: a chat model or a string (``"local"`` is the embedded
+            offline model); None: ``$LOSSAGENT_LLM``, else ``"local"``.
+        max_retries: Re-asks after a malformed answer (per stage in judge mode, once
+            in translate mode); ``>= 0``.
+        images: Judge mode: how many evaluation images the judge sees (the first
+            ones), ``>= 1``.
+        method: How the structured answer is obtained, one of :data:`METHODS`.
+        candidates: Translate mode: the metric names offered; default every metric
+            of :func:`~lossagent_env.metrics.usable_metrics` with finite nominal
+            bounds (open-ended metrics such as ``mad`` have no usable scale).
+
+    Attributes:
+        mix: Translate mode, after setup: metric -> relative weight (sum 1).
+        dropped: Translate mode: names the model gave that are not in the catalogue.
+        fallback_reason: Translate mode: why :data:`DEFAULT_MIX` is used, else None.
+        failures: Judge mode: stages whose score could not be obtained (J is NaN).
+        retries: Re-asks sent after malformed answers, over the objective's life.
+
+    Raises:
+        ValueError: Bad mode, method, max_retries or images; judge mode without judge.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        mode: str = "judge",
+        judge: Any = None,
+        llm: Any = None,
+        max_retries: int = 2,
+        images: int = 2,
+        method: str = "function_calling",
+        candidates: Sequence[str] | None = None,
+    ):
+        super().__init__()
+        if not isinstance(description, str) or not description.strip():
+            raise ValueError(
+                f"description must be a non-empty string; got {description!r}."
+            )
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is not supported. Allowed: {list(MODES)}.")
+        if method not in METHODS:
+            raise ValueError(
+                f"method={method!r} is not supported. Allowed: {list(METHODS)}."
+            )
+        if (
+            isinstance(max_retries, bool)
+            or not isinstance(max_retries, int)
+            or max_retries < 0
+        ):
+            raise ValueError(f"max_retries={max_retries!r}. Allowed: an integer >= 0.")
+        if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+            raise ValueError(f"images={images!r}. Allowed: an integer >= 1.")
+        if mode == "judge" and judge is None:
+            raise ValueError(
+                "mode='judge' needs judge=: a LangChain chat model that accepts images, "
+                "or a string such as 'openai:gpt-4o-mini'."
+            )
+        self.description = " ".join(description.split())
+        self.mode = mode
+        self.judge = judge
+        self.llm = llm
+        self.max_retries = max_retries
+        self.images = images
+        self.method = method
+        self.candidates = None if candidates is None else list(candidates)
+        self.mix: dict[str, float] | None = None
+        self.dropped: list[str] = []
+        self.fallback_reason: str | None = None
+        self.failures = 0
+        self.retries = 0
+        self._inner: MetricObjective | None = None
+        self._runnable: Any = None
+        if mode == "judge":
+            self.metric_names = (JUDGE_METRIC,)
+            self.lower_better = {JUDGE_METRIC: False}
+            self.bounds = {JUDGE_METRIC: (0.0, 10.0)}
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, device: str | torch.device = "cpu") -> None:
+        """Judge mode: build the judge. Translate mode: translate (once) and set up the metrics.
+
+        Raises:
+            MissingWeightsError: A metric of the mix needs a weight file not installed.
+            ImportError: The model's package is missing.
+        """
+        if self.mode == "judge":
+            if self._runnable is None:
+                model = _resolve(self.judge)
+                self._runnable = model.with_structured_output(
+                    JudgeAnswer, method=self.method, include_raw=True
+                )
+            return
+        if self._inner is None:
+            self._translate()
+        assert self._inner is not None
+        self._inner.setup(device)
+
+    def offered_metrics(self) -> list[str]:
+        """The metric names the translation may choose from."""
+        if self.candidates is not None:
+            usable = set(usable_metrics())
+            return [name for name in self.candidates if name in usable]
+        return [
+            name
+            for name in usable_metrics()
+            if metric_info(name).high - metric_info(name).low < OPEN_BOUND
+        ]
+
+    def translation_prompt(self, names: Sequence[str]) -> str:
+        """The text sent to the model in translate mode."""
+        lines = []
+        for name in names:
+            info = metric_info(name)
+            direction = "lower is better" if info.lower_better else "higher is better"
+            reference = (
+                "compares with the target" if info.full_reference else "no reference"
+            )
+            lines.append(f"- {name} ({direction}; {reference}): {info.description}")
+        return (
+            "An image-restoration network is trained so that its outputs match this description:\n"
+            f'"{self.description}"\n\n'
+            "Choose a weighted mix of the image-quality metrics below that rewards exactly that. "
+            "Weights are relative (>= 0, at least one > 0); each metric's direction is handled "
+            "automatically, so give a positive weight to every metric that matters.\n"
+            "Metrics:\n" + "\n".join(lines) + "\n\nAnswer with the MetricMix tool."
+        )
+
+    def _translate(self) -> None:
+        from langchain_core.messages import HumanMessage
+
+        names = self.offered_metrics()
+        if not names:
+            which = "of the candidates " if self.candidates is not None else ""
+            self._use_default(f"no metric {which}is usable offline now")
+            return
+        schema = _mix_schema(names)
+        model = _resolve(self.llm)
+        runnable = model.with_structured_output(
+            schema, method=self.method, include_raw=True
+        )
+        messages: list[Any] = [HumanMessage(self.translation_prompt(names))]
+        reason = "no answer"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.retries += 1
+                logger.warning(
+                    "Translate answer %d/%d rejected (%s); asking again.",
+                    attempt,
+                    self.max_retries + 1,
+                    reason,
+                )
+                messages = [
+                    messages[0],
+                    HumanMessage(
+                        f"Your previous answer was rejected: {reason}. Answer again."
+                    ),
+                ]
+            try:
+                out = runnable.invoke(messages)
+            except _format_errors() as error:
+                reason = f"{type(error).__name__}: {error}"
+                continue
+            parsed, raw = out.get("parsed"), out.get("raw")
+            if parsed is None:
+                error = out.get("parsing_error")
+                reason = f"unparseable answer ({error or _preview(raw)})"
+                continue
+            mix, dropped, problem = self._check_mix(
+                [(t.metric, t.weight) for t in parsed.terms], names
+            )
+            self.dropped.extend(d for d in dropped if d not in self.dropped)
+            if problem is None:
+                self._use_mix(mix)
+                logger.info(
+                    "Text %r translated into the mix %s", self.description, self.mix
+                )
+                return
+            reason = problem
+        self._use_default(
+            f"the model's answers were invalid after {self.max_retries + 1} tries: {reason}"
+        )
+
+    @staticmethod
+    def _check_mix(
+        terms: Sequence[tuple[str, float]], allowed: Sequence[str]
+    ) -> tuple[dict[str, float], list[str], str | None]:
+        """Validate a proposed mix: (mix, dropped names, problem or None)."""
+        mix: dict[str, float] = {}
+        dropped: list[str] = []
+        for name, weight in terms:
+            if name not in allowed:
+                dropped.append(name)
+                continue
+            if (
+                not isinstance(weight, (int, float))
+                or not math.isfinite(weight)
+                or weight < 0
+            ):
+                return (
+                    {},
+                    dropped,
+                    f"weight of {name!r} is {weight!r}; allowed: a finite number >= 0",
+                )
+            mix[name] = mix.get(name, 0.0) + float(weight)
+        if dropped:
+            logger.warning(
+                "Translation named metrics not in the catalogue of usable metrics; dropped: %s",
+                dropped,
+            )
+        if not any(w > 0 for w in mix.values()):
+            return (
+                {},
+                dropped,
+                (
+                    f"no known metric with a weight > 0 (dropped unknown names {dropped}; allowed: {list(allowed)})"
+                ),
+            )
+        return mix, dropped, None
+
+    def _use_mix(self, mix: Mapping[str, float]) -> None:
+        total = sum(mix.values())
+        self.mix = {name: w / total for name, w in mix.items() if w > 0}
+        weights = {}
+        for name, share in self.mix.items():
+            info = metric_info(name)
+            weights[name] = share / (info.high - info.low)
+        self._inner = MetricObjective(weights)
+        self.metric_names = self._inner.metric_names
+        self.lower_better = dict(self._inner.lower_better)
+        self.bounds = dict(self._inner.bounds)
+
+    def _use_default(self, reason: str) -> None:
+        self.fallback_reason = reason
+        logger.warning(
+            "Translation of %r failed (%s); using the default mix %s.",
+            self.description,
+            reason,
+            DEFAULT_MIX,
+        )
+        self._use_mix(DEFAULT_MIX)
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(
+        self,
+        restored: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        degraded: torch.Tensor | None = None,
+        stage: int = 0,
+        weights: dict[str, float] | None = None,
+    ) -> ObjectiveResult:
+        """Judge mode: the judge's score (0-10, higher is better) and critique; NaN if it
+        kept failing. Translate mode: the metric mix.
+
+        Args:
+            restored: ``(N, C, H, W)`` network outputs in ``[0, 1]``.
+            target: ``(N, C, H, W)`` ground truth in ``[0, 1]`` (not shown to the judge).
+            degraded: ``(N, C, h, w)`` network inputs in ``[0, 1]``, shown to the judge
+                for reference.
+            stage: Index of the stage just trained.
+            weights: Unused.
+        """
+        if self.mode == "translate":
+            if self._inner is None:
+                self.setup(restored.device)
+            assert self._inner is not None
+            return self._inner.evaluate(
+                restored, target, degraded=degraded, stage=stage
+            )
+        if self._runnable is None:
+            self.setup(restored.device)
+        messages = self.judge_messages(restored, degraded)
+        reason = "no answer"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.retries += 1
+                logger.warning(
+                    "Judge answer for stage %d rejected (%s); asking again (%d/%d).",
+                    stage,
+                    reason,
+                    attempt,
+                    self.max_retries,
+                )
+            asked = (
+                messages
+                if not attempt
+                else [
+                    *messages,
+                    _reask(
+                        f"Your previous answer was rejected: {reason}. Answer again."
+                    ),
+                ]
+            )
+            try:
+                out = self._runnable.invoke(asked)
+            except _format_errors() as error:
+                reason = f"{type(error).__name__}: {error}"
+                continue
+            except _transport_errors() as error:
+                reason = f"{type(error).__name__}: {error}"
+                continue
+            parsed = out.get("parsed")
+            if parsed is None:
+                error = out.get("parsing_error")
+                reason = f"unusable answer ({error or _preview(out.get('raw'))})"
+                continue
+            critique = " ".join(parsed.critique.split())
+            return ObjectiveResult(
+                metrics={JUDGE_METRIC: float(parsed.score)},
+                value=float(parsed.score),
+                feedback=critique,
+            )
+        self.failures += 1
+        logger.warning(
+            "Judge gave no usable score for stage %d after %d tries (%s); the stage's "
+            "objective is missing (NaN). Failures so far: %d.",
+            stage,
+            self.max_retries + 1,
+            reason,
+            self.failures,
+        )
+        return ObjectiveResult(metrics={JUDGE_METRIC: math.nan}, value=math.nan)
+
+    def judge_messages(
+        self, restored: torch.Tensor, degraded: torch.Tensor | None
+    ) -> list[Any]:
+        """The message sent to the judge: description, then per image restored (+ degraded).
+
+        Args:
+            restored: ``(N, C, H, W)`` in ``[0, 1]``; the first ``images`` are shown.
+            degraded: ``(N, C, h, w)`` in ``[0, 1]`` or None.
+        """
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        count = min(self.images, restored.shape[0])
+        content: list[dict[str, Any]] = [
+            {
+                "type": "text",
+                "text": (
+                    f'Description of the wanted result: "{self.description}"\n'
+                    f"Below are {count} restored image(s), each followed by the degraded input it was "
+                    "restored from, for reference. Score how well the restored images match the "
+                    "description, from 0 to 10, and write a one-paragraph critique that says what to improve."
+                ),
+            }
+        ]
+        for i in range(count):
+            content.append({"type": "text", "text": f"Restored image {i + 1}:"})
+            content.append(
+                {"type": "image_url", "image_url": {"url": encode_png(restored[i])}}
+            )
+            if degraded is not None:
+                content.append(
+                    {"type": "text", "text": f"Degraded input {i + 1} (reference):"}
+                )
+                content.append(
+                    {"type": "image_url", "image_url": {"url": encode_png(degraded[i])}}
+                )
+        system = SystemMessage(
+            "You are a strict judge of image-restoration results. Answer with the JudgeAnswer tool."
+        )
+        return [system, HumanMessage(content=content)]
+
+    # ------------------------------------------------------------------ text
+    def describe(self) -> str:
+        if self.mode == "judge":
+            return (
+                f"The objective J is a judge model's score, 0 to 10 (higher is better), of how well the "
+                f'restored evaluation images match the description: "{self.description}". After each '
+                "stage the judge's critique is given as feedback. A stage the judge could not score "
+                "is missing (no reward). The reward of a stage is the change of J."
+            )
+        head = f'The objective was given as the text "{self.description}", translated into metrics'
+        if self._inner is None:
+            return head + " at setup (not done yet)."
+        mix = ", ".join(
+            f"{name} {share:.2f}" for name, share in (self.mix or {}).items()
+        )
+        lines = [
+            f"{head}: relative weights {mix}; each metric is divided by the span of its range."
+        ]
+        if self.fallback_reason is not None:
+            lines.append(
+                f"The translation failed ({self.fallback_reason}); the default mix {DEFAULT_MIX} is used."
+            )
+        if self.dropped:
+            lines.append(
+                f"Unknown metric names dropped from the translation: {self.dropped}."
+            )
+        lines.append(self._inner.describe())
+        return "\n".join(lines)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> TextObjective:
+        """A copy that shares the chat models (they hold clients and locks), copying the rest.
+
+        Gymnasium deep-copies the env's keyword arguments for ``env.spec``.
+        """
+        new = copy.copy(self)
+        memo[id(self)] = new
+        for key, value in vars(self).items():
+            if key not in _SHARED:
+                setattr(new, key, copy.deepcopy(value, memo))
+        return new
+
+    def __repr__(self) -> str:
+        return f"TextObjective({self.description!r}, mode={self.mode!r})"
+
+
+_SHARED = frozenset({"judge", "llm", "_runnable"})
+
+
+def _reask(text: str) -> Any:
+    from langchain_core.messages import HumanMessage
+
+    return HumanMessage(text)

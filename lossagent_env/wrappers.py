@@ -1,0 +1,228 @@
+"""Gymnasium wrappers for LossAgent environments.
+
+:class:`TensorBoardLogger` writes a run's trajectory as TensorBoard event files; it
+works with any agent (it only reads what the env returns) and is what the benchmark
+runner puts around every run.
+
+Example:
+    >>> import gymnasium as gym, numpy as np
+    >>> import lossagent_env
+    >>> from lossagent_env.wrappers import TensorBoardLogger
+    >>> env = gym.make("LossAgent/SuperResolution-v0", stage_iters=2, max_stages=3,
+    ...                render_mode="rgb_array")
+    >>> env = TensorBoardLogger(env, "runs/tb/my-run", image_every=2)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, r, term, trunc, info = env.step(np.full(env.action_space.shape, 0.5, np.float32))
+    >>> env.close()                                   # flushes and closes the writer
+    # tensorboard --logdir runs/tb
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Mapping
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+
+__all__ = ["TensorBoardLogger"]
+
+logger = logging.getLogger(__name__)
+
+
+class TensorBoardLogger(gym.Wrapper):
+    """Logs every stage of a LossAgent env to TensorBoard.
+
+    ``global_step`` is the stage: the number of ``step`` calls since the wrapper was
+    built, so a second episode continues the axis instead of overwriting the first
+    (for a single episode it equals ``info["stage"]``).
+
+    Tags (sections as in CleanRL/BasicSR):
+
+    ============================  =====================================================
+    ``weights/<loss>``            effective weight of each loss this stage
+    ``losses/<loss>``             unweighted loss value on the evaluation set
+    ``metrics/<metric>``          raw metric value (its own direction)
+    ``objective``                 objective J (higher is better)
+    ``reward``                    J_t - J_{t-1}
+    ``diverged``                  1 if the stage diverged and was rolled back, else 0
+    ``perf/train_seconds``        wall time of the training part of the stage
+    ``perf/eval_seconds``         wall time of the evaluation part of the stage
+    ``charts/SPS``                training iterations per second of the stage
+    ``charts/episodic_return``    sum of rewards, at the last stage of an episode
+    ``charts/episodic_length``    stages in the episode, at its last stage
+    ``images/comparison``         degraded | restored | target (``render_mode="rgb_array"``)
+    ``objective/feedback``        textual feedback of text or human objectives
+    ``config``                    the env configuration, once, as a Markdown table
+    ``agent/...``                 whatever the caller adds with :meth:`log_text` and
+                                  :meth:`log_scalar` (rationale, latency, tokens)
+    ============================  =====================================================
+
+    Args:
+        env: A LossAgent env (possibly wrapped).
+        logdir: Directory of the event files (created if missing).
+        image_every: Log the comparison image every this many stages and at the end of
+            each episode; 0 disables images. Needs ``render_mode="rgb_array"``.
+        run_config: Extra entries for the configuration table (agent, seed, suite...).
+        flush_secs: How often the writer flushes to disk.
+
+    Raises:
+        ValueError: ``image_every`` is negative.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        logdir: str | os.PathLike[str],
+        image_every: int = 5,
+        run_config: Mapping[str, Any] | None = None,
+        flush_secs: int = 10,
+    ):
+        super().__init__(env)
+        if not isinstance(image_every, int) or image_every < 0:
+            raise ValueError(f"image_every={image_every!r} is not allowed. Allowed: an integer >= 0")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.logdir = os.fspath(logdir)
+        self.image_every = image_every
+        self.run_config = dict(run_config or {})
+        self.writer = SummaryWriter(self.logdir, flush_secs=flush_secs)
+        self.global_step = 0
+        self._episode_return = 0.0
+        self._episode_length = 0
+        self._config_logged = False
+        self._warned_no_render = False
+        self._closed = False
+
+    # ----------------------------------------------------------------- env API
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._episode_return = 0.0
+        self._episode_length = 0
+        if not self._config_logged:
+            self.writer.add_text("config", config_markdown(self._config_items(seed)), 0)
+            self._config_logged = True
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.global_step += 1
+        step = self.global_step
+        self._episode_return += float(reward)
+        self._episode_length += 1
+        add = self.writer.add_scalar
+        for name, value in info.get("weights", {}).items():
+            add(f"weights/{name}", float(value), step)
+        for name, value in info.get("loss_values", {}).items():
+            add(f"losses/{name}", float(value), step)
+        for name, value in info.get("metrics", {}).items():
+            add(f"metrics/{name}", float(value), step)
+        if "objective" in info:
+            add("objective", float(info["objective"]), step)
+        add("reward", float(reward), step)
+        add("diverged", float(bool(info.get("diverged", False))), step)
+        timings = getattr(self.env.unwrapped, "timings", None) or {}
+        for key in ("train_seconds", "eval_seconds"):
+            if key in timings:
+                add(f"perf/{key}", float(timings[key]), step)
+        iters = _stage_iters(self.env)
+        train_s = float(timings.get("train_seconds", 0.0))
+        if iters and train_s > 0:
+            add("charts/SPS", iters / train_s, step)
+        feedback = info.get("feedback")
+        if feedback:
+            self.writer.add_text("objective/feedback", str(feedback), step)
+        done = terminated or truncated
+        if self.image_every and (step % self.image_every == 0 or done):
+            self._log_image(step)
+        if done:
+            add("charts/episodic_return", self._episode_return, step)
+            add("charts/episodic_length", float(self._episode_length), step)
+            self.writer.flush()
+        return obs, reward, terminated, truncated, info
+
+    def close(self):
+        """Flush and close the writer, then close the env."""
+        if not self._closed:
+            self.writer.close()
+            self._closed = True
+        super().close()
+
+    # ----------------------------------------------------------------- extra logging
+
+    def log_text(self, tag: str, text: str, step: int | None = None) -> None:
+        """Add a text entry (e.g. ``agent/rationale``) at ``step`` (default: this stage)."""
+        self.writer.add_text(tag, text, self.global_step if step is None else step)
+
+    def log_scalar(self, tag: str, value: SupportsFloat, step: int | None = None) -> None:
+        """Add one scalar (e.g. ``agent/latency_s``) at ``step`` (default: this stage)."""
+        self.writer.add_scalar(tag, float(value), self.global_step if step is None else step)
+
+    def log_notes(self, notes: Mapping[str, Any], step: int | None = None) -> None:
+        """Log an agent's stage notes: numbers as ``agent/<key>`` scalars, text as text.
+
+        Booleans become 0/1; nested dicts become ``agent/<key>/<sub>``; ``None`` and
+        lists are skipped (they have no single value to plot).
+        """
+        for key, value in notes.items():
+            tag = f"agent/{key}"
+            if isinstance(value, Mapping):
+                self.log_notes({f"{key}/{k}": v for k, v in value.items()}, step)
+            elif isinstance(value, (bool, np.bool_)):
+                self.log_scalar(tag, float(value), step)
+            elif isinstance(value, (int, float, np.integer, np.floating)):
+                if math.isfinite(float(value)):
+                    self.log_scalar(tag, value, step)
+            elif isinstance(value, str) and value:
+                self.log_text(tag, value, step)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _config_items(self, seed: int | None) -> dict[str, Any]:
+        items: dict[str, Any] = {"env_id": getattr(self.env.spec, "id", None), "seed": seed}
+        config = getattr(self.env.unwrapped, "config", None)
+        if config is not None:
+            if hasattr(config, "to_dict"):
+                items.update(config.to_dict())
+            elif dataclasses.is_dataclass(config):
+                items.update(dataclasses.asdict(config))
+        names = getattr(self.env.unwrapped, "loss_names", None)
+        if names is not None:
+            items["loss_names"] = list(names)
+        items.update(self.run_config)
+        return items
+
+    def _log_image(self, step: int) -> None:
+        if self.env.render_mode != "rgb_array":
+            if not self._warned_no_render:
+                logger.warning(
+                    "TensorBoardLogger(image_every=%d) needs render_mode='rgb_array' "
+                    "(got %r); no images are logged.",
+                    self.image_every,
+                    self.env.render_mode,
+                )
+                self._warned_no_render = True
+            return
+        frame = self.env.render()
+        if frame is None:
+            return
+        self.writer.add_image("images/comparison", np.asarray(frame), step, dataformats="HWC")
+
+
+def config_markdown(items: Mapping[str, Any]) -> str:
+    """A two-column Markdown table ``| key | value |`` (pipes in values escaped)."""
+    lines = ["| key | value |", "|---|---|"]
+    for key, value in items.items():
+        text = str(value).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {key} | {text} |")
+    return "\n".join(lines)
+
+
+def _stage_iters(env: gym.Env) -> int | None:
+    config = getattr(env.unwrapped, "config", None)
+    return getattr(config, "stage_iters", None)

@@ -1,0 +1,52 @@
+"""``--backend ray``: the same runs as Ray tasks on a small local cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.runner import complete_runs, read_rows, run_suite
+from benchmarks.suite import load_suite_text
+
+pytestmark = pytest.mark.ray
+
+SUITE = """\
+name = "ray-test"
+seeds = [0, 1]
+objectives = ["psnr"]
+
+[env]
+id = "LossAgent/SuperResolution-v0"
+kwargs = { scale = 2, patch_size = 32, batch_size = 2, eval_images = 2, eval_size = 32, device = "cpu", losses = ["l1", "ssim", "fft"] }
+
+[budget]
+max_stages = 2
+stage_iters = 2
+
+[[agents]]
+name = "random"
+"""
+TIMING_FIELDS = {"wall_s", "setup_s", "act_s", "train_s", "eval_s"}
+
+
+def _stable(rows: list[dict]) -> dict:
+    return {(r["run"], r["stage"]): {k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows}
+
+
+def test_ray_backend_matches_local(tmp_path: Path):
+    ray = pytest.importorskip("ray")
+    suite = load_suite_text(SUITE)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run_suite(suite, tmp_path / "ray", workers=2, backend="ray", report=False)
+    finally:
+        ray.shutdown()
+    assert not result.failures and sorted(result.executed) == sorted(result.runs)
+    rows = read_rows(tmp_path / "ray" / "results.jsonl")
+    assert len(rows) == 2 * 2 and len(complete_runs(rows)) == 2
+    assert len(list((tmp_path / "ray" / "tb").iterdir())) == 2
+
+    # the Ray tasks ran one torch thread each (2 CPUs / 2 workers); so does this run
+    run_suite(suite, tmp_path / "local", workers=1, threads=1, report=False)
+    assert _stable(rows) == _stable(read_rows(tmp_path / "local" / "results.jsonl"))

@@ -1,0 +1,142 @@
+"""The benchmark report: bootstrap intervals, summary numbers, CSV, plots, report.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.report import (
+    SUMMARY_COLUMNS,
+    bootstrap_ci,
+    build_report,
+    read_summary,
+    summarize,
+)
+from benchmarks.runner import complete_runs, read_rows
+
+LOSSES = ("l1", "ssim", "fft")
+
+
+def _row(agent: str, objective: str, seed: int, stage: int, value: float, **notes) -> dict:
+    weights = {name: 0.1 * (i + 1) * stage for i, name in enumerate(LOSSES)}
+    return {
+        "run": f"Env__{agent}__{objective}__{seed}",
+        "suite": "t",
+        "env_id": "Env",
+        "agent": agent,
+        "objective": objective,
+        "seed": seed,
+        "stage": stage,
+        "max_stages": 3,
+        "loss_names": list(LOSSES),
+        "action": [0.1 * stage] * len(LOSSES),
+        "weights": weights,
+        "metrics": {objective: value},
+        "objective_value": value,
+        "reward": 0.0,
+        "notes": notes,
+        "diverged": False,
+        "feedback": None,
+        "wall_s": 1.5 * stage,
+        "setup_s": 0.1,
+        "train_s": 1.0,
+        "eval_s": 0.2,
+    }
+
+
+@pytest.fixture
+def rows() -> list[dict]:
+    rows = []
+    curves = {  # agent -> seed -> objective per stage
+        "ucb": {0: [20.0, 21.0, 22.0], 1: [20.0, 23.0, 22.5], 2: [19.0, 20.0, 24.0]},
+        "llm": {0: [20.5, 21.5, 21.0], 1: [20.0, 20.0, 20.0], 2: [21.0, 22.0, 23.0]},
+    }
+    for agent, seeds in curves.items():
+        for seed, values in seeds.items():
+            for stage, value in enumerate(values, start=1):
+                notes = {}
+                if agent == "llm":
+                    notes = {
+                        "prompt_tokens": 100,
+                        "completion_tokens": 10,
+                        "retries": 1,
+                        "fallback": stage == 2,
+                        "rationale": "more ssim",
+                    }
+                rows.append(_row(agent, "psnr", seed, stage, value, **notes))
+    # an incomplete run: 2 of 3 stages
+    rows += [_row("random", "psnr", 0, s, 30.0) for s in (1, 2)]
+    return rows
+
+
+def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
+    x = [1.0, 2.0, 3.0, 10.0]
+    low, high = bootstrap_ci(x)
+    assert low < np.mean(x) < high
+    assert (low, high) == bootstrap_ci(x)
+    assert min(x) <= low and high <= max(x)
+    assert bootstrap_ci([5.0]) == (5.0, 5.0)
+
+
+@pytest.mark.parametrize("bad", [[], "conf"])
+def test_bootstrap_ci_rejects_bad_input(bad):
+    with pytest.raises(ValueError, match="bootstrap_ci|confidence"):
+        if bad == "conf":
+            bootstrap_ci([1.0, 2.0], confidence=1.5)
+        else:
+            bootstrap_ci(bad)
+
+
+def test_complete_runs_needs_every_stage(rows):
+    done = complete_runs(rows)
+    assert "Env__random__psnr__0" not in done
+    assert len(done) == 6
+
+
+def test_summarize_numbers(rows):
+    summary = summarize(rows, agent_order=["ucb", "llm"])
+    assert [r["agent"] for r in summary] == ["ucb", "llm"]  # incomplete run left out
+    ucb, llm = summary
+    assert ucb["seeds"] == 3
+    assert ucb["final_mean"] == pytest.approx(np.mean([22.0, 22.5, 24.0]))
+    assert ucb["best_mean"] == pytest.approx(np.mean([22.0, 23.0, 24.0]))
+    assert ucb["auc_mean"] == pytest.approx(np.mean([21.0, 65.5 / 3, 21.0]))
+    assert ucb["final_ci_low"] < ucb["final_mean"] < ucb["final_ci_high"]
+    assert ucb["prompt_tokens_mean"] == 0 and ucb["fallbacks"] == 0
+    assert llm["prompt_tokens_mean"] == 300 and llm["completion_tokens_mean"] == 30
+    assert llm["retries"] == 9 and llm["fallbacks"] == 3
+    assert llm["wall_s_mean"] == pytest.approx(4.5)
+
+
+def test_summary_does_not_depend_on_row_order(rows):
+    shuffled = list(rows)
+    np.random.default_rng(3).shuffle(shuffled)
+    assert summarize(shuffled) == summarize(rows)
+
+
+def test_build_report_writes_csv_plots_and_markdown(tmp_path: Path, rows):
+    with open(tmp_path / "results.jsonl", "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+        f.write('{"run": "torn')  # a torn last line, as after a SIGKILL mid-write
+    assert len(read_rows(tmp_path / "results.jsonl")) == len(rows)
+    paths = build_report(tmp_path)
+    summary = read_summary(paths["summary"])
+    assert list(summary[0]) == list(SUMMARY_COLUMNS)
+    assert summary == summarize(rows)  # full precision round trip
+    for key in ("psnr__objective", "psnr__weights"):
+        png = paths[key]
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    text = paths["report"].read_text()
+    assert "## Objective: psnr" in text
+    assert "(plots/psnr__objective.png)" in text and "(plots/psnr__weights.png)" in text
+    assert "| ucb | 3 |" in text and "| llm | 3 |" in text
+    assert "incomplete: 1" in text and "Env__random__psnr__0" in text
+
+
+def test_build_report_needs_results(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="results.jsonl"):
+        build_report(tmp_path)
