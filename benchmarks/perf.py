@@ -1,11 +1,13 @@
 """Overhead of the env over a bare PyTorch training loop, measured in one process.
 
-    python -m benchmarks.perf [--repeats 9] [--stage-iters 50] [--action 0.5] [--json]
+    python -m benchmarks.perf [--repeats 9] [--stage-iters 40] [--action 0.5] [--json]
 
-For each repeat it runs one env stage (``env.step``) and, right after, a bare loop doing
-the same number of Adam iterations with the same network, the same active losses and
-weights, the same batch and patch size, on tensors cut and degraded beforehand. It
-prints medians over the repeats:
+The configuration is the smoke suite's (``benchmarks/suites/smoke.toml``), with every
+loss of its repository active. For each repeat it runs one env stage (``env.step``) and
+a bare loop (alternately before and after it) doing the same number of Adam
+iterations with the same network, the same active losses and weights, the same batch
+and patch size, on tensors cut and degraded beforehand. It prints medians over the
+repeats:
 
     env_overhead_ratio: train part of an env stage (sampling, degradation, snapshot for
                         rollback, training) / the bare loop
@@ -30,12 +32,14 @@ import torch
 
 import lossagent_env  # noqa: F401  (registers the ids)
 
-# The smoke suite's environment (benchmarks/suites/smoke.toml).
-DEFAULT_ENV = "LossAgent/SuperResolution-v0"
-DEFAULT_KWARGS = dict(
-    objective="psnr", patch_size=48, batch_size=8, stage_iters=40, max_stages=1000,
-    eval_images=4, eval_size=96, device="cpu",
-)
+
+def smoke_configuration() -> tuple[str, dict]:
+    """The env id and keyword arguments of the smoke suite (benchmarks/suites/smoke.toml)."""
+    from benchmarks.suite import load_suite
+
+    suite = load_suite("smoke")
+    kwargs = {**suite.env_kwargs, "stage_iters": suite.stage_iters, "objective": "psnr"}
+    return suite.env_id, {**kwargs, "max_stages": 10_000}
 
 
 def bare_loop(model, losses, weights, inputs, targets, lr) -> float:
@@ -109,15 +113,17 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         epilog="Example: python -m benchmarks.perf --repeats 9",
     )
-    parser.add_argument("--env", default=DEFAULT_ENV)
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--stage-iters", type=int, default=DEFAULT_KWARGS["stage_iters"])
+    parser.add_argument("--stage-iters", type=int, help="override the smoke suite's value")
     parser.add_argument("--action", type=float, default=0.5, help="value of every action entry")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", action="store_true", help="also print the full result as JSON")
     args = parser.parse_args(argv)
-    kwargs = {**DEFAULT_KWARGS, "stage_iters": args.stage_iters, "device": args.device}
-    result = measure(args.env, kwargs, args.repeats, args.action)
+    env_id, kwargs = smoke_configuration()
+    kwargs["device"] = args.device
+    if args.stage_iters:
+        kwargs["stage_iters"] = args.stage_iters
+    result = measure(env_id, kwargs, args.repeats, args.action)
     print(f"env_overhead_ratio: {result['env_overhead_ratio']:.3f}")
     print(f"eval_share: {result['eval_share']:.3f}")
     if args.json:

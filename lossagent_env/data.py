@@ -33,7 +33,7 @@ def to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div(255)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _skimage_photo(name: str) -> torch.Tensor:
     import skimage.data
 

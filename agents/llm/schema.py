@@ -31,6 +31,7 @@ DEFAULT_WEIGHT = 0.5
 """Weight used for a missing value when there is no previous decision."""
 
 _RESERVED = set(dir(BaseModel)) | {"rationale"}
+RATIONALE_MAX_CHARS = 300
 
 
 def summary(description: str, max_chars: int = 160) -> str:
@@ -110,6 +111,10 @@ def make_answer_schema(
         Field(
             default="",
             description="One or two short sentences: why these weights, given the history.",
+            # In the JSON schema only: constrained decoders (the local model's grammar)
+            # enforce it, so a small model cannot ramble until its token limit; longer
+            # answers from other models are still accepted.
+            json_schema_extra={"maxLength": RATIONALE_MAX_CHARS},
         ),
     )
     model = create_model(

@@ -12,11 +12,10 @@ import time
 import gymnasium as gym
 import numpy as np
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage
 
 import lossagent_env  # noqa: F401  (registers the env ids)
 from agents import AgentSpec, PBTAgent, PPOAgent, Trajectory, make_agent, run_episode, run_pbt
+from tests.fake_chat import ScriptedChatModel, tool_message
 
 TINY = dict(objective="psnr", stage_iters=2, max_stages=3, patch_size=32, batch_size=4, eval_images=2, device="cpu")
 
@@ -39,17 +38,10 @@ def make_env(env_id: str = "LossAgent/SuperResolution-v0", **overrides):
     return InSpace(gym.make(env_id, **{**TINY, **overrides}))
 
 
-class FakeLLM(GenericFakeChatModel):
-    """Answers every request with the same valid tool call."""
-
-    def bind_tools(self, tools, **kwargs):
-        return self
-
-
 def _llm_agent(spec_names):
     args = {name: 0.5 for name in spec_names} | {"rationale": "balanced"}
-    reply = AIMessage("", tool_calls=[{"name": "LossWeights", "args": args, "id": "c"}])
-    return make_agent("llm", model=FakeLLM(messages=iter([reply] * 10)))
+    reply = tool_message("LossWeights", args)
+    return make_agent("llm", model=ScriptedChatModel(messages=iter([reply] * 10)))
 
 
 @pytest.fixture(scope="module")

@@ -9,22 +9,10 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch.hub
 
 import lossagent_env  # noqa: F401
 from lossagent_env.errors import MissingWeightsError
-from lossagent_env.metrics import clear_cache
 from tests.conftest import REPO
-
-
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    home = tmp_path / "torch"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(home / "hub"))
-    clear_cache()
-    yield home
-    clear_cache()
 
 
 def test_niqe_objective_after_assets_install(torch_home):

@@ -27,21 +27,11 @@ import torch
 import torch.hub
 
 from lossagent_env.errors import MissingWeightsError
-from lossagent_env.metrics import clear_cache, create_metric, usable_metrics
+from lossagent_env.metrics import create_metric, usable_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 MUSIQ_FILE = "musiq_koniq_ckpt-e95806b9.pth"
 VGG19_FILE = "vgg19-dcbb9e9d.pth"
-
-
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "torch"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(home / "hub"))
-    clear_cache()
-    yield home
-    clear_cache()
 
 
 def cli(*args: str, torch_home: Path) -> subprocess.CompletedProcess:

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -22,107 +19,15 @@ import pytest
 from agents import Trajectory, run_episode
 from agents.llm import LLMAgent
 from agents.testing import ToyLossEnv
+from tests.openai_stub import ScriptedServer, content, delayed, status, tool_call
 
 SECRET = "sk-test-SECRET-9f8e7d6c5b4a-do-not-log"
 VALID = {"l1": 0.8, "ssim": 0.5, "gradient": 0.2, "gan": 0.0, "rationale": "start with pixels"}
-USAGE = {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}
 CLIENT_TIMEOUT = 0.5
 
 
-def tool(arguments: dict | str) -> dict:
-    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
-    return {"tool_arguments": text}
-
-
-def content(text: str) -> dict:
-    return {"content": text}
-
-
-def status(code: int, message: str) -> dict:
-    return {"status": code, "message": message}
-
-
 def slow(seconds: float) -> dict:
-    return {"sleep": seconds, **tool(VALID)}
-
-
-class ScriptedServer:
-    """An OpenAI-compatible chat-completions endpoint replying from a script."""
-
-    def __init__(self, script: list[dict]):
-        self.script = list(script)
-        self.requests: list[dict] = []
-        self.authorization: list[str] = []
-        self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server._lock:
-                    server.requests.append({"path": self.path, "body": body})
-                    server.authorization.append(self.headers.get("Authorization", ""))
-                    step = server.script.pop(0) if server.script else status(500, "script exhausted")
-                if "sleep" in step:
-                    time.sleep(step["sleep"])
-                if "status" in step:
-                    code = step["status"]
-                    payload = {"error": {"message": step["message"], "type": "test_error", "code": code}}
-                else:
-                    code = 200
-                    message: dict = {"role": "assistant", "content": step.get("content")}
-                    if "tool_arguments" in step:
-                        message["tool_calls"] = [
-                            {
-                                "id": f"call_{len(server.requests)}",
-                                "type": "function",
-                                "function": {"name": "LossWeights", "arguments": step["tool_arguments"]},
-                            }
-                        ]
-                    payload = {
-                        "id": f"chatcmpl-{len(server.requests)}",
-                        "object": "chat.completion",
-                        "created": 1700000000,
-                        "model": body.get("model", "test-model"),
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": message,
-                                "finish_reason": "tool_calls" if "tool_arguments" in step else "stop",
-                            }
-                        ],
-                        "usage": USAGE,
-                    }
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout): expected for slow replies
-
-            def log_message(self, format, *args):  # keep the test output quiet
-                return
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> ScriptedServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    return delayed(seconds, tool_call(VALID))
 
 
 def _agent(server: ScriptedServer, monkeypatch, **kwargs) -> LLMAgent:
@@ -166,24 +71,24 @@ def test_function_calling_episode_counts_every_retry_correction_and_fallback(mon
     caplog.set_level(logging.DEBUG)
     script = [
         # stage 1: a valid answer
-        tool(VALID),
+        tool_call(VALID),
         # stage 2: malformed JSON in the tool arguments, then an answer with missing keys
-        tool('{"l1": 0.7, "ssim": '),
-        tool({"l1": 0.6, "rationale": "only l1 this time"}),
+        tool_call('{"l1": 0.7, "ssim": '),
+        tool_call({"l1": 0.6, "rationale": "only l1 this time"}),
         # stage 3: out-of-range values
-        tool({"l1": 1.4, "ssim": -0.1, "gradient": 0.5, "gan": 2.0, "rationale": "bold"}),
+        tool_call({"l1": 1.4, "ssim": -0.1, "gradient": 0.5, "gan": 2.0, "rationale": "bold"}),
         # stage 4: HTTP 429, HTTP 500, then a valid answer
         status(429, "Rate limit reached"),
         status(500, "Internal error"),
-        tool({**VALID, "gan": 0.05}),
+        tool_call({**VALID, "gan": 0.05}),
         # stage 5: three replies slower than the client timeout -> fallback
         slow(CLIENT_TIMEOUT * 2),
         slow(CLIENT_TIMEOUT * 2),
         slow(CLIENT_TIMEOUT * 2),
         # stage 6: three malformed answers (bad JSON, plain text, bad JSON) -> fallback
-        tool("{not json"),
+        tool_call("{not json"),
         content("I think l1 should be high."),
-        tool('{"l1": 0.5'),
+        tool_call('{"l1": 0.5'),
     ]
     with ScriptedServer(script) as server:
         agent = _agent(server, monkeypatch)
@@ -282,7 +187,7 @@ def test_wrong_key_falls_back_without_retrying(monkeypatch, caplog, tmp_path):
 
 @pytest.mark.parametrize("method", ["function_calling", "json_schema"])
 def test_requests_use_chat_completions_with_the_prompt(monkeypatch, method):
-    reply = tool(VALID) if method == "function_calling" else content(json.dumps(VALID))
+    reply = tool_call(VALID) if method == "function_calling" else content(json.dumps(VALID))
     with ScriptedServer([reply]) as server:
         run_episode(ToyLossEnv(max_stages=1), _agent(server, monkeypatch, method=method), seed=0)
     messages = server.requests[0]["body"]["messages"]

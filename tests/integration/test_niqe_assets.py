@@ -18,7 +18,7 @@ from skimage import data
 
 from lossagent_env.assets import ASSETS, BASICSR_SDIST, fetch_basicsr_sdist, install
 from lossagent_env.errors import MissingWeightsError
-from lossagent_env.metrics import clear_cache, create_metric, usable_metrics
+from lossagent_env.metrics import create_metric, usable_metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ASSET_CACHE = REPO_ROOT / ".cache" / "assets"
@@ -28,15 +28,6 @@ ASSET_CACHE = REPO_ROOT / ".cache" / "assets"
 def basicsr_sdist() -> Path:
     """``basicsr-1.4.2.tar.gz``, from the project cache or fetched once with pip."""
     return fetch_basicsr_sdist(ASSET_CACHE)
-
-
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "torch" / "hub"))
-    clear_cache()
-    yield tmp_path / "torch"
-    clear_cache()
 
 
 def photo(name: str, size: int = 256) -> torch.Tensor:

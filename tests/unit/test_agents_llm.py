@@ -11,40 +11,28 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
-from pydantic import Field, SecretStr
+from pydantic import SecretStr
 
 from agents import run_episode
 from agents.llm import LLMAgent, resolve_chat_model
 from agents.testing import ToyLossEnv
+from tests import fake_chat
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "sk-test-SECRET-fake-key-0123456789"
 GOOD = {"l1": 0.8, "ssim": 0.5, "gradient": 0.2, "gan": 0.0, "rationale": "pixel first"}
 
 
-class ScriptedChatModel(GenericFakeChatModel):
-    """Replies from a script; an Exception in the script is raised instead of replying."""
+class ScriptedChatModel(fake_chat.ScriptedChatModel):
+    """Replies from a script (an Exception in it is raised instead); holds an API key."""
 
-    seen: list = Field(default_factory=list)
     api_key: SecretStr = SecretStr(SECRET)
-
-    def bind_tools(self, tools, **kwargs):
-        return self
-
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-        self.seen.append(list(messages))
-        reply = next(self.messages)
-        if isinstance(reply, BaseException):
-            raise reply
-        self.messages = iter([reply, *self.messages])
-        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
 
 
 def tool(args) -> AIMessage:
-    return AIMessage(
-        "", tool_calls=[{"name": "LossWeights", "args": args, "id": "c"}],
+    return fake_chat.tool_message(
+        "LossWeights", args,
         usage_metadata={"input_tokens": 100, "output_tokens": 10, "total_tokens": 110},
     )
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, SystemMessage
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from agents.base import AgentSpec
 from agents.llm import LLMAgent, make_answer_schema, validate_answer
 from agents.llm.prompts import HistoryRecord, estimate_tokens, render_history, render_parts
+from tests.fake_chat import ScriptedChatModel, tool_message
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 
@@ -68,21 +68,8 @@ def _check_snapshot(name: str, text: str) -> None:
     )
 
 
-class ScriptedChatModel(GenericFakeChatModel):
-    """A fake chat model whose replies are scripted; tools are accepted and ignored."""
-
-    seen: list = Field(default_factory=list)
-
-    def bind_tools(self, tools, **kwargs):
-        return self
-
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-        self.seen.append(list(messages))
-        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-
 def _tool_reply(args: dict) -> AIMessage:
-    return AIMessage("", tool_calls=[{"name": "LossWeights", "args": args, "id": "call_0"}])
+    return tool_message("LossWeights", args, id="call_0")
 
 
 # ---------------------------------------------------------------- snapshots

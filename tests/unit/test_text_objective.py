@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
-from PIL import Image
-from pydantic import Field
 
 import lossagent_env  # noqa: F401  (registers the env ids)
 from lossagent_env.metrics import metric_info, usable_metrics
@@ -24,31 +19,15 @@ from lossagent_env.text_objective import (
     JudgeAnswer,
     encode_png,
 )
-
-
-class ScriptedChatModel(GenericFakeChatModel):
-    """Replies from a script and records every request; tool binding is a no-op."""
-
-    seen: list = Field(default_factory=list)
-
-    def bind_tools(self, tools, **kwargs):
-        return self
-
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
-        self.seen.append(list(messages))
-        return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
-
-
-def tool(name: str, args) -> AIMessage:
-    return AIMessage("", tool_calls=[{"name": name, "args": args, "id": "c"}])
+from tests.fake_chat import ScriptedChatModel, png_from_data_url, tool_message
 
 
 def judged(score, critique="fine") -> AIMessage:
-    return tool("JudgeAnswer", {"score": score, "critique": critique})
+    return tool_message("JudgeAnswer", {"score": score, "critique": critique})
 
 
 def mix(*terms) -> AIMessage:
-    return tool("MetricMix", {"terms": [{"metric": m, "weight": w} for m, w in terms]})
+    return tool_message("MetricMix", {"terms": [{"metric": m, "weight": w} for m, w in terms]})
 
 
 @pytest.fixture
@@ -61,10 +40,7 @@ def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 def _png_size(url: str) -> tuple[int, int]:
-    assert url.startswith("data:image/png;base64,")
-    data = base64.b64decode(url.split(",", 1)[1])
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return Image.open(io.BytesIO(data)).size
+    return png_from_data_url(url).size
 
 
 # ------------------------------------------------------------------- judge
@@ -88,9 +64,7 @@ def test_judge_score_is_the_objective_and_critique_the_feedback(batch):
     urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
     assert len(urls) == 4  # 2 images x (restored, degraded)
     assert _png_size(urls[0]) == (20, 24) and _png_size(urls[1]) == (10, 12)
-    decoded = np.asarray(
-        Image.open(io.BytesIO(base64.b64decode(urls[0].split(",", 1)[1])))
-    )
+    decoded = np.asarray(png_from_data_url(urls[0]))
     expected = (restored[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     np.testing.assert_array_equal(decoded, expected)
 
