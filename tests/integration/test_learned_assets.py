@@ -10,9 +10,8 @@ copy is refused with a clear message and leaves nothing behind.
 
 For the ``perceptual`` loss the file name carries a sha256 prefix (``vgg19-dcbb9e9d``)
 that the installer checks, so a random file of the right format is refused by the CLI
-(tested: clear message, nothing left behind). To check the loss's loading code with
-such a file the test then puts it where torchvision keeps it directly, which is what
-the installer does with a genuine file.
+(tested: clear message, nothing left behind); with ``--no-checksum`` (for weights of
+one's own) the CLI installs it, and the loss loads it through torchvision's code.
 """
 
 from __future__ import annotations
@@ -128,7 +127,7 @@ def test_a_truncated_musiq_file_is_refused_and_nothing_is_left(
     assert "musiq" not in usable_metrics()
 
 
-def test_perceptual_random_file_is_refused_by_checksum_then_loads_from_place(
+def test_perceptual_random_file_is_refused_by_checksum_then_installs_on_request(
     torch_home, tmp_path
 ):
     from torchvision.models import vgg19
@@ -154,9 +153,13 @@ def test_perceptual_random_file_is_refused_by_checksum_then_loads_from_place(
     ):
         build_loss("perceptual")
 
-    place = torch_home / "hub" / "checkpoints" / VGG19_FILE
-    place.parent.mkdir(parents=True)
-    place.write_bytes(source.read_bytes())
+    # Weights of the right format but not the official ones install only on request.
+    done = cli(
+        "assets", "install", "perceptual", "--from", str(source), "--no-checksum",
+        torch_home=torch_home,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (torch_home / "hub" / "checkpoints" / VGG19_FILE).is_file()
     loss = build_loss({"type": "perceptual", "layers": {"relu2_2": 1.0}, "scale": 1.0})
     conv = loss.features[0]
     torch.testing.assert_close(conv.weight, state["features.0.weight"])
