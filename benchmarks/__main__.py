@@ -5,8 +5,7 @@
 ``python -m benchmarks workers-ratio`` measures how much faster ``--workers 2`` is
 than ``--workers 1`` on a suite of 4 runs (by default the smoke suite's budget with the
 agents ``fixed`` and ``random``, objective ``psnr`` and seeds 0 and 1), alternating
-the two settings and keeping each one's fastest repeat, and prints the wall times, their
-ratio and how closely the results agree. It is a measurement, not a test::
+the two settings over several repeats, and prints the median wall times, their ratio and how closely the results agree. It is a measurement, not a test::
 
     python -m benchmarks workers-ratio
     python -m benchmarks workers-ratio --suite quick --agents ucb,dwa --objectives psnr --seeds 0,1
@@ -17,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,15 +41,15 @@ def workers_ratio(
     objectives: list[str] | None = None,
     seeds: list[int] | None = None,
     workers: int = 2,
-    repeats: int = 2,
+    repeats: int = 3,
     stage_iters: int | None = None,
     out: Path | None = None,
 ) -> dict[str, float]:
     """Run a suite with 1 and with ``workers`` processes, alternating, ``repeats`` times.
 
     Each benchmark runs in a fresh Python process, as ``lossagent bench`` does, so
-    imports and worker start-up are counted. Each setting keeps its fastest repeat (the
-    machine's other load only adds time). With the default thread counts (``cores``
+    imports and worker start-up are counted. Each setting reports the median of its
+    repeats (alternation spreads the machine's drifts over both). With the default thread counts (``cores``
     threads for 1 worker, ``cores // workers`` for more) the float32 reduction order
     differs, so results agree only approximately (the difference grows with training).
 
@@ -99,9 +99,9 @@ def workers_ratio(
     same_actions = all(row["action"] == rows[workers][key]["action"] for key, row in rows[1].items())
     return {
         "runs": n,
-        "serial_s": min(times[1]),
-        "parallel_s": min(times[workers]),
-        "ratio": min(times[1]) / min(times[workers]),
+        "serial_s": statistics.median(times[1]),
+        "parallel_s": statistics.median(times[workers]),
+        "ratio": statistics.median(times[1]) / statistics.median(times[workers]),
         "max_rel_diff": max(diffs),
         "same_actions": float(same_actions),
     }
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objectives", default="psnr")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating repeats; the fastest counts")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating repeats; medians count")
     parser.add_argument("--stage-iters", type=int, default=None, help="override the suite's stage_iters")
     parser.add_argument("--out", default=None, help="keep the two benchmark directories here")
     args = parser.parse_args(argv[1:])
