@@ -39,7 +39,7 @@ import io
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -356,47 +356,76 @@ class TextObjective(Objective):
         runnable = model.with_structured_output(
             schema, method=self.method, include_raw=True
         )
-        messages: list[Any] = [HumanMessage(self.translation_prompt(names))]
-        reason = "no answer"
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self.retries += 1
-                logger.warning(
-                    "Translate answer %d/%d rejected (%s); asking again.",
-                    attempt,
-                    self.max_retries + 1,
-                    reason,
-                )
-                messages = [
-                    messages[0],
-                    HumanMessage(
-                        f"Your previous answer was rejected: {reason}. Answer again."
-                    ),
-                ]
-            try:
-                out = runnable.invoke(messages)
-            except _format_errors() as error:
-                reason = f"{type(error).__name__}: {error}"
-                continue
-            parsed, raw = out.get("parsed"), out.get("raw")
-            if parsed is None:
-                error = out.get("parsing_error")
-                reason = f"unparseable answer ({error or _preview(raw)})"
-                continue
+
+        def check(parsed: Any) -> tuple[dict[str, float] | None, str | None]:
             mix, dropped, problem = self._check_mix(
                 [(t.metric, t.weight) for t in parsed.terms], names
             )
             self.dropped.extend(d for d in dropped if d not in self.dropped)
-            if problem is None:
-                self._use_mix(mix)
-                logger.info(
-                    "Text %r translated into the mix %s", self.description, self.mix
-                )
-                return
-            reason = problem
+            return (mix if problem is None else None), problem
+
+        mix, reason = self._ask(
+            runnable, [HumanMessage(self.translation_prompt(names))], check, "Translate answer"
+        )
+        if mix is not None:
+            self._use_mix(mix)
+            logger.info("Text %r translated into the mix %s", self.description, self.mix)
+            return
         self._use_default(
             f"the model's answers were invalid after {self.max_retries + 1} tries: {reason}"
         )
+
+    def _ask(
+        self,
+        runnable: Any,
+        messages: list[Any],
+        check: Callable[[Any], tuple[Any, str | None]],
+        what: str,
+        retry_transport: bool = False,
+    ) -> tuple[Any, str]:
+        """Ask ``runnable`` (structured output with ``include_raw``) up to
+        ``max_retries + 1`` times, re-asking with the reason of the last rejection.
+
+        ``check(parsed)`` returns ``(result, None)`` for a usable answer and
+        ``(None, problem)`` otherwise. Format errors are always retried; transport errors
+        (timeouts, 429, 5xx) only with ``retry_transport``; others propagate. Every
+        re-ask is counted in ``retries`` and logged.
+
+        Returns:
+            ``(result, "")``, or ``(None, reason of the last rejection)``.
+        """
+        retryable = _format_errors() + (_transport_errors() if retry_transport else ())
+        reason = "no answer"
+        for attempt in range(self.max_retries + 1):
+            asked = messages
+            if attempt:
+                self.retries += 1
+                logger.warning(
+                    "%s rejected (%s); asking again (%d/%d).",
+                    what,
+                    reason,
+                    attempt,
+                    self.max_retries,
+                )
+                asked = [
+                    *messages,
+                    _reask(f"Your previous answer was rejected: {reason}. Answer again."),
+                ]
+            try:
+                out = runnable.invoke(asked)
+            except retryable as error:
+                reason = f"{type(error).__name__}: {error}"
+                continue
+            parsed = out.get("parsed")
+            if parsed is None:
+                error = out.get("parsing_error")
+                reason = f"unusable answer ({error or _preview(out.get('raw'))})"
+                continue
+            result, problem = check(parsed)
+            if problem is None:
+                return result, ""
+            reason = problem
+        return None, reason
 
     @staticmethod
     def _check_mix(
@@ -487,47 +516,20 @@ class TextObjective(Objective):
             )
         if self._runnable is None:
             self.setup(restored.device)
-        messages = self.judge_messages(restored, degraded)
-        reason = "no answer"
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self.retries += 1
-                logger.warning(
-                    "Judge answer for stage %d rejected (%s); asking again (%d/%d).",
-                    stage,
-                    reason,
-                    attempt,
-                    self.max_retries,
-                )
-            asked = (
-                messages
-                if not attempt
-                else [
-                    *messages,
-                    _reask(
-                        f"Your previous answer was rejected: {reason}. Answer again."
-                    ),
-                ]
-            )
-            try:
-                out = self._runnable.invoke(asked)
-            except _format_errors() as error:
-                reason = f"{type(error).__name__}: {error}"
-                continue
-            except _transport_errors() as error:
-                reason = f"{type(error).__name__}: {error}"
-                continue
-            parsed = out.get("parsed")
-            if parsed is None:
-                error = out.get("parsing_error")
-                reason = f"unusable answer ({error or _preview(out.get('raw'))})"
-                continue
+        def check(parsed: Any) -> tuple[ObjectiveResult, None]:
             critique = " ".join(parsed.critique.split())
-            return ObjectiveResult(
-                metrics={JUDGE_METRIC: float(parsed.score)},
-                value=float(parsed.score),
-                feedback=critique,
-            )
+            score = float(parsed.score)
+            return ObjectiveResult({JUDGE_METRIC: score}, score, feedback=critique), None
+
+        result, reason = self._ask(
+            self._runnable,
+            self.judge_messages(restored, degraded),
+            check,
+            f"Judge answer for stage {stage}",
+            retry_transport=True,
+        )
+        if result is not None:
+            return result
         self.failures += 1
         logger.warning(
             "Judge gave no usable score for stage %d after %d tries (%s); the stage's "
