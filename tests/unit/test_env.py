@@ -277,3 +277,19 @@ def test_unmeasured_objective_gives_zero_reward_and_keeps_the_reference(tiny_kwa
             assert np.isnan(info["objective"]) and reward == 0.0 and not info["diverged"]
     assert objective.calls == 4
     assert sum(rewards) == pytest.approx(info["objective"] - start, abs=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16-autocast"])
+def test_cuda_stages_train_and_stay_in_space(amp, tiny_kwargs):
+    env = gym.make("LossAgent/SuperResolution-v0", **{**tiny_kwargs, "device": "cuda", "amp": amp,
+                                                        "stage_iters": 10})
+    u = env.unwrapped
+    assert u.device.type == "cuda" and next(u.model.parameters()).is_cuda
+    obs, info = env.reset(seed=0)
+    start = info["metrics"]["psnr"]
+    l1 = np.eye(len(u.loss_names), dtype=np.float32)[u.loss_names.index("l1")]
+    for _ in range(3):
+        obs, reward, terminated, truncated, info = env.step(l1)
+        assert obs in u.observation_space and np.isfinite(reward) and not info["diverged"]
+    assert info["metrics"]["psnr"] > start
