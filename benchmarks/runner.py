@@ -701,17 +701,28 @@ def _run_pool(pending: list[RunSpec], out: Path, write: Emit, workers: int, thre
                     del futures[future]
                     error = future.exception()
                     if error is not None:  # the worker process died (not a Python error)
-                        _drain(rows, write, open_runs, failures, timeout=0.5)
-                        if spec.name in open_runs:
-                            failures.append(_failure(spec, error))
-                            open_runs.discard(spec.name)
+                        _task_crashed(rows, write, open_runs, failures, spec, error)
             if not futures and open_runs:
-                # every task returned; their last messages may still be in the pipe
-                _drain(rows, write, open_runs, failures, timeout=1.0)
-                for name in sorted(open_runs):
-                    failures.append(RunFailure(name, "worker ended without a result", ""))
-                open_runs.clear()
+                _tasks_ended(rows, write, open_runs, failures, "worker ended without a result")
     return failures
+
+
+def _task_crashed(rows, write: Emit, open_runs: set[str], failures: list[RunFailure],
+                  spec: RunSpec, error: BaseException) -> None:
+    """A task died: keep the rows it sent, then record its run as failed if still open."""
+    _drain(rows, write, open_runs, failures, timeout=0.5)
+    if spec.name in open_runs:
+        failures.append(_failure(spec, error))
+        open_runs.discard(spec.name)
+
+
+def _tasks_ended(rows, write: Emit, open_runs: set[str], failures: list[RunFailure],
+                 reason: str) -> None:
+    """Every task returned: their last rows may still be in the queue; runs left open failed."""
+    _drain(rows, write, open_runs, failures, timeout=1.0)
+    for name in sorted(open_runs):
+        failures.append(RunFailure(name, reason, ""))
+    open_runs.clear()
 
 
 def _import_ray():
@@ -780,15 +791,9 @@ def _run_ray(
                 try:
                     ray.get(ref)
                 except Exception as e:  # the task itself crashed (worker died)
-                    _drain(rows, write, open_runs, failures, timeout=0.5)
-                    if spec.name in open_runs:
-                        failures.append(_failure(spec, e))
-                        open_runs.discard(spec.name)
+                    _task_crashed(rows, write, open_runs, failures, spec, e)
             if not refs and open_runs:
-                _drain(rows, write, open_runs, failures, timeout=1.0)
-                for name in sorted(open_runs):
-                    failures.append(RunFailure(name, "Ray task ended without a result", ""))
-                open_runs.clear()
+                _tasks_ended(rows, write, open_runs, failures, "Ray task ended without a result")
         return failures
     finally:
         if started_here:
