@@ -110,7 +110,7 @@ def workers_ratio(
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] != ["workers-ratio"]:
-        from lossagent_env.cli import main as cli_main
+        from benchmarks.cli import main as cli_main
 
         return cli_main(argv)
     parser = argparse.ArgumentParser(

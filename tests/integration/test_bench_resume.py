@@ -59,7 +59,7 @@ def _env() -> dict[str, str]:
 
 
 def _bench(*args: str) -> list[str]:
-    return [sys.executable, "-m", "lossagent_env.cli", "bench", *args]
+    return [sys.executable, "-m", "benchmarks", "bench", *args]
 
 
 # float32 reductions depend on the torch thread count: the runs compared bit for bit

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lossagent_env.cli import main, parse_objective, parse_seeds
+from benchmarks.cli import main
+from benchmarks.cli.common import parse_objective, parse_seeds
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_SET = [
@@ -44,7 +45,7 @@ name = "ucb"
 def lossagent(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TORCH_HOME=str(ROOT / ".torch_home"))
     return subprocess.run(
-        [sys.executable, "-m", "lossagent_env.cli", *args],
+        [sys.executable, "-m", "benchmarks", *args],
         env=env,
         capture_output=True,
         text=True,

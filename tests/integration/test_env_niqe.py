@@ -25,7 +25,7 @@ def test_niqe_objective_after_assets_install(torch_home):
 
     sdist = fetch_basicsr_sdist(REPO / ".cache" / "assets")
     done = subprocess.run(
-        [sys.executable, "-m", "lossagent_env.cli", "assets", "install", "niqe", "--from", str(sdist)],
+        [sys.executable, "-m", "benchmarks", "assets", "install", "niqe", "--from", str(sdist)],
         capture_output=True, text=True, env={**os.environ, "TORCH_HOME": str(torch_home)},
         timeout=300,
     )

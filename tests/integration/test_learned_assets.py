@@ -2,7 +2,7 @@
 
 For MUSIQ (one pyiqa file, ``musiq_koniq_ckpt-e95806b9.pth``) the test builds a weight
 file of the right format with random values (the state dict of pyiqa's own ``MUSIQ``
-architecture), installs it with the real CLI (``python -m lossagent_env.cli assets
+architecture), installs it with the real CLI (``python -m benchmarks assets
 install musiq --from FILE``, ``TORCH_HOME`` a temporary folder), then loads the metric
 through the project's loading code (``create_metric``) and scores small images; the
 scores equal those of pyiqa's architecture loaded with the same tensors. A truncated
@@ -41,7 +41,7 @@ def cli(*args: str, torch_home: Path) -> subprocess.CompletedProcess:
         "PYTHONPATH": str(REPO),
     }
     return subprocess.run(
-        [sys.executable, "-m", "lossagent_env.cli", *args],
+        [sys.executable, "-m", "benchmarks", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -16,7 +16,8 @@ import pytest
 import torch
 import torch.hub
 
-from lossagent_env.assets import ASSETS, install, no_downloads, register_cli, status
+from benchmarks.cli.assets import register as register_cli
+from lossagent_env.assets import ASSETS, install, no_downloads, status
 from lossagent_env.errors import MissingWeightsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -348,7 +349,7 @@ def test_cli_as_a_subprocess(tmp_path):
         PYTHONPATH=str(REPO_ROOT),
     )
     listed = subprocess.run(
-        [sys.executable, "-m", "lossagent_env.assets", "list"],
+        [sys.executable, "-m", "benchmarks", "assets", "list"],
         capture_output=True,
         text=True,
         env=env,
@@ -361,7 +362,8 @@ def test_cli_as_a_subprocess(tmp_path):
         [
             sys.executable,
             "-m",
-            "lossagent_env.assets",
+            "benchmarks",
+            "assets",
             "install",
             "niqe",
             "--from",

@@ -1,0 +1,172 @@
+"""``lossagent bench``: run a benchmark suite (agents x objectives x seeds)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.cli.common import EXIT_OK, Formatter, UsageError, parse_seeds
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``bench`` subcommand."""
+    bench = sub.add_parser(
+        "bench",
+        help="run a benchmark suite",
+        description="Run every agent x objective x seed of a suite with equal budgets; "
+        "write results.jsonl (one row per stage), summary.csv, report.md, plots and "
+        "TensorBoard files under --out.",
+        formatter_class=Formatter,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              lossagent bench --suite smoke
+              lossagent bench --suite quick --workers 2 --out runs/quick
+              lossagent bench --resume --out runs/quick          # continue after a crash
+              lossagent bench --suite smoke --llm openai:gpt-4o-mini --seeds 0,1,2
+              lossagent bench --suite my_suite.toml --backend ray --ray-address auto
+              lossagent bench --suite paper --data /data/DIV2K_train_HR --device cuda
+            """
+        ),
+    )
+    bench.add_argument(
+        "--suite",
+        default=None,
+        help="a shipped suite name (smoke, quick, paper) or the path of a TOML file "
+        "[default: smoke, or the suite stored in --out with --resume]",
+    )
+    bench.add_argument("--out", default=None, help="output directory [default: runs/<suite>-<timestamp>]")
+    bench.add_argument("--workers", type=int, default=1, help="runs in parallel [default: 1]")
+    bench.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per run [default: cores // workers]; results are bit-identical "
+        "across --workers settings at equal --threads",
+    )
+    bench.add_argument(
+        "--backend", choices=("local", "ray"), default="local", help="where runs execute [default: local]"
+    )
+    bench.add_argument("--ray-address", default=None, help="Ray cluster address [default: a local cluster]")
+    bench.add_argument("--resume", action="store_true", help="continue the benchmark in --out")
+    bench.add_argument("--llm", default=None, help="model of the llm agent, e.g. openai:gpt-4o-mini")
+    bench.add_argument("--seeds", default=None, help="override the seeds: '0,1,2' or '0-4'")
+    bench.add_argument("--device", default=None, help="override the env device (cpu, cuda, auto)")
+    bench.add_argument("--data", default=None, help="image folder used as the env dataset")
+    bench.set_defaults(func=_cmd_bench)
+
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.runner import run_suite, stored_suite
+    from benchmarks.suite import load_suite
+
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers} is not allowed. Allowed: an integer >= 1")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads} is not allowed. Allowed: an integer >= 1")
+    if args.resume:
+        if args.out is None:
+            raise UsageError("--resume needs --out DIR: the benchmark directory to continue.")
+        if not Path(args.out).is_dir():
+            raise UsageError(f"--resume: {args.out!r} does not exist. Start a benchmark without --resume.")
+        suite = stored_suite(args.out) if args.suite is None else load_suite(args.suite)
+        if args.suite is None:
+            # the stored suite already holds the overrides it was started with
+            overrides_given = any(v is not None for v in (args.llm, args.seeds, args.device, args.data))
+            if overrides_given:
+                raise UsageError(
+                    "--resume without --suite continues the stored suite as it was started; "
+                    "drop --llm/--seeds/--device/--data (or give --suite with all of them)."
+                )
+    else:
+        suite = load_suite(args.suite or "smoke")
+    if args.suite is not None or not args.resume:
+        suite = _apply_overrides(suite, args)
+    out = args.out or os.path.join("runs", f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if not args.resume and os.path.exists(out):
+        raise UsageError(
+            f"--out {out!r} already exists. Pass --resume to continue the benchmark in it, "
+            "or choose another --out."
+        )
+    from tqdm import tqdm
+
+    n_runs = len(suite.agents) * len(suite.objectives) * len(suite.seeds)
+    print(
+        f"lossagent bench: suite {suite.name!r}: {len(suite.agents)} agents x "
+        f"{len(suite.objectives)} objectives x {len(suite.seeds)} seeds = {n_runs} runs of "
+        f"{suite.max_stages} stages x {suite.stage_iters} iterations -> {out}",
+        file=sys.stderr,
+    )
+    bar = tqdm(total=n_runs * suite.max_stages, unit="stage", desc="bench", file=sys.stderr)
+    runs_done: set[str] = set()
+
+    def on_row(row: dict[str, Any]) -> None:
+        bar.update(1)
+        if int(row["stage"]) == int(row["max_stages"]):
+            runs_done.add(row["run"])
+        bar.set_postfix_str(f"{row['agent']}/{row['objective']}/{row['seed']} J={row['objective_value']:.4g}")
+
+    try:
+        if args.resume:
+            from benchmarks.runner import RESULTS, complete_runs, read_rows
+
+            rows = read_rows(Path(out) / RESULTS)
+            bar.update(sum(1 for r in rows if r["run"] in complete_runs(rows)))
+        result = run_suite(
+            suite,
+            out,
+            workers=args.workers,
+            backend=args.backend,
+            ray_address=args.ray_address,
+            resume=args.resume,
+            on_row=on_row,
+            threads=args.threads,
+        )
+    finally:
+        bar.close()
+    from benchmarks.report import read_summary
+
+    summary = read_summary(Path(out) / "summary.csv")
+    for row in summary:
+        print(
+            f"{row['objective']:>14}  {row['agent']:<12} final J {row['final_mean']:.4g} "
+            f"[{row['final_ci_low']:.4g}, {row['final_ci_high']:.4g}]  best {row['best_mean']:.4g}  "
+            f"wall {row['wall_s_mean']:.1f}s"
+        )
+    print(
+        f"lossagent bench: {len(result.executed)} runs executed, {len(result.skipped)} already "
+        f"complete, in {result.wall_s:.1f} s. Report: {Path(out) / 'report.md'}; "
+        f"TensorBoard: tensorboard --logdir {Path(out) / 'tb'}"
+    )
+    return EXIT_OK
+
+
+def _apply_overrides(suite: Any, args: argparse.Namespace) -> Any:
+    env_kwargs: dict[str, Any] = {}
+    if args.device is not None:
+        env_kwargs["device"] = args.device
+    if args.data is not None:
+        if not Path(args.data).exists():
+            raise UsageError(f"--data {args.data!r} does not exist. Allowed: an image folder.")
+        env_kwargs["dataset"] = args.data
+    elif suite.requires_data:
+        raise UsageError(
+            f"Suite {suite.name!r} needs an image folder: pass --data DIR (e.g. DIV2K_train_HR)."
+        )
+    agent_kwargs = {}
+    if args.llm is not None:
+        if not any(a.name == "llm" for a in suite.agents):
+            raise UsageError(f"--llm {args.llm!r}: suite {suite.name!r} has no llm agent.")
+        agent_kwargs["llm"] = {"model": args.llm}
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if env_kwargs or agent_kwargs or seeds is not None:
+        suite = suite.replace(seeds=seeds, env_kwargs=env_kwargs, agent_kwargs=agent_kwargs)
+    return suite

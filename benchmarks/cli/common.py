@@ -1,0 +1,101 @@
+"""What every ``lossagent`` subcommand shares: exit codes, the usage error, the help
+formatter and the parsers of command-line values."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import tomllib
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Formatter",
+    "UsageError",
+    "parse_objective",
+    "parse_pairs",
+    "parse_seeds",
+    "parse_value",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(ValueError):
+    """Bad command-line input (exit code 2)."""
+
+
+class Formatter(argparse.HelpFormatter):
+    """Wraps one-paragraph descriptions; keeps multi-line text (the examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value (``48``, ``1e-3``, ``true``, ``"x"``, ``[...]``); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_pairs(pairs: Sequence[str], what: str) -> dict[str, Any]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{what} {pair!r} is not KEY=VALUE. Allowed: e.g. {what} patch_size=48")
+        out[key.strip()] = parse_value(value.strip())
+    return out
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` (inclusive) or a mix -> sorted unique seeds.
+
+    Raises:
+        UsageError: Not a seed list.
+    """
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                low, high = part.split("-", 1)
+                seeds.extend(range(int(low), int(high) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise UsageError(f"--seeds {text!r} is not a seed list. Allowed: e.g. '0,1,2' or '0-4'") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise UsageError(f"--seeds {text!r} is not a seed list. Allowed: integers >= 0, e.g. '0,1,2'")
+    return sorted(set(seeds))
+
+
+def parse_objective(text: str) -> str | dict[str, float]:
+    """``"psnr"`` -> ``"psnr"``; ``"psnr:1,ssim:10"`` -> ``{"psnr": 1.0, "ssim": 10.0}``.
+
+    Raises:
+        UsageError: A weight is not a finite non-zero number.
+    """
+    if ":" not in text and "," not in text:
+        return text.strip()
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, weight = part.partition(":")
+        try:
+            value = float(weight) if weight.strip() else 1.0
+        except ValueError:
+            value = math.nan
+        if not name.strip() or not math.isfinite(value) or value == 0:
+            raise UsageError(
+                f"--objective {text!r}: {part!r} is not METRIC:WEIGHT. Allowed: e.g. psnr:1,ssim:10"
+            )
+        out[name.strip()] = value
+    return out

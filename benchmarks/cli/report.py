@@ -1,0 +1,31 @@
+"""``lossagent report``: rebuild summary.csv, report.md and the plots of a benchmark."""
+
+from __future__ import annotations
+
+import argparse
+
+from benchmarks.cli.common import EXIT_OK, Formatter
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``report`` subcommand."""
+    report = sub.add_parser(
+        "report",
+        help="rebuild the report of a benchmark",
+        description="Rebuild summary.csv, report.md and the plots from results.jsonl.",
+        formatter_class=Formatter,
+        epilog="example:\n  lossagent report --out runs/smoke-20250101-120000\n",
+    )
+    report.add_argument("--out", required=True, help="the benchmark's output directory")
+    report.set_defaults(func=_cmd_report)
+
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from benchmarks.report import build_report
+
+    paths = build_report(args.out)
+    print(f"lossagent report: wrote {paths['summary']}, {paths['report']} and {len(paths) - 2} plots")
+    return EXIT_OK

@@ -1,0 +1,208 @@
+"""``lossagent run``: one episode of one agent, with a live progress bar."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.cli.common import EXIT_OK, Formatter, UsageError, parse_objective, parse_pairs
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``run`` subcommand."""
+    run = sub.add_parser(
+        "run",
+        help="one episode of one agent",
+        description="Run one episode of one agent on one environment, with a live "
+        "progress bar and a final summary line; with --out, also results.jsonl and "
+        "TensorBoard files.",
+        formatter_class=Formatter,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              lossagent run --agent ucb --objective psnr --stages 5 --iters 20
+              lossagent run --env LossAgent/Denoising-v0 --agent llm --llm openai:gpt-4o-mini
+              lossagent run --agent random --objective psnr:1,ssim:10 --out runs/one
+              lossagent run --agent fixed --set patch_size=48 --set 'losses=["l1","ssim"]'
+            """
+        ),
+    )
+    run.add_argument(
+        "--env", default="LossAgent/SuperResolution-v0", help="environment id [default: %(default)s]"
+    )
+    run.add_argument("--agent", default="ucb", help="agent name, see agents.make_agent [default: ucb]")
+    run.add_argument(
+        "--objective",
+        default="psnr",
+        help="a metric name, or metric:weight pairs separated by commas, e.g. psnr:1,ssim:10 [default: psnr]",
+    )
+    run.add_argument("--stages", type=int, default=5, help="stages in the episode [default: 5]")
+    run.add_argument("--iters", type=int, default=20, help="training iterations per stage [default: 20]")
+    run.add_argument("--seed", type=int, default=0, help="episode seed [default: 0]")
+    run.add_argument("--llm", default=None, help="model of the llm agent, e.g. openai:gpt-4o-mini")
+    run.add_argument("--device", default="cpu", help="cpu, cuda or auto [default: cpu]")
+    run.add_argument("--out", default=None, help="write results.jsonl and TensorBoard files here")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help='another EnvConfig field (VALUE is TOML: 48, 1e-3, true, "edsr", [...])',
+    )
+    run.add_argument(
+        "--agent-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an agent keyword argument (VALUE is TOML)",
+    )
+    run.set_defaults(func=_cmd_run)
+
+
+
+def _check_env_id(env_id: str) -> str:
+    import gymnasium as gym
+
+    import lossagent_env
+    from lossagent_env.registry import unknown_name_message
+
+    if env_id in gym.registry:
+        return env_id
+    if f"LossAgent/{env_id}" in gym.registry:
+        return f"LossAgent/{env_id}"
+    raise KeyError(unknown_name_message("env id", env_id, lossagent_env.ENV_IDS))
+
+
+def _check_metrics(objective: str | dict[str, float]) -> None:
+    from lossagent_env.metrics import metric_names
+    from lossagent_env.registry import unknown_name_message
+
+    known = metric_names()
+    for name in [objective] if isinstance(objective, str) else objective:
+        if name not in known:
+            raise KeyError(unknown_name_message("metric", name, known))
+
+
+def _check_agent(name: str) -> None:
+    from benchmarks.suite import agent_names
+    from lossagent_env.registry import unknown_name_message
+
+    known = agent_names()
+    if name not in known:
+        raise KeyError(unknown_name_message("agent", name, known))
+
+
+def _check_losses(losses: Any) -> None:
+    from lossagent_env.losses import LOSSES
+    from lossagent_env.registry import unknown_name_message
+
+    if losses is None:
+        return
+    if isinstance(losses, str) or not isinstance(losses, (list, tuple)):
+        raise UsageError(f'losses={losses!r} is not a list. Allowed: e.g. --set \'losses=["l1", "ssim"]\'')
+    for spec in losses:
+        name = spec.get("type") if isinstance(spec, dict) else spec
+        if name not in LOSSES:
+            raise KeyError(unknown_name_message("loss", name, LOSSES.names()))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from benchmarks.runner import RunSpec, execute_run, run_name
+    from benchmarks.suite import objective_label
+    from lossagent_env.config import EnvConfig
+
+    env_id = _check_env_id(args.env)
+    _check_agent(args.agent)
+    objective = parse_objective(args.objective)
+    _check_metrics(objective)
+    for flag, value in (("--stages", args.stages), ("--iters", args.iters), ("--seed", args.seed + 1)):
+        if value < 1:
+            raise UsageError(f"{flag} {value!r} is not allowed. Allowed: an integer >= 1 (seed >= 0)")
+    env_kwargs = parse_pairs(args.set, "--set")
+    agent_kwargs = parse_pairs(args.agent_arg, "--agent-arg")
+    fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"task"}
+    for key in env_kwargs:
+        if key in ("objective", "max_stages", "stage_iters"):
+            raise UsageError(f"--set {key}=...: use --objective, --stages or --iters instead.")
+        if key not in fields:
+            from lossagent_env.registry import unknown_name_message
+
+            raise KeyError(unknown_name_message("EnvConfig field", key, fields))
+    _check_losses(env_kwargs.get("losses"))
+    env_kwargs["device"] = args.device
+    if args.llm is not None:
+        if args.agent != "llm":
+            raise UsageError(f"--llm {args.llm!r} applies to --agent llm only (got --agent {args.agent!r}).")
+        agent_kwargs["model"] = args.llm
+    import gymnasium as gym
+
+    task = gym.registry[env_id].kwargs.get("task", "sr")
+    try:  # value checks of EnvConfig, before anything heavy is built
+        EnvConfig(
+            task=task, objective=objective, max_stages=args.stages, stage_iters=args.iters, **env_kwargs
+        )
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e)) from e
+    label = objective_label(objective)
+    spec = RunSpec(
+        name=run_name(env_id, args.agent, label, args.seed),
+        suite="run",
+        env_id=env_id,
+        env_kwargs=env_kwargs,
+        agent=args.agent,
+        agent_name=args.agent,
+        agent_kwargs=agent_kwargs,
+        objective=label,
+        objective_spec=objective,
+        seed=args.seed,
+        max_stages=args.stages,
+        stage_iters=args.iters,
+        image_every=max(1, math.ceil(args.stages / 4)),
+    )
+    writer = None
+    if args.out is not None:
+        out = Path(args.out)
+        if out.exists() and any(out.iterdir()):
+            raise UsageError(f"--out {args.out!r} exists and is not empty. Choose another --out.")
+        out.mkdir(parents=True, exist_ok=True)
+        from benchmarks.runner import RESULTS, _ResultsWriter
+
+        writer = _ResultsWriter(out / RESULTS)
+    from tqdm import tqdm
+
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=args.stages, unit="stage", desc=f"{args.agent}/{label}", file=sys.stderr)
+
+    def emit(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if writer is not None:
+            writer.write(row)
+        bar.update(1)
+        bar.set_postfix_str(f"J={row['objective_value']:.4g} r={row['reward']:+.3g}")
+
+    t0 = time.perf_counter()
+    try:
+        execute_run(spec, args.out, emit)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    values = [r["objective_value"] for r in rows]
+    best = max(range(len(values)), key=values.__getitem__)
+    ret = sum(r["reward"] for r in rows)
+    diverged = sum(bool(r["diverged"]) for r in rows)
+    print(
+        f"{args.agent} on {env_id} ({label}), seed {args.seed}: final J {values[-1]:.4g}, "
+        f"best {values[best]:.4g} at stage {rows[best]['stage']}, return {ret:+.4g}, "
+        f"{diverged} diverged, {time.perf_counter() - t0:.1f} s"
+        + (f"; wrote {Path(args.out) / 'results.jsonl'} and {Path(args.out) / 'tb'}" if args.out else "")
+    )
+    return EXIT_OK
