@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from agents.llm.local import DEFAULT_CHAT_FORMAT, LOCAL_API_KEY, LocalLLMServer
+from lossagent_env.chat.local import DEFAULT_CHAT_FORMAT, LOCAL_API_KEY, LocalLLMServer
 
 logger = logging.getLogger(__name__)
 

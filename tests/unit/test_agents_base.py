@@ -134,7 +134,7 @@ def test_make_agent_builds_every_registered_name_and_hints_unknown_ones():
 def test_importing_agents_is_cheap():
     code = (
         "import sys, agents, agents.llm; "
-        "heavy = [m for m in ('stable_baselines3', 'langchain_openai', 'llama_cpp', 'agents.llm.local', 'torch') "
+        "heavy = [m for m in ('stable_baselines3', 'langchain_openai', 'llama_cpp', 'lossagent_env.chat.local', 'torch') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run(

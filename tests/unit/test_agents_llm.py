@@ -215,7 +215,7 @@ def test_bare_model_name_needs_a_base_url(monkeypatch):
 
 
 def test_the_local_model_is_not_imported_by_the_package():
-    code = "import sys, agents.llm; print('agents.llm.local' in sys.modules, 'llama_cpp' in sys.modules)"
+    code = "import sys, agents.llm; print('lossagent_env.chat.local' in sys.modules, 'llama_cpp' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import lossagent_env  # noqa: F401  (registers the env ids)
-from lossagent_env.human_objective import (
+from lossagent_env.objectives.human import (
     FileRater,
     TerminalRater,
     check_score,

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage
 import lossagent_env  # noqa: F401  (registers the env ids)
 from lossagent_env.metrics import metric_info, usable_metrics
 from lossagent_env.objectives import TextObjective, make_objective
-from lossagent_env.text_objective import (
+from lossagent_env.objectives.text import (
     DEFAULT_MIX,
     JUDGE_METRIC,
     JudgeAnswer,

@@ -1,6 +1,6 @@
 """Composite objectives: a weighted sum of objectives whose weights mean what they say.
 
-Normalisation rule: part ``k`` (an :class:`~lossagent_env.objectives.Objective`, or a
+Normalisation rule: part ``k`` (an :class:`~lossagent_env.objectives.base.Objective`, or a
 metric name, which becomes ``MetricObjective({name: 1})``) enters as
 ``w_k * J_k / scale_k`` where ``scale_k`` is the span of ``J_k`` over its declared
 bounds, ``sum_i |v_i| * (high_i - low_i)`` for a part ``J_k = sum_i v_i * m_i``
@@ -28,7 +28,8 @@ from collections.abc import Mapping
 import torch
 
 from lossagent_env.metrics import OPEN_BOUND
-from lossagent_env.objectives import Objective, ObjectiveResult, _check_weight
+from lossagent_env.objectives.base import Objective, ObjectiveResult, check_weight
+from lossagent_env.objectives.metric import MetricObjective
 
 __all__ = ["CompositeObjective", "part_scale"]
 
@@ -76,8 +77,6 @@ class CompositeObjective(Objective):
         self, parts: Mapping[object, float], scales: Mapping[int, float] | None = None
     ):
         super().__init__()
-        from lossagent_env.objectives import make_objective
-
         if not isinstance(parts, Mapping) or not parts:
             raise ValueError(
                 f"CompositeObjective needs a non-empty dict {{objective or metric name: weight}}; got {parts!r}."
@@ -89,8 +88,8 @@ class CompositeObjective(Objective):
                 raise ValueError(
                     f"Composite part {key!r} is a {type(key).__name__}. Allowed: a metric name or an Objective."
                 )
-            self.weights.append(_check_weight(key, weight))
-            self.parts.append(make_objective(key) if isinstance(key, str) else key)
+            self.weights.append(check_weight(key, weight))
+            self.parts.append(MetricObjective({key: 1.0}) if isinstance(key, str) else key)
         if not any(w > 0 for w in self.weights):
             raise ValueError(
                 f"All weights are 0 in {parts!r}. Allowed: at least one weight > 0."

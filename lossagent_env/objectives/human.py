@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lossagent_env.objectives import Objective, ObjectiveResult
+from lossagent_env.objectives.base import Objective, ObjectiveResult
 
 __all__ = [
     "HUMAN_METRIC",

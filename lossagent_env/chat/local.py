@@ -26,7 +26,7 @@ fields a `max_length` too: the grammar enforces it, and it bounds the answer's l
 types), see `benchmarks/local_llm_probe.py` for the measured difference.
 
 Example:
-    >>> from agents.llm.local import local_chat_model
+    >>> from lossagent_env.chat.local import local_chat_model
     >>> chat = local_chat_model()                     # starts the server once
     >>> structured = chat.with_structured_output(
     ...     Answer, method="function_calling", include_raw=True)

@@ -1,0 +1,131 @@
+"""The objective interface: what a stage is judged by, as one number ``J``.
+
+An objective is measured on the evaluation images after every stage. It returns the raw
+value of each of its metrics (the observation's ``"metrics"``) and ``J``, where every
+lower-is-better metric is negated so that a higher ``J`` is always better; the env's
+reward is ``J_t - J_{t-1}``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Objective", "ObjectiveResult", "check_weight", "format_weight"]
+
+
+@dataclass
+class ObjectiveResult:
+    """The outcome of one evaluation.
+
+    Attributes:
+        metrics: Raw value of each metric of the objective (means over the evaluation
+            images), keyed and ordered as ``Objective.metric_names``.
+        value: ``J``, higher is better (lower-is-better metrics enter negated).
+        feedback: Text for the agent (a judge's critique, a person's comment), or None.
+    """
+
+    metrics: dict[str, float]
+    value: float
+    feedback: str | None = None
+
+
+class Objective:
+    """Base class of objectives.
+
+    Subclasses set the three attributes below in ``__init__`` and implement
+    :meth:`evaluate` and :meth:`describe`.
+
+    Attributes:
+        metric_names: Keys of the observation's ``"metrics"`` dict, in a fixed order.
+        lower_better: For each metric name, True if lower raw values are better.
+        bounds: For each metric name, finite ``(low, high)`` for the observation
+            ``Box``; raw values are clipped into them in observations only.
+    """
+
+    metric_names: tuple[str, ...] = ()
+    lower_better: dict[str, bool]
+    bounds: dict[str, tuple[float, float]]
+
+    def __init__(self) -> None:
+        self.lower_better = {}
+        self.bounds = {}
+
+    def setup(self, device: str | torch.device = "cpu") -> None:
+        """Create what evaluation needs (metric networks). Called once by the env.
+
+        Raises:
+            MissingWeightsError: A metric's weight file is not installed.
+        """
+
+    def reset(self, seed: int | None = None) -> None:
+        """Called at every ``env.reset``; stateful objectives re-seed here. Default: nothing."""
+
+    def evaluate(
+        self,
+        restored: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        degraded: torch.Tensor | None = None,
+        stage: int = 0,
+        weights: dict[str, float] | None = None,
+    ) -> ObjectiveResult:
+        """Measure the objective on the evaluation images.
+
+        Args:
+            restored: ``(N, C, H, W)`` network outputs, values in ``[0, 1]``.
+            target: ``(N, C, H, W)`` ground truth in ``[0, 1]``.
+            degraded: ``(N, C, h, w)`` network inputs, for objectives that show them.
+            stage: Index of the stage just trained (0 after reset).
+            weights: Effective loss weights used in the stage, for objectives that
+                report them.
+
+        Returns:
+            The raw metrics and ``J`` (higher is better).
+        """
+        raise NotImplementedError
+
+    def combine(self, values: Mapping[str, float]) -> float:
+        """``J`` from raw metric values, for objectives that are a function of their
+        metrics alone (metric mixes and composites of them); replaying a precomputed
+        table uses it.
+
+        Raises:
+            NotImplementedError: ``J`` depends on more than the metric values (a judge,
+                a person, a function of the images).
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot compute J from metric values alone; it needs the images."
+        )
+
+    def describe(self) -> str:
+        """A paragraph for the LLM prompt: each metric, its weight, meaning, direction, and ``J``."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self.metric_names)})"
+
+
+def check_weight(metric: object, weight: object) -> float:
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, numbers.Real)
+        or not math.isfinite(float(weight))
+    ):
+        raise ValueError(
+            f"Weight of metric {metric!r} is {weight!r}. Allowed: a finite number >= 0."
+        )
+    if weight < 0:
+        raise ValueError(
+            f"Weight of metric {metric!r} is {weight!r}. Allowed: a finite number >= 0 "
+            "(the direction of each metric is known; lower-is-better metrics are negated automatically)."
+        )
+    return float(weight)
+
+
+def format_weight(weight: float) -> str:
+    return f"{weight:g}"

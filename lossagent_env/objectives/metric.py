@@ -1,0 +1,149 @@
+"""Objectives made of image-quality metrics: ``J`` is a weighted sum of metric values."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from lossagent_env.metrics import Metric, create_metric, metric_info
+from lossagent_env.objectives.base import Objective, ObjectiveResult, check_weight, format_weight
+
+__all__ = ["MetricObjective"]
+
+
+class MetricObjective(Objective):
+    """A weighted sum of image-quality metrics.
+
+    ``J = sum_i w_i * s_i * m_i`` with ``m_i`` the mean of metric ``i`` over the
+    evaluation images and ``s_i = -1`` for lower-is-better metrics (niqe, lpips),
+    ``+1`` otherwise. Example: psnr 30 and niqe 5 with weights 1 and 0.5 give
+    ``J = 30 - 2.5 = 27.5``.
+
+    Args:
+        weights: ``{metric name: weight}``, non-empty; names from pyiqa's catalogue
+            (:func:`lossagent_env.metrics.metric_names`), weights finite and ``>= 0``,
+            at least one ``> 0``. A weight of 0 reports the metric without scoring it.
+
+    Raises:
+        KeyError: Unknown metric name (with a "Did you mean" hint).
+        ValueError: Empty dict, bad weight, or a metric that cannot score single images.
+    """
+
+    def __init__(self, weights: Mapping[str, float]):
+        super().__init__()
+        if not isinstance(weights, Mapping) or not weights:
+            raise ValueError(
+                f"MetricObjective needs a non-empty dict {{metric: weight}}; got {weights!r}. "
+                "Example: {'psnr': 1.0, 'niqe': 0.5}."
+            )
+        checked: dict[str, float] = {}
+        for name, weight in weights.items():
+            info = metric_info(name)
+            if info.set_level:
+                raise ValueError(
+                    f"Metric {name!r} compares sets of images and cannot score a stage."
+                )
+            checked[name] = check_weight(name, weight)
+        if not any(w > 0 for w in checked.values()):
+            raise ValueError(
+                f"All weights are 0 in {weights!r}. Allowed: at least one weight > 0."
+            )
+        self.weights = checked
+        self.infos = {name: metric_info(name) for name in checked}
+        self.metric_names = tuple(checked)
+        self.lower_better = {
+            name: info.lower_better for name, info in self.infos.items()
+        }
+        self.bounds = {name: (info.low, info.high) for name, info in self.infos.items()}
+        self._metrics: dict[str, Metric] | None = None
+        self._device: torch.device | None = None
+
+    def setup(self, device: str | torch.device = "cpu") -> None:
+        """Create (or fetch from the cache) every metric on ``device``.
+
+        Raises:
+            MissingWeightsError: A metric's weight file is not installed.
+        """
+        self._metrics = {
+            name: create_metric(name, device) for name in self.metric_names
+        }
+        self._device = next(iter(self._metrics.values())).device
+
+    def evaluate(
+        self,
+        restored: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        degraded: torch.Tensor | None = None,
+        stage: int = 0,
+        weights: dict[str, float] | None = None,
+    ) -> ObjectiveResult:
+        """Mean of each metric over the images, and ``J``. Deterministic on CPU.
+
+        Sets itself up on ``restored.device`` if :meth:`setup` was not called.
+        """
+        if self._metrics is None:
+            self.setup(restored.device)
+        values: dict[str, float] = {}
+        for name, metric in self._metrics.items():
+            values[name] = float(metric(restored, target).double().mean().item())
+        return ObjectiveResult(metrics=values, value=self.combine(values))
+
+    def combine(self, values: Mapping[str, float]) -> float:
+        """``J`` from raw metric values: ``sum_i w_i * (-m_i if lower_better else m_i)``.
+
+        Args:
+            values: One raw value per name in ``metric_names``.
+
+        Raises:
+            KeyError: A metric of the objective has no value.
+        """
+        missing = [name for name in self.metric_names if name not in values]
+        if missing:
+            raise KeyError(
+                f"No value for metrics {missing}; the objective needs {list(self.metric_names)}."
+            )
+        return float(
+            sum(
+                self.weights[name]
+                * (-values[name] if self.lower_better[name] else values[name])
+                for name in self.metric_names
+            )
+        )
+
+    def formula(self) -> str:
+        """``J`` in symbols, e.g. ``"J = 1*psnr - 0.5*niqe"``."""
+        terms = []
+        for name in self.metric_names:
+            sign = "-" if self.lower_better[name] else "+"
+            terms.append(f"{sign} {format_weight(self.weights[name])}*{name}")
+        text = " ".join(terms)
+        return "J = " + (text[2:] if text.startswith("+ ") else "-" + text[2:])
+
+    def describe(self) -> str:
+        count = len(self.metric_names)
+        plural = "s" if count > 1 else ""
+        lines = [
+            (
+                f"The objective J is a weighted sum of {count} image-quality metric{plural}, "
+                "each averaged over the evaluation images after every stage; a higher J is better."
+            )
+        ]
+        for name in self.metric_names:
+            info = self.infos[name]
+            direction = (
+                "lower is better, so it enters J negated"
+                if info.lower_better
+                else "higher is better"
+            )
+            lines.append(
+                f"- {name} (weight {format_weight(self.weights[name])}; {direction}): {info.description}"
+            )
+        lines.append(
+            f"{self.formula()}. The reward of a stage is the change of J from the previous stage."
+        )
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"MetricObjective({self.weights!r})"
