@@ -24,6 +24,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from lossagent_env.actions import check_weights
+from lossagent_env.registry import unknown_name_message
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -37,23 +40,6 @@ __all__ = [
     "resolve_weights",
     "run_episode",
 ]
-
-def _task_text(config: Any, task: str | None) -> str:
-    """The restoration task in words, with its main parameter when the config has it."""
-    if task == "sr":
-        scale = getattr(config, "scale", None)
-        factor = f" x{scale}" if scale else ""
-        return f"super-resolution{factor} (undo bicubic down-sampling)"
-    if task == "denoise":
-        sigma = getattr(config, "sigma", None)
-        level = f" of standard deviation {sigma:g}/255" if sigma is not None else ""
-        return f"denoising (remove Gaussian noise{level})"
-    if task == "jpeg":
-        quality = getattr(config, "quality", None)
-        level = f" at quality {quality}" if quality is not None else ""
-        return f"JPEG artifact removal (undo JPEG compression{level})"
-    return str(task or "image restoration")
-
 
 @runtime_checkable
 class Agent(Protocol):
@@ -140,9 +126,6 @@ class AgentSpec:
         objective = u.objective
         config = u.config
         env_spec = getattr(env, "spec", None)
-        task_key = getattr(config, "task", None) or (
-            env_spec.kwargs.get("task") if env_spec is not None else None
-        )
         return cls(
             loss_names=names,
             descriptions={n: str(u.losses[n].description) for n in names},
@@ -152,7 +135,7 @@ class AgentSpec:
             lower_better={m: bool(objective.lower_better[m]) for m in objective.metric_names},
             max_stages=int(config.max_stages),
             stage_iters=int(config.stage_iters),
-            task=_task_text(config, task_key),
+            task=str(getattr(u, "task_description", "image restoration")),
             env_id=env_spec.id if env_spec is not None else None,
             action_space=u.action_space,
             observation_space=u.observation_space,
@@ -344,22 +327,9 @@ def resolve_weights(
     if isinstance(weights, Mapping):
         unknown = [k for k in weights if k not in names]
         if unknown:
-            from lossagent_env.registry import unknown_name_message
-
             raise KeyError(unknown_name_message("loss", unknown[0], names))
-        vector = np.array([float(weights.get(n, 0.0)) for n in names], dtype=np.float64)
-    else:
-        vector = np.asarray(weights, dtype=np.float64).reshape(-1)
-        if vector.shape != (len(names),):
-            raise ValueError(
-                f"{what} has {vector.size} entries: {vector.tolist()!r}. "
-                f"Allowed: {len(names)} entries, one per loss {names}."
-            )
-    bad = ~np.isfinite(vector) | (vector < 0) | (vector > 1)
-    if bad.any():
-        entries = ", ".join(f"{names[i]}={float(vector[i])!r}" for i in np.flatnonzero(bad))
-        raise ValueError(f"{what} has entries outside [0, 1]: {entries}. Allowed: [0, 1].")
-    return vector.astype(np.float32)
+        weights = [weights.get(n, 0.0) for n in names]
+    return check_weights(weights, names, what)
 
 
 class BaseAgent:
@@ -456,21 +426,12 @@ class BaseAgent:
 StageCallback = Callable[[Stage, Any], None]
 
 
-def _check_action(action: Any, space: Any, name: str) -> np.ndarray:
+def _check_action(action: Any, names: Sequence[str], name: str) -> np.ndarray:
     """``action`` as ``float32``, or :class:`InvalidActionError` naming the agent."""
-    shape = tuple(space.shape)
-    allowed = f"float32 of shape {shape}, finite, in [{float(np.min(space.low))}, {float(np.max(space.high))}]"
     try:
-        array = np.asarray(action, dtype=np.float32)
-    except (TypeError, ValueError) as e:
-        raise InvalidActionError(
-            f"Agent {name!r} returned an action that is not numbers: {action!r} ({e}). Allowed: {allowed}."
-        ) from e
-    if array.shape != shape or not np.isfinite(array).all() or not space.contains(array):
-        raise InvalidActionError(
-            f"Agent {name!r} returned an action outside the action space: {action!r}. Allowed: {allowed}."
-        )
-    return array
+        return check_weights(action, names, f"action of agent {name!r}")
+    except ValueError as e:
+        raise InvalidActionError(f"{e} Agent {name!r} returned it: it is outside the action space.") from None
 
 
 def _initial_record(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -541,7 +502,7 @@ def run_episode(
             action = agent.act(observation, info)
             notes = get_notes() if callable(get_notes) else {}
         act_seconds = time.perf_counter() - t0
-        action = _check_action(action, env.action_space, name)
+        action = _check_action(action, spec.loss_names, name)
         observation, reward, terminated, truncated, info = env.step(action)
         agent.observe(action, reward, observation, info, terminated, truncated)
         timings = {"act_seconds": act_seconds}

@@ -17,15 +17,13 @@ import sys
 import gymnasium as gym
 
 from lossagent_env.config import EnvConfig
+from lossagent_env.tasks import TASKS
 
 __version__ = "0.1.0"
 __all__ = ["ENV_IDS", "EnvConfig", "__version__"]
 
-ENV_IDS = {
-    "LossAgent/SuperResolution-v0": "sr",
-    "LossAgent/Denoising-v0": "denoise",
-    "LossAgent/JPEG-v0": "jpeg",
-}
+ENV_IDS = {task.env_id: key for key, task in TASKS.items()}
+"""Env id -> task key, from the task registry (:data:`lossagent_env.tasks.TASKS`)."""
 
 for _env_id, _task in ENV_IDS.items():
     if _env_id not in gym.registry:

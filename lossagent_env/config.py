@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-TASKS = ("sr", "denoise", "jpeg")
-DEVICES = ("cpu", "cuda", "auto")
+from lossagent_env.device import check_device
+from lossagent_env.tasks import TASKS
 
 
 @dataclass
@@ -86,7 +86,9 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"EnvConfig.task={self.task!r} is not supported. Allowed: {TASKS}")
+            raise ValueError(
+                f"EnvConfig.task={self.task!r} is not supported. Allowed: {TASKS.names()}"
+            )
         if self.task == "sr" and self.scale not in (2, 4):
             raise ValueError(f"EnvConfig.scale={self.scale!r} is not supported. Allowed: 2 or 4")
         if self.task != "sr":
@@ -110,11 +112,7 @@ class EnvConfig:
             raise ValueError(
                 f"EnvConfig.divergence_penalty={self.divergence_penalty!r} must be finite."
             )
-        device = str(self.device)
-        if device not in DEVICES and not device.startswith("cuda:"):
-            raise ValueError(
-                f"EnvConfig.device={self.device!r} is not supported. Allowed: {DEVICES} or 'cuda:N'"
-            )
+        self.device = check_device(self.device, "EnvConfig.device")
         if self.losses is not None:
             self.losses = tuple(self.losses)
             if not self.losses:

@@ -12,12 +12,14 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from lossagent_env.actions import check_weights
 from lossagent_env.backbones import build_backbone
 from lossagent_env.config import EnvConfig
+from lossagent_env.device import resolve_device
 from lossagent_env.data import PatchSampler, load_dataset, make_eval_set
 from lossagent_env.losses import build_loss, offline_losses
 from lossagent_env.objectives import make_objective
-from lossagent_env.tasks import make_degradation
+from lossagent_env.tasks import TASKS, make_degradation
 from lossagent_env.trainer import Trainer, parameters_finite
 
 ObsType = dict[str, Any]
@@ -122,7 +124,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             )
         self.render_mode = render_mode
         self.config = config = EnvConfig(**kwargs)
-        self.device = _resolve_device(config.device)
+        self.device = resolve_device(config.device, "EnvConfig.device")
 
         specs = config.losses if config.losses is not None else offline_losses()
         built = [build_loss(spec) for spec in specs]
@@ -181,6 +183,12 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self._last: dict[str, Any] = {}
         self._reference = math.nan
 
+    @property
+    def task_description(self) -> str:
+        """The restoration task in words, e.g. ``"super-resolution x2 (undo bicubic
+        down-sampling)"`` (from :data:`lossagent_env.tasks.TASKS`)."""
+        return TASKS.get(self.config.task).describe(self.config)
+
     # ------------------------------------------------------------------ gym API
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -209,7 +217,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         return self._observation(), self._info(diverged=False)
 
     def step(self, action: Any) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
-        action = self._validate_action(action)
+        action = check_weights(action, self.loss_names)
         if self._stage is None:
             raise gym.error.ResetNeeded("Call reset() before step().")
         config = self.config
@@ -371,24 +379,6 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             "restored": restored[0:1].clone(),
         }
 
-    def _validate_action(self, action: Any) -> np.ndarray:
-        names, n = self.loss_names, len(self.loss_names)
-        allowed = f"a float vector of shape ({n},) with entries in [0, 1], one per loss {names}"
-        try:
-            array = np.asarray(action)
-            if array.dtype.kind not in "fiu":
-                raise TypeError(f"dtype {array.dtype}")
-            array = array.astype(np.float64)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"Invalid action {action!r}: not numbers ({e}). Expected {allowed}.") from None
-        if array.shape != (n,):
-            raise ValueError(f"Invalid action: shape {array.shape}. Expected {allowed}.")
-        bad = ~np.isfinite(array) | (array < 0) | (array > 1)
-        if bad.any():
-            entries = ", ".join(f"{names[i]}={float(array[i])!r}" for i in np.flatnonzero(bad))
-            raise ValueError(f"Invalid action: entries outside [0, 1]: {entries}. Expected {allowed}.")
-        return array.astype(np.float32)
-
     def _observation(self) -> ObsType:
         last = self._last
         metrics = {}
@@ -421,14 +411,6 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         if last.get("feedback") is not None:
             info["feedback"] = last["feedback"]
         return info
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was asked for, but CUDA is not available here.")
-    return torch.device(device)
 
 
 def _clone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,4 +1,17 @@
-"""Degradations: what the restoration network learns to undo.
+"""Tasks: what the restoration network learns to undo, declared once.
+
+:data:`TASKS` is the one registry of tasks: each :class:`Task` gives its key (the
+``EnvConfig.task`` value), its Gymnasium id, the ``EnvConfig`` field that sets its
+strength, the degradation it undoes, and its description (which reaches the LLM agent's
+prompt). The config, the env ids and the agents' task text all read it.
+
+==========  ================================  ===========  ============================
+key         env id                            parameter    degradation
+==========  ================================  ===========  ============================
+``sr``      ``LossAgent/SuperResolution-v0``  ``scale``    bicubic down-sampling x2/x4
+``denoise`` ``LossAgent/Denoising-v0``        ``sigma``    additive Gaussian noise
+``jpeg``    ``LossAgent/JPEG-v0``             ``quality``  JPEG compression (Pillow)
+==========  ================================  ===========  ============================
 
 Each degradation maps a batch of clean targets ``(N, C, H, W)`` in ``[0, 1]`` to the
 network input, drawing any randomness from a local ``torch.Generator``. All of them work
@@ -8,13 +21,16 @@ on a whole batch at once, so a stage's training data is prepared in one call.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lossagent_env.config import EnvConfig
+from lossagent_env.registry import Registry
 
 
 class Degradation:
@@ -82,12 +98,48 @@ class JPEGCompression(Degradation):
         return torch.from_numpy(out).permute(0, 3, 1, 2).to(hr.dtype).div(255).to(hr.device)
 
 
-def make_degradation(config: EnvConfig) -> Degradation:
-    """The degradation named by ``config.task`` with its parameter."""
-    if config.task == "sr":
-        return BicubicDownsample(config.scale)
-    if config.task == "denoise":
-        return GaussianNoise(config.sigma)
-    if config.task == "jpeg":
-        return JPEGCompression(config.quality)
-    raise ValueError(f"Unknown task {config.task!r}. Allowed: 'sr', 'denoise', 'jpeg'")
+@dataclass(frozen=True)
+class Task:
+    """One restoration task.
+
+    Attributes:
+        key: The ``EnvConfig.task`` value (``"sr"``).
+        env_id: Its Gymnasium id.
+        parameter: The ``EnvConfig`` field that sets the degradation's strength.
+        degradation: Builds the degradation from that field's value.
+        text: Its description, a format string over the parameter (``{value}``).
+    """
+
+    key: str
+    env_id: str
+    parameter: str
+    degradation: Callable[[Any], Degradation]
+    text: str
+
+    def describe(self, config: Any) -> str:
+        """The task in words, with its parameter's value from ``config``."""
+        return self.text.format(value=getattr(config, self.parameter))
+
+
+TASKS: Registry[Task] = Registry("task")
+"""Task key -> :class:`Task`; the only list of tasks."""
+
+for _task in (
+    Task("sr", "LossAgent/SuperResolution-v0", "scale", BicubicDownsample,
+         "super-resolution x{value} (undo bicubic down-sampling)"),
+    Task("denoise", "LossAgent/Denoising-v0", "sigma", GaussianNoise,
+         "denoising (remove Gaussian noise of standard deviation {value:g}/255)"),
+    Task("jpeg", "LossAgent/JPEG-v0", "quality", JPEGCompression,
+         "JPEG artifact removal (undo JPEG compression at quality {value})"),
+):  # fmt: skip
+    TASKS.register(_task.key, _task)
+
+
+def make_degradation(config: Any) -> Degradation:
+    """The degradation of ``config.task`` with its parameter (``config.scale``, ...).
+
+    Raises:
+        KeyError: Unknown task (with a "Did you mean" hint).
+    """
+    task = TASKS.get(config.task)
+    return task.degradation(getattr(config, task.parameter))

@@ -10,6 +10,7 @@ import threading
 
 import torch
 
+from lossagent_env.device import resolve_device
 from lossagent_env.metrics.catalogue import MetricInfo, catalogue, metric_info
 
 __all__ = ["Metric", "clear_cache", "create_metric", "usable_metrics"]
@@ -116,17 +117,6 @@ def _check_images(label: str, images: object) -> None:
         )
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(
-            f"Unknown device {device!r}. Allowed: 'cpu', 'cuda', 'cuda:N', 'auto'."
-        ) from error
-
-
 def create_metric(name: str, device: str | torch.device = "cpu") -> Metric:
     """Build (once) and return the metric ``name`` on ``device``.
 
@@ -154,7 +144,7 @@ def create_metric(name: str, device: str | torch.device = "cpu") -> Metric:
             f"Metric {name!r} compares sets of images, not single images, so it cannot score a stage. "
             "Allowed: per-image metrics (see lossagent_env.metrics.usable_metrics())."
         )
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     key = (name, str(dev))
     with _CACHE_LOCK:
         if key in _CACHE:

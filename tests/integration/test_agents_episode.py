@@ -162,7 +162,7 @@ def test_llm_agent_with_the_embedded_local_model():
     """One stage decided by SmolLM2-135M behind the loopback llama.cpp server."""
     pytest.importorskip("llama_cpp")
     from agents.llm import LLMAgent
-    from agents.testing import ToyLossEnv
+    from tests.toy_env import ToyLossEnv
 
     agent = LLMAgent("local", max_retries=1, transport_retries=0, timeout=300)
     traj = run_episode(InSpace(ToyLossEnv(max_stages=1)), agent, seed=0)

@@ -18,7 +18,7 @@ import pytest
 
 from agents import Trajectory, run_episode
 from agents.llm import LLMAgent
-from agents.testing import ToyLossEnv
+from tests.toy_env import ToyLossEnv
 from tests.openai_stub import ScriptedServer, content, delayed, status, tool_call
 
 SECRET = "sk-test-SECRET-9f8e7d6c5b4a-do-not-log"

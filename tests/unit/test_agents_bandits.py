@@ -9,7 +9,7 @@ from agents import EpsilonGreedyAgent, ThompsonAgent, UCBAgent, run_episode
 from agents.bandits import UCB1, EpsilonGreedy, GaussianThompson
 from agents.base import AgentSpec
 from agents.presets import weight_presets
-from agents.testing import ToyLossEnv
+from tests.toy_env import ToyLossEnv
 
 MEANS = np.array([0.20, 0.45, 0.70, 0.55, 0.30])
 BEST = int(np.argmax(MEANS))

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from agents import run_episode
 from agents.llm import LLMAgent, resolve_chat_model
-from agents.testing import ToyLossEnv
+from tests.toy_env import ToyLossEnv
 from tests import fake_chat
 
 REPO = Path(__file__).resolve().parents[2]

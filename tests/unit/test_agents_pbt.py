@@ -9,7 +9,7 @@ import pytest
 
 from agents import PBTAgent, Trajectory, run_episode, run_pbt
 from agents.pbt import exploit_and_explore, quantile_members
-from agents.testing import ToyLossEnv
+from tests.toy_env import ToyLossEnv
 
 
 @pytest.mark.parametrize("n, size", [(2, 1), (3, 1), (4, 1), (5, 2), (8, 2), (9, 3)])

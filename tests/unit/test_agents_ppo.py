@@ -10,7 +10,7 @@ import torch
 
 from agents import PPOAgent, run_episode
 from agents.ppo import ScaledFlatObservation, flatten_observation
-from agents.testing import ToyLossEnv
+from tests.toy_env import ToyLossEnv
 
 
 def test_flatten_observation_rescales_to_minus_one_one():

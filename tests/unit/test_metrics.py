@@ -258,7 +258,7 @@ def test_set_level_metric_is_refused():
 
 
 def test_bad_device_is_refused():
-    with pytest.raises(ValueError, match="Unknown device 'gpu0'"):
+    with pytest.raises(ValueError, match="device='gpu0' is not supported"):
         create_metric("psnr", device="gpu0")
 
 

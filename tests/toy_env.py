@@ -1,4 +1,4 @@
-"""A synthetic stand-in for a LossAgent env, for fast tests and examples of agents.
+"""A synthetic stand-in for a LossAgent env, for fast tests of agents.
 
 :class:`ToyLossEnv` has the observation, info, spaces and snapshot API of
 ``lossagent_env``'s envs but trains nothing: a scalar "quality" grows at each stage by an
@@ -82,6 +82,7 @@ class ToyLossEnv(gym.Env):
         self.losses = dict(_LOSSES)
         self.objective = ToyObjective()
         self.config = SimpleNamespace(max_stages=int(max_stages), stage_iters=int(stage_iters), task="sr")
+        self.task_description = "super-resolution x2 (undo bicubic down-sampling)"
         self.noise = float(noise)
         self.best = np.asarray(best, dtype=np.float64)
         self.feedback = feedback
