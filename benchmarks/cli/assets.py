@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lossagent_env.assets import ASSETS, BASICSR_SDIST, BASICSR_VERSION, install, status
+from lossagent_env.assets import (
+    ASSETS,
+    BASICSR_SDIST,
+    basicsr_download_shell,
+    install,
+    status,
+)
 
 __all__ = ["register"]
 
@@ -21,7 +27,7 @@ examples:
   lossagent assets list
   lossagent assets install perceptual --from /media/usb/vgg19-dcbb9e9d.pth
   lossagent assets install lpips --from ~/weights/          # a folder: searched by file name
-  pip download basicsr=={BASICSR_VERSION} --no-deps --no-binary basicsr --no-build-isolation -d ~/assets
+  {basicsr_download_shell("~/assets")}
   lossagent assets install niqe --from ~/assets/{BASICSR_SDIST}
 """
 

@@ -1,13 +1,10 @@
-"""Weight-file assets: the table, offline installs that refuse wrong files, the CLI."""
+"""Weight-file assets: the table, offline installs that refuse wrong files, the guard."""
 
 from __future__ import annotations
 
-import argparse
-import os
+import ast
+import graphlib
 import pickle
-import socket
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -16,39 +13,19 @@ import pytest
 import torch
 import torch.hub
 
-from benchmarks.cli.assets import register as register_cli
-from lossagent_env.assets import ASSETS, install, no_downloads, status
+import lossagent_env.assets
+from lossagent_env.assets import (
+    ASSETS,
+    basicsr_download_command,
+    basicsr_download_shell,
+    install,
+    install_command,
+    no_downloads,
+    status,
+)
 from lossagent_env.errors import MissingWeightsError
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def homes(tmp_path, monkeypatch):
-    """Empty torch hub dir and Hugging Face cache; a socket connection fails the test."""
-    from huggingface_hub import constants as hf_constants
-
-    torch_home = tmp_path / "torch"
-    monkeypatch.setenv("TORCH_HOME", str(torch_home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", str(torch_home / "hub"))
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-
-    def tripwire(self, address, *args):
-        raise AssertionError(f"network connection attempted to {address!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", tripwire)
-    (tmp_path / "src").mkdir()
-    return tmp_path
-
-
-def files_under(folder: Path) -> list[Path]:
-    return (
-        sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
-    )
-
-
-def anything_under(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("*")) if folder.exists() else []
+from tests.conftest import REPO
+from tests.unit.conftest import anything_under, files_under
 
 
 # -------------------------------------------------------------------- errors
@@ -288,92 +265,45 @@ def test_no_downloads_refuses_every_route_and_restores(homes):
     assert files_under(homes) == []
 
 
-# ----------------------------------------------------------------------- CLI
-def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="lossagent")
-    register_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    return args.func(args)
-
-
-def test_cli_list(homes, capsys):
-    assert run_cli("assets", "list") == 0
-    out = capsys.readouterr().out
-    assert "niqe" in out and "perceptual" in out and "missing" in out
-    assert str(homes / "torch" / "hub" / "checkpoints" / "vgg19-dcbb9e9d.pth") in out
-
-
-def test_cli_install_errors_exit_2_with_a_message(homes, capsys):
-    wrong = homes / "src" / "brisque_svm_weights.pth"
-    wrong.write_text("nope")
-    assert run_cli("assets", "install", "brisqe", "--from", str(wrong)) == 2
-    assert "Did you mean 'brisque'" in capsys.readouterr().err
-    assert (
-        run_cli("assets", "install", "brisque", "--from", str(homes / "missing.pth"))
-        == 2
+# ----------------------------------------------------------- basicsr command
+def test_basicsr_download_command_is_written_once_and_used_everywhere():
+    shell = basicsr_download_shell()
+    assert shell == (
+        "pip download basicsr==1.4.2 --no-deps --no-binary basicsr --no-build-isolation -d DIR"
     )
-    assert "does not exist" in capsys.readouterr().err
-    assert run_cli("assets", "install", "brisque", "--from", str(wrong)) == 2
-    assert "not a valid torch file" in capsys.readouterr().err
-    assert files_under(homes / "torch") == []
-
-
-def test_cli_install_success(homes, capsys):
-    source = homes / "src" / "brisque_svm_weights.pth"
-    torch.save((torch.ones(3), torch.ones(3, 36)), source)
-    assert run_cli("assets", "install", "brisque", "--from", str(source)) == 0
-    assert (
-        "installed "
-        + str(homes / "torch" / "hub" / "pyiqa" / "brisque_svm_weights.pth")
-        in capsys.readouterr().out
+    command = basicsr_download_command(Path("/d"), "-q")
+    assert command == [*shell.split()[:-2], "-q", "-d", "/d"]
+    assert install_command("niqe") == (
+        f"lossagent assets install niqe --from basicsr-1.4.2.tar.gz (get that file with: {shell})"
     )
+    assert f"get it with: {shell})" in ASSETS.get("niqe").sources_hint
+    assert basicsr_download_shell("~/assets") in (REPO / "README.md").read_text()
 
 
-def test_cli_help_has_examples(capsys):
-    with pytest.raises(SystemExit) as caught:
-        run_cli("assets", "install", "--help")
-    assert caught.value.code == 0
-    out = capsys.readouterr().out
-    assert (
-        "examples:" in out
-        and "lossagent assets install niqe --from" in out
-        and "pip download basicsr" in out
-    )
+# -------------------------------------------------------------------- layout
+def _imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth (function bodies included)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{path.name}: relative import"
+            names.add(node.module)
+    return names
 
 
-def test_cli_as_a_subprocess(tmp_path):
-    env = dict(
-        os.environ,
-        TORCH_HOME=str(tmp_path / "torch"),
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=str(REPO_ROOT),
-    )
-    listed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "assets", "list"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        check=False,
-    )
-    assert listed.returncode == 0, listed.stderr
-    assert "niqe" in listed.stdout
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "assets",
-            "install",
-            "niqe",
-            "--from",
-            str(tmp_path / "none"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        check=False,
-    )
-    assert bad.returncode == 2
-    assert "does not exist" in bad.stderr
+def test_asset_modules_import_only_siblings_below_them():
+    folder = Path(lossagent_env.assets.__file__).parent
+    graph = {}
+    for path in sorted(folder.glob("*.py")):
+        imported = _imports(path)
+        upper = {n for n in imported if n.split(".")[0] in ("agents", "benchmarks")}
+        assert not upper, f"{path.name} imports {upper}"
+        if path.name == "__init__.py":
+            continue
+        assert "lossagent_env.assets" not in imported, path.name  # the package itself
+        prefix = "lossagent_env.assets."
+        graph[path.stem] = {n[len(prefix) :] for n in imported if n.startswith(prefix)}
+    assert set(graph) == {"guard", "installer", "niqe", "table", "verify"}
+    graphlib.TopologicalSorter(graph).prepare()  # raises CycleError on a cycle

@@ -1,0 +1,61 @@
+"""Weight files of learned metrics and losses: where they go, how to install them offline.
+
+This project never downloads at run time. A metric or loss that needs a weight file
+finds it at the place its library looks (pyiqa: ``<torch hub dir>/pyiqa``; torchvision
+and timm URLs: ``<torch hub dir>/checkpoints``; CLIP: ``<torch hub dir>/clip``; timm's
+Hugging Face weights: the Hugging Face cache), or raises
+:class:`~lossagent_env.errors.MissingWeightsError` with the command that installs it
+from a local copy::
+
+    lossagent assets list
+    lossagent assets install perceptual --from /media/usb/vgg19-dcbb9e9d.pth
+    lossagent assets install niqe --from basicsr-1.4.2.tar.gz
+
+NIQE's pristine-image parameters ship in the ``basicsr`` source distribution on PyPI;
+:func:`fetch_basicsr_sdist` fetches it with pip (the package registry is the one
+network source this project uses, and only on request).
+
+Modules, each importing only ones listed before it:
+
+* :mod:`~lossagent_env.assets.table`: the asset table (:data:`ASSETS`), the basicsr
+  sdist and its download command, :func:`install_command`;
+* :mod:`~lossagent_env.assets.guard`: :func:`no_downloads` and the errors it raises;
+* :mod:`~lossagent_env.assets.verify`: checksum and format checks;
+* :mod:`~lossagent_env.assets.niqe`: NIQE's parameters, from the sdist to pyiqa's file;
+* :mod:`~lossagent_env.assets.installer`: :func:`install` and :func:`status`.
+
+The command line (``lossagent assets``) is :mod:`benchmarks.cli.assets`.
+"""
+
+from __future__ import annotations
+
+from lossagent_env.assets.guard import no_downloads
+from lossagent_env.assets.installer import install, status
+from lossagent_env.assets.niqe import fetch_basicsr_sdist
+from lossagent_env.assets.table import (
+    ASSETS,
+    BASICSR_SDIST,
+    BASICSR_SDIST_SHA256,
+    BASICSR_VERSION,
+    Asset,
+    AssetFile,
+    basicsr_download_command,
+    basicsr_download_shell,
+    install_command,
+)
+
+__all__ = [
+    "ASSETS",
+    "BASICSR_SDIST",
+    "BASICSR_SDIST_SHA256",
+    "BASICSR_VERSION",
+    "Asset",
+    "AssetFile",
+    "basicsr_download_command",
+    "basicsr_download_shell",
+    "fetch_basicsr_sdist",
+    "install",
+    "install_command",
+    "no_downloads",
+    "status",
+]
