@@ -81,6 +81,8 @@ class AgentSpec:
         loss_names: Order of the action vector (``env.unwrapped.loss_names``).
         descriptions: Loss name -> one paragraph on what the loss does.
         scales: Loss name -> scale; effective weight = ``action[i] * scale``.
+        roles: Loss name -> what the loss is for (``Loss.role``: pixel, structure,
+            edges, frequency, perceptual, adversarial, smoothness).
         objective: The optimisation objective in words (``objective.describe()``).
         metric_names: Metrics the objective is made of.
         lower_better: Metric name -> True if lower values are better.
@@ -102,6 +104,7 @@ class AgentSpec:
     stage_iters: int
     task: str = "image restoration"
     env_id: str | None = None
+    roles: Mapping[str, str] = field(default_factory=dict)
     action_space: Any = field(default=None, compare=False, repr=False)
     observation_space: Any = field(default=None, compare=False, repr=False)
 
@@ -130,6 +133,7 @@ class AgentSpec:
             loss_names=names,
             descriptions={n: str(u.losses[n].description) for n in names},
             scales={n: float(u.losses[n].scale) for n in names},
+            roles={n: str(getattr(u.losses[n], "role", "")) for n in names},
             objective=str(objective.describe()),
             metric_names=tuple(objective.metric_names),
             lower_better={m: bool(objective.lower_better[m]) for m in objective.metric_names},

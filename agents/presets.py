@@ -2,16 +2,16 @@
 
 A preset is a vector of weights in action units (``[0, 1]``, one per loss in
 ``spec.loss_names``), relative: its largest entry is 1. Presets are built from the
-losses an env actually has, by roles:
+losses an env actually has, by the role each loss declares (``Loss.role``, in
+``spec.roles``); for each role the first loss of that role in the env's order is used
+(with the default repository: ``l1``, ``ssim``, ``gradient``, ``fft``, ``gan``):
 
-* ``pixel``: the first of ``l1``, ``charbonnier``, ``mse``;
-* ``structure``: the first of ``ssim``, ``ms_ssim``;
-* ``edges``: ``gradient``; ``frequency``: ``fft``;
-* ``perceptual``: the first of ``perceptual``, ``lpips``, then any ``iqa:*`` loss.
-  **Fallback when none is present** (the offline repository): the perceptual weight is
-  split equally over ``gradient`` and ``fft``, the offline losses that, like a feature
-  loss, reward high-frequency detail; if neither is present it is dropped;
-* ``adversarial``: ``gan``; dropped when absent.
+* ``pixel`` (l1, mse, charbonnier), ``structure`` (ssim, ms_ssim), ``edges``
+  (gradient), ``frequency`` (fft), ``adversarial`` (gan; dropped when absent);
+* ``perceptual`` (perceptual, lpips, ``iqa:*``). **Fallback when none is present** (the
+  offline repository): the perceptual weight is split equally over the ``edges`` and
+  ``frequency`` losses, which, like a feature loss, reward high-frequency detail; if
+  neither is present it is dropped.
 
 Named mixes (each only if its losses exist):
 
@@ -43,47 +43,31 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["MIX_NAMES", "loss_roles", "named_mixes", "weight_presets"]
 
-_PIXEL = ("l1", "charbonnier", "mse")
-_STRUCTURE = ("ssim", "ms_ssim")
-_PERCEPTUAL = ("perceptual", "lpips")
-_PERCEPTUAL_FALLBACK = ("gradient", "fft")
-
 MIX_NAMES = ("pixel", "pixel+structure", "pixel+edges", "pixel+frequency", "esrgan", "uniform")
 """Names of the mixes, in the order :func:`named_mixes` returns them."""
-
-
-def _first(names: tuple[str, ...], candidates: tuple[str, ...]) -> str | None:
-    return next((c for c in candidates if c in names), None)
 
 
 def loss_roles(spec: AgentSpec) -> dict[str, dict[str, float]]:
     """Map each role to ``{loss: share}`` among the env's losses (empty if absent).
 
     Args:
-        spec: The env's spec.
+        spec: The env's spec (``spec.roles`` gives each loss's role).
 
     Returns:
         ``{"pixel": {...}, "structure": {...}, "edges": {...}, "frequency": {...},
         "perceptual": {...}, "adversarial": {...}}``; shares within a role sum to 1.
     """
-    names = spec.loss_names
-    one = lambda name: {name: 1.0} if name is not None else {}
-    perceptual = _first(names, _PERCEPTUAL) or next(
-        (n for n in names if n.startswith("iqa:")), None
-    )
-    if perceptual is not None:
-        perceptual_roles = {perceptual: 1.0}
-    else:
-        stand_ins = [n for n in _PERCEPTUAL_FALLBACK if n in names]
-        perceptual_roles = {n: 1.0 / len(stand_ins) for n in stand_ins}
-    return {
-        "pixel": one(_first(names, _PIXEL)),
-        "structure": one(_first(names, _STRUCTURE)),
-        "edges": one("gradient" if "gradient" in names else None),
-        "frequency": one("fft" if "fft" in names else None),
-        "perceptual": perceptual_roles,
-        "adversarial": one("gan" if "gan" in names else None),
+    first: dict[str, str] = {}
+    for name in spec.loss_names:
+        first.setdefault(spec.roles.get(name, ""), name)
+    roles = {
+        role: ({first[role]: 1.0} if role in first else {})
+        for role in ("pixel", "structure", "edges", "frequency", "perceptual", "adversarial")
     }
+    if not roles["perceptual"]:
+        stand_ins = [first[r] for r in ("edges", "frequency") if r in first]
+        roles["perceptual"] = {n: 1.0 / len(stand_ins) for n in stand_ins}
+    return roles
 
 
 def _vector(spec: AgentSpec, parts: Mapping[str, float]) -> np.ndarray:

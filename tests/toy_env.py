@@ -28,6 +28,7 @@ class ToyLoss:
     description: str
     scale: float = 1.0
     value_range: tuple[float, float] = (0.0, 10.0)
+    role: str = ""
 
 
 class ToyObjective:
@@ -45,10 +46,10 @@ class ToyObjective:
 
 
 _LOSSES = {
-    "l1": ToyLoss("Mean absolute error between restored and target pixels. Stable; favours PSNR."),
-    "ssim": ToyLoss("One minus SSIM. Preserves local structure and contrast.", scale=0.5),
-    "gradient": ToyLoss("Difference of image gradients. Sharpens edges; too much adds ringing."),
-    "gan": ToyLoss("Adversarial loss against a patch discriminator. Adds texture; can be unstable.", scale=0.1),
+    "l1": ToyLoss("Mean absolute error between restored and target pixels. Stable; favours PSNR.", role="pixel"),
+    "ssim": ToyLoss("One minus SSIM. Preserves local structure and contrast.", scale=0.5, role="structure"),
+    "gradient": ToyLoss("Difference of image gradients. Sharpens edges; too much adds ringing.", role="edges"),
+    "gan": ToyLoss("Adversarial loss against a patch discriminator. Adds texture; can be unstable.", scale=0.1, role="adversarial"),
 }
 
 

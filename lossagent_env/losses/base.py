@@ -11,6 +11,10 @@ from lossagent_env.registry import Registry
 
 LOSSES: Registry[type[Loss]] = Registry("loss")
 
+ROLES = ("pixel", "structure", "edges", "frequency", "perceptual", "adversarial", "smoothness")
+"""What a loss is for: pixel fidelity, local structure, edges, frequencies, perceptual
+(feature) similarity, realism against a discriminator, or a smoothness prior."""
+
 
 class Loss(nn.Module):
     """One entry of the loss repository.
@@ -28,6 +32,8 @@ class Loss(nn.Module):
             observation; evaluation values are clipped into it.
         needs_weights: True if building it needs downloaded weight files.
         trainable: True if the loss owns parameters trained during a stage (GAN).
+        role: what the loss is for, one of :data:`ROLES`; weight presets (fixed agents,
+            bandit arms) find losses by role, never by name.
     """
 
     name: ClassVar[str] = ""
@@ -36,6 +42,7 @@ class Loss(nn.Module):
     value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
     needs_weights: ClassVar[bool] = False
     trainable: ClassVar[bool] = False
+    role: ClassVar[str] = ""
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

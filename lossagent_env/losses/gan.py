@@ -84,6 +84,7 @@ class GANLoss(Loss):
     """
 
     name = "gan"
+    role = "adversarial"
     description = (
         "Adversarial (GAN) loss: a small patch discriminator, trained during the same "
         "stage to tell restored patches from real ones, scores the restored image; this "

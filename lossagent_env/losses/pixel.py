@@ -28,6 +28,7 @@ class L1Loss(Loss):
     """
 
     name = "l1"
+    role = "pixel"
     description = (
         "Mean absolute pixel error (L1) between the restored image and the target. "
         "Rewards pixel-accurate, faithful reconstructions and raises PSNR/SSIM steadily; "
@@ -53,6 +54,7 @@ class MSELoss(Loss):
     """
 
     name = "mse"
+    role = "pixel"
     description = (
         "Mean squared pixel error (L2), the loss that PSNR measures directly. Weighted "
         "high it maximises PSNR but averages over plausible solutions, so results are "
@@ -82,6 +84,7 @@ class CharbonnierLoss(Loss):
     """
 
     name = "charbonnier"
+    role = "pixel"
     description = (
         "Charbonnier loss, a smooth L1 (sqrt(error^2 + 1e-6)) between restored image "
         "and target, as used by many state-of-the-art restoration networks. Behaves "
@@ -119,6 +122,7 @@ class TVLoss(Loss):
     """
 
     name = "tv"
+    role = "smoothness"
     description = (
         "Total variation of the restored image only (it ignores the target): the mean "
         "absolute difference between neighbouring pixels. A smoothness prior that "

@@ -75,6 +75,7 @@ class SSIMLoss(_SSIMBase):
     """
 
     name = "ssim"
+    role = "structure"
     description = (
         "1 - SSIM between restored image and target: compares local means, contrasts and "
         "correlations in 11x11 windows, i.e. local structure rather than exact pixel "
@@ -118,6 +119,7 @@ class MSSSIMLoss(_SSIMBase):
     """
 
     name = "ms_ssim"
+    role = "structure"
     description = (
         "1 - multi-scale SSIM: SSIM's structure comparison repeated on the image "
         "downscaled 2x, 4x, ... (as many scales as the image size allows), so it cares "
@@ -180,6 +182,7 @@ class GradientLoss(Loss):
     """
 
     name = "gradient"
+    role = "edges"
     description = (
         "Edge loss: L1 distance between the image gradients (Sobel filters, horizontal "
         "and vertical) of the restored image and of the target. Rewards edges at the "
@@ -222,6 +225,7 @@ class FFTLoss(Loss):
     """
 
     name = "fft"
+    role = "frequency"
     description = (
         "Frequency loss: L1 distance between the Fourier spectra (real and imaginary "
         "parts) of restored image and target. Every frequency counts about equally, so, "

@@ -8,6 +8,7 @@ import pytest
 from agents import DWAAgent, FixedAgent, RandomAgent, run_episode
 from agents.base import AgentSpec
 from agents.presets import named_mixes, weight_presets
+from lossagent_env.losses import LOSSES
 from tests.toy_env import ToyLossEnv
 
 OFFLINE = ("l1", "mse", "charbonnier", "ssim", "ms_ssim", "gradient", "fft", "tv", "gan")
@@ -18,6 +19,7 @@ def _spec(names):
         loss_names=tuple(names),
         descriptions={n: f"{n} loss." for n in names},
         scales={n: 1.0 for n in names},
+        roles={n: LOSSES.get(n.split(":")[0]).role for n in names if n.split(":")[0] in LOSSES},
         objective="Maximise PSNR.",
         metric_names=("psnr",),
         lower_better={"psnr": False},
