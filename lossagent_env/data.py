@@ -236,33 +236,22 @@ def make_eval_set(
     return _crop_set(images, positions, size, degradation, seed)
 
 
-def make_test_set(
-    images: ImageSet, count: int, size: int, degradation: Degradation, seed: int = 1
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A second evaluation set whose crops overlap no crop of :func:`make_eval_set`.
+def heldout_crop_positions(
+    images: ImageSet, count: int, size: int, scale: int
+) -> list[tuple[int, int, int]]:
+    """Where the crops of :func:`make_test_set` lie: ``(image index, top, left)`` each.
 
     Each evaluation image is cut into a grid of ``size`` x ``size`` tiles (corners at
-    multiples of ``size``); tiles that intersect a crop of ``make_eval_set(images,
-    count, size, ...)`` are skipped; the others are taken nearest to the image centre
-    first, one image after the other in turn (as the validation crops are). The
-    positions depend only on the images, ``count`` and ``size``; ``seed`` only draws the
-    noise of random degradations (Gaussian noise), and differs from the validation
-    set's by default so that the two noise draws differ too.
-
-    Args:
-        images: The dataset.
-        count: Number of test crops (the env uses ``eval_images``).
-        size: Side of a target crop (the env uses ``eval_size``).
-        degradation: The env's degradation.
-        seed: Seed of the degradation's noise.
-
-    Returns:
-        ``(inputs, targets)`` as :func:`make_eval_set` returns them.
+    multiples of ``size``, so of ``scale`` too); tiles that intersect a crop of
+    :func:`eval_crop_positions` with the same ``count`` and ``size`` are skipped; the
+    others are taken nearest to the image centre first, one image after the other in
+    turn (as the validation crops are). They depend only on the images, ``count`` and
+    ``size``.
 
     Raises:
-        ValueError: The images have no room for ``count`` disjoint crops.
+        ValueError: The images have no room for ``count`` such crops.
     """
-    taken = eval_crop_positions(images, count, size, degradation.scale)
+    taken = eval_crop_positions(images, count, size, scale)
     free: list[list[tuple[int, int, int]]] = []
     for i, image in enumerate(images.eval):
         height, width = image.shape[1:]
@@ -288,7 +277,33 @@ def make_test_set(
             f"that overlap none of the {count} validation crops; {count} are needed. "
             "Allowed: a smaller eval_images or eval_size, or larger evaluation images."
         )
-    return _crop_set(images, positions[:count], size, degradation, seed)
+    return positions[:count]
+
+
+def make_test_set(
+    images: ImageSet, count: int, size: int, degradation: Degradation, seed: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A second evaluation set whose crops overlap no crop of :func:`make_eval_set`.
+
+    The crops are at :func:`heldout_crop_positions`; ``seed`` only draws the noise of
+    random degradations (Gaussian noise), and differs from the validation set's by
+    default so that the two noise draws differ too.
+
+    Args:
+        images: The dataset.
+        count: Number of test crops (the env uses ``eval_images``).
+        size: Side of a target crop (the env uses ``eval_size``).
+        degradation: The env's degradation.
+        seed: Seed of the degradation's noise.
+
+    Returns:
+        ``(inputs, targets)`` as :func:`make_eval_set` returns them.
+
+    Raises:
+        ValueError: The images have no room for ``count`` disjoint crops.
+    """
+    positions = heldout_crop_positions(images, count, size, degradation.scale)
+    return _crop_set(images, positions, size, degradation, seed)
 
 
 def _crop_set(
