@@ -181,13 +181,10 @@ def preset_index(action: Any, names: Sequence[str]) -> int:
     Raises:
         ValueError: ``action`` is not an integer in ``[0, len(names))``.
     """
-    index = None
-    if isinstance(action, (bool, np.bool_)):
-        index = None
-    elif isinstance(action, (int, np.integer)):
-        index = int(action)
-    elif isinstance(action, np.ndarray) and action.shape == () and action.dtype.kind in "iu":
-        index = int(action)
+    integer = isinstance(action, (int, np.integer)) or (
+        isinstance(action, np.ndarray) and action.shape == () and action.dtype.kind in "iu"
+    )
+    index = int(action) if integer and not isinstance(action, (bool, np.bool_)) else None
     if index is None or not 0 <= index < len(names):
         choices = ", ".join(f"{i}={name!r}" for i, name in enumerate(names))
         raise ValueError(
