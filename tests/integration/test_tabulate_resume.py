@@ -4,7 +4,8 @@ uninterrupted build in every column but the wall-clock seconds.
 The killed build runs as a real subprocess with two worker processes; the resume runs
 in this process with one; the reference is the session's small table, built in this
 process without interruption. Every unit runs one torch thread (the table's
-``threads``), so the three agree bit for bit whatever the number of workers.
+``threads``), so the three agree bit for bit whatever the number of workers. A Ray
+build (marker ``ray``) gives the same table too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from benchmarks.tabulate import tabulate
 
@@ -85,3 +88,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_build(small_table, tmp_path
     assert _comparable(out) == _comparable(small_table["path"])
     header = sqlite3.connect(out).execute("SELECT value FROM header WHERE key = 'build'").fetchone()
     assert "lossagent tabulate --suite" in header[0] and "--workers 2" in header[0]
+
+
+@pytest.mark.ray
+def test_the_ray_backend_builds_the_same_table(small_table, tmp_path):
+    out = tmp_path / "ray.sqlite"
+    result = tabulate(small_table["suite"], out, backend="ray", workers=2, progress=False)
+    assert (result.computed, result.nodes) == (UNITS, UNITS * (1 + 1 + 3))
+    assert _comparable(out) == _comparable(small_table["path"])
