@@ -82,6 +82,7 @@ from lossagent_env.tabular.build import (
 from lossagent_env.tabular.format import (
     NodeRecord,
     TableFormatError,
+    connect_readonly,
     create_table,
     done_units,
     read_header,
@@ -387,7 +388,7 @@ def tabulate(
 
 
 def _check_resumable(out: Path, header: dict[str, Any]) -> None:
-    db = sqlite3.connect(f"{out.resolve().as_uri()}?mode=ro", uri=True)
+    db = connect_readonly(out)
     try:
         stored = read_header(db, source=repr(str(out)))
     except TableFormatError as e:

@@ -63,6 +63,8 @@ class TableSpec:
         stages: Depth T of each tree.
         threads: torch threads of every unit.
         description: What the table is for (stored in the header).
+        command: The command line that started the build, if any (stored in the
+            header; not part of what the table is).
 
     Raises:
         ValueError: A field out of its allowed range (the message names it).

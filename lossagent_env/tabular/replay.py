@@ -173,8 +173,8 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         self.preset_names = t.preset_names
         self.preset_weights = t.preset_weights
         self.loss_names = t.loss_names
-        self.config = EnvConfig(
-            **{k: v for k, v in t.header["env_kwargs"].items() if k != "task"},
+        self.config = EnvConfig(  # the live env's configuration, for agents' specs
+            **t.header["env_kwargs"],
             **_task_kwargs(t.header),
             objective=objective,
             max_stages=max_stages,
