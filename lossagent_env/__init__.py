@@ -7,6 +7,9 @@ Importing this package registers the environment ids::
     LossAgent/JPEG-v0              JPEG compression, ``quality``
 
 Each accepts the keyword arguments of :class:`lossagent_env.config.EnvConfig`.
+
+    LossAgent/Tabular-v0           replay of a precomputed table (``table=``,
+                                   ``objective=``); see :mod:`lossagent_env.tabular`
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ for _env_id, _task in ENV_IDS.items():
             entry_point="lossagent_env.env:LossAgentEnv",
             kwargs={"task": _task},
         )
+if "LossAgent/Tabular-v0" not in gym.registry:
+    gym.register(
+        id="LossAgent/Tabular-v0",
+        entry_point="lossagent_env.tabular.replay:TabularEnv",
+    )
 
 
 def _after_fork_in_child() -> None:

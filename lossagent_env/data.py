@@ -194,18 +194,20 @@ def _augment(batch: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
     return out
 
 
-def make_eval_set(
-    images: ImageSet, count: int, size: int, degradation: Degradation, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed evaluation set: ``count`` crops of side ``size`` and their degraded inputs.
+def eval_crop_positions(
+    images: ImageSet, count: int, size: int, scale: int, seed: int = 0
+) -> list[tuple[int, int, int]]:
+    """Where the crops of :func:`make_eval_set` lie: ``(image index, top, left)`` each.
 
-    It depends only on the images, ``count``, ``size``, the degradation and ``seed``, never
-    on the episode's seed, so every agent and every seed is measured on the same images.
+    Crop ``k`` comes from evaluation image ``k % len(images.eval)``: the centre of every
+    image first, then random positions drawn from ``seed``. Corners are multiples of
+    ``scale``.
+
+    Raises:
+        ValueError: ``size`` is larger than an evaluation image.
     """
     rng = np.random.default_rng(seed)
-    generator = torch.Generator().manual_seed(seed)
-    s = degradation.scale
-    hr_crops, lr_crops = [], []
+    positions = []
     for k in range(count):
         i = k % len(images.eval)
         image = images.eval[i]
@@ -218,8 +220,105 @@ def make_eval_set(
         else:
             y = int(rng.integers(0, image.shape[1] - size + 1))
             x = int(rng.integers(0, image.shape[2] - size + 1))
-        y, x = y - y % s, x - x % s
-        hr_crops.append(image[:, y : y + size, x : x + size])
+        positions.append((i, y - y % scale, x - x % scale))
+    return positions
+
+
+def make_eval_set(
+    images: ImageSet, count: int, size: int, degradation: Degradation, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed evaluation set: ``count`` crops of side ``size`` and their degraded inputs.
+
+    It depends only on the images, ``count``, ``size``, the degradation and ``seed``, never
+    on the episode's seed, so every agent and every seed is measured on the same images.
+    """
+    positions = eval_crop_positions(images, count, size, degradation.scale, seed)
+    return _crop_set(images, positions, size, degradation, seed)
+
+
+def heldout_crop_positions(
+    images: ImageSet, count: int, size: int, scale: int
+) -> list[tuple[int, int, int]]:
+    """Where the crops of :func:`make_test_set` lie: ``(image index, top, left)`` each.
+
+    Each evaluation image is cut into a grid of ``size`` x ``size`` tiles (corners at
+    multiples of ``size``, so of ``scale`` too); tiles that intersect a crop of
+    :func:`eval_crop_positions` with the same ``count`` and ``size`` are skipped; the
+    others are taken nearest to the image centre first, one image after the other in
+    turn (as the validation crops are). They depend only on the images, ``count`` and
+    ``size``.
+
+    Raises:
+        ValueError: The images have no room for ``count`` such crops.
+    """
+    taken = eval_crop_positions(images, count, size, scale)
+    free: list[list[tuple[int, int, int]]] = []
+    for i, image in enumerate(images.eval):
+        height, width = image.shape[1:]
+        tiles = [
+            (i, y, x)
+            for y in range(0, height - size + 1, size)
+            for x in range(0, width - size + 1, size)
+            if not any(
+                j == i and abs(y - ty) < size and abs(x - tx) < size for j, ty, tx in taken
+            )
+        ]
+        centre = ((height - size) / 2, (width - size) / 2)
+        tiles.sort(key=lambda t: (t[1] - centre[0]) ** 2 + (t[2] - centre[1]) ** 2)
+        free.append(tiles)
+    positions: list[tuple[int, int, int]] = []
+    rank = 0
+    while len(positions) < count and any(len(tiles) > rank for tiles in free):
+        positions.extend(tiles[rank] for tiles in free if len(tiles) > rank)
+        rank += 1
+    if len(positions) < count:
+        raise ValueError(
+            f"The evaluation images have room for {len(positions)} test crops of side {size} "
+            f"that overlap none of the {count} validation crops; {count} are needed. "
+            "Allowed: a smaller eval_images or eval_size, or larger evaluation images."
+        )
+    return positions[:count]
+
+
+def make_test_set(
+    images: ImageSet, count: int, size: int, degradation: Degradation, seed: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A second evaluation set whose crops overlap no crop of :func:`make_eval_set`.
+
+    The crops are at :func:`heldout_crop_positions`; ``seed`` only draws the noise of
+    random degradations (Gaussian noise), and differs from the validation set's by
+    default so that the two noise draws differ too.
+
+    Args:
+        images: The dataset.
+        count: Number of test crops (the env uses ``eval_images``).
+        size: Side of a target crop (the env uses ``eval_size``).
+        degradation: The env's degradation.
+        seed: Seed of the degradation's noise.
+
+    Returns:
+        ``(inputs, targets)`` as :func:`make_eval_set` returns them.
+
+    Raises:
+        ValueError: The images have no room for ``count`` disjoint crops.
+    """
+    positions = heldout_crop_positions(images, count, size, degradation.scale)
+    return _crop_set(images, positions, size, degradation, seed)
+
+
+def _crop_set(
+    images: ImageSet,
+    positions: list[tuple[int, int, int]],
+    size: int,
+    degradation: Degradation,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cut the crops at ``positions`` and their inputs (given LR crops, or degraded)."""
+    generator = torch.Generator().manual_seed(seed)
+    s = degradation.scale
+    hr_crops, lr_crops = [], []
+    for i, y, x in positions:
+        hr_crops.append(images.eval[i][:, y : y + size, x : x + size])
         if images.eval_lr is not None:
             lr_crops.append(images.eval_lr[i][:, y // s : (y + size) // s, x // s : (x + size) // s])
     hr = torch.stack(hr_crops)

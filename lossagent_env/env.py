@@ -15,10 +15,10 @@ from gymnasium import spaces
 from lossagent_env.actions import check_weights
 from lossagent_env.backbones import build_backbone
 from lossagent_env.config import EnvConfig
+from lossagent_env.data import PatchSampler, load_dataset, make_eval_set, make_test_set
 from lossagent_env.device import resolve_device
-from lossagent_env.data import PatchSampler, load_dataset, make_eval_set
 from lossagent_env.losses import build_loss, offline_losses
-from lossagent_env.objectives import make_objective
+from lossagent_env.objectives import Objective, make_objective
 from lossagent_env.tasks import TASKS, make_degradation
 from lossagent_env.trainer import Trainer, parameters_finite
 
@@ -309,6 +309,55 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self._reference = float(state["reference"])
         self._last = copy.deepcopy(state["last"])
 
+    # ------------------------------------------------------------ measurement
+    def measure(self, objective: Any, split: str = "test") -> dict[str, Any]:
+        """Measure the current network on an evaluation split, changing nothing.
+
+        No random number is drawn and no stage passes: the next ``step`` gives the same
+        result, bit for bit, whether or not this was called.
+
+        Args:
+            objective: What to measure; anything ``objective=`` accepts. A new objective
+                is set up on the env's device; an ``Objective`` instance is used as is
+                (metric objectives set themselves up on first use).
+            split: ``"val"``, the evaluation set the env reports on (``info``), or
+                ``"test"``, as many crops of the same size from the same images that
+                overlap none of the ``"val"`` crops (:func:`lossagent_env.data.make_test_set`),
+                never shown to the agent.
+
+        Returns:
+            ``{"metrics": {name: value}, "objective": J, "loss_values": {loss: value}}``.
+
+        Raises:
+            ValueError: ``split`` is not ``"val"`` or ``"test"``; or the images have no
+                room for the test crops.
+            gym.error.ResetNeeded: ``reset`` was not called.
+        """
+        if split not in ("val", "test"):
+            raise ValueError(f"split={split!r} is not supported. Allowed: 'val' or 'test'")
+        if self._stage is None:
+            raise gym.error.ResetNeeded("Call reset() before measure().")
+        built = make_objective(objective)
+        if built is not objective:
+            built.setup(self.device)
+        eval_set = None
+        if split == "test":
+            if getattr(self, "_test_set", None) is None:  # built on first use
+                config = self.config
+                lr, hr = make_test_set(
+                    load_dataset(config.dataset), config.eval_images, config.eval_size,
+                    self.degradation,
+                )
+                self._test_set = (lr.to(self.device), hr.to(self.device))
+            eval_set = self._test_set
+        weights = np.asarray(self._last["action"], np.float64) * self._scales
+        training = self.model.training  # a diverged stage can leave train mode on
+        evaluation = self._evaluate(weights, self._stage, objective=built, eval_set=eval_set)
+        self.model.train(training)
+        if evaluation is None:  # reset and step always leave a finite network
+            raise RuntimeError("The network's output is not finite; nothing to measure.")
+        return {k: evaluation[k] for k in ("metrics", "objective", "loss_values")}
+
     # ------------------------------------------------------------ internals
     def _training_state(self) -> dict[str, Any]:
         return {
@@ -353,23 +402,32 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             ) from e
 
     @torch.no_grad()
-    def _evaluate(self, weights: np.ndarray, stage: int) -> dict[str, Any] | None:
+    def _evaluate(
+        self,
+        weights: np.ndarray,
+        stage: int,
+        objective: Objective | None = None,
+        eval_set: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> dict[str, Any] | None:
         """Measure the objective and every loss on the evaluation set; None if the
-        network's output is not finite."""
+        network's output is not finite. ``objective`` and ``eval_set`` (inputs,
+        targets) default to the env's own."""
+        objective = self.objective if objective is None else objective
+        eval_lr, eval_hr = (self._eval_lr, self._eval_hr) if eval_set is None else eval_set
         self.model.eval()
-        restored = self.model(self._eval_lr).float()
+        restored = self.model(eval_lr).float()
         if not bool(torch.isfinite(restored).all()) or not parameters_finite(self.model):
             return None
         restored = restored.clamp(0, 1)
-        result = self.objective.evaluate(
+        result = objective.evaluate(
             restored,
-            self._eval_hr,
-            degraded=self._eval_lr,
+            eval_hr,
+            degraded=eval_lr,
             stage=stage,
             weights=dict(zip(self.loss_names, map(float, weights))),
         )
         loss_values = {
-            name: float(loss(restored, self._eval_hr)) for name, loss in self.losses.items()
+            name: float(loss(restored, eval_hr)) for name, loss in self.losses.items()
         }
         return {
             "metrics": {k: float(v) for k, v in result.metrics.items()},

@@ -1,6 +1,7 @@
 """Gymnasium wrappers for LossAgent environments.
 
-:class:`TensorBoardLogger` writes a run's trajectory as TensorBoard event files; it
+:class:`PresetActions` gives an env a ``Discrete(K)`` action space over K named weight
+presets (the action space of the tabular benchmark). :class:`TensorBoardLogger` writes a run's trajectory as TensorBoard event files; it
 works with any agent (it only reads what the env returns) and is what the benchmark
 runner puts around every run.
 
@@ -22,16 +23,175 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import numbers
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["TensorBoardLogger"]
+from lossagent_env.registry import unknown_name_message
+
+__all__ = ["PresetActions", "TensorBoardLogger", "preset_index", "resolve_presets"]
 
 logger = logging.getLogger(__name__)
+
+
+PresetSpec = Mapping[str, Any] | Sequence[tuple[str, Any]]
+"""An ordered ``{name: weights}`` mapping, or a sequence of ``(name, weights)`` pairs."""
+
+
+class PresetActions(gym.Wrapper):
+    """A ``Discrete(K)`` action space over K named weight presets.
+
+    Action ``i`` plays ``presets[i]``: the env steps with the weight vector
+    ``preset_weights[i]`` (action units, ``[0, 1]`` per loss in ``loss_names`` order).
+    Observation, reward and the flags are the env's; ``info["preset"]`` is the name of
+    the preset just played, and ``None`` after ``reset`` (no preset played yet).
+
+    Example:
+        >>> env = PresetActions(gym.make("LossAgent/SuperResolution-v0"),
+        ...                     {"pixel": {"l1": 1.0}, "edges": {"l1": 1.0, "gradient": 0.5}})
+        >>> env.action_space, env.preset_names
+        (Discrete(2), ('pixel', 'edges'))
+
+    Args:
+        env: A LossAgent env (possibly wrapped); its ``unwrapped.loss_names`` give the order.
+        presets: Ordered ``{name: weights}`` (or ``(name, weights)`` pairs); weights are
+            a ``{loss: weight}`` dict (losses not named get 0) or a full vector with one
+            weight per loss in ``loss_names`` order; every weight in ``[0, 1]``.
+
+    Attributes:
+        preset_names: The names, in action order.
+        preset_weights: Read-only ``float32`` array ``(K, n_losses)``; row ``i`` is the
+            action vector of preset ``i``.
+
+    Raises:
+        ValueError: No presets, a repeated or empty name, a vector of the wrong length,
+            or a weight outside ``[0, 1]``.
+        KeyError: A loss name the env does not have (with a "Did you mean" hint).
+    """
+
+    def __init__(self, env: gym.Env, presets: PresetSpec):
+        super().__init__(env)
+        self.preset_names, self.preset_weights = resolve_presets(
+            presets, env.unwrapped.loss_names
+        )
+        self.action_space = gym.spaces.Discrete(len(self.preset_names))
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        info["preset"] = None
+        return obs, info
+
+    def step(self, action: Any):
+        """Play preset ``action``.
+
+        Raises:
+            ValueError: ``action`` is not an integer in ``[0, K)``; the env is untouched.
+        """
+        index = preset_index(action, self.preset_names)
+        obs, reward, terminated, truncated, info = self.env.step(self.preset_weights[index])
+        info["preset"] = self.preset_names[index]
+        return obs, reward, terminated, truncated, info
+
+
+def resolve_presets(
+    presets: PresetSpec, loss_names: Sequence[str]
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """Check presets against an env's losses and turn them into action vectors.
+
+    Args:
+        presets: See :class:`PresetActions`.
+        loss_names: The env's losses, in action order.
+
+    Returns:
+        ``(names, weights)``: the names in order, and a read-only ``float32`` array
+        ``(K, len(loss_names))``.
+
+    Raises:
+        ValueError, KeyError: As :class:`PresetActions`; the message names the preset,
+            the bad value and what is allowed.
+    """
+    loss_names = tuple(loss_names)
+    n = len(loss_names)
+    pairs = list(presets.items()) if isinstance(presets, Mapping) else list(presets)
+    if not pairs:
+        raise ValueError(
+            "No presets given. Allowed: an ordered mapping name -> weights with at least "
+            "one entry, e.g. {'pixel': {'l1': 1.0}}."
+        )
+    names: list[str] = []
+    rows = np.zeros((len(pairs), n), np.float32)
+    for k, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(f"Preset entry {pair!r} is not a (name, weights) pair.")
+        name, weights = pair
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"Preset name {name!r} is not allowed. Allowed: a non-empty string.")
+        if name in names:
+            raise ValueError(f"Preset name {name!r} appears twice. Allowed: each name once.")
+        names.append(name)
+        if isinstance(weights, Mapping):
+            for loss, value in weights.items():
+                if loss not in loss_names:
+                    raise KeyError(
+                        f"Preset {name!r}: " + unknown_name_message("loss", loss, loss_names)
+                    )
+                rows[k, loss_names.index(loss)] = _preset_weight(name, loss, value)
+        elif isinstance(weights, (Sequence, np.ndarray)) and not isinstance(weights, str):
+            values = list(weights)
+            if len(values) != n:
+                raise ValueError(
+                    f"Preset {name!r} has {len(values)} weights; the env has {n} losses "
+                    f"{loss_names}. Allowed: one weight per loss in this order, or a "
+                    "{loss: weight} dict."
+                )
+            for loss, value in zip(loss_names, values):
+                rows[k, loss_names.index(loss)] = _preset_weight(name, loss, value)
+        else:
+            raise ValueError(
+                f"Preset {name!r} has weights {weights!r}. Allowed: a {{loss: weight}} dict "
+                f"or a vector of {n} weights in the order {loss_names}."
+            )
+    rows.flags.writeable = False
+    return tuple(names), rows
+
+
+def _preset_weight(preset: str, loss: str, value: Any) -> float:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or not 0.0 <= float(value) <= 1.0
+    ):
+        raise ValueError(
+            f"Preset {preset!r}: weight of loss {loss!r} is {value!r}. Allowed: a number in [0, 1]."
+        )
+    return float(value)
+
+
+def preset_index(action: Any, names: Sequence[str]) -> int:
+    """The preset index an action stands for, checked as ``Discrete(len(names))`` does.
+
+    Args:
+        action: A Python or NumPy integer (or a 0-d integer array).
+        names: The preset names, in action order.
+
+    Raises:
+        ValueError: ``action`` is not an integer in ``[0, len(names))``.
+    """
+    integer = isinstance(action, (int, np.integer)) or (
+        isinstance(action, np.ndarray) and action.shape == () and action.dtype.kind in "iu"
+    )
+    index = int(action) if integer and not isinstance(action, (bool, np.bool_)) else None
+    if index is None or not 0 <= index < len(names):
+        choices = ", ".join(f"{i}={name!r}" for i, name in enumerate(names))
+        raise ValueError(
+            f"Invalid action {action!r}. Allowed: an integer in [0, {len(names)}), one per "
+            f"preset ({choices})."
+        )
+    return index
 
 
 class TensorBoardLogger(gym.Wrapper):

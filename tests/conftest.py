@@ -65,3 +65,38 @@ def pytest_collection_modifyitems(config, items):
         for marker, reason in reasons.items():
             if reason and item.get_closest_marker(marker) is not None:
                 item.add_marker(pytest.mark.skip(reason=f"[{marker}] {reason}"))
+
+
+SMALL_TABLE_TOML = """
+[table]
+description = "3 presets, 2 stages, 2 seeds of the tiny configuration (tests)"
+stages = 2
+seeds = [123, 456]  # the seeds gymnasium's check_env resets with
+metrics = ["psnr", "ssim", "piqe"]
+
+[table.env]
+id = "LossAgent/SuperResolution-v0"
+kwargs = { patch_size = 32, batch_size = 4, stage_iters = 2, eval_images = 2, eval_size = 64, losses = ["l1", "ssim", "gradient"], device = "cpu" }
+
+[table.presets]
+pixel = { l1 = 1.0 }
+structure = { ssim = 1.0 }
+edges = [1.0, 0.0, 0.5]
+"""
+"""The [table] section of the small test table (K=3 presets, T=2 stages, 2 seeds)."""
+
+
+@pytest.fixture(scope="session")
+def small_table(tmp_path_factory) -> dict:
+    """The small table, built once per session in this process (one worker):
+    ``{"path": table file, "suite": its suite file, "seconds": build time}``."""
+    import time
+
+    from benchmarks.tabulate import tabulate
+
+    folder = tmp_path_factory.mktemp("small_table")
+    suite = folder / "small.toml"
+    suite.write_text(SMALL_TABLE_TOML, encoding="utf-8")
+    t0 = time.perf_counter()
+    tabulate(suite, folder / "small.sqlite", progress=False)
+    return {"path": folder / "small.sqlite", "suite": suite, "seconds": time.perf_counter() - t0}

@@ -183,6 +183,45 @@ class CompositeObjective(Objective):
             feedback="\n".join(feedback) if feedback else None,
         )
 
+    def metric_layout(self) -> list[dict[str, str]]:
+        """For each part, ``{the part's metric name: its name in this objective}``.
+
+        Fixes the names as :meth:`setup` does, without setting the parts up (this works
+        for parts that know their metrics before setup: metric names, metric objectives
+        and composites of them).
+        """
+        if not self.scales:
+            self._build_names()
+        return [dict(names) for names in self._names]
+
+    def combine(self, values: Mapping[str, float]) -> float:
+        """``J`` from raw metric values, computed as :meth:`evaluate` computes it.
+
+        Args:
+            values: One raw value per name in ``metric_names`` (prefixed as
+                ``evaluate`` reports them).
+
+        Raises:
+            TypeError: A part has no ``combine`` (a judge's or a person's score cannot
+                be computed from metric values).
+            KeyError: A metric of the objective has no value.
+        """
+        value = 0.0
+        for k, (part, names) in enumerate(zip(self.parts, self.metric_layout())):
+            if not callable(getattr(part, "combine", None)):
+                raise TypeError(
+                    f"Part {k} ({part!r}) has no combine(); only metric parts (and composites "
+                    "of them) can be combined from metric values."
+                )
+            missing = [name for name in names.values() if name not in values]
+            if missing:
+                raise KeyError(
+                    f"No value for metrics {missing}; the objective needs {list(self.metric_names)}."
+                )
+            part_value = part.combine({m: values[name] for m, name in names.items()})
+            value += self.weights[k] * float(part_value) / self.scales[k]
+        return float(value)
+
     def describe(self) -> str:
         if not self.scales:
             self._build_names()

@@ -1,0 +1,85 @@
+"""Speed of ``LossAgent/Tabular-v0``: steps per second through ``gym.make``, and the oracle.
+
+    python -m benchmarks.perf_tabular --table PATH [--objective psnr] [--steps 20000]
+                                      [--repeats 7] [--json]
+
+Each repeat plays ``--steps`` steps of random presets (drawn beforehand) through the
+env ``gym.make`` returns (with Gymnasium's default wrappers), resetting when an
+episode is truncated, resets included in the time. It prints the median over the
+repeats of:
+
+    steps_per_second:  env steps (resets included in the time) per second
+    oracle_ms:         one call of env.unwrapped.oracle()
+    make_ms:           gym.make of a table already read once (the file is cached)
+
+The target is ``steps_per_second >= 5000`` (goal 20000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+
+import lossagent_env  # noqa: F401  (registers the ids)
+
+
+def measure(table: str, objective: str, steps: int, repeats: int, seed: int = 0) -> dict:
+    """Median timings over ``repeats`` (see the module docstring)."""
+    env = gym.make("LossAgent/Tabular-v0", table=table, objective=objective)
+    table_seed = env.unwrapped.seeds[0]
+    actions = np.random.default_rng(seed).integers(env.action_space.n, size=steps).tolist()
+    rates, oracle_ms, make_ms = [], [], []
+    for _ in range(repeats):
+        env.reset(seed=table_seed)
+        start = time.perf_counter()
+        for action in actions:
+            truncated = env.step(action)[3]
+            if truncated:
+                env.reset()
+        rates.append(steps / (time.perf_counter() - start))
+        start = time.perf_counter()
+        env.unwrapped.oracle()
+        oracle_ms.append(1e3 * (time.perf_counter() - start))
+        start = time.perf_counter()
+        gym.make("LossAgent/Tabular-v0", table=table, objective=objective)
+        make_ms.append(1e3 * (time.perf_counter() - start))
+    u = env.unwrapped
+    return {
+        "table": table,
+        "presets": len(u.preset_names),
+        "stages": u.table.stages,
+        "seeds": len(u.table.seeds),
+        "objective": objective,
+        "steps": steps,
+        "repeats": repeats,
+        "steps_per_second": statistics.median(rates),
+        "oracle_ms": statistics.median(oracle_ms),
+        "make_ms": statistics.median(make_ms),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf_tabular", description=__doc__.split("\n")[0])
+    parser.add_argument("--table", required=True, help="table file or shipped table name")
+    parser.add_argument("--objective", default="psnr", help="a panel metric (default psnr)")
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    result = measure(args.table, args.objective, args.steps, args.repeats)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:>17}: {value:.4g}" if isinstance(value, float) else f"{key:>17}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

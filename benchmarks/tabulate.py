@@ -1,0 +1,581 @@
+"""Building tables for ``LossAgent/Tabular-v0``: a suite's ``[table]`` -> one SQLite file.
+
+Suite file section (every key is documented in :class:`TableModel`)::
+
+    [table]
+    description = "What the table is for."
+    stages = 4
+    seeds = [0, 1, 2]
+    metrics = ["psnr", "ssim", "piqe"]      # the panel, measured at every node
+    threads = 1                             # torch threads per unit (default 1)
+
+    [table.env]
+    id = "LossAgent/SuperResolution-v0"
+    kwargs = { scale = 2, losses = ["l1", "ssim", "gradient"], stage_iters = 40 }
+
+    [table.presets]                         # in action order
+    pixel = { l1 = 1.0 }
+    structure = { l1 = 1.0, ssim = 1.0 }
+    edges = [1.0, 0.0, 0.5]                 # or one weight per loss, in loss order
+
+Other sections of the file (a bench suite's agents, objectives) are not read here.
+
+How a build runs (:func:`tabulate`): the parent process makes the env once (which
+checks the configuration and gives the header), creates the file, then hands out the
+units of work, the subtrees of each ``(seed, first preset)``
+(:func:`lossagent_env.tabular.build.compute_unit`), to ``workers`` spawned processes
+(``backend="local"``) or to Ray tasks (``backend="ray"``, each reserving ``threads``
+Ray CPUs). Finished units come back to the parent, which alone writes the file, one
+transaction per unit; a kill at any moment loses at most the units in flight.
+``resume=True`` skips the units already stored. Every unit runs ``threads`` torch
+threads whatever the number of workers, so a resumed or parallel build equals an
+uninterrupted one in every column but the wall-clock seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import dataclasses
+import logging
+import multiprocessing as mp
+import os
+import queue as queue_module
+import shlex
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+import lossagent_env
+from benchmarks.runner import BACKENDS, BenchmarkError, _die_with_parent, _import_ray
+from benchmarks.suite import (
+    SUITES_DIR,
+    EnvEntry,
+    SuiteError,
+    _dotted,
+    _file_loc,
+    _line_of_decode_error,
+    _locate,
+    suite_names,
+)
+from lossagent_env.config import EnvConfig
+from lossagent_env.losses import offline_losses
+from lossagent_env.metrics import metric_info, metric_names
+from lossagent_env.registry import unknown_name_message
+from lossagent_env.tabular.build import (
+    RESERVED_ENV_KWARGS,
+    TableSpec,
+    cached_build_env,
+    compute_unit,
+    header_differences,
+    table_header,
+    unit_size,
+    units,
+)
+from lossagent_env.tabular.format import (
+    NodeRecord,
+    TableFormatError,
+    connect_readonly,
+    create_table,
+    done_units,
+    read_header,
+    write_unit,
+)
+from lossagent_env.wrappers import resolve_presets
+
+__all__ = [
+    "TableModel",
+    "TabulateError",
+    "TabulateResult",
+    "UnitFailure",
+    "UnitsFailedError",
+    "load_table_spec",
+    "main",
+    "tabulate",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class TabulateError(BenchmarkError):
+    """A table build that cannot start or continue."""
+
+
+class UnitsFailedError(TabulateError):
+    """Some units raised; every other unit is stored (finish with ``resume``).
+
+    Attributes:
+        failures: One :class:`UnitFailure` per failed unit.
+    """
+
+    def __init__(self, message: str, failures: list[UnitFailure]):
+        super().__init__(message)
+        self.failures = failures
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+class TableModel(BaseModel):
+    """The ``[table]`` section of a suite file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = Field(default="", description="What the table is for.")
+    env: EnvEntry = Field(
+        description="Env id and gym.make kwargs, as a bench suite's [env]; stage_iters "
+        "goes here too. Not objective or max_stages: the table sets them."
+    )
+    stages: int = Field(ge=1, description="Depth T: stages of every preset sequence.")
+    seeds: list[int] = Field(min_length=1, description="Episode seeds, one tree each.")
+    presets: dict[str, dict[str, float] | list[float]] = Field(
+        min_length=1,
+        description="Ordered name -> {loss = weight} (others 0) or a full weight vector, "
+        "weights in [0, 1]; action i plays the i-th preset.",
+    )
+    metrics: list[str] = Field(
+        min_length=1, description="The panel: metrics measured at every node, on both splits."
+    )
+    threads: int = Field(default=1, ge=1, description="torch threads of every unit.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seeds must be unique; repeated: {repeated}")
+        if any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be >= 0, got {seeds}")
+        return seeds
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, metrics: list[str]) -> list[str]:
+        repeated = sorted({m for m in metrics if metrics.count(m) > 1})
+        if repeated:
+            raise ValueError(f"metrics must be unique; repeated: {repeated}")
+        return metrics
+
+
+def load_table_spec(name_or_path: str | os.PathLike[str]) -> TableSpec:
+    """Load and check the ``[table]`` section of a suite file.
+
+    Args:
+        name_or_path: A shipped suite name, or the path of a ``.toml`` file.
+
+    Returns:
+        The table's :class:`~lossagent_env.tabular.build.TableSpec`.
+
+    Raises:
+        SuiteError: The section is missing or malformed, or names an unknown env,
+            EnvConfig field, metric or loss; the message names file, line and key.
+        FileNotFoundError: No such file.
+        KeyError: An unknown suite name (with a "Did you mean" hint).
+    """
+    path = Path(name_or_path)
+    if not (path.suffix == ".toml" or path.exists() or "/" in str(name_or_path)):
+        if str(name_or_path) not in suite_names():
+            raise KeyError(unknown_name_message("suite", str(name_or_path), suite_names()))
+        path = SUITES_DIR / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise FileNotFoundError(f"Suite file {str(path)!r} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    return table_spec_from_text(text, source=str(path))
+
+
+def table_spec_from_text(text: str, source: str = "<string>") -> TableSpec:
+    """Like :func:`load_table_spec`, for TOML given as a string."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SuiteError(source, _line_of_decode_error(e), None, f"not valid TOML: {e}") from e
+
+    def fail(loc: tuple, message: str) -> SuiteError:
+        return SuiteError(source, _locate(text, loc), _dotted(loc), message)
+
+    if not isinstance(data.get("table"), dict):
+        raise fail(("table",), "no [table] section; a table needs one (see benchmarks.tabulate)")
+    section = data["table"]
+    try:
+        model = TableModel.model_validate(section)
+    except ValidationError as e:
+        error = next((x for x in e.errors() if x["type"] == "extra_forbidden"), e.errors()[0])
+        loc = ("table", *_file_loc(section, tuple(error["loc"]), keep_missing=True))
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            parent = {("table",): TableModel, ("table", "env"): EnvEntry}.get(loc[:-1])
+            message = unknown_name_message("key", loc[-1], list(parent.model_fields) if parent else [])
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        raise fail(loc, message) from None
+    _check_names(model, fail)
+    return TableSpec(
+        env_id=model.env.id,
+        env_kwargs=dict(model.env.kwargs),
+        presets=dict(model.presets),
+        metrics=tuple(model.metrics),
+        seeds=tuple(model.seeds),
+        stages=model.stages,
+        threads=model.threads,
+        description=model.description,
+    )
+
+
+def _check_names(model: TableModel, fail: Callable[[tuple, str], SuiteError]) -> None:
+    """Env id, env kwargs, metric and loss names against the registries."""
+    if model.env.id not in lossagent_env.ENV_IDS:
+        raise fail(("table", "env", "id"), unknown_name_message("env id", model.env.id, lossagent_env.ENV_IDS))
+    fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"task", *RESERVED_ENV_KWARGS}
+    for key in model.env.kwargs:
+        if key in RESERVED_ENV_KWARGS:
+            raise fail(("table", "env", "kwargs", key), "set by the table (metrics, stages), not in env kwargs")
+        if key not in fields:
+            raise fail(("table", "env", "kwargs", key), unknown_name_message("EnvConfig field", key, fields))
+    known = metric_names()
+    for i, metric in enumerate(model.metrics):
+        if metric not in known:
+            raise fail(("table", "metrics", i), unknown_name_message("metric", metric, known))
+        if metric_info(metric).set_level:
+            raise fail(("table", "metrics", i), f"metric {metric!r} compares sets of images and cannot score a node")
+    losses = model.env.kwargs.get("losses") or offline_losses()
+    loss_names = [spec.get("type") if isinstance(spec, dict) else spec for spec in losses]
+    for name, weights in model.presets.items():
+        try:
+            resolve_presets({name: weights}, loss_names)
+        except (KeyError, ValueError) as e:
+            raise fail(("table", "presets", name), str(e.args[0])) from None
+
+
+# --------------------------------------------------------------------------- the build
+
+
+@dataclass(frozen=True)
+class UnitFailure:
+    """A unit that raised: its ``(seed, first preset)`` and the error."""
+
+    seed: int
+    first: int
+    error: str
+
+
+@dataclass
+class TabulateResult:
+    """What :func:`tabulate` did.
+
+    Attributes:
+        out: The table file.
+        units: Units of the table.
+        skipped: Units already stored before this call (``resume``).
+        computed: Units computed and stored by this call.
+        nodes: Nodes computed by this call.
+        wall_s: Wall time of this call.
+        failures: Units that raised.
+    """
+
+    out: Path
+    units: int
+    skipped: int = 0
+    computed: int = 0
+    nodes: int = 0
+    wall_s: float = 0.0
+    failures: list[UnitFailure] = field(default_factory=list)
+
+
+def tabulate(
+    spec: TableSpec | str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    workers: int = 1,
+    backend: str = "local",
+    resume: bool = False,
+    progress: bool = True,
+    ray_address: str | None = None,
+) -> TabulateResult:
+    """Build (or finish) the table of ``spec`` in the file ``out``.
+
+    Args:
+        spec: A :class:`TableSpec`, or a suite name or file with a ``[table]`` section.
+        out: The table file; must not exist unless ``resume``.
+        workers: Units computed at once (processes for ``local``; for ``ray``, the size
+            of the local cluster started when none is running and no address given).
+        backend: ``"local"`` or ``"ray"``.
+        resume: Finish the table in ``out``: its header must match ``spec``.
+        progress: Show a progress bar (nodes done, nodes/s, time left) on stderr.
+        ray_address: Address of a Ray cluster; None starts a local one.
+
+    Returns:
+        A :class:`TabulateResult`.
+
+    Raises:
+        ValueError: ``workers`` or ``backend`` is not allowed.
+        TabulateError: ``out`` exists without ``resume``; with ``resume``, it is not a
+            table or its header differs from ``spec`` (the message says where); or
+            some units failed (after every other unit is stored).
+    """
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers={workers!r} is not allowed. Allowed: an integer >= 1")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not allowed. Allowed: {BACKENDS}")
+    if not isinstance(spec, TableSpec):
+        spec = load_table_spec(spec)
+    out = Path(out)
+    t0 = time.perf_counter()
+    if out.exists() and not resume:
+        raise TabulateError(
+            f"{str(out)!r} already exists. Pass --resume to finish the table in it, or "
+            "choose another --out."
+        )
+    if resume and not out.is_file():
+        raise TabulateError(f"Cannot resume: {str(out)!r} does not exist. Start without --resume.")
+    header = table_header(spec, cached_build_env(spec))
+    if resume:
+        _check_resumable(out, header)
+    else:
+        create_table(out, header)
+    db = sqlite3.connect(out)
+    try:
+        all_units = units(spec)
+        done = done_units(db)
+        pending = [u for u in all_units if u not in done]
+        result = TabulateResult(out=out, units=len(all_units), skipped=len(all_units) - len(pending))
+        logger.info(
+            "Table %s: %d units of %d nodes, %d already stored, %d to compute.",
+            out, len(all_units), unit_size(spec), result.skipped, len(pending),
+        )
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=len(pending) * unit_size(spec), unit="node", desc="tabulate",
+            disable=not progress, dynamic_ncols=True,
+        )
+
+        def store(seed: int, first: int, records: list[NodeRecord]) -> None:
+            write_unit(db, seed, first, records)
+            result.computed += 1
+            result.nodes += len(records)
+
+        def tick(count: int = 1) -> None:
+            bar.update(count)
+
+        try:
+            if backend == "ray":
+                failures = _run_ray(spec, pending, store, tick, workers, ray_address)
+            elif workers == 1:
+                failures = _run_inline(spec, pending, store, tick)
+            else:
+                failures = _run_pool(spec, pending, store, tick, workers)
+        finally:
+            bar.close()
+    finally:
+        db.close()
+    result.failures = failures
+    result.wall_s = time.perf_counter() - t0
+    if failures:
+        lines = "\n".join(f"  seed {f.seed}, first preset {f.first}: {f.error}" for f in failures)
+        raise UnitsFailedError(
+            f"{len(failures)} of {len(pending)} units failed (the others are stored; fix the "
+            f"cause and rerun with --resume):\n{lines}",
+            failures,
+        )
+    return result
+
+
+def _check_resumable(out: Path, header: dict[str, Any]) -> None:
+    db = connect_readonly(out)
+    try:
+        stored = read_header(db, source=repr(str(out)))
+    except TableFormatError as e:
+        raise TabulateError(f"Cannot resume: {e}") from e
+    finally:
+        db.close()
+    changed = header_differences(stored, header)
+    if changed:
+        details = "; ".join(
+            f"{key}: table has {stored.get(key)!r}, this build {header.get(key)!r}"
+            for key in changed
+        )
+        raise TabulateError(
+            f"Cannot resume {str(out)!r}: its header differs from this build in {changed} "
+            f"({details}). Resume with the same suite and environment, or use a new --out."
+        )
+
+
+Store = Callable[[int, int, list[NodeRecord]], None]
+Tick = Callable[..., None]
+
+
+def _failure(seed: int, first: int, error: BaseException) -> UnitFailure:
+    logger.error("Unit (seed %d, first preset %d) failed: %s: %s", seed, first, type(error).__name__, error)
+    return UnitFailure(seed, first, f"{type(error).__name__}: {error}")
+
+
+def _run_inline(spec: TableSpec, pending: list[tuple[int, int]], store: Store, tick: Tick) -> list[UnitFailure]:
+    failures = []
+    for seed, first in pending:
+        try:
+            records = compute_unit(spec, seed, first, on_node=lambda _: tick())
+        except Exception as e:  # recorded, reported at the end; other units go on
+            failures.append(_failure(seed, first, e))
+            continue
+        store(seed, first, records)
+    return failures
+
+
+# Worker-process state (set by the pool initializer).
+_TICKS: Any = None
+
+
+def _init_worker(ticks: Any, threads: int) -> None:
+    global _TICKS
+    _TICKS = ticks
+    _die_with_parent()
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _pool_unit(spec: TableSpec, seed: int, first: int) -> list[NodeRecord]:
+    return compute_unit(spec, seed, first, on_node=lambda _: _TICKS.put(1))
+
+
+def _drain(ticks: Any, tick: Tick) -> None:
+    """Count the node ticks waiting in the queue."""
+    count = 0
+    while True:
+        try:
+            count += ticks.get_nowait()
+        except queue_module.Empty:  # also ray.util.queue.Empty, a subclass
+            break
+    if count:
+        tick(count)
+
+
+def _run_pool(
+    spec: TableSpec, pending: list[tuple[int, int]], store: Store, tick: Tick, workers: int
+) -> list[UnitFailure]:
+    if not pending:
+        return []
+    ctx = mp.get_context("spawn")
+    ticks = ctx.Queue()
+    failures: list[UnitFailure] = []
+    with cf.ProcessPoolExecutor(
+        max_workers=min(workers, len(pending)),
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(ticks, spec.threads),
+    ) as pool:
+        futures = {pool.submit(_pool_unit, spec, seed, first): (seed, first) for seed, first in pending}
+        while futures:
+            done, _ = cf.wait(futures, timeout=0.2, return_when=cf.FIRST_COMPLETED)
+            _drain(ticks, tick)
+            for future in done:
+                seed, first = futures.pop(future)
+                error = future.exception()
+                if error is not None:
+                    failures.append(_failure(seed, first, error))
+                else:
+                    store(seed, first, future.result())
+    _drain(ticks, tick)
+    return failures
+
+
+def _ray_unit(spec: TableSpec, seed: int, first: int, ticks: Any) -> list[NodeRecord]:
+    return compute_unit(spec, seed, first, on_node=lambda _: ticks.put(1))
+
+
+def _run_ray(
+    spec: TableSpec,
+    pending: list[tuple[int, int]],
+    store: Store,
+    tick: Tick,
+    workers: int,
+    address: str | None,
+) -> list[UnitFailure]:
+    ray = _import_ray()
+    from ray.util.queue import Queue
+
+    if not pending:
+        return []
+    started_here = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers * spec.threads, include_dashboard=False, log_to_driver=False)
+        started_here = True
+    try:
+        ticks = Queue()
+        task = ray.remote(num_cpus=spec.threads)(_ray_unit)
+        refs = {task.remote(spec, seed, first, ticks): (seed, first) for seed, first in pending}
+        failures: list[UnitFailure] = []
+        while refs:
+            ready, _ = ray.wait(list(refs), timeout=0.2, num_returns=1)
+            _drain(ticks, tick)
+            for ref in ready:
+                seed, first = refs.pop(ref)
+                try:
+                    records = ray.get(ref)
+                except Exception as e:  # the unit raised, or its worker died
+                    failures.append(_failure(seed, first, e))
+                    continue
+                store(seed, first, records)
+        _drain(ticks, tick)
+        return failures
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``lossagent tabulate --suite FILE --out PATH [--workers N] [--backend ray] [--resume]``.
+
+    Returns:
+        The exit status: 0 when the table is complete, 1 when units failed, 2 for a
+        bad suite or output file.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="lossagent tabulate",
+        description="Build a table for LossAgent/Tabular-v0 from a suite's [table] section.",
+    )
+    parser.add_argument("--suite", required=True, help="suite name or .toml file with a [table] section")
+    parser.add_argument("--out", required=True, help="the table file to write (.sqlite)")
+    parser.add_argument("--workers", type=int, default=1, help="units computed at once (default 1)")
+    parser.add_argument("--backend", choices=BACKENDS, default="local")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: a local one)")
+    parser.add_argument("--resume", action="store_true", help="finish the table in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        spec = load_table_spec(args.suite)
+        spec.command = shlex.join(["lossagent", "tabulate", *argv])
+        result = tabulate(
+            spec, args.out, workers=args.workers, backend=args.backend, resume=args.resume,
+            progress=not args.no_progress, ray_address=args.ray_address,
+        )
+    except UnitsFailedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (TabulateError, SuiteError, KeyError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        return 2
+    print(
+        f"{result.out}: {result.units} units ({result.skipped} already stored, "
+        f"{result.computed} computed, {result.nodes} nodes) in {result.wall_s:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

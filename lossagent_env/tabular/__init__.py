@@ -1,0 +1,49 @@
+"""Tabular replay: every stage outcome of a configuration, precomputed and replayed.
+
+For one env configuration, K named weight presets and T stages, a *table* stores the
+outcome of every preset sequence (``K + K^2 + ... + K^T`` stages per seed, each
+trained for real), measured on a panel of metrics on two disjoint evaluation splits.
+``LossAgent/Tabular-v0`` replays a table in microseconds per step, exactly as the live
+env would play it, and knows the best sequence (``env.unwrapped.oracle()``).
+
+* :mod:`~lossagent_env.tabular.format`: the file (SQLite; schema and header documented
+  there) and reading it into arrays.
+* :mod:`~lossagent_env.tabular.build`: the specification of a table and the unit of
+  work of a build (the subtree of one seed and first preset).
+* :mod:`~lossagent_env.tabular.replay`: the env ``LossAgent/Tabular-v0``.
+
+Building a whole table (process pools, Ray, progress, resume) is
+``benchmarks.tabulate``, behind ``lossagent tabulate``.
+
+Example:
+    >>> import gymnasium as gym, lossagent_env
+    >>> env = gym.make("LossAgent/Tabular-v0", table="table.sqlite", objective="psnr")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(2)    # preset 2
+    >>> env.unwrapped.oracle()["final_objective"]
+"""
+
+from __future__ import annotations
+
+from lossagent_env.tabular.build import TableSpec, compute_unit, table_header
+from lossagent_env.tabular.format import NodeRecord, Table, TableFormatError, read_table
+from lossagent_env.tabular.replay import (
+    TabularEnv,
+    load_table,
+    resolve_table,
+    shipped_tables,
+)
+
+__all__ = [
+    "NodeRecord",
+    "Table",
+    "TableFormatError",
+    "TableSpec",
+    "TabularEnv",
+    "compute_unit",
+    "load_table",
+    "read_table",
+    "resolve_table",
+    "shipped_tables",
+    "table_header",
+]

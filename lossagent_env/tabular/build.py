@@ -1,0 +1,284 @@
+"""Computing a table: the specification, the header, and one unit of work.
+
+The unit of work is the subtree of one ``(seed, first preset)`` pair: ``reset(seed)``
+(the root), ``step(first)``, then depth first over all ``K**(T-1)`` continuations, each
+child trained for real from its parent's state (``get_state`` / ``set_state``). Units
+are independent, so any number of processes or machines can compute them; one writer
+stores each unit in one transaction (:func:`lossagent_env.tabular.format.write_unit`).
+Orchestration (process pools, Ray, progress, resume) is in ``benchmarks.tabulate``.
+
+Every unit runs with ``torch.set_num_threads(spec.threads)`` (float32 reductions
+depend on the thread count), so a table does not depend on how many workers built it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import lossagent_env
+from lossagent_env.metrics import metric_info
+from lossagent_env.objectives import MetricObjective
+from lossagent_env.tabular.format import NodeRecord
+from lossagent_env.wrappers import PresetActions
+
+__all__ = [
+    "RESERVED_ENV_KWARGS",
+    "TableSpec",
+    "cached_build_env",
+    "compute_unit",
+    "header_differences",
+    "make_build_env",
+    "package_versions",
+    "panel_objective",
+    "table_header",
+    "unit_size",
+    "units",
+]
+
+RESERVED_ENV_KWARGS = ("objective", "max_stages", "render_mode")
+"""Env keyword arguments a table fixes itself (the panel, ``stages``) or has no use for."""
+
+
+@dataclass
+class TableSpec:
+    """What a table holds: one env configuration, presets, panel, seeds and depth.
+
+    Attributes:
+        env_id: Gymnasium id of the live env.
+        env_kwargs: Its ``gym.make`` keyword arguments, JSON values, without
+            ``objective``, ``max_stages`` and ``render_mode``.
+        presets: Ordered ``{name: weights}`` as :class:`~lossagent_env.wrappers.PresetActions`
+            takes it.
+        metrics: The panel: every metric measured at every node, on both splits.
+        seeds: Episode seeds, one tree each.
+        stages: Depth T of each tree.
+        threads: torch threads of every unit.
+        description: What the table is for (stored in the header).
+        command: The command line that started the build, if any (stored in the
+            header; not part of what the table is).
+
+    Raises:
+        ValueError: A field out of its allowed range (the message names it).
+    """
+
+    env_id: str
+    env_kwargs: dict[str, Any]
+    presets: Mapping[str, Any]
+    metrics: Sequence[str]
+    seeds: Sequence[int]
+    stages: int
+    threads: int = 1
+    description: str = ""
+    command: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        self.env_kwargs = dict(self.env_kwargs)
+        self.presets = dict(self.presets)
+        self.metrics = tuple(self.metrics)
+        self.seeds = tuple(self.seeds)
+        reserved = sorted(set(self.env_kwargs) & set(RESERVED_ENV_KWARGS))
+        if reserved:
+            raise ValueError(
+                f"TableSpec.env_kwargs sets {reserved}; a table fixes objective (the metrics "
+                "panel) and max_stages (stages) itself, and renders nothing."
+            )
+        for name in ("stages", "threads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TableSpec.{name}={value!r}. Allowed: an integer >= 1.")
+        if not self.metrics or len(set(self.metrics)) != len(self.metrics):
+            raise ValueError(
+                f"TableSpec.metrics={list(self.metrics)!r}. Allowed: at least one metric, each once."
+            )
+        bad = [s for s in self.seeds if not isinstance(s, int) or isinstance(s, bool) or s < 0]
+        if not self.seeds or bad or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(
+                f"TableSpec.seeds={list(self.seeds)!r}. Allowed: at least one integer >= 0, each once."
+            )
+
+    @property
+    def n_presets(self) -> int:
+        return len(self.presets)
+
+
+def panel_objective(metrics: Sequence[str]) -> MetricObjective:
+    """An objective that reports every panel metric: weight 1 on the first, 0 on the others."""
+    return MetricObjective({name: 1.0 if i == 0 else 0.0 for i, name in enumerate(metrics)})
+
+
+def make_build_env(spec: TableSpec) -> PresetActions:
+    """The live env a table is built from: ``gym.make`` with the table's configuration,
+    the panel objective and ``max_stages = stages``, wrapped in ``PresetActions``."""
+    env = gym.make(
+        spec.env_id,
+        **spec.env_kwargs,
+        objective=panel_objective(spec.metrics),
+        max_stages=spec.stages,
+    )
+    return PresetActions(env, spec.presets)
+
+
+def units(spec: TableSpec) -> list[tuple[int, int]]:
+    """Every unit ``(seed, first preset)``, seeds in order, then presets."""
+    return [(seed, first) for seed in spec.seeds for first in range(spec.n_presets)]
+
+
+def unit_size(spec: TableSpec) -> int:
+    """Nodes a unit computes: the root, then ``1 + K + ... + K**(T-1)`` below ``first``."""
+    return 1 + sum(spec.n_presets**d for d in range(spec.stages))
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of what a table's values depend on."""
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pyiqa": version("pyiqa"),
+        "gymnasium": gym.__version__,
+        "lossagent_env": lossagent_env.__version__,
+    }
+
+
+def table_header(spec: TableSpec, env: PresetActions) -> dict[str, Any]:
+    """The header of ``spec``'s table (see :mod:`lossagent_env.tabular.format`).
+
+    Args:
+        spec: The table.
+        env: ``make_build_env(spec)``: where loss scales and ranges come from.
+    """
+    u = env.unwrapped
+    config = u.config
+    header = {
+        "env_id": spec.env_id,
+        "env_kwargs": spec.env_kwargs,
+        "env_config": config.to_dict(),
+        "losses": [
+            {
+                "name": name,
+                "scale": float(u.losses[name].scale),
+                "value_range": [float(v) for v in u.losses[name].value_range],
+            }
+            for name in u.loss_names
+        ],
+        "presets": [
+            {"name": name, "weights": row.tolist()}
+            for name, row in zip(env.preset_names, env.preset_weights)
+        ],
+        "metrics": list(spec.metrics),
+        "metric_lower_better": {m: metric_info(m).lower_better for m in spec.metrics},
+        "seeds": list(spec.seeds),
+        "stages": spec.stages,
+        "splits": {
+            "val": f"the env's evaluation set: {config.eval_images} crops of side "
+            f"{config.eval_size} (lossagent_env.data.make_eval_set)",
+            "test": f"{config.eval_images} crops of side {config.eval_size} that overlap no "
+            "val crop (lossagent_env.data.make_test_set)",
+        },
+        "torch_threads": spec.threads,
+        "versions": package_versions(),
+        "build": {"command": spec.command, "description": spec.description},
+    }
+    return json.loads(json.dumps(header))  # as it reads back from the file
+
+
+def header_differences(stored: Mapping[str, Any], fresh: Mapping[str, Any]) -> list[str]:
+    """Header keys whose values differ (``build``, how it was started, is not compared)."""
+    keys = (set(stored) | set(fresh)) - {"build", "format", "format_version"}
+    return sorted(k for k in keys if stored.get(k) != fresh.get(k))
+
+
+# --------------------------------------------------------------------------- one unit
+
+_ENV_CACHE: dict[str, PresetActions] = {}
+
+
+def cached_build_env(spec: TableSpec) -> PresetActions:
+    """:func:`make_build_env`, kept for the next call with the same configuration (one
+    per process: making one costs seconds)."""
+    key = json.dumps(
+        [spec.env_id, spec.env_kwargs, list(spec.presets.items()), spec.metrics, spec.stages],
+        sort_keys=True,
+        default=repr,
+    )
+    if key not in _ENV_CACHE:
+        for env in _ENV_CACHE.values():
+            env.close()
+        _ENV_CACHE.clear()
+        _ENV_CACHE[key] = make_build_env(spec)
+    return _ENV_CACHE[key]
+
+
+def compute_unit(
+    spec: TableSpec,
+    seed: int,
+    first: int,
+    on_node: Callable[[NodeRecord], None] | None = None,
+) -> list[NodeRecord]:
+    """Train and measure every node of one unit (see the module docstring).
+
+    Args:
+        spec: The table.
+        seed: The episode seed.
+        first: Index of the first preset.
+        on_node: Called with each node as soon as it is measured (progress bars).
+
+    Returns:
+        The unit's nodes, the root first, then depth first.
+    """
+    env = cached_build_env(spec)
+    u = env.unwrapped
+    test_panel = panel_objective(spec.metrics)
+    records: list[NodeRecord] = []
+
+    def record(path: tuple[int, ...], info: dict[str, Any]) -> None:
+        node = NodeRecord(
+            seed=seed,
+            path=path,
+            diverged=bool(info["diverged"]),
+            train_seconds=float(u.timings["train_seconds"]),
+            eval_seconds=float(u.timings["eval_seconds"]),
+            metrics={
+                "val": dict(info["metrics"]),
+                "test": u.measure(test_panel, split="test")["metrics"],
+            },
+            losses=dict(info["loss_values"]),
+        )
+        records.append(node)
+        if on_node is not None:
+            on_node(node)
+
+    def expand(path: tuple[int, ...]) -> None:
+        if len(path) == spec.stages:
+            return
+        state = u.get_state()
+        for action in range(spec.n_presets):
+            u.set_state(state)
+            record(path + (action,), env.step(action)[-1])
+            expand(path + (action,))
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        record((), env.reset(seed=seed)[-1])
+        record((first,), env.step(first)[-1])
+        expand((first,))
+    finally:
+        torch.set_num_threads(previous)
+    return records

@@ -1,0 +1,461 @@
+"""``LossAgent/Tabular-v0``: replay a precomputed table instead of training."""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from lossagent_env.objectives import CompositeObjective
+from lossagent_env.config import EnvConfig
+from lossagent_env.objectives import (
+    CallableObjective,
+    MetricObjective,
+    Objective,
+    make_objective,
+)
+from lossagent_env.registry import unknown_name_message
+from lossagent_env.tabular.format import SPLITS, Table, read_table
+from lossagent_env.wrappers import preset_index
+
+__all__ = ["TABLES_DIR", "TabularEnv", "load_table", "resolve_table", "shipped_tables"]
+
+TABLES_DIR = Path(__file__).resolve().parent / "tables"
+"""Where shipped tables live: ``<name>.sqlite``."""
+
+ObsType = dict[str, Any]
+
+
+def shipped_tables() -> list[str]:
+    """Names of the tables that ship with the package."""
+    return sorted(p.stem for p in TABLES_DIR.glob("*.sqlite"))
+
+
+def resolve_table(table: str | os.PathLike[str]) -> Path:
+    """The file of a table given by path or by shipped name.
+
+    Raises:
+        FileNotFoundError: Neither an existing file nor a shipped name (the message
+            lists the shipped tables).
+    """
+    path = Path(table)
+    if path.is_file():
+        return path
+    if isinstance(table, str) and table in shipped_tables():
+        return TABLES_DIR / f"{table}.sqlite"
+    raise FileNotFoundError(
+        f"No table file {str(table)!r}, and no shipped table of that name. "
+        + unknown_name_message("shipped table", str(table), shipped_tables())
+    )
+
+
+def load_table(table: str | os.PathLike[str]) -> Table:
+    """Read a table (by path or shipped name), cached while the file is unchanged."""
+    path = resolve_table(table).resolve()
+    stat = path.stat()
+    return _load(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: str, mtime_ns: int, size: int) -> Table:
+    return read_table(path)
+
+
+class TabularEnv(gym.Env[ObsType, np.int64]):
+    """Replay of a precomputed table: the live env, without the training.
+
+    ## Description
+    A table (built by ``lossagent tabulate``) stores, for one env configuration, K
+    named weight presets, T stages and a set of seeds, the outcome of every preset
+    sequence: ``K + K^2 + ... + K^T`` stages trained for real, each measured on a panel
+    of metrics. This env replays them: for the same seed and actions it returns the
+    same observation, reward, ``terminated``, ``truncated`` and ``info`` as the live
+    env made with the table's configuration and ``objective``, wrapped in
+    :class:`~lossagent_env.wrappers.PresetActions` with the table's presets, bit for
+    bit; a step costs microseconds; and the best sequence is known
+    (:meth:`oracle`).
+
+    ## Action Space
+    ``Discrete(K)``: action ``i`` plays preset ``preset_names[i]``, whose weights
+    (action units, one per loss in ``loss_names`` order) are ``preset_weights[i]``. An
+    action that is not an integer in ``[0, K)`` raises ``ValueError``.
+
+    ## Observation Space
+    The live env's: a ``Dict`` of ``metrics`` (one ``(1,)`` box per objective metric,
+    bounds from the metric catalogue), ``weights`` (the preset's action vector; zeros
+    after reset), ``loss_values`` (unweighted losses on the evaluation set, bounds
+    from each loss's value range) and ``progress`` (stage / max_stages).
+
+    ## Rewards
+    As the live env: ``J_t - J_{t-1}`` with ``J`` the objective computed from the
+    stored panel values (lower-is-better metrics negated); ``divergence_penalty`` for a
+    stage that diverged; 0 when ``J`` is NaN, and the next measured stage counts from
+    the last measured ``J``.
+
+    ## Starting State
+    ``reset(seed=s)`` starts from the table's root for seed ``s``, which must be one of
+    the table's seeds; ``reset()`` without a seed draws one of ``seeds`` (default: all
+    the table's seeds) with the env's random generator.
+
+    ## Episode End
+    1. Termination: never.
+    2. Truncation: after ``max_stages`` steps. As in the live env, stepping on is
+       possible, up to the table's depth; beyond it ``step`` raises ``ResetNeeded``.
+
+    ## Info
+    The live env's keys and values (``metrics``, ``objective``, ``loss_values``,
+    ``weights``, ``stage``, ``diverged``) and the wrapper's ``preset`` (``None`` after
+    reset). ``env.unwrapped.timings`` holds the stored wall-clock ``train_seconds`` and
+    ``eval_seconds`` of the original stage.
+
+    ## Arguments
+    * ``table``: path of a table file, or the name of a shipped table.
+    * ``objective``: a panel metric name, a ``{metric: weight}`` dict, a
+      ``MetricObjective`` or a ``CompositeObjective`` of panel metrics, or a callable
+      ``f(metrics: dict[str, float]) -> float`` (higher is better) over the panel
+      metrics, reported as one metric named after the function (``"custom"`` for a
+      lambda).
+    * ``max_stages``: episode length, ``1..T``; default T.
+    * ``seeds``: the seeds ``reset()`` draws from when it is given none.
+    * ``render_mode``: only ``None`` (a table stores no images).
+
+    ```python
+    env = gym.make("LossAgent/Tabular-v0", table="table.sqlite", objective="psnr")
+    ```
+
+    ## Version History
+    * v0: initial version.
+
+    Raises:
+        FileNotFoundError: No such table file or shipped table.
+        TableFormatError: Not a complete table of a supported format version.
+        ValueError: An objective metric or a seed that the table does not have (the
+            message lists what it has), ``max_stages`` out of range, or an objective
+            that cannot be computed from metric values.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+
+    def __init__(
+        self,
+        table: str | os.PathLike[str],
+        objective: Any = "psnr",
+        max_stages: int | None = None,
+        seeds: Sequence[int] | None = None,
+        render_mode: str | None = None,
+    ):
+        if render_mode is not None:
+            raise ValueError(
+                f"render_mode={render_mode!r} is not supported. Allowed: None (a table "
+                "stores no images)."
+            )
+        self.render_mode = None
+        self.table = t = load_table(table)
+        depth = t.stages
+        if max_stages is None:
+            max_stages = depth
+        if not isinstance(max_stages, int) or isinstance(max_stages, bool) or not 1 <= max_stages <= depth:
+            raise ValueError(
+                f"max_stages={max_stages!r} is not allowed. Allowed: an integer in [1, {depth}] "
+                "(the table's depth)."
+            )
+        self.max_stages = max_stages
+        self.seeds = tuple(t.seeds if seeds is None else seeds)
+        for seed in self.seeds:
+            self._seed_index(seed)
+        self.preset_names = t.preset_names
+        self.preset_weights = t.preset_weights
+        self.loss_names = t.loss_names
+        self.config = EnvConfig(  # the live env's configuration, for agents' specs
+            **t.header["env_kwargs"],
+            **_task_kwargs(t.header),
+            objective=objective,
+            max_stages=max_stages,
+        )
+        self._penalty = float(self.config.divergence_penalty)
+
+        self.objective, metric_names, compute = _replay_objective(objective, t.metrics)
+        self.metric_names = metric_names
+        # J and the objective's metric values of every node, on both splits
+        self._objective_values: dict[str, np.ndarray] = {}
+        self._j: dict[str, np.ndarray] = {}
+        for split in SPLITS:
+            metrics, j = compute(t.values[split])
+            self._objective_values[split], self._j[split] = metrics, j
+
+        n = len(t.loss_names)
+        self.action_space = spaces.Discrete(len(t.preset_names))
+        metric_spaces = {
+            name: spaces.Box(np.float32(low), np.float32(high), (1,), np.float32)
+            for name, (low, high) in self.objective.bounds.items()
+        }
+        loss_low = t.loss_ranges[:, 0].astype(np.float32)
+        loss_high = t.loss_ranges[:, 1].astype(np.float32)
+        self.observation_space = spaces.Dict(
+            {
+                "metrics": spaces.Dict(metric_spaces),
+                "weights": spaces.Box(0.0, 1.0, (n,), np.float32),
+                "loss_values": spaces.Box(loss_low, loss_high, (n,), np.float32),
+                "progress": spaces.Box(0.0, 1.0, (1,), np.float32),
+            }
+        )
+        # observation arrays of every node, as the live env forms them
+        self._obs_order = list(self.observation_space["metrics"].keys())
+        self._obs_metrics = np.empty((*t.diverged.shape, len(self._obs_order)), np.float32)
+        for j, name in enumerate(self._obs_order):
+            box = self.observation_space["metrics"][name]
+            column = self._objective_values["val"][..., metric_names.index(name)]
+            value = np.nan_to_num(column, nan=box.low[0]).astype(np.float32)
+            self._obs_metrics[..., j] = np.clip(value, box.low[0], box.high[0])
+        losses = np.nan_to_num(t.losses.astype(np.float32), nan=0.0)
+        self._obs_losses = np.clip(losses, loss_low, loss_high)
+        self._info_weights = [
+            {name: float(a) * float(s) for name, a, s in zip(t.loss_names, row, t.loss_scales)}
+            for row in [np.zeros(n, np.float32), *t.preset_weights]
+        ]
+
+        self.timings = {"train_seconds": 0.0, "eval_seconds": 0.0}
+        self._seed: int | None = None
+        self._s = 0
+        self._stage: int | None = None
+        self._local = 0  # index of the node among the nodes of its depth
+        self._node = 0
+        self._reference = math.nan
+        self._offsets = [t.offset(d) for d in range(depth + 1)]
+
+    # ------------------------------------------------------------------ gym API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[ObsType, dict[str, Any]]:
+        super().reset(seed=seed)
+        if seed is None:
+            seed = self.seeds[int(self.np_random.integers(len(self.seeds)))]
+        self._s = self._seed_index(seed)
+        self._seed = int(seed)
+        self._stage, self._local, self._node = 0, 0, 0
+        self._reference = float(self._j["val"][self._s, 0])
+        return self._observe(None), self._info(None)
+
+    def step(self, action: Any) -> tuple[ObsType, float, bool, bool, dict[str, Any]]:
+        index = preset_index(action, self.preset_names)
+        if self._stage is None:
+            raise gym.error.ResetNeeded("Call reset() before step().")
+        if self._stage >= self.table.stages:
+            raise gym.error.ResetNeeded(
+                f"The table ends after {self.table.stages} stages; call reset()."
+            )
+        self._stage += 1
+        self._local = self._local * len(self.preset_names) + index
+        self._node = self._offsets[self._stage] + self._local
+        if self.table.diverged[self._s, self._node]:
+            reward = self._penalty
+        else:
+            objective = float(self._j["val"][self._s, self._node])
+            if math.isfinite(objective) and math.isfinite(self._reference):
+                reward = float(objective - self._reference)
+            else:
+                reward = 0.0
+            if math.isfinite(objective):
+                self._reference = objective
+        truncated = self._stage >= self.max_stages
+        return self._observe(index), reward, False, truncated, self._info(index)
+
+    def render(self) -> None:
+        gym.logger.warn("A table stores no images; render() returns None.")
+
+    # ------------------------------------------------------------ oracle, scores
+    def oracle(self, seed: int | None = None) -> dict[str, Any]:
+        """The best preset sequence of ``max_stages`` steps, by exhaustive search.
+
+        Args:
+            seed: A table seed; default the seed of the last reset.
+
+        Returns:
+            ``{"actions": [indices], "presets": [names], "final_objective": J*,
+            "best_static": {"preset": name, "final_objective": J}}``, where ``J`` is
+            the objective after the last stage on the validation split (what the agent
+            sees; NaN counts as the worst). Ties go to the first sequence in
+            lexicographic order.
+        """
+        s = self._seed_index(self._seed if seed is None else seed)
+        k, m = len(self.preset_names), self.max_stages
+        leaves = self._j["val"][s, self._offsets[m] : self._offsets[m] + k**m]
+        scores = np.where(np.isnan(leaves), -np.inf, leaves)
+        best = int(np.argmax(scores))
+        actions = [int(d) for d in np.unravel_index(best, (k,) * m)]
+        static = np.arange(k) * sum(k**d for d in range(m))  # local index of (i, ..., i)
+        i = int(np.argmax(scores[static]))
+        return {
+            "actions": actions,
+            "presets": [self.preset_names[a] for a in actions],
+            "final_objective": float(leaves[best]),
+            "best_static": {
+                "preset": self.preset_names[i],
+                "final_objective": float(leaves[static[i]]),
+            },
+        }
+
+    def final_objective(
+        self, actions: Sequence[Any], split: str = "test", seed: int | None = None
+    ) -> float:
+        """``J`` after playing ``actions`` from the root, on a split.
+
+        Args:
+            actions: Preset indices, at most the table's depth.
+            split: ``"test"`` (crops the agent never saw: for reports) or ``"val"``.
+            seed: A table seed; default the seed of the last reset.
+
+        Raises:
+            ValueError: A bad action, too many actions, an unknown split or seed.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r} is not supported. Allowed: {SPLITS}")
+        s = self._seed_index(self._seed if seed is None else seed)
+        path = [preset_index(a, self.preset_names) for a in actions]
+        if len(path) > self.table.stages:
+            raise ValueError(
+                f"{len(path)} actions given; the table holds {self.table.stages} stages."
+            )
+        return float(self._j[split][s, self.table.node_index(path)])
+
+    # ------------------------------------------------------------ internals
+    def _seed_index(self, seed: Any) -> int:
+        try:
+            return self.table.seeds.index(seed)
+        except ValueError:
+            if seed is None:
+                raise gym.error.ResetNeeded("Call reset() first, or give a seed.") from None
+            raise ValueError(
+                f"Seed {seed!r} is not in the table. Allowed: its seeds {list(self.table.seeds)}."
+            ) from None
+
+    def _observe(self, index: int | None) -> ObsType:
+        at = (self._s, self._node)
+        row = self._obs_metrics[at]
+        weights = (
+            np.zeros(len(self.loss_names), np.float32)
+            if index is None
+            else self.preset_weights[index].copy()
+        )
+        self.timings = {
+            "train_seconds": float(self.table.train_seconds[at]),
+            "eval_seconds": float(self.table.eval_seconds[at]),
+        }
+        return {
+            "metrics": {name: row[j : j + 1].copy() for j, name in enumerate(self._obs_order)},
+            "weights": weights,
+            "loss_values": self._obs_losses[at].copy(),
+            "progress": np.array([self._stage / self.max_stages], np.float32),
+        }
+
+    def _info(self, index: int | None) -> dict[str, Any]:
+        at = (self._s, self._node)
+        return {
+            "metrics": dict(zip(self.metric_names, self._objective_values["val"][at].tolist())),
+            "objective": float(self._j["val"][at]),
+            "loss_values": dict(zip(self.loss_names, self.table.losses[at].tolist())),
+            "weights": dict(self._info_weights[0 if index is None else index + 1]),
+            "stage": self._stage,
+            "diverged": bool(self.table.diverged[at]),
+            "preset": None if index is None else self.preset_names[index],
+        }
+
+
+def _task_kwargs(header: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``task`` the table's env id fixed (it is not among the env kwargs)."""
+    task = header.get("env_config", {}).get("task")
+    return {"task": task} if task is not None else {}
+
+
+Compute = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _replay_objective(
+    spec: Any, panel: tuple[str, ...]
+) -> tuple[Objective, tuple[str, ...], Compute]:
+    """The objective, its metric names, and a function from panel values to
+    ``(objective metric values (..., M), J (...))``.
+
+    Raises:
+        ValueError: A metric outside the panel, or an objective that needs images.
+    """
+    allowed = (
+        "Allowed: a panel metric name, a {metric: weight} dict, a MetricObjective or a "
+        "CompositeObjective of panel metrics, or a callable f(metrics: dict) -> float."
+    )
+    if callable(spec) and not isinstance(spec, Objective):
+        name = getattr(spec, "__name__", "")
+        name = name if name.isidentifier() else "custom"
+        objective = CallableObjective(
+            spec, name=name,
+            description=f"a user-supplied function {name}(metrics) of the metrics {list(panel)}",
+        )
+
+        def compute_callable(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            j = np.empty(values.shape[:-1])
+            for at in np.ndindex(*j.shape):
+                j[at] = _finite(spec(dict(zip(panel, values[at].tolist()))), name)
+            return j[..., None], j
+
+        return objective, (name,), compute_callable
+
+    if isinstance(spec, str):
+        _check_panel([spec], panel)
+    elif isinstance(spec, Mapping):
+        _check_panel([k for k in spec if isinstance(k, str)], panel)
+    objective = make_objective(spec)
+    sources = _panel_sources(objective, allowed)
+    _check_panel(list(sources.values()), panel)
+    names = tuple(objective.metric_names)
+    columns = [panel.index(sources[name]) for name in names]
+
+    def compute(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        chosen = values[..., columns]
+        j = np.empty(values.shape[:-1])
+        for at in np.ndindex(*j.shape):
+            j[at] = objective.combine(dict(zip(names, chosen[at].tolist())))
+        return chosen, j
+
+    return objective, names, compute
+
+
+def _panel_sources(objective: Objective, allowed: str) -> dict[str, str]:
+    """``{objective metric name: panel metric it reads}``."""
+    if isinstance(objective, MetricObjective):
+        return {name: name for name in objective.metric_names}
+    if isinstance(objective, CompositeObjective):
+        sources = {}
+        for part, layout in zip(objective.parts, objective.metric_layout()):
+            inner = _panel_sources(part, allowed)
+            sources.update({layout[m]: inner[m] for m in part.metric_names})
+        return sources
+    raise ValueError(
+        f"Objective {objective!r} cannot be computed from a table's metric values. {allowed}"
+    )
+
+
+def _check_panel(names: Sequence[str], panel: tuple[str, ...]) -> None:
+    missing = [name for name in names if name not in panel]
+    if missing:
+        raise ValueError(
+            f"Metric {missing[0]!r} is not in the table's panel. Allowed: the panel "
+            f"metrics {list(panel)}."
+        )
+
+
+def _finite(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"Objective function {name!r} returned {value!r}; it must return one number.") from None
+    if not math.isfinite(number):
+        raise ValueError(f"Objective function {name!r} returned {number!r}; it must return a finite number.")
+    return number
+
