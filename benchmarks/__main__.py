@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.runner import expand, read_rows
+from benchmarks.results import read_rows
+from benchmarks.runs import expand
 from benchmarks.suite import load_suite
 
 _CHILD = (

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.runner import RESULTS, SUITE_FILE, complete_runs, read_rows
+from benchmarks.results import RESULTS, SUITE_FILE, complete_runs, read_rows
 
 __all__ = [
     "SUMMARY_COLUMNS",

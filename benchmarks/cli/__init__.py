@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from benchmarks.runner import BenchmarkError, RunsFailedError
+    from benchmarks.errors import BenchmarkError, RunsFailedError
     from benchmarks.suite import SuiteError
     from lossagent_env.errors import MissingWeightsError
 

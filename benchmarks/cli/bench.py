@@ -116,7 +116,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            from benchmarks.runner import RESULTS, complete_runs, read_rows
+            from benchmarks.results import RESULTS, complete_runs, read_rows
 
             rows = read_rows(Path(out) / RESULTS)
             bar.update(sum(1 for r in rows if r["run"] in complete_runs(rows)))

@@ -115,7 +115,8 @@ def _check_losses(losses: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from benchmarks.runner import RunSpec, execute_run, run_name
+    from benchmarks.results import RESULTS, TENSORBOARD
+    from benchmarks.runs import RunSpec, run_name, run_one
     from benchmarks.suite import objective_label
     from lossagent_env.config import EnvConfig
 
@@ -167,34 +168,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         stage_iters=args.iters,
         image_every=max(1, math.ceil(args.stages / 4)),
     )
-    writer = None
     if args.out is not None:
         out = Path(args.out)
         if out.exists() and any(out.iterdir()):
             raise UsageError(f"--out {args.out!r} exists and is not empty. Choose another --out.")
-        out.mkdir(parents=True, exist_ok=True)
-        from benchmarks.runner import RESULTS, _ResultsWriter
-
-        writer = _ResultsWriter(out / RESULTS)
     from tqdm import tqdm
 
-    rows: list[dict[str, Any]] = []
     bar = tqdm(total=args.stages, unit="stage", desc=f"{args.agent}/{label}", file=sys.stderr)
 
-    def emit(row: dict[str, Any]) -> None:
-        rows.append(row)
-        if writer is not None:
-            writer.write(row)
+    def on_row(row: dict[str, Any]) -> None:
         bar.update(1)
         bar.set_postfix_str(f"J={row['objective_value']:.4g} r={row['reward']:+.3g}")
 
     t0 = time.perf_counter()
     try:
-        execute_run(spec, args.out, emit)
+        rows = run_one(spec, args.out, on_row)
     finally:
         bar.close()
-        if writer is not None:
-            writer.close()
     values = [r["objective_value"] for r in rows]
     best = max(range(len(values)), key=values.__getitem__)
     ret = sum(r["reward"] for r in rows)
@@ -203,6 +193,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         f"{args.agent} on {env_id} ({label}), seed {args.seed}: final J {values[-1]:.4g}, "
         f"best {values[best]:.4g} at stage {rows[best]['stage']}, return {ret:+.4g}, "
         f"{diverged} diverged, {time.perf_counter() - t0:.1f} s"
-        + (f"; wrote {Path(args.out) / 'results.jsonl'} and {Path(args.out) / 'tb'}" if args.out else "")
+        + (f"; wrote {Path(args.out) / RESULTS} and {Path(args.out) / TENSORBOARD}" if args.out else "")
     )
     return EXIT_OK

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.backends import threads_per_worker
 from benchmarks.report import TIMING_COLUMNS, read_summary
-from benchmarks.runner import complete_runs, read_rows, threads_per_worker
+from benchmarks.results import complete_runs, read_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = 3

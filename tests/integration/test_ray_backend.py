@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.runner import complete_runs, read_rows, run_suite
+from benchmarks.results import complete_runs, read_rows
+from benchmarks.runner import run_suite
 from benchmarks.suite import load_suite_text
 
 pytestmark = pytest.mark.ray

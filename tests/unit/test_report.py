@@ -15,7 +15,7 @@ from benchmarks.report import (
     read_summary,
     summarize,
 )
-from benchmarks.runner import complete_runs, read_rows
+from benchmarks.results import complete_runs, read_rows
 
 LOSSES = ("l1", "ssim", "fft")
 

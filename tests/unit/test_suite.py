@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.runner import expand, run_name
+from benchmarks.runs import expand, run_name
 from benchmarks.suite import (
     Suite,
     SuiteError,

@@ -1,0 +1,344 @@
+"""Backends: where the runs of a suite execute, and how their rows come back.
+
+Every backend runs the same task, :func:`run_task`: it executes one run and puts
+messages on a queue, ``(kind, run name, payload)``:
+
+=========  ========================  ============================================
+``kind``   sent                      ``payload``
+=========  ========================  ============================================
+``row``    after each stage          the stage's row
+``error``  when the run raised       a :class:`~benchmarks.errors.RunFailure`
+``done``   when the run finished     the number of stages
+=========  ========================  ============================================
+
+In the benchmark process one collector takes them off the queue, passes each row to
+``write`` (which appends it to ``results.jsonl``, see :mod:`benchmarks.results`) and
+records failures. A task that dies without a message (a killed worker process, a lost
+Ray worker) is handled the same way by every backend: its rows already queued are
+written, then its run is recorded as failed; when every task has returned, runs still
+open are failed too.
+
+- :func:`run_inline` (``workers=1``): the runs one after another in this process, with
+  ``torch.set_num_threads(threads)`` while they run. The queue hands each message to
+  the collector as it is put, so rows are written as their stage ends.
+- :func:`run_pool` (``workers=N``): N processes (``ProcessPoolExecutor`` with the
+  ``spawn`` start method), each with ``torch.set_num_threads(threads)``. Worker
+  processes die with the parent (``PR_SET_PDEATHSIG`` on Linux, and a check of the
+  parent before each row is sent).
+- :func:`run_ray`: Ray tasks (``ray.init(address=...)``, or a local cluster with one Ray
+  CPU per core when no address is given; an already initialised Ray is used as is).
+  Each task reserves ``threads`` Ray CPUs and runs that many torch threads, so about
+  ``workers`` tasks run at once on a cluster of this machine's size. Rows stream back
+  through a ``ray.util.queue.Queue``. On a multi-node cluster, install this package on
+  every node and give an output directory that every node can write (TensorBoard files
+  are written by the tasks).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import multiprocessing as mp
+import os
+import queue as queue_module
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Collection, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from benchmarks.errors import BenchmarkError, RunFailure
+from benchmarks.runs import Emit, RunSpec, execute_run
+
+__all__ = ["BACKENDS", "run_inline", "run_pool", "run_ray", "run_task", "threads_per_worker"]
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("local", "ray")
+"""Values of ``backend``: ``local`` runs inline or in a process pool, ``ray`` on Ray."""
+
+Message = tuple[str, str, Any]
+"""``(kind, run name, payload)``, see the module docstring."""
+
+
+class MessageQueue(Protocol):
+    """What :func:`run_task` puts its messages on (a multiprocessing or Ray queue)."""
+
+    def put(self, message: Message) -> None: ...
+
+
+def threads_per_worker(workers: int) -> int:
+    """``max(1, cores // workers)``: torch threads for each of ``workers`` processes."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // workers)
+
+
+# --------------------------------------------------------------------------- the task
+
+
+def run_task(
+    spec: RunSpec,
+    out: str | os.PathLike[str],
+    messages: MessageQueue,
+    threads: int | None = None,
+    parent_pid: int | None = None,
+) -> int:
+    """Execute one run and report it on ``messages``: its rows, then ``done`` or ``error``.
+
+    Args:
+        spec: The run.
+        out: The benchmark directory (TensorBoard files).
+        messages: Where the messages go.
+        threads: torch threads to set first; None leaves the count as it is.
+        parent_pid: Stop (``SystemExit``) before sending a row once the process is no
+            longer this one's parent: the benchmark is gone.
+
+    Returns:
+        The number of stages run; 0 if the run raised (the error is on ``messages``).
+    """
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+    def emit(row: dict[str, Any]) -> None:
+        if parent_pid is not None and os.getppid() != parent_pid:
+            raise SystemExit("the benchmark process is gone; stopping this run")
+        messages.put(("row", spec.name, row))
+
+    try:
+        count = execute_run(spec, out, emit)
+    except Exception as e:  # sent to the benchmark process, which records the failed run
+        messages.put(("error", spec.name, _failure(spec, e)))
+        return 0
+    messages.put(("done", spec.name, count))
+    return count
+
+
+def _failure(spec: RunSpec, error: BaseException) -> RunFailure:
+    tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    logger.error("Run %s failed: %s: %s", spec.name, type(error).__name__, error)
+    return RunFailure(spec.name, f"{type(error).__name__}: {error}", tb)
+
+
+# --------------------------------------------------------------------------- the collector
+
+
+class _Collector:
+    """The benchmark process's end of the queue: writes rows and closes runs.
+
+    Attributes:
+        open_runs: Runs without a ``done`` or ``error`` message yet.
+        failures: The failed runs, in the order their failure was seen.
+    """
+
+    def __init__(self, messages: Any, write: Emit, runs: Iterable[RunSpec]):
+        self.messages = messages
+        self.write = write
+        self.open_runs = {r.name for r in runs}
+        self.failures: list[RunFailure] = []
+
+    def handle(self, message: Message) -> None:
+        kind, name, payload = message
+        if kind == "row":
+            self.write(payload)
+        elif kind == "error":
+            self.failures.append(payload)
+            self.open_runs.discard(name)
+        else:
+            self.open_runs.discard(name)
+
+    def drain(self, timeout: float) -> None:
+        """Handle queued messages: wait up to ``timeout`` for the first, then take the rest."""
+        while True:
+            try:
+                message = self.messages.get(timeout=timeout)
+            except queue_module.Empty:  # also ray.util.queue.Empty, a subclass
+                return
+            self.handle(message)
+            timeout = 0.01
+
+    def watch(
+        self,
+        tasks: dict[Any, RunSpec],
+        finished: Callable[[list[Any]], Collection[Any]],
+        error_of: Callable[[Any], BaseException | None],
+        reason: str,
+    ) -> list[RunFailure]:
+        """Handle messages until every run is closed; return the failures.
+
+        Args:
+            tasks: A handle of each running task (future, object ref) -> its run.
+            finished: Which of the given handles have finished (without waiting).
+            error_of: The error a finished task died of (not one its run raised, which
+                comes as a message), or None.
+            reason: The failure recorded for runs still open when all tasks returned.
+        """
+        while self.open_runs:
+            self.drain(timeout=0.2)
+            for handle in finished(list(tasks)) if tasks else ():
+                spec = tasks.pop(handle)
+                error = error_of(handle)
+                if error is not None:
+                    self._crashed(spec, error)
+            if not tasks and self.open_runs:
+                self._ended(reason)
+        return self.failures
+
+    def _crashed(self, spec: RunSpec, error: BaseException) -> None:
+        """A task died: keep the rows it sent, then record its run as failed if still open."""
+        self.drain(timeout=0.5)
+        if spec.name in self.open_runs:
+            self.failures.append(_failure(spec, error))
+            self.open_runs.discard(spec.name)
+
+    def _ended(self, reason: str) -> None:
+        """Every task returned: their last rows may still be queued; runs left open failed."""
+        self.drain(timeout=1.0)
+        for name in sorted(self.open_runs):
+            self.failures.append(RunFailure(name, reason, ""))
+        self.open_runs.clear()
+
+
+class _Immediate:
+    """The inline backend's queue: each message is handled as it is put."""
+
+    def __init__(self, handle: Callable[[Message], None]):
+        self.put = handle
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def run_inline(pending: list[RunSpec], out: Path, write: Emit, threads: int) -> list[RunFailure]:
+    """Execute ``pending`` one after another in this process; return the failed runs."""
+    import torch
+
+    collector = _Collector(None, write, pending)
+    messages = _Immediate(collector.handle)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for spec in pending:
+            run_task(spec, out, messages)
+    finally:
+        torch.set_num_threads(previous)
+    return collector.failures
+
+
+# Worker-process state (set by the pool initializer).
+_WORKER_QUEUE: Any = None
+_PARENT_PID: int | None = None
+
+
+def _init_worker(messages: Any, threads: int, parent_pid: int) -> None:
+    global _WORKER_QUEUE, _PARENT_PID
+    _WORKER_QUEUE = messages
+    _PARENT_PID = parent_pid
+    _die_with_parent()
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the parent dies (no orphan keeps running)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_SET_PDEATHSIG = 1
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        logger.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d)", ctypes.get_errno())
+
+
+def _pool_task(spec: RunSpec, out: str) -> int:
+    # a multiprocessing queue reaches a worker only when the worker starts (initializer),
+    # not as an argument of each task
+    return run_task(spec, out, _WORKER_QUEUE, parent_pid=_PARENT_PID)
+
+
+def run_pool(pending: list[RunSpec], out: Path, write: Emit, workers: int, threads: int) -> list[RunFailure]:
+    """Execute ``pending`` in ``workers`` spawned processes; return the failed runs."""
+    if not pending:
+        return []
+    ctx = mp.get_context("spawn")
+    messages = ctx.Queue()
+    collector = _Collector(messages, write, pending)
+    with cf.ProcessPoolExecutor(
+        max_workers=min(workers, len(pending)),
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(messages, threads, os.getpid()),
+    ) as pool:
+        futures = {pool.submit(_pool_task, spec, str(out)): spec for spec in pending}
+        return collector.watch(
+            futures,
+            finished=lambda handles: [f for f in handles if f.done()],
+            error_of=lambda future: future.exception(),  # the worker process died
+            reason="worker ended without a result",
+        )
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError as e:
+        raise BenchmarkError(
+            "--backend ray needs Ray, which is not installed. Install the `ray` extra: "
+            "pip install 'lossagent-env[ray]'"
+        ) from e
+    return ray
+
+
+def run_ray(
+    pending: list[RunSpec], out: Path, write: Emit, threads: int, address: str | None
+) -> list[RunFailure]:
+    """Execute ``pending`` as Ray tasks of ``threads`` CPUs each; return the failed runs.
+
+    Raises:
+        BenchmarkError: Ray is not installed.
+    """
+    ray = _import_ray()
+    from ray.util.queue import Queue
+
+    if not pending:
+        return []
+    started_here = False
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            cores = threads_per_worker(1)
+            ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+        started_here = True
+    try:
+        messages = Queue()
+        cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
+        if threads > cluster_cpus:  # a task asking for more CPUs than exist never starts
+            logger.warning(
+                "Ray cluster has %d CPUs; running %d threads per task.", cluster_cpus, cluster_cpus
+            )
+            threads = max(1, cluster_cpus)
+        task = ray.remote(num_cpus=threads)(run_task)
+        refs = {task.remote(spec, str(out.resolve()), messages, threads): spec for spec in pending}
+
+        def error_of(ref: Any) -> BaseException | None:
+            try:
+                ray.get(ref)
+            except Exception as e:  # the task itself crashed (worker died)
+                return e
+            return None
+
+        collector = _Collector(messages, write, pending)
+        return collector.watch(
+            refs,
+            finished=lambda handles: ray.wait(handles, timeout=0, num_returns=len(handles))[0],
+            error_of=error_of,
+            reason="Ray task ended without a result",
+        )
+    finally:
+        if started_here:
+            ray.shutdown()

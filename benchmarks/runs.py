@@ -1,0 +1,294 @@
+"""Runs: what one run of a suite is, and how one run becomes rows.
+
+A suite expands (:func:`expand`) into one :class:`RunSpec` per (agent, objective,
+seed), named ``f"{env_id}__{agent}__{objective}__{seed}"`` with characters outside
+``[A-Za-z0-9._+-]`` replaced by ``-`` (so ``LossAgent/SuperResolution-v0`` becomes
+``LossAgent-SuperResolution-v0``). Every run of a suite has the same budget
+(``max_stages`` x ``stage_iters``), and all runs with the same seed start from the same
+network, because the env's ``reset(seed=...)`` is deterministic.
+
+:func:`execute_run` plays one episode and hands over one row per finished stage;
+:func:`run_one` does that and appends the rows to a ``results.jsonl``
+(``lossagent run``). A row is a JSON object:
+
+==========================  ===========================================================
+``run``, ``suite``          the run's name and suite
+``env_id``, ``agent``       the env id and the agent label
+``objective``, ``seed``     the objective label and the seed
+``stage``, ``max_stages``   the stage number (1-based) and the run's budget
+``loss_names``              the order of ``action``
+``action``                  the agent's action (list of floats)
+``weights``                 effective loss weights, ``{loss: float}``
+``metrics``                 ``{metric: float}`` after the stage
+``loss_values``             unweighted training losses, ``{loss: float}``
+``objective_value``         the objective ``J`` (higher is better; NaN if unmeasured)
+``reward``                  the env's reward (the change of ``J``, see the env)
+``notes``                   the agent's notes (rationale, retries, tokens, latency)
+``diverged``                whether the stage diverged
+``feedback``                the objective's text feedback, or null
+``wall_s``                  seconds since the episode started
+``setup_s``                 seconds spent building the env and the agent
+``act_s``                   seconds of this stage's decision
+``train_s``, ``eval_s``     seconds of this stage's training and evaluation
+==========================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.errors import BenchmarkError
+from benchmarks.results import RESULTS, ResultsWriter, tensorboard_dir
+from benchmarks.suite import Suite
+from lossagent_env.jsonable import jsonable
+
+__all__ = [
+    "Emit",
+    "RunSpec",
+    "execute_run",
+    "expand",
+    "run_name",
+    "run_one",
+    "spec_to_dict",
+]
+
+_SAFE = re.compile(r"[^A-Za-z0-9._+\-]")
+
+Emit = Callable[[dict[str, Any]], None]
+"""Receives one row as soon as its stage ends."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one worker needs to execute one run (plain, picklable data).
+
+    Attributes:
+        name: The run name (file-system safe).
+        suite: Suite name.
+        env_id: Gymnasium id.
+        env_kwargs: ``gym.make`` kwargs without objective and budget.
+        agent: Agent label (run names, reports).
+        agent_name: Name for ``agents.make_agent``.
+        agent_kwargs: Its keyword arguments.
+        objective: Objective label.
+        objective_spec: What is passed as ``objective=``.
+        seed: Episode seed (the env's and the agent's).
+        max_stages: Stages per episode.
+        stage_iters: Iterations per stage.
+        image_every: TensorBoard image period in stages (0: none).
+    """
+
+    name: str
+    suite: str
+    env_id: str
+    env_kwargs: dict[str, Any]
+    agent: str
+    agent_name: str
+    agent_kwargs: dict[str, Any]
+    objective: str
+    objective_spec: str | dict[str, float]
+    seed: int
+    max_stages: int
+    stage_iters: int
+    image_every: int = 1
+
+    def make_env_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``gym.make(self.env_id, **kwargs)``."""
+        return {
+            **self.env_kwargs,
+            "objective": self.objective_spec,
+            "max_stages": self.max_stages,
+            "stage_iters": self.stage_iters,
+            "render_mode": "rgb_array",
+        }
+
+
+def run_name(env_id: str, agent: str, objective: str, seed: int) -> str:
+    """``f"{env_id}__{agent}__{objective}__{seed}"``, made file-system safe."""
+    return _SAFE.sub("-", f"{env_id}__{agent}__{objective}__{seed}")
+
+
+def expand(suite: Suite, image_every: int | None = None) -> list[RunSpec]:
+    """All runs of a suite: agents x objectives x seeds, in that nesting order.
+
+    Args:
+        suite: A validated suite.
+        image_every: TensorBoard image period; default ``ceil(max_stages / 4)``.
+    """
+    if image_every is None:
+        image_every = max(1, math.ceil(suite.max_stages / 4))
+    runs = []
+    for agent in suite.agents:
+        for objective in suite.objectives:
+            for seed in suite.seeds:
+                runs.append(
+                    RunSpec(
+                        name=run_name(suite.env_id, agent.display, objective.label, seed),
+                        suite=suite.name,
+                        env_id=suite.env_id,
+                        env_kwargs=dict(suite.env_kwargs),
+                        agent=agent.display,
+                        agent_name=agent.name,
+                        agent_kwargs=dict(agent.kwargs),
+                        objective=objective.label,
+                        objective_spec=objective.spec,
+                        seed=seed,
+                        max_stages=suite.max_stages,
+                        stage_iters=suite.stage_iters,
+                        image_every=image_every,
+                    )
+                )
+    return runs
+
+
+def spec_to_dict(spec: RunSpec) -> dict[str, Any]:
+    """A run spec as plain data (for logs and tests)."""
+    return asdict(spec)
+
+
+def execute_run(spec: RunSpec, out: str | os.PathLike[str] | None, emit: Emit) -> int:
+    """Run one episode of one agent and ``emit`` one row per finished stage.
+
+    The env is wrapped in :class:`lossagent_env.wrappers.TensorBoardLogger` writing to
+    ``<out>/tb/<run name>``; the agent's notes (rationale, retries, tokens, latency)
+    go there as ``agent/...`` entries.
+
+    Args:
+        spec: The run.
+        out: The benchmark's output directory; None writes no TensorBoard files.
+        emit: Called with each stage's row (a JSON-able dict, see the module
+            docstring) as soon as it ends.
+
+    Returns:
+        The number of stages run.
+
+    Raises:
+        BenchmarkError: The episode ended before the suite's budget.
+    """
+    # gymnasium, torch and the agents load on first use, so that reading suites and
+    # results (the report, the CLI's checks) stays quick
+    import gymnasium as gym
+
+    import agents
+    import lossagent_env  # noqa: F401  (registers the env ids)
+    from lossagent_env.wrappers import TensorBoardLogger
+
+    t_setup = time.perf_counter()
+    env = gym.make(spec.env_id, **spec.make_env_kwargs())
+    logger_env: TensorBoardLogger | None = None
+    if out is not None:
+        env = logger_env = TensorBoardLogger(
+            env,
+            tensorboard_dir(out, spec.name),
+            image_every=spec.image_every,
+            run_config={
+                "run": spec.name,
+                "suite": spec.suite,
+                "agent": spec.agent,
+                "agent_kwargs": json.dumps(spec.agent_kwargs, sort_keys=True),
+                "objective": spec.objective,
+                "seed": spec.seed,
+            },
+        )
+    count = 0
+    try:
+        agent = agents.make_agent(spec.agent_name, **spec.agent_kwargs)
+        setup_s = time.perf_counter() - t_setup
+        t0 = time.perf_counter()
+        prepare = getattr(agent, "prepare", None)
+        if callable(prepare) and logger_env is not None:
+            # Agents that use the env before the episode (PPO trains on it when
+            # untrained) get it without the logger, so TensorBoard shows the episode
+            # only; run_episode calls prepare again, which is then a no-op / rebinding.
+            prepare(logger_env.env)
+
+        def on_stage(stage: Any, stage_env: gym.Env) -> None:
+            nonlocal count
+            count += 1
+            notes = jsonable(stage.notes or {})
+            if logger_env is not None:
+                logger_env.log_notes(notes)
+            timings = dict(stage.timings or {})
+            emit(
+                {
+                    "run": spec.name,
+                    "suite": spec.suite,
+                    "env_id": spec.env_id,
+                    "agent": spec.agent,
+                    "objective": spec.objective,
+                    "seed": spec.seed,
+                    "stage": int(stage.stage),
+                    "max_stages": spec.max_stages,
+                    "loss_names": list(stage_env.unwrapped.loss_names),
+                    "action": jsonable(stage.action),
+                    "weights": jsonable(stage.weights),
+                    "metrics": jsonable(stage.metrics),
+                    "loss_values": jsonable(stage.loss_values),
+                    "objective_value": float(stage.objective),
+                    "reward": float(stage.reward),
+                    "notes": notes,
+                    "diverged": bool(stage.diverged),
+                    "feedback": stage.feedback,
+                    "wall_s": time.perf_counter() - t0,
+                    "setup_s": setup_s,
+                    "act_s": float(timings.get("act_seconds", 0.0)),
+                    "train_s": float(timings.get("train_seconds", 0.0)),
+                    "eval_s": float(timings.get("eval_seconds", 0.0)),
+                }
+            )
+
+        agents.run_episode(env, agent, seed=spec.seed, callbacks=(on_stage,))
+    finally:
+        env.close()
+    if count != spec.max_stages:
+        raise BenchmarkError(
+            f"Run {spec.name!r} ended after {count} stages; the suite's budget is "
+            f"{spec.max_stages}. The agent or env stopped the episode early."
+        )
+    return count
+
+
+def run_one(
+    spec: RunSpec, out: str | os.PathLike[str] | None = None, on_row: Emit | None = None
+) -> list[dict[str, Any]]:
+    """Run one episode on its own (``lossagent run``) and return its rows.
+
+    Args:
+        spec: The run.
+        out: A directory (created if missing) for ``results.jsonl``, each row appended
+            and fsync'ed as its stage ends, and ``tb/<run name>``; None writes nothing.
+        on_row: Called with each row after it is written (progress bars).
+
+    Returns:
+        One row per stage.
+
+    Raises:
+        BenchmarkError: The episode ended before ``spec.max_stages``.
+    """
+    rows: list[dict[str, Any]] = []
+    writer: ResultsWriter | None = None
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        writer = ResultsWriter(Path(out) / RESULTS)
+
+    def emit(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if writer is not None:
+            writer.write(row)
+        if on_row is not None:
+            on_row(row)
+
+    try:
+        execute_run(spec, out, emit)
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
