@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from lossagent_env.actions import check_weights
+from lossagent_env.jsonable import jsonable
 from lossagent_env.registry import unknown_name_message
 
 logger = logging.getLogger(__name__)
@@ -284,30 +285,6 @@ def agent_name(agent: Any) -> str:
     return str(getattr(agent, "name", None) or type(agent).__name__)
 
 
-def jsonable(value: Any) -> Any:
-    """``value`` with NumPy scalars/arrays and tuples turned into JSON types.
-
-    Raises:
-        TypeError: ``value`` holds something JSON cannot represent.
-    """
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    raise TypeError(
-        f"Agent notes must hold JSON types; got {type(value).__name__}: {value!r}. "
-        "Allowed: None, bool, int, float, str, list, dict, NumPy scalars and arrays."
-    )
-
-
 def resolve_weights(
     spec: AgentSpec, weights: Mapping[str, float] | Sequence[float] | np.ndarray, *, what: str = "weights"
 ) -> np.ndarray:
@@ -449,6 +426,13 @@ def _initial_record(info: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _notes_jsonable(notes: Any, name: str) -> dict[str, Any]:
+    try:
+        return jsonable(notes or {})
+    except TypeError as e:
+        raise TypeError(f"Agent {name!r} notes must hold JSON types: {e}") from None
+
+
 def run_episode(
     env: Any,
     agent: Agent,
@@ -521,7 +505,7 @@ def run_episode(
             loss_values={k: float(v) for k, v in info.get("loss_values", {}).items()},
             diverged=bool(info.get("diverged", False)),
             feedback=None if info.get("feedback") is None else str(info["feedback"]),
-            notes=jsonable(notes or {}),
+            notes=_notes_jsonable(notes, name),
             timings=timings,
         )
         trajectory.stages.append(record)

@@ -236,13 +236,13 @@ def _init_worker(messages: Any, threads: int, parent_pid: int) -> None:
     global _WORKER_QUEUE, _PARENT_PID
     _WORKER_QUEUE = messages
     _PARENT_PID = parent_pid
-    _die_with_parent()
+    die_with_parent()
     import torch
 
     torch.set_num_threads(threads)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Ask Linux to SIGKILL this worker when the parent dies (no orphan keeps running)."""
     if not sys.platform.startswith("linux"):
         return
@@ -282,7 +282,7 @@ def run_pool(pending: list[RunSpec], out: Path, write: Emit, workers: int, threa
         )
 
 
-def _import_ray():
+def import_ray():
     try:
         import ray
     except ImportError as e:
@@ -301,7 +301,7 @@ def run_ray(
     Raises:
         BenchmarkError: Ray is not installed.
     """
-    ray = _import_ray()
+    ray = import_ray()
     from ray.util.queue import Queue
 
     if not pending:

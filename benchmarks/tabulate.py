@@ -54,7 +54,8 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import lossagent_env
-from benchmarks.runner import BACKENDS, BenchmarkError, _die_with_parent, _import_ray
+from benchmarks.backends import BACKENDS, die_with_parent, import_ray
+from benchmarks.errors import BenchmarkError
 from benchmarks.suite import (
     SUITES_DIR,
     EnvEntry,
@@ -435,7 +436,7 @@ _TICKS: Any = None
 def _init_worker(ticks: Any, threads: int) -> None:
     global _TICKS
     _TICKS = ticks
-    _die_with_parent()
+    die_with_parent()
     import torch
 
     torch.set_num_threads(threads)
@@ -498,7 +499,7 @@ def _run_ray(
     workers: int,
     address: str | None,
 ) -> list[UnitFailure]:
-    ray = _import_ray()
+    ray = import_ray()
     from ray.util.queue import Queue
 
     if not pending:

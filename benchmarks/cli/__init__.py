@@ -93,11 +93,3 @@ def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
     message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
     print(f"lossagent {args.command}: error: {message}", file=sys.stderr)
     return code
-
-
-def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
-    if args.debug:
-        logger.exception("lossagent %s failed", args.command)
-    message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-    print(f"lossagent {args.command}: error: {message}", file=sys.stderr)
-    return code
