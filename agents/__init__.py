@@ -30,6 +30,8 @@ access).
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from agents.bandits import EpsilonGreedyAgent, ThompsonAgent, UCBAgent
@@ -40,6 +42,7 @@ from agents.pbt import PBTAgent, run_pbt
 from agents.ppo import PPOAgent
 from agents.presets import weight_presets
 from agents.random_agent import RandomAgent
+from lossagent_env.registry import unknown_name_message
 
 if TYPE_CHECKING:
     from agents.llm.agent import LLMAgent
@@ -61,6 +64,7 @@ __all__ = [
     "ThompsonAgent",
     "Trajectory",
     "UCBAgent",
+    "check_agent_arguments",
     "make_agent",
     "run_episode",
     "run_pbt",
@@ -95,13 +99,28 @@ def make_agent(name: str, **kwargs: Any) -> Any:
         **kwargs: Arguments of the agent's class.
 
     Raises:
-        KeyError: Unknown name (the message suggests the closest one).
+        KeyError: Unknown name, or an argument the agent does not take (the message
+            suggests the closest one).
+    """
+    return check_agent_arguments(name, kwargs)(**kwargs)
+
+
+def check_agent_arguments(name: str, kwargs: Mapping[str, Any]) -> type:
+    """The class of agent ``name``, once ``kwargs`` are known to be its arguments.
+
+    Raises:
+        KeyError: Unknown agent, or an argument it does not take ("Did you mean").
     """
     if name not in AGENTS:
-        from lossagent_env.registry import unknown_name_message
-
         raise KeyError(unknown_name_message("agent", name, AGENTS))
-    return _load(AGENTS[name])(**kwargs)
+    cls = _load(AGENTS[name])
+    parameters = inspect.signature(cls).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        allowed = [p for p, v in parameters.items() if v.kind is not v.VAR_POSITIONAL]
+        for key in kwargs:
+            if key not in allowed:
+                raise KeyError(unknown_name_message(f"argument of agent {name!r}", key, allowed))
+    return cls
 
 
 def __getattr__(name: str) -> Any:

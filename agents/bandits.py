@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -24,8 +25,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agents.base import BaseAgent
+from agents.base import BaseAgent, resolve_weights
 from agents.presets import weight_presets
+from lossagent_env.registry import unknown_name_message
 
 __all__ = [
     "UCB1",
@@ -295,7 +297,17 @@ class _BanditAgent(BaseAgent):
         self.discount = discount
         self.window = window
         self.core_kwargs = core_kwargs
-        # Fail early on bad options: build a throw-away core.
+        allowed = [
+            p for p in inspect.signature(self.core_class).parameters
+            if p not in ("n_arms", "kwargs", "rng", "discount", "window")
+        ]
+        for key in core_kwargs:
+            if key not in allowed:
+                raise KeyError(
+                    unknown_name_message(f"argument of {type(self).__name__}", key,
+                                         ["presets", "discount", "window", "initial_weights", *allowed])
+                )
+        # Fail early on bad values: build a throw-away core.
         self.core_class(1, discount=discount, window=window, **core_kwargs)
         self.arm_names: list[str] = []
         self.arms = np.zeros((0, 0), np.float32)
@@ -303,8 +315,6 @@ class _BanditAgent(BaseAgent):
         self._arm: int | None = None
 
     def _reset(self) -> None:
-        from agents.base import resolve_weights
-
         assert self.spec is not None
         if isinstance(self.presets, Mapping):
             arms = {k: resolve_weights(self.spec, v, what=f"preset {k!r}") for k, v in self.presets.items()}
@@ -313,8 +323,6 @@ class _BanditAgent(BaseAgent):
             wanted = list(available) if self.presets is None else list(self.presets)
             missing = [name for name in wanted if name not in available]
             if missing:
-                from lossagent_env.registry import unknown_name_message
-
                 raise KeyError(unknown_name_message("weight preset", missing[0], available))
             arms = {name: available[name] for name in wanted}
         if not arms:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, model_validator
 
 from lossagent_env.actions import check_weights
 from lossagent_env.jsonable import jsonable
@@ -184,8 +185,13 @@ class Stage:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Stage:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**dict(data))
+        """Inverse of :meth:`to_dict`, validated.
+
+        Raises:
+            ValueError: A missing or unknown key, or a value of the wrong type; the
+                message names the field.
+        """
+        return _validated(_StageModel, data, "Stage").to_stage()
 
 
 @dataclass
@@ -265,15 +271,78 @@ class Trajectory:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Trajectory:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`, validated (pydantic) at this boundary.
+
+        Raises:
+            ValueError: A missing or unknown key, a value of the wrong type (e.g.
+                ``loss_names="l1"``, ``objective=None``), or an action whose length is
+                not the number of losses; the message names the field.
+        """
+        model = _validated(_TrajectoryModel, data, "Trajectory")
         return cls(
-            agent=data["agent"],
-            seed=data["seed"],
-            env_id=data["env_id"],
-            loss_names=list(data["loss_names"]),
-            initial=copy.deepcopy(dict(data["initial"])),
-            stages=[Stage.from_dict(s) for s in data["stages"]],
+            agent=model.agent,
+            seed=model.seed,
+            env_id=model.env_id,
+            loss_names=list(model.loss_names),
+            initial=copy.deepcopy(model.initial),
+            stages=[stage.to_stage() for stage in model.stages],
         )
+
+
+class _StageModel(BaseModel):
+    """The schema of :meth:`Stage.to_dict`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: StrictInt
+    action: list[float]
+    weights: dict[str, float]
+    metrics: dict[str, float]
+    objective: float
+    reward: float
+    loss_values: dict[str, float] = {}
+    diverged: bool = False
+    feedback: str | None = None
+    notes: dict[str, Any] = {}
+    timings: dict[str, float] = {}
+
+    def to_stage(self) -> Stage:
+        return Stage(**copy.deepcopy(self.model_dump()))
+
+
+class _TrajectoryModel(BaseModel):
+    """The schema of :meth:`Trajectory.to_dict`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: str
+    seed: StrictInt | None
+    env_id: str | None
+    loss_names: list[str]
+    initial: dict[str, Any] = {}
+    stages: list[_StageModel] = []
+
+    @model_validator(mode="after")
+    def _actions_fit_the_losses(self) -> _TrajectoryModel:
+        n = len(self.loss_names)
+        for i, stage in enumerate(self.stages):
+            if len(stage.action) != n:
+                raise ValueError(
+                    f"stages[{i}].action has {len(stage.action)} entries; loss_names has {n}"
+                )
+        return self
+
+
+def _validated(model: type[BaseModel], data: Any, what: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what}.from_dict needs a dict; got {type(data).__name__}.")
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']}" for err in e.errors()
+        )
+        raise ValueError(f"{what}.from_dict: {problems}.") from None
 
 
 class InvalidActionError(ValueError):

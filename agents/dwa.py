@@ -21,6 +21,7 @@ import numpy as np
 
 from agents.base import BaseAgent, resolve_weights
 from agents.presets import named_mixes
+from lossagent_env.registry import unknown_name_message
 
 __all__ = ["DWAAgent"]
 
@@ -62,8 +63,6 @@ class DWAAgent(BaseAgent):
         if isinstance(self.base, str):
             mixes = named_mixes(self.spec)
             if self.base not in mixes:
-                from lossagent_env.registry import unknown_name_message
-
                 raise KeyError(unknown_name_message("weight preset", self.base, mixes))
             self._base = mixes[self.base].copy()
         else:

@@ -9,6 +9,7 @@ import numpy as np
 
 from agents.base import BaseAgent, resolve_weights
 from agents.presets import named_mixes, weight_presets
+from lossagent_env.registry import unknown_name_message
 
 __all__ = ["FixedAgent"]
 
@@ -47,8 +48,6 @@ class FixedAgent(BaseAgent):
         if isinstance(self.weights, str):
             presets = {**weight_presets(self.spec), **named_mixes(self.spec)}
             if self.weights not in presets:
-                from lossagent_env.registry import unknown_name_message
-
                 raise KeyError(unknown_name_message("weight preset", self.weights, presets))
             self._action = presets[self.weights].copy()
         else:

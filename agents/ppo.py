@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -89,21 +90,30 @@ class ScaledFlatObservation(gym.ObservationWrapper):
 
 @contextlib.contextmanager
 def _global_rngs_restored() -> Iterator[None]:
-    """Leave Python's, NumPy's and torch's global RNGs as they were.
+    """Leave Python's, NumPy's and torch's global RNGs, CUDA's included, as they were.
 
-    stable-baselines3 seeds all three globally (``set_random_seed``); the agent must not
-    change the caller's global state.
+    stable-baselines3 seeds them all globally (``set_random_seed``, whose
+    ``torch.manual_seed`` also seeds every GPU, or queues that seeding until CUDA
+    starts); the agent must not change the caller's global state.
     """
     import torch
 
     python_state = random.getstate()
     numpy_state = np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
+    cuda_live = torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda_live else []
+    # Seeding before CUDA starts is queued in torch.cuda's lazy-seed tracker and applied
+    # when CUDA starts: the queue is put back as it was too.
+    tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)
+    queued = None if tracker is None or cuda_live else {k: copy.copy(v) for k, v in vars(tracker).items()}
+    with torch.random.fork_rng(devices=devices):
         try:
             yield
         finally:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
+            if queued is not None:
+                vars(tracker).update(queued)
 
 
 class PPOAgent(BaseAgent):

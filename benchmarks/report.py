@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.results import RESULTS, SUITE_FILE, complete_runs, read_rows
+from benchmarks.results import RESULTS, SUITE_FILE, complete_runs, read_json, read_rows
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -82,8 +82,12 @@ SUMMARY_COLUMNS = (
     "completion_tokens_mean",
     "retries",
     "fallbacks",
+    "unmeasured",
 )
-"""Columns of ``summary.csv``, in order."""
+"""Columns of ``summary.csv``, in order. ``unmeasured`` counts stages whose objective
+could not be measured (``objective_value`` NaN, e.g. a judge that kept failing): such a
+stage counts with the last measured value before it, and a run with no measured stage
+is left out of the means."""
 
 TIMING_COLUMNS = ("wall_s_mean",)
 """Columns that depend on wall-clock time (everything else is reproducible)."""
@@ -188,7 +192,12 @@ def summarize(
         groups, key=lambda k: (rank(objective_order, k[0]), rank(agent_order, k[1]))
     ):
         runs = sorted(groups[(objective, agent)], key=lambda r: int(r[0]["seed"]))
-        curves = [np.array([float(r["objective_value"]) for r in run]) for run in runs]
+        raw = [np.array([float(r["objective_value"]) for r in run]) for run in runs]
+        unmeasured = int(sum(np.isnan(c).sum() for c in raw))
+        curves = [c for c in map(_carried_forward, raw) if c.size]
+        if not curves:
+            logger.warning("No measured stage for %s on %s; left out of the summary.", agent, objective)
+            continue
         final = [float(c[-1]) for c in curves]
         best = [float(np.max(c)) for c in curves]
         auc = [float(np.mean(c)) for c in curves]
@@ -214,9 +223,21 @@ def summarize(
                 ),
                 "retries": int(sum(_note_total(run, "retries") for run in runs)),
                 "fallbacks": int(sum(_note_total(run, "fallback") for run in runs)),
+                "unmeasured": unmeasured,
             }
         )
     return out
+
+
+def _carried_forward(curve: np.ndarray) -> np.ndarray:
+    """The curve with each unmeasured (NaN) stage given the last measured value before
+    it; leading unmeasured stages are dropped (empty if nothing was measured)."""
+    finite = np.isfinite(curve)
+    if not finite.any():
+        return curve[:0]
+    index = np.where(finite, np.arange(curve.size), -1)
+    np.maximum.accumulate(index, out=index)
+    return curve[index[index >= 0]]
 
 
 def write_summary_csv(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
@@ -239,7 +260,7 @@ def read_summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             for key, value in row.items():
                 if key in ("objective", "agent"):
                     parsed[key] = value
-                elif key in ("seeds", "diverged", "retries", "fallbacks"):
+                elif key in ("seeds", "diverged", "retries", "fallbacks", "unmeasured"):
                     parsed[key] = int(value)
                 else:
                     parsed[key] = float(value)
@@ -272,8 +293,13 @@ def plot_objective(
     ax = fig.add_subplot()
     for agent, runs in runs_by_agent.items():
         stages, values = _stage_curves(runs)
-        mean = values.mean(axis=0)
-        bands = np.array([bootstrap_ci(values[:, j]) for j in range(values.shape[1])])
+        measured = np.isfinite(values)
+        keep = measured.any(axis=0)  # stages no seed could measure are not drawn
+        stages, values, measured = stages[keep], values[:, keep], measured[:, keep]
+        if not stages.size:
+            continue
+        mean = np.array([values[measured[:, j], j].mean() for j in range(values.shape[1])])
+        bands = np.array([bootstrap_ci(values[measured[:, j], j]) for j in range(values.shape[1])])
         (line,) = ax.plot(stages, mean, marker="o", markersize=3, label=agent)
         ax.fill_between(stages, bands[:, 0], bands[:, 1], color=line.get_color(), alpha=0.2)
     ax.set_xlabel("stage")
@@ -377,7 +403,7 @@ def build_report(out: str | os.PathLike[str]) -> dict[str, Path]:
             "of a benchmark (run `lossagent bench --out DIR` first)."
         )
     rows = read_rows(results)
-    suite = json.loads((out / SUITE_FILE).read_text()) if (out / SUITE_FILE).is_file() else {}
+    suite = read_json(out / SUITE_FILE, "The stored suite") if (out / SUITE_FILE).is_file() else {}
     agent_order = [a.get("label") or a["name"] for a in suite.get("agents", [])]
     from benchmarks.suite import objective_label
 

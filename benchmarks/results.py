@@ -18,6 +18,13 @@ see :mod:`benchmarks.backends`). A SIGKILL at any moment therefore loses at most
 stages in flight, and leaves at most one torn last line, which :func:`read_rows`
 ignores. JSON files (``suite.json``, ``runner.json``) are written atomically.
 
+Ownership: a process that writes into an output directory (``lossagent bench``, with
+or without ``--resume``, ``lossagent report``, ``lossagent run --out``, ``lossagent
+tabulate``) first takes :class:`OutputLock`, an OS file lock on ``<out>/.lock`` held
+until it ends; a second process is refused with a message naming the holder (its pid,
+command and start time). The OS drops the lock when its holder dies, even by SIGKILL,
+so a killed benchmark never blocks its own ``--resume``.
+
 The resume rule (:func:`prepare_resume`): a run with all ``max_stages`` rows is
 complete and skipped; the rows of every incomplete run are dropped (``results.jsonl``
 is rewritten atomically without them, and their TensorBoard directories are removed)
@@ -27,10 +34,13 @@ repeated run reproduces exactly what an uninterrupted run would have written.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
+import sys
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -39,6 +49,9 @@ from typing import Any
 from benchmarks.errors import BenchmarkError
 
 __all__ = [
+    "LOCK_FILE",
+    "ROW_KEYS",
+    "OutputLock",
     "RESULTS",
     "RUNNER_FILE",
     "SUITE_FILE",
@@ -46,6 +59,7 @@ __all__ = [
     "ResultsWriter",
     "complete_runs",
     "prepare_resume",
+    "read_json",
     "read_rows",
     "tensorboard_dir",
     "write_json",
@@ -57,6 +71,89 @@ RESULTS = "results.jsonl"
 SUITE_FILE = "suite.json"
 RUNNER_FILE = "runner.json"
 TENSORBOARD = "tb"
+LOCK_FILE = ".lock"
+
+ROW_KEYS = ("run", "agent", "objective", "seed", "stage", "max_stages", "objective_value")
+"""Keys every row of ``results.jsonl`` must have (resume and the report read them)."""
+
+
+class OutputLock:
+    """An exclusive OS lock on an output directory, held for the life of a command.
+
+    Args:
+        out: The directory (it must exist).
+        what: What holds it, for the message of a refused second process.
+
+    Raises:
+        BenchmarkError (from :meth:`acquire`): another process holds the lock.
+
+    Example:
+        >>> with OutputLock(out, "lossagent bench"):
+        ...     run_everything()
+    """
+
+    def __init__(self, out: str | os.PathLike[str], what: str = "lossagent"):
+        self.path = Path(out) / LOCK_FILE
+        self.what = what
+        self._file: Any = None
+
+    def acquire(self) -> OutputLock:
+        """Take the lock or raise :class:`BenchmarkError` naming its holder."""
+        try:
+            handle = open(self.path, "a+", encoding="utf-8")
+        except OSError as e:
+            raise BenchmarkError(f"Cannot lock {str(self.path.parent)!r}: {e.strerror or e}.") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise BenchmarkError(
+                f"{str(self.path.parent)!r} is in use by {holder}. Wait for it to end (or stop "
+                "it), or choose another --out."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+        handle.write(
+            f"{self.what} (pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}, "
+            f"command: {command})\n"
+        )
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        """Let go of the lock (closing the file releases it)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """The JSON content of ``path``, or a :class:`BenchmarkError` that names the file.
+
+    Args:
+        path: The file.
+        what: What the file is, for the message (e.g. ``"the stored suite"``).
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchmarkError(f"{what} {str(path)!r} does not exist.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BenchmarkError(
+            f"{what} {str(path)!r} is corrupt ({e}); it cannot be resumed or reported from. "
+            "Restore it, or start a new benchmark in another --out."
+        ) from None
 
 
 def tensorboard_dir(out: str | os.PathLike[str], run: str) -> Path:
@@ -106,23 +203,35 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows of a ``results.jsonl``; a torn last line (killed mid-write) is ignored.
 
     Raises:
-        BenchmarkError: A line other than the last is not valid JSON.
+        BenchmarkError: A line other than the last is not UTF-8, not a JSON object, or
+            lacks one of :data:`ROW_KEYS`; the message names the file and the line.
     """
     path = Path(path)
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = path.read_bytes().splitlines()
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
+            row = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             if number == len(lines):
                 logger.warning("%s:%d: ignoring a torn last line (%s)", path, number, e)
                 continue
-            raise BenchmarkError(f"{path}:{number}: not a JSON row ({e}).") from e
+            raise BenchmarkError(f"{path}:{number}: not a JSON row ({e}).") from None
+        if not isinstance(row, dict):
+            raise BenchmarkError(
+                f"{path}:{number}: a row must be a JSON object with keys {list(ROW_KEYS)}; "
+                f"got a {type(row).__name__}."
+            )
+        missing = [key for key in ROW_KEYS if key not in row]
+        if missing:
+            raise BenchmarkError(f"{path}:{number}: the row lacks the keys {missing}.")
+        if not isinstance(row["stage"], int) or not isinstance(row["max_stages"], int):
+            raise BenchmarkError(f"{path}:{number}: 'stage' and 'max_stages' must be integers.")
+        rows.append(row)
     return rows
 
 

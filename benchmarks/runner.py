@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,14 +33,16 @@ from benchmarks.results import (
     RESULTS,
     RUNNER_FILE,
     SUITE_FILE,
+    OutputLock,
     ResultsWriter,
     complete_runs,
     prepare_resume,
+    read_json,
     read_rows,
     write_json,
 )
 from benchmarks.runs import RunSpec, execute_run, expand, run_name
-from benchmarks.suite import Suite
+from benchmarks.suite import Suite, validate_values
 
 __all__ = [
     "BACKENDS",
@@ -135,57 +138,93 @@ def run_suite(
         raise ValueError(f"threads={threads!r} is not allowed. Allowed: an integer >= 1")
     out = Path(out)
     t0 = time.perf_counter()
+    validate_values(suite)  # everything is checked before anything is created
     runs = expand(suite, image_every=image_every)
     stored = suite.to_dict()
+    created = False
     if resume:
-        _check_resumable(out, stored)
-        done, dropped = prepare_resume(out, [r.name for r in runs])
-        if threads is None and (out / RUNNER_FILE).is_file():
-            # the same thread count as before, so resumed runs reproduce the others
-            threads = json.loads((out / RUNNER_FILE).read_text()).get("threads")
+        if not out.is_dir():
+            raise BenchmarkError(
+                f"Cannot resume: {str(out)!r} does not exist or is not a folder. Start a new "
+                "benchmark without --resume."
+            )
     else:
         if out.exists():
             raise BenchmarkError(
                 f"Output directory {str(out)!r} already exists. Pass --resume to continue "
                 "the benchmark in it, or choose another --out."
             )
-        out.mkdir(parents=True)
-        done, dropped = set(), 0
-    if threads is None:
-        threads = threads_per_worker(workers)
-    if not resume:
-        options = {"threads": threads, "workers": workers, "backend": backend}
-        write_json(out / RUNNER_FILE, options)
-        write_json(out / SUITE_FILE, stored)  # last: its presence marks a benchmark directory
-    pending = [r for r in runs if r.name not in done]
-    result = SuiteResult(out=out, runs=[r.name for r in runs], skipped=sorted(done), dropped_rows=dropped)
-    logger.info(
-        "Suite %r: %d runs, %d already complete, %d to run (%s backend, %d worker(s)).",
-        suite.name,
-        len(runs),
-        len(done),
-        len(pending),
-        backend,
-        workers,
-    )
-    with ResultsWriter(out / RESULTS) as writer:
-
-        def write(row: Mapping[str, Any]) -> None:
-            writer.write(row)
-            if on_row is not None:
-                on_row(row)
-
-        if backend == "ray":
-            failures = run_ray(pending, out, write, threads, ray_address)
-        elif workers == 1:
-            failures = run_inline(pending, out, write, threads)
+        try:
+            out.mkdir(parents=True)
+        except OSError as e:
+            raise BenchmarkError(f"Cannot create the output directory {str(out)!r}: {e.strerror or e}.") from None
+        created = True
+    lock = OutputLock(out, "lossagent bench")
+    try:
+        lock.acquire()
+    except BenchmarkError:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    rows_written = 0
+    try:
+        if resume:
+            _check_resumable(out, stored)
+            done, dropped = prepare_resume(out, [r.name for r in runs])
+            if threads is None and (out / RUNNER_FILE).is_file():
+                # the same thread count as before, so resumed runs reproduce the others
+                threads = read_json(out / RUNNER_FILE, "The runner settings").get("threads")
         else:
-            failures = run_pool(pending, out, write, workers, threads)
-    result.executed = [r.name for r in pending]
-    result.failures = failures
-    result.wall_s = time.perf_counter() - t0
-    if report:
-        build_report(out)
+            done, dropped = set(), 0
+        if threads is None:
+            threads = threads_per_worker(workers)
+        if not resume:
+            options = {"threads": threads, "workers": workers, "backend": backend}
+            write_json(out / RUNNER_FILE, options)
+            write_json(out / SUITE_FILE, stored)  # last: its presence marks a benchmark directory
+        pending = [r for r in runs if r.name not in done]
+        result = SuiteResult(out=out, runs=[r.name for r in runs], skipped=sorted(done), dropped_rows=dropped)
+        logger.info(
+            "Suite %r: %d runs, %d already complete, %d to run (%s backend, %d worker(s)).",
+            suite.name, len(runs), len(done), len(pending), backend, workers,
+        )
+        with ResultsWriter(out / RESULTS) as writer:
+
+            def write(row: Mapping[str, Any]) -> None:
+                nonlocal rows_written
+                writer.write(row)
+                rows_written += 1
+                if on_row is not None:
+                    on_row(row)
+
+            if backend == "ray":
+                failures = run_ray(pending, out, write, threads, ray_address)
+            elif workers == 1:
+                failures = run_inline(pending, out, write, threads)
+            else:
+                failures = run_pool(pending, out, write, workers, threads)
+        result.executed = [r.name for r in pending]
+        result.failures = failures
+        result.wall_s = time.perf_counter() - t0
+        if created and rows_written == 0 and failures:
+            # Nothing was computed: leave nothing behind, so the fixed command runs as is.
+            lock.release()
+            shutil.rmtree(out, ignore_errors=True)
+            lines = "\n".join(f"  {f.run}: {f.error}" for f in failures)
+            raise RunsFailedError(
+                f"All {len(failures)} runs failed before their first stage; nothing was kept "
+                f"and {str(out)!r} was removed:\n{lines}",
+                failures,
+            )
+        if report:
+            build_report(out)
+    except BaseException:
+        if created and rows_written == 0 and out.exists():
+            lock.release()
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        lock.release()
     if failures:
         lines = "\n".join(f"  {f.run}: {f.error}" for f in failures)
         raise RunsFailedError(
@@ -203,7 +242,7 @@ def _check_resumable(out: Path, stored: dict[str, Any]) -> None:
             f"Cannot resume: {str(suite_file)!r} does not exist, so {str(out)!r} is not the "
             "output directory of a benchmark. Start a new one without --resume."
         )
-    previous = json.loads(suite_file.read_text())
+    previous = read_json(suite_file, "The stored suite")
     if previous != json.loads(json.dumps(stored)):
         changed = sorted(k for k in set(previous) | set(stored) if previous.get(k) != stored.get(k))
         raise BenchmarkError(
@@ -224,4 +263,4 @@ def stored_suite(out: str | os.PathLike[str]) -> Suite:
         raise BenchmarkError(
             f"{str(path)!r} does not exist, so {str(out)!r} is not the output directory of a benchmark."
         )
-    return Suite.from_dict(json.loads(path.read_text()), source=str(path))
+    return Suite.from_dict(read_json(path, "The stored suite"), source=str(path))

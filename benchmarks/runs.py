@@ -39,6 +39,7 @@ import json
 import math
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.results import RESULTS, ResultsWriter, tensorboard_dir
+from benchmarks.results import RESULTS, OutputLock, ResultsWriter, tensorboard_dir
 from benchmarks.suite import Suite
 from lossagent_env.jsonable import jsonable
 
@@ -263,32 +264,61 @@ def run_one(
 
     Args:
         spec: The run.
-        out: A directory (created if missing) for ``results.jsonl``, each row appended
-            and fsync'ed as its stage ends, and ``tb/<run name>``; None writes nothing.
+        out: A new or empty directory for ``results.jsonl`` (each row appended and
+            fsync'ed as its stage ends) and ``tb/<run name>``, held with an
+            :class:`~benchmarks.results.OutputLock`; None writes nothing. If the run
+            fails before its first row, everything it created there is removed.
         on_row: Called with each row after it is written (progress bars).
 
     Returns:
         One row per stage.
 
     Raises:
-        BenchmarkError: The episode ended before ``spec.max_stages``.
+        BenchmarkError: ``out`` is a file or a non-empty directory, cannot be created
+            or is in use; or the episode ended before ``spec.max_stages``.
     """
     rows: list[dict[str, Any]] = []
     writer: ResultsWriter | None = None
+    lock: OutputLock | None = None
+    created = False
     if out is not None:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        writer = ResultsWriter(Path(out) / RESULTS)
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise BenchmarkError(f"--out {str(out)!r} is a file. Allowed: a new or empty folder.")
+        if out.is_dir() and any(out.iterdir()):
+            raise BenchmarkError(f"--out {str(out)!r} exists and is not empty. Choose another --out.")
+        created = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BenchmarkError(f"Cannot create --out {str(out)!r}: {e.strerror or e}.") from None
+        lock = OutputLock(out, "lossagent run").acquire()
 
     def emit(row: dict[str, Any]) -> None:
+        nonlocal writer
         rows.append(row)
-        if writer is not None:
+        if out is not None:
+            if writer is None:
+                writer = ResultsWriter(Path(out) / RESULTS)
             writer.write(row)
         if on_row is not None:
             on_row(row)
 
     try:
         execute_run(spec, out, emit)
+    except BaseException:
+        if out is not None and not rows:  # nothing computed: leave nothing behind
+            if lock is not None:
+                lock.release()
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                for child in Path(out).iterdir():
+                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+        raise
     finally:
         if writer is not None:
             writer.close()
+        if lock is not None:
+            lock.release()
     return rows

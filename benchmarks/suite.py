@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,8 @@ class SuiteModel(_Strict):
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        duplicates = sorted({s for s in seeds if seeds.count(s) > 1})
+        counts = Counter(seeds)
+        duplicates = sorted(s for s, n in counts.items() if n > 1)
         if duplicates:
             raise ValueError(f"seeds must be unique; repeated: {duplicates}")
         if any(s < 0 for s in seeds):
@@ -303,15 +305,21 @@ def load_suite(name_or_path: str | Path, *, check_names: bool = True) -> Suite:
         KeyError: An unknown suite name (with a "Did you mean" hint).
     """
     text_path = Path(name_or_path)
-    if text_path.suffix == ".toml" or text_path.exists() or "/" in str(name_or_path):
+    name = str(name_or_path)
+    if text_path.is_file():
         path = text_path
-        if not path.is_file():
-            raise FileNotFoundError(f"Suite file {str(path)!r} does not exist.")
+    elif text_path.suffix == ".toml" or "/" in name or "\\" in name:
+        raise FileNotFoundError(f"Suite file {name!r} does not exist.")
+    elif name in suite_names():  # a shipped suite, even where a folder has its name
+        path = SUITES_DIR / f"{name}.toml"
     else:
-        if str(name_or_path) not in suite_names():
-            raise KeyError(unknown_name_message("suite", str(name_or_path), suite_names()))
-        path = SUITES_DIR / f"{name_or_path}.toml"
-    text = path.read_text(encoding="utf-8")
+        raise KeyError(unknown_name_message("suite", name, suite_names()))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SuiteError(str(path), None, None, f"not UTF-8 text ({e}); a suite is a TOML file") from None
+    except OSError as e:
+        raise SuiteError(str(path), None, None, f"cannot be read: {e.strerror or e}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -320,6 +328,7 @@ def load_suite(name_or_path: str | Path, *, check_names: bool = True) -> Suite:
     suite = _validate(data, source=str(path), text=text, path=path)
     if check_names:
         validate_names(suite, text=text)
+        validate_values(suite, text=text)
     return suite
 
 
@@ -332,6 +341,7 @@ def load_suite_text(text: str, source: str = "<string>", *, check_names: bool = 
     suite = _validate(data, source=source, text=text, path=None)
     if check_names:
         validate_names(suite, text=text, source=source)
+        validate_values(suite, text=text, source=source)
     return suite
 
 
@@ -486,6 +496,38 @@ def validate_names(suite: Suite, text: str | None = None, source: str | None = N
     for i, agent in enumerate(suite.agents):
         if agent.name not in known_agents:
             fail(("agents", i, "name"), unknown_name_message("agent", agent.name, known_agents))
+
+
+def validate_values(suite: Suite, text: str | None = None, source: str | None = None) -> None:
+    """Check the env settings with every objective, as the env would, before anything runs.
+
+    Raises:
+        SuiteError: A value the env refuses (``patch_size = 0``, a negative objective
+            weight, an ``eval_size`` too small for a metric), located in the file.
+    """
+    import gymnasium as gym
+
+    import lossagent_env  # noqa: F401  (registers the env ids)
+    from lossagent_env.env import check_settings
+
+    source = source or str(suite.path or suite.name)
+    spec = gym.registry.get(suite.env_id)
+    task = (spec.kwargs or {}).get("task") if spec is not None else None
+    base = {"max_stages": suite.max_stages, "stage_iters": suite.stage_iters, **suite.env_kwargs}
+    if task is not None:
+        base["task"] = task
+    try:
+        check_settings(**base)
+    except (ValueError, TypeError) as e:
+        key = next((k for k in suite.env_kwargs if f"EnvConfig.{k}=" in str(e)), None)
+        loc = ("env", "kwargs", key) if key else ("env", "kwargs")
+        raise SuiteError(source, _locate(text, loc), _dotted(loc), str(e)) from None
+    for i, objective in enumerate(suite.objectives):
+        try:
+            check_settings(**base, objective=objective.spec)
+        except (ValueError, TypeError, KeyError) as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            raise SuiteError(source, _locate(text, ("objectives", i)), f"objectives[{i}]", message) from None
 
 
 def agent_names() -> list[str]:

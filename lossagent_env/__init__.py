@@ -32,7 +32,7 @@ for _env_id, _task in ENV_IDS.items():
     if _env_id not in gym.registry:
         gym.register(
             id=_env_id,
-            entry_point="lossagent_env.env:LossAgentEnv",
+            entry_point="lossagent_env.env:make_env",
             kwargs={"task": _task},
         )
 if "LossAgent/Tabular-v0" not in gym.registry:
@@ -43,11 +43,14 @@ if "LossAgent/Tabular-v0" not in gym.registry:
 
 
 def _after_fork_in_child() -> None:
-    # A forked child that inherits a used OpenMP thread pool hangs on its first parallel
-    # op; setting the thread count again in the child gives it a fresh pool.
+    # A forked child inherits the parent's OpenMP thread pool without its threads
+    # (GNU libgomp does not survive fork); its first parallel region then waits forever
+    # for them. Setting the same count again is a no-op, so the child runs one thread,
+    # which never enters that pool: forked workers (async vector envs) share the cores
+    # between them. A worker can raise its own count with torch.set_num_threads.
     torch = sys.modules.get("torch")
     if torch is not None:
-        torch.set_num_threads(torch.get_num_threads())
+        torch.set_num_threads(1)
 
 
 if hasattr(os, "register_at_fork"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,19 +103,52 @@ class EnvConfig:
                     f"EnvConfig.{name}={value!r} must be a multiple of scale={self.scale} "
                     f"and at least {4 * self.scale}."
                 )
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if not (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"EnvConfig.lr={self.lr!r} must be a finite number > 0.")
         if not (isinstance(self.sigma, (int, float)) and 0 <= self.sigma <= 255):
             raise ValueError(f"EnvConfig.sigma={self.sigma!r} must be in [0, 255].")
-        if not (isinstance(self.quality, int) and 1 <= self.quality <= 95):
+        if not (isinstance(self.quality, int) and not isinstance(self.quality, bool) and 1 <= self.quality <= 95):
             raise ValueError(f"EnvConfig.quality={self.quality!r} must be an integer in [1, 95].")
-        if not math.isfinite(self.divergence_penalty):
+        if (
+            isinstance(self.divergence_penalty, bool)
+            or not isinstance(self.divergence_penalty, (int, float))
+            or not math.isfinite(self.divergence_penalty)
+        ):
             raise ValueError(
-                f"EnvConfig.divergence_penalty={self.divergence_penalty!r} must be finite."
+                f"EnvConfig.divergence_penalty={self.divergence_penalty!r} is not allowed. "
+                "Allowed: a finite number (the reward of a diverged stage), e.g. -1.0."
+            )
+        if not isinstance(self.amp, bool):
+            raise ValueError(f"EnvConfig.amp={self.amp!r} is not allowed. Allowed: True or False.")
+        if not isinstance(self.backbone_kwargs, dict):
+            raise ValueError(
+                f"EnvConfig.backbone_kwargs={self.backbone_kwargs!r} is not a dict. "
+                "Allowed: options of the backbone, e.g. {'channels': 64}."
+            )
+        if self.init_checkpoint is not None and not isinstance(self.init_checkpoint, (str, os.PathLike)):
+            raise ValueError(
+                f"EnvConfig.init_checkpoint={self.init_checkpoint!r} is not a path. "
+                "Allowed: None or the path of a state_dict file."
+            )
+        if not isinstance(self.dataset, str):
+            raise ValueError(
+                f"EnvConfig.dataset={self.dataset!r} is not a string. Allowed: 'skimage', "
+                "an image folder, or 'paired:<lr_dir>:<hr_dir>'."
             )
         self.device = check_device(self.device, "EnvConfig.device")
+        if isinstance(self.losses, (str, dict)):
+            raise ValueError(
+                f"EnvConfig.losses={self.losses!r} is one loss, not a list of them. "
+                f"Allowed: a list of names or specs, e.g. [{self.losses!r}], or None."
+            )
         if self.losses is not None:
-            self.losses = tuple(self.losses)
+            try:
+                self.losses = tuple(self.losses)
+            except TypeError:
+                raise ValueError(
+                    f"EnvConfig.losses={self.losses!r} is not a list. "
+                    "Allowed: a list of names or specs, e.g. ['l1', 'ssim'], or None."
+                ) from None
             if not self.losses:
                 raise ValueError("EnvConfig.losses=() is empty; give at least one loss or None.")
 

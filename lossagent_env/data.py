@@ -29,8 +29,8 @@ def to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
-    array = array[..., :3]
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div(255)
+    array = np.array(array[..., :3], copy=True, order="C")  # writable: torch shares it
+    return torch.from_numpy(array).permute(2, 0, 1).float().div(255)
 
 
 @functools.cache
@@ -56,8 +56,11 @@ def _read_folder(path: Path) -> list[Path]:
 
 
 def _load(path: Path) -> torch.Tensor:
-    with Image.open(path) as image:
-        return to_tensor(image.convert("RGB"))
+    try:
+        with Image.open(path) as image:
+            return to_tensor(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ValueError(f"Cannot read the image {str(path)!r} of the dataset: {e}") from None
 
 
 @dataclass

@@ -88,16 +88,23 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
 
     ## Episode End
     1. Termination: never (``terminated`` is always False).
-    2. Truncation: after ``max_stages`` steps.
+    2. Truncation: after ``max_stages`` steps; a further ``step`` raises
+       ``gymnasium.error.ResetNeeded`` until ``reset``.
     3. Divergence is an outcome, not an end: when a loss or a parameter becomes
        non-finite during a stage, the network, optimizer and discriminator go back to
        the start of the stage, ``info["diverged"]`` is True, the reward is
        ``divergence_penalty``, and the episode goes on.
+    4. A step that raises (a user's objective function, a rater's ``TimeoutError``, an
+       action outside the space) changes nothing: the network, the optimizer, the
+       RNGs and the stage are as before the call, so the same step can be retried.
 
     ## Info
     After reset and step: ``metrics`` (name -> float), ``objective`` (``J``),
     ``loss_values`` (name -> float), ``weights`` (name -> effective weight), ``stage``,
-    ``diverged``; ``feedback`` (str) when the objective gives textual feedback.
+    ``diverged``; ``feedback`` (str) when the objective gives textual feedback;
+    ``invalid_metrics`` (list of names) when a metric gave NaN for a collapsed output
+    (e.g. PIQE of a flat image): that value was counted at the metric's worst bound,
+    the worst outcome rather than a missing one.
     Wall-clock timings are in ``env.unwrapped.timings`` (``train_seconds``,
     ``eval_seconds`` of the last stage), not in ``info``.
 
@@ -110,6 +117,17 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
     env = gym.make("LossAgent/SuperResolution-v0", objective="psnr", stage_iters=20)
     ```
 
+    ## Devices and processes
+    With ``device="cuda"`` or ``"auto"`` the env touches CUDA only when first used
+    (``reset``, ``env.unwrapped.device``), never while it is built, so
+    ``gym.make_vec(id, n, vectorization_mode="async")`` can fork its workers after
+    gymnasium built its throwaway copy in the parent. A parent that has itself used
+    CUDA must not fork: pass ``vector_kwargs={"context": "spawn"}``. On CPU the same
+    seed gives the same results bit for bit; on CUDA, cuDNN and atomic adds make
+    training nondeterministic unless ``torch.use_deterministic_algorithms(True)`` is
+    set (with ``CUBLAS_WORKSPACE_CONFIG=:4096:8``); ``reset`` seeds only the env's own
+    CPU generators and never the caller's global CPU or CUDA RNGs.
+
     ## Version History
     * v0: initial version.
     """
@@ -119,44 +137,50 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
     def __init__(self, render_mode: str | None = None, **kwargs: Any):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
-                f"render_mode={render_mode!r} is not supported. "
-                f"Allowed: None or {self.metadata['render_modes']}"
+                f"render_mode={render_mode!r} is not supported: the env opens no window. "
+                f"Allowed: None or 'rgb_array' (env.render() then returns the degraded | "
+                "restored | target frame as a uint8 array to show or save)."
             )
         self.render_mode = render_mode
         self.config = config = EnvConfig(**kwargs)
-        self.device = resolve_device(config.device, "EnvConfig.device")
+        # Everything is built on the CPU; the device is resolved and CUDA touched only
+        # when the env is first used (see _materialize), so that gymnasium's throwaway
+        # copy in the parent of an async vector env never initialises CUDA.
+        self._device: torch.device | None = None
 
         specs = config.losses if config.losses is not None else offline_losses()
-        built = [build_loss(spec) for spec in specs]
+        # Modules draw their initial weights from torch's global RNG: building them
+        # must not move the caller's (every later draw uses the env's own generators).
+        with torch.random.fork_rng(devices=[]):
+            built = [build_loss(spec) for spec in specs]
         names = [loss.name if not isinstance(spec, str) else spec for spec, loss in zip(specs, built)]
         if len(set(names)) != len(names):
             raise ValueError(f"EnvConfig.losses names a loss twice: {names}")
         self.loss_names: tuple[str, ...] = tuple(names)
-        self.losses = {name: loss.to(self.device) for name, loss in zip(names, built)}
+        self.losses = dict(zip(names, built))
         self._scales = np.array([loss.scale for loss in built], dtype=np.float64)
 
-        self.objective = make_objective(config.objective)
-        self.objective.setup(self.device)
+        self.objective = _checked_objective(config)
 
         self.degradation = make_degradation(config)
         images = load_dataset(config.dataset)
         self.sampler = PatchSampler(
             images.train, config.patch_size, self.degradation, images.train_lr
         )
-        eval_lr, eval_hr = make_eval_set(
+        self._eval_lr, self._eval_hr = make_eval_set(
             images, config.eval_images, config.eval_size, self.degradation
         )
-        self._eval_lr = eval_lr.to(self.device)
-        self._eval_hr = eval_hr.to(self.device)
 
-        self.model = build_backbone(config.backbone, config.scale, **config.backbone_kwargs)
+        with torch.random.fork_rng(devices=[]):
+            self.model = build_backbone(config.backbone, config.scale, **config.backbone_kwargs)
         self._given_state = (
             _clone_state(self.model.state_dict())
             if isinstance(config.backbone, torch.nn.Module)
             else None
         )
-        self.model.to(self.device)
         self.trainer = Trainer(self.model, built, config.lr, amp=config.amp)
+        if config.device == "cpu":  # nothing to defer: set up now, so errors come early
+            self._materialize()
 
         n = len(self.loss_names)
         self.action_space = spaces.Box(0.0, 1.0, (n,), np.float32)
@@ -184,6 +208,41 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self._reference = math.nan
 
     @property
+    def device(self) -> torch.device:
+        """The device the network trains on (resolved, and CUDA touched, on first use)."""
+        return self._materialize()
+
+    def _materialize(self) -> torch.device:
+        """Resolve the device, move the network, losses and evaluation set there and set
+        up the objective (metric networks); once.
+
+        Raises:
+            ValueError: The device does not exist here, or ``amp`` was asked for on a GPU
+                without native bfloat16.
+            MissingWeightsError: A metric's weight file is not installed.
+        """
+        if self._device is not None:
+            return self._device
+        config = self.config
+        device = resolve_device(config.device, "EnvConfig.device")
+        if config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported(
+            including_emulation=False
+        ):
+            raise ValueError(
+                f"EnvConfig.amp=True needs native bfloat16, which "
+                f"{torch.cuda.get_device_name(device)!r} does not have (it needs compute "
+                "capability 8.0 or newer, e.g. A100, H100, RTX 30xx). Set amp=False."
+            )
+        for loss in self.losses.values():
+            loss.to(device)
+        self.objective.setup(device)
+        self._eval_lr = self._eval_lr.to(device)
+        self._eval_hr = self._eval_hr.to(device)
+        self.model.to(device)
+        self._device = device
+        return device
+
+    @property
     def task_description(self) -> str:
         """The restoration task in words, e.g. ``"super-resolution x2 (undo bicubic
         down-sampling)"`` (from :data:`lossagent_env.tasks.TASKS`)."""
@@ -194,6 +253,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[ObsType, dict[str, Any]]:
         super().reset(seed=seed)
+        self._materialize()
         init_seed = int(self.np_random.integers(2**31 - 1))
         self._generator = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
         self._load_initial_network(init_seed)
@@ -221,22 +281,37 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         if self._stage is None:
             raise gym.error.ResetNeeded("Call reset() before step().")
         config = self.config
-        weights = action.astype(np.float64) * self._scales
-
-        t0 = time.perf_counter()
-        # The same patches are drawn at every stage whatever the action, so agents with
-        # the same seed see the same data.
-        n = config.stage_iters * config.batch_size
-        inputs, targets = self.sampler.sample(n, self.np_random, self._generator)
-        diverged, saved = False, None
-        if weights.any():
-            shape = (config.stage_iters, config.batch_size)
-            inputs = inputs.to(self.device).view(*shape, *inputs.shape[1:])
-            targets = targets.to(self.device).view(*shape, *targets.shape[1:])
-            saved = self._training_state()
-            diverged = self.trainer.run_stage(inputs, targets, weights)
-        t1 = time.perf_counter()
-        evaluation = None if diverged else self._evaluate(weights, stage=self._stage + 1)
+        if self._stage >= config.max_stages:
+            raise gym.error.ResetNeeded(
+                f"The episode was truncated after max_stages={config.max_stages} stages; "
+                "call reset() before step()."
+            )
+        # A step that raises (the objective's function, a rater's timeout) leaves the
+        # env as it was before the step: RNGs and, if it trained, the network are put back.
+        rngs = (copy.deepcopy(self.np_random.bit_generator.state), self._generator.get_state())
+        saved = None
+        try:
+            weights = action.astype(np.float64) * self._scales
+            t0 = time.perf_counter()
+            # The same patches are drawn at every stage whatever the action, so agents
+            # with the same seed see the same data.
+            n = config.stage_iters * config.batch_size
+            inputs, targets = self.sampler.sample(n, self.np_random, self._generator)
+            diverged = False
+            if weights.any():
+                shape = (config.stage_iters, config.batch_size)
+                inputs = inputs.to(self.device).view(*shape, *inputs.shape[1:])
+                targets = targets.to(self.device).view(*shape, *targets.shape[1:])
+                saved = self._training_state()
+                diverged = self.trainer.run_stage(inputs, targets, weights)
+            t1 = time.perf_counter()
+            evaluation = None if diverged else self._evaluate(weights, stage=self._stage + 1)
+        except BaseException:
+            if saved is not None:
+                self._set_training_state(saved)
+            self.np_random.bit_generator.state = rngs[0]
+            self._generator.set_state(rngs[1])
+            raise
         if evaluation is None:
             diverged = True
             if saved is not None:
@@ -308,6 +383,8 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self._stage = int(state["stage"])
         self._reference = float(state["reference"])
         self._last = copy.deepcopy(state["last"])
+        if "restored" in self._last:  # the snapshot may come from another device
+            self._last["restored"] = self._last["restored"].to(self.device)
 
     # ------------------------------------------------------------ measurement
     def measure(self, objective: Any, split: str = "test") -> dict[str, Any]:
@@ -383,15 +460,27 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
                 state = torch.load(config.init_checkpoint, map_location="cpu", weights_only=True)
             except FileNotFoundError:
                 raise FileNotFoundError(
-                    f"init_checkpoint={config.init_checkpoint!r} does not exist."
+                    f"EnvConfig.init_checkpoint={config.init_checkpoint!r} does not exist."
+                ) from None
+            except Exception as e:  # a file torch cannot read: say which and why
+                raise ValueError(
+                    f"EnvConfig.init_checkpoint={config.init_checkpoint!r} is not a network "
+                    f"state_dict that torch.load can read ({type(e).__name__}: {e})."
                 ) from None
             if isinstance(state, dict) and "params" in state and isinstance(state["params"], dict):
                 state = state["params"]  # BasicSR checkpoints
+            if not isinstance(state, dict):
+                raise ValueError(
+                    f"EnvConfig.init_checkpoint={config.init_checkpoint!r} holds a "
+                    f"{type(state).__name__}, not a network state_dict."
+                )
         elif self._given_state is not None:
             state = self._given_state
         else:
+            # Only the CPU generator is seeded (and restored after): torch.manual_seed
+            # would also reseed, and leave reseeded, every CUDA generator of the caller.
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                torch.default_generator.manual_seed(seed)
                 fresh = build_backbone(config.backbone, config.scale, **config.backbone_kwargs)
             state = fresh.state_dict()
         try:
@@ -433,6 +522,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             "metrics": {k: float(v) for k, v in result.metrics.items()},
             "objective": float(result.value),
             "feedback": result.feedback,
+            "invalid": list(result.invalid),
             "loss_values": loss_values,
             "restored": restored[0:1].clone(),
         }
@@ -468,7 +558,49 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         }
         if last.get("feedback") is not None:
             info["feedback"] = last["feedback"]
+        if last.get("invalid"):
+            info["invalid_metrics"] = list(last["invalid"])
         return info
+
+
+def check_settings(**kwargs: Any) -> EnvConfig:
+    """Check env settings without building anything heavy: the config's fields, the
+    objective (names, weights) and the evaluation size it needs.
+
+    The benchmark and the command line call it before they create any file.
+
+    Returns:
+        The validated :class:`EnvConfig`.
+
+    Raises:
+        ValueError: A field's value, a bad objective, or an ``eval_size`` too small.
+        KeyError: An unknown metric name (with a "Did you mean" hint).
+    """
+    config = EnvConfig(**kwargs)
+    _checked_objective(config)
+    return config
+
+
+def _checked_objective(config: EnvConfig) -> Objective:
+    objective = make_objective(config.objective)
+    size, metric = objective.min_image_size()
+    if config.eval_size < size:
+        raise ValueError(
+            f"EnvConfig.eval_size={config.eval_size} is too small for the metric {metric!r}, "
+            f"which needs images of at least {size} px. Allowed: eval_size >= {size}, or "
+            "another metric."
+        )
+    return objective
+
+
+def make_env(**kwargs: Any) -> LossAgentEnv:
+    """The entry point of the registered ids: ``LossAgentEnv(**kwargs)``.
+
+    A function rather than the class, so that ``gym.make(..., render_mode="human")``
+    reaches the env's own clear refusal instead of gymnasium wrapping it in a window
+    that needs pygame.
+    """
+    return LossAgentEnv(**kwargs)
 
 
 def _clone_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, e, EXIT_USAGE)
     except MissingWeightsError as e:
         return _fail(args, e, EXIT_FAILED)
+    except (ValueError, TypeError, OSError) as e:  # a value refused where it was used
+        return _fail(args, e, EXIT_USAGE)
     except KeyboardInterrupt:
         print("lossagent: interrupted", file=sys.stderr)
         return 130
@@ -91,5 +93,7 @@ def _fail(args: argparse.Namespace, error: BaseException, code: int) -> int:
     if args.debug:
         logger.exception("lossagent %s failed", args.command)
     message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    if isinstance(error, OSError) and error.filename is not None and str(error.filename) not in message:
+        message = f"{message}: {error.filename}"
     print(f"lossagent {args.command}: error: {message}", file=sys.stderr)
     return code

@@ -56,26 +56,36 @@ def parse_pairs(pairs: Sequence[str], what: str) -> dict[str, Any]:
     return out
 
 
+MAX_SEEDS = 10_000
+"""Most seeds one ``--seeds`` may ask for (each seed is a run per agent and objective)."""
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` or ``"0-4"`` (inclusive) or a mix -> sorted unique seeds.
 
     Raises:
-        UsageError: Not a seed list.
+        UsageError: Not a seed list, an empty range, a negative seed, or more than
+            :data:`MAX_SEEDS` seeds.
     """
-    seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                low, high = part.split("-", 1)
-                seeds.extend(range(int(low), int(high) + 1))
-            else:
-                seeds.append(int(part))
-    except ValueError:
-        raise UsageError(f"--seeds {text!r} is not a seed list. Allowed: e.g. '0,1,2' or '0-4'") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise UsageError(f"--seeds {text!r} is not a seed list. Allowed: integers >= 0, e.g. '0,1,2'")
-    return sorted(set(seeds))
+    seeds: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            bounds = [int(x) for x in part.split("-", 1)] if "-" in part[1:] else [int(part)]
+        except ValueError:
+            raise UsageError(f"--seeds {text!r} is not a seed list. Allowed: e.g. '0,1,2' or '0-4'") from None
+        low, high = bounds[0], bounds[-1]
+        if low > high:
+            raise UsageError(
+                f"--seeds {text!r}: the range {part!r} is empty (its first seed is above its last). "
+                f"Allowed: e.g. '{high}-{low}'"
+            )
+        if high - low + 1 + len(seeds) > MAX_SEEDS:
+            raise UsageError(f"--seeds {text!r} asks for more than {MAX_SEEDS} seeds. Allowed: at most {MAX_SEEDS}")
+        seeds.update(range(low, high + 1))
+    if not seeds or min(seeds) < 0:
+        raise UsageError(f"--seeds {text!r}: seeds are integers >= 0, e.g. '0,1,2' or '0-4'")
+    return sorted(seeds)
 
 
 def parse_objective(text: str) -> str | dict[str, float]:
@@ -93,9 +103,10 @@ def parse_objective(text: str) -> str | dict[str, float]:
             value = float(weight) if weight.strip() else 1.0
         except ValueError:
             value = math.nan
-        if not name.strip() or not math.isfinite(value) or value == 0:
+        if not name.strip() or not math.isfinite(value) or value <= 0:
             raise UsageError(
-                f"--objective {text!r}: {part!r} is not METRIC:WEIGHT. Allowed: e.g. psnr:1,ssim:10"
+                f"--objective {text!r}: {part!r} is not METRIC:WEIGHT with a weight > 0 "
+                "(lower-is-better metrics are negated automatically). Allowed: e.g. psnr:1,ssim:10"
             )
         out[name.strip()] = value
     return out

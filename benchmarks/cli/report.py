@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks.cli.common import EXIT_OK, Formatter
+from pathlib import Path
+
+from benchmarks.cli.common import EXIT_OK, Formatter, UsageError
 
 __all__ = ["register"]
 
@@ -25,7 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from benchmarks.report import build_report
+    from benchmarks.results import OutputLock
 
-    paths = build_report(args.out)
+    if not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out!r} is not a folder of a benchmark.")
+    with OutputLock(args.out, "lossagent report"):  # not while a benchmark writes there
+        paths = build_report(args.out)
     print(f"lossagent report: wrote {paths['summary']}, {paths['report']} and {len(paths) - 2} plots")
     return EXIT_OK

@@ -115,18 +115,22 @@ def _check_losses(losses: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from agents import make_agent
     from benchmarks.results import RESULTS, TENSORBOARD
     from benchmarks.runs import RunSpec, run_name, run_one
     from benchmarks.suite import objective_label
     from lossagent_env.config import EnvConfig
+    from lossagent_env.device import resolve_device
+    from lossagent_env.env import check_settings
+    from lossagent_env.registry import unknown_name_message
 
     env_id = _check_env_id(args.env)
     _check_agent(args.agent)
     objective = parse_objective(args.objective)
     _check_metrics(objective)
-    for flag, value in (("--stages", args.stages), ("--iters", args.iters), ("--seed", args.seed + 1)):
-        if value < 1:
-            raise UsageError(f"{flag} {value!r} is not allowed. Allowed: an integer >= 1 (seed >= 0)")
+    for flag, value, low in (("--stages", args.stages, 1), ("--iters", args.iters, 1), ("--seed", args.seed, 0)):
+        if value < low:
+            raise UsageError(f"{flag} {value!r} is not allowed. Allowed: an integer >= {low}")
     env_kwargs = parse_pairs(args.set, "--set")
     agent_kwargs = parse_pairs(args.agent_arg, "--agent-arg")
     fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"task"}
@@ -134,8 +138,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if key in ("objective", "max_stages", "stage_iters"):
             raise UsageError(f"--set {key}=...: use --objective, --stages or --iters instead.")
         if key not in fields:
-            from lossagent_env.registry import unknown_name_message
-
             raise KeyError(unknown_name_message("EnvConfig field", key, fields))
     _check_losses(env_kwargs.get("losses"))
     env_kwargs["device"] = args.device
@@ -146,10 +148,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import gymnasium as gym
 
     task = gym.registry[env_id].kwargs.get("task", "sr")
-    try:  # value checks of EnvConfig, before anything heavy is built
-        EnvConfig(
+    try:  # value checks of the env, before anything heavy is built or written
+        check_settings(
             task=task, objective=objective, max_stages=args.stages, stage_iters=args.iters, **env_kwargs
         )
+        resolve_device(args.device, "--device")
+        make_agent(args.agent, **agent_kwargs)  # builds no model yet: checks the arguments
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from e
     label = objective_label(objective)
@@ -168,10 +172,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         stage_iters=args.iters,
         image_every=max(1, math.ceil(args.stages / 4)),
     )
-    if args.out is not None:
-        out = Path(args.out)
-        if out.exists() and any(out.iterdir()):
-            raise UsageError(f"--out {args.out!r} exists and is not empty. Choose another --out.")
     from tqdm import tqdm
 
     bar = tqdm(total=args.stages, unit="stage", desc=f"{args.agent}/{label}", file=sys.stderr)

@@ -7,6 +7,8 @@ itself otherwise), so a fresh network starts from the plain interpolation.
 
 from __future__ import annotations
 
+import inspect
+
 from typing import Any
 
 import torch
@@ -85,14 +87,36 @@ def edsr(scale: int, channels: int = 64, blocks: int = 16, res_scale: float = 1.
 
 
 def build_backbone(spec: Any, scale: int, **kwargs: Any) -> nn.Module:
-    """A registered backbone by name, or ``spec`` itself if it is an ``nn.Module``."""
+    """A registered backbone by name, or ``spec`` itself if it is an ``nn.Module``.
+
+    Raises:
+        KeyError: Unknown name (with a "Did you mean" hint).
+        ValueError: ``spec`` is neither a name nor a module, or ``kwargs`` holds an
+            option the backbone does not take or a value it refuses.
+    """
     if isinstance(spec, nn.Module):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(
+        raise ValueError(
             f"backbone={spec!r} must be a name {BACKBONES.names()} or an nn.Module."
         )
-    return BACKBONES.get(spec)(scale, **kwargs)
+    factory = BACKBONES.get(spec)
+    allowed = [p for p in inspect.signature(factory).parameters if p != "scale"]
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"backbone_kwargs={kwargs!r}: backbone {spec!r} takes no option {unknown}. Allowed: {allowed}."
+        )
+    for key in ("channels", "blocks"):
+        value = kwargs.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(
+                f"backbone_kwargs[{key!r}]={value!r} is not allowed. Allowed: an integer >= 1."
+            )
+    res_scale = kwargs.get("res_scale")
+    if res_scale is not None and (isinstance(res_scale, bool) or not isinstance(res_scale, (int, float)) or not res_scale > 0):
+        raise ValueError(f"backbone_kwargs['res_scale']={res_scale!r} is not allowed. Allowed: a number > 0.")
+    return factory(scale, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -106,24 +106,39 @@ def resolve_chat_model(
             options["api_key"] = api_key
         from langchain.chat_models import init_chat_model
 
-        return init_chat_model(model, **options)
+        try:
+            return init_chat_model(model, **options)
+        except ImportError:
+            raise
+        except Exception as e:  # the provider's client refused: say which model and why
+            raise ValueError(_cannot_build(model, e, api_key)) from None
     if base_url:
         from langchain_openai import ChatOpenAI
 
-        return ChatOpenAI(
-            model=model,
-            base_url=base_url,
-            api_key=api_key or SecretStr(_NO_KEY),
-            timeout=timeout,
-            max_retries=0,
-            use_responses_api=False,
-            **options,
-        )
+        try:
+            return ChatOpenAI(
+                model=model,
+                base_url=base_url,
+                api_key=api_key or SecretStr(_NO_KEY),
+                timeout=timeout,
+                max_retries=0,
+                use_responses_api=False,
+                **options,
+            )
+        except Exception as e:
+            raise ValueError(_cannot_build(model, e, api_key)) from None
     raise ValueError(
         f"model={model!r} names no provider and no base_url was given. Allowed: 'local', "
         "'provider:model' (e.g. 'openai:gpt-4o-mini'), a model name with base_url=..., "
         "or a LangChain chat model."
     )
+
+
+def _cannot_build(model: str, error: BaseException, api_key: SecretStr | None) -> str:
+    text = f"Cannot build the chat model {model!r}: {type(error).__name__}: {error}"
+    for secret in secret_values(api_key):
+        text = text.replace(secret, "***")
+    return " ".join(text.split())
 
 
 def model_name(model: Any) -> str:

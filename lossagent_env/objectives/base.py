@@ -27,11 +27,16 @@ class ObjectiveResult:
             images), keyed and ordered as ``Objective.metric_names``.
         value: ``J``, higher is better (lower-is-better metrics enter negated).
         feedback: Text for the agent (a judge's critique, a person's comment), or None.
+        invalid: Metrics that gave a non-number for some image (a collapsed output,
+            e.g. PIQE of a flat image): there the value was counted at the metric's
+            worst bound (infinities at the bound of their sign). The env reports them
+            as ``info["invalid_metrics"]``.
     """
 
     metrics: dict[str, float]
     value: float
     feedback: str | None = None
+    invalid: tuple[str, ...] = ()
 
 
 class Objective:
@@ -88,6 +93,11 @@ class Objective:
             The raw metrics and ``J`` (higher is better).
         """
         raise NotImplementedError
+
+    def min_image_size(self) -> tuple[int, str | None]:
+        """The smallest image side the objective can measure, and the metric that
+        needs it (``(1, None)`` when any size works)."""
+        return 1, None
 
     def combine(self, values: Mapping[str, float]) -> float:
         """``J`` from raw metric values, for objectives that are a function of their

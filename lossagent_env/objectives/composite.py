@@ -143,6 +143,10 @@ class CompositeObjective(Objective):
             for m in part.metric_names
         }
 
+    def min_image_size(self) -> tuple[int, str | None]:
+        """The largest smallest-size of the parts."""
+        return max((part.min_image_size() for part in self.parts), key=lambda x: x[0])
+
     def setup(self, device: str | torch.device = "cpu") -> None:
         """Set up every part, then fix the metric names (translate parts know theirs only now)."""
         for part in self.parts:
@@ -168,6 +172,7 @@ class CompositeObjective(Objective):
         metrics: dict[str, float] = {}
         value = 0.0
         feedback: list[str] = []
+        invalid: list[str] = []
         for k, part in enumerate(self.parts):
             result = part.evaluate(
                 restored, target, degraded=degraded, stage=stage, weights=weights
@@ -177,10 +182,12 @@ class CompositeObjective(Objective):
             value += self.weights[k] * float(result.value) / self.scales[k]
             if result.feedback:
                 feedback.append(f"[{self.prefixes[k]}] {result.feedback}")
+            invalid.extend(self._names[k][m] for m in result.invalid)
         return ObjectiveResult(
             metrics=metrics,
             value=float(value),
             feedback="\n".join(feedback) if feedback else None,
+            invalid=tuple(invalid),
         )
 
     def metric_layout(self) -> list[dict[str, str]]:

@@ -323,10 +323,11 @@ class HumanObjective(Objective):
         Raises:
             ValueError: The rater returned a bad score or comment.
         """
-        # Stage labels strictly increase within an episode (0 after reset), so no image
-        # is overwritten even if the caller passes the same stage index twice.
+        # Stage labels strictly increase within an episode (0 after reset), so no rated
+        # image is overwritten even if the caller passes the same stage index twice. The
+        # label is taken only once the rating is in: a stage whose rater raised (a
+        # FileRater's timeout) is asked again under the same name when retried.
         stage = max(int(stage), self._last_stage + 1)
-        self._last_stage = stage
         path = self.image_path(stage)
         path.parent.mkdir(parents=True, exist_ok=True)
         shown = ", ".join(f"{k}={v:.3g}" for k, v in (weights or {}).items()) or "none"
@@ -340,6 +341,7 @@ class HumanObjective(Objective):
                 f"The rater returned {answer!r}. Allowed: a tuple (score 1-10, comment or None)."
             )
         score, comment = check_score(answer[0]), _check_comment(answer[1])
+        self._last_stage = stage
         self.history.append((stage, score, comment))
         logger.info(
             "Stage %d rated %g%s", stage, score, f": {comment}" if comment else ""

@@ -59,6 +59,10 @@ class MetricObjective(Objective):
         self._metrics: dict[str, Metric] | None = None
         self._device: torch.device | None = None
 
+    def min_image_size(self) -> tuple[int, str | None]:
+        """The largest ``min_size`` of the metrics (ms_ssim: 161, niqe: 96)."""
+        return max(((info.min_size, name) for name, info in self.infos.items()), default=(1, None))
+
     def setup(self, device: str | torch.device = "cpu") -> None:
         """Create (or fetch from the cache) every metric on ``device``.
 
@@ -81,14 +85,30 @@ class MetricObjective(Objective):
     ) -> ObjectiveResult:
         """Mean of each metric over the images, and ``J``. Deterministic on CPU.
 
-        Sets itself up on ``restored.device`` if :meth:`setup` was not called.
+        A metric that gives NaN for an image (a collapsed, e.g. flat, output) counts that
+        image at the metric's worst bound, and an infinity at the bound of its sign, so
+        that the worst outcome is scored as such instead of making ``J`` NaN; such
+        metrics are listed in the result's ``invalid``. Sets itself up on
+        ``restored.device`` if :meth:`setup` was not called.
         """
         if self._metrics is None:
             self.setup(restored.device)
         values: dict[str, float] = {}
+        invalid: list[str] = []
         for name, metric in self._metrics.items():
-            values[name] = float(metric(restored, target).double().mean().item())
-        return ObjectiveResult(metrics=values, value=self.combine(values))
+            scores = metric(restored, target).double().reshape(-1)
+            if not bool(torch.isfinite(scores).all()):
+                invalid.append(name)
+                scores = self._worst_for_nan(name, scores)
+            values[name] = float(scores.mean().item())
+        return ObjectiveResult(metrics=values, value=self.combine(values), invalid=tuple(invalid))
+
+    def _worst_for_nan(self, name: str, scores: torch.Tensor) -> torch.Tensor:
+        low, high = self.bounds[name]
+        worst = high if self.lower_better[name] else low
+        scores = torch.where(torch.isnan(scores), torch.full_like(scores, worst), scores)
+        scores = torch.where(torch.isposinf(scores), torch.full_like(scores, high), scores)
+        return torch.where(torch.isneginf(scores), torch.full_like(scores, low), scores)
 
     def combine(self, values: Mapping[str, float]) -> float:
         """``J`` from raw metric values: ``sum_i w_i * (-m_i if lower_better else m_i)``.

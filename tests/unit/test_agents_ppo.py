@@ -32,11 +32,15 @@ def test_flatten_observation_rescales_to_minus_one_one():
 def test_ppo_trains_acts_in_space_and_leaves_global_rngs_alone():
     pytest.importorskip("stable_baselines3")
     python_state, numpy_state, torch_state = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
+    # Seeding done before CUDA starts is queued and applied when it starts: the CUDA
+    # generators of the caller must not be reseeded later by what PPO seeded.
+    queued = dict(vars(torch.cuda._lazy_seed_tracker))
     agent = PPOAgent(train_steps=128, n_steps=32, n_epochs=2).train(lambda: ToyLossEnv(max_stages=4))
     assert agent.is_trained and agent.trained_steps == 128
     assert random.getstate() == python_state
     np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
     assert torch.equal(torch.get_rng_state(), torch_state)
+    assert dict(vars(torch.cuda._lazy_seed_tracker)) == queued
     env = ToyLossEnv(max_stages=4)
     first = run_episode(env, agent, seed=0)
     second = run_episode(env, agent, seed=0)

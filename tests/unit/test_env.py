@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -238,6 +242,35 @@ def test_async_vector_env_after_training_in_parent(tiny_kwargs):
         assert rewards[0] != rewards[1]  # seed + i
     finally:
         vec.close()
+
+
+_VECTOR_AFTER_TRAINING = """
+import gymnasium as gym, numpy as np, torch, lossagent_env
+kw = dict(objective="psnr", patch_size=32, batch_size=4, stage_iters=2, max_stages=3, eval_images=2, eval_size=64)
+env = gym.make("LossAgent/SuperResolution-v0", **kw)
+env.reset(seed=0)
+env.step(np.full(env.action_space.shape, 0.5, np.float32))  # the parent uses its thread pool
+vec = gym.make_vec("LossAgent/SuperResolution-v0", num_envs=2, vectorization_mode="async", **kw)
+vec.reset(seed=0)
+_, rewards, *_ = vec.step(np.full(vec.action_space.shape, 0.5, np.float32))
+vec.close()
+print("threads", torch.get_num_threads(), "rewards", np.isfinite(rewards).all())
+"""
+
+
+def test_async_vector_env_with_default_thread_settings():
+    # As a user runs it: torch's default thread count (the test session sets
+    # OMP_NUM_THREADS=1 for speed, which once hid a hang of the forked workers here).
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    result = subprocess.run(
+        [sys.executable, "-c", _VECTOR_AFTER_TRAINING], capture_output=True, text=True,
+        env=env, timeout=240, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    threads = int(result.stdout.split()[1])
+    if len(os.sched_getaffinity(0)) > 1:
+        assert threads > 1  # the parent really trained with several threads
+    assert result.stdout.strip().endswith("rewards True")
 
 
 def test_unmeasured_objective_gives_zero_reward_and_keeps_the_reference(tiny_kwargs):
