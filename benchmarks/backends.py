@@ -32,11 +32,18 @@ open are failed too.
   through a ``ray.util.queue.Queue``. On a multi-node cluster, install this package on
   every node and give an output directory that every node can write (TensorBoard files
   are written by the tasks).
+
+GPUs: runs whose device is ``cuda`` or ``auto`` ask Ray for a share of the cluster's
+GPUs (:func:`ray_gpus`: all GPUs split over the tasks that run at once, at most one
+each), because Ray hides the GPUs from a task that asked for none. In a process pool,
+worker ``i`` trains on ``cuda:i % G`` when ``G >= 2`` GPUs are visible
+(:func:`worker_device`). Every row records the device it trained on (``device``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -83,6 +90,7 @@ def run_task(
     messages: MessageQueue,
     threads: int | None = None,
     parent_pid: int | None = None,
+    device: str | None = None,
 ) -> int:
     """Execute one run and report it on ``messages``: its rows, then ``done`` or ``error``.
 
@@ -93,6 +101,7 @@ def run_task(
         threads: torch threads to set first; None leaves the count as it is.
         parent_pid: Stop (``SystemExit``) before sending a row once the process is no
             longer this one's parent: the benchmark is gone.
+        device: The env device to use instead of the suite's (a worker's own GPU).
 
     Returns:
         The number of stages run; 0 if the run raised (the error is on ``messages``).
@@ -101,6 +110,8 @@ def run_task(
         import torch
 
         torch.set_num_threads(threads)
+    if device is not None:
+        spec = dataclasses.replace(spec, env_kwargs={**spec.env_kwargs, "device": device})
 
     def emit(row: dict[str, Any]) -> None:
         if parent_pid is not None and os.getppid() != parent_pid:
@@ -227,15 +238,37 @@ def run_inline(pending: list[RunSpec], out: Path, write: Emit, threads: int) -> 
     return collector.failures
 
 
+def uses_cuda(device: object) -> bool:
+    """Whether an env ``device`` setting may train on a GPU (``cuda``, ``cuda:N``, ``auto``)."""
+    return str(device).startswith("cuda") or device == "auto"
+
+
+def worker_device(device: object, worker: int, gpus: int) -> str | None:
+    """The device worker number ``worker`` uses when ``gpus`` GPUs are visible.
+
+    Workers take the GPUs in turn (``cuda:worker % gpus``), so N workers spread over
+    the GPUs instead of all using GPU 0. A suite that names a GPU (``cuda:1``), asks
+    for the CPU, or runs where fewer than two GPUs are visible keeps its setting
+    (None).
+    """
+    if gpus < 2 or device not in ("cuda", "auto"):
+        return None
+    return f"cuda:{worker % gpus}"
+
+
 # Worker-process state (set by the pool initializer).
 _WORKER_QUEUE: Any = None
 _PARENT_PID: int | None = None
+_WORKER_INDEX: int = 0
 
 
-def _init_worker(messages: Any, threads: int, parent_pid: int) -> None:
-    global _WORKER_QUEUE, _PARENT_PID
+def _init_worker(messages: Any, threads: int, parent_pid: int, counter: Any) -> None:
+    global _WORKER_QUEUE, _PARENT_PID, _WORKER_INDEX
     _WORKER_QUEUE = messages
     _PARENT_PID = parent_pid
+    with counter.get_lock():
+        _WORKER_INDEX = counter.value
+        counter.value += 1
     die_with_parent()
     import torch
 
@@ -257,7 +290,16 @@ def die_with_parent() -> None:
 def _pool_task(spec: RunSpec, out: str) -> int:
     # a multiprocessing queue reaches a worker only when the worker starts (initializer),
     # not as an argument of each task
-    return run_task(spec, out, _WORKER_QUEUE, parent_pid=_PARENT_PID)
+    device = spec.env_kwargs.get("device", "cpu")
+    gpus = 0
+    if uses_cuda(device):  # a spawned worker may look at CUDA; the parent never does
+        import torch
+
+        gpus = torch.cuda.device_count()
+    return run_task(
+        spec, out, _WORKER_QUEUE, parent_pid=_PARENT_PID,
+        device=worker_device(device, _WORKER_INDEX, gpus),
+    )
 
 
 def run_pool(pending: list[RunSpec], out: Path, write: Emit, workers: int, threads: int) -> list[RunFailure]:
@@ -271,7 +313,7 @@ def run_pool(pending: list[RunSpec], out: Path, write: Emit, workers: int, threa
         max_workers=min(workers, len(pending)),
         mp_context=ctx,
         initializer=_init_worker,
-        initargs=(messages, threads, os.getpid()),
+        initargs=(messages, threads, os.getpid(), ctx.Value("i", 0)),
     ) as pool:
         futures = {pool.submit(_pool_task, spec, str(out)): spec for spec in pending}
         return collector.watch(
@@ -291,6 +333,31 @@ def import_ray():
             "pip install 'lossagent-env[ray]'"
         ) from e
     return ray
+
+
+def ray_gpus(pending: list[RunSpec], resources: dict[str, float], threads: int, cpus: int) -> float:
+    """The GPUs each Ray task asks for: a share of the cluster's GPUs when the runs may
+    use CUDA (``cuda``/``auto``), so that the tasks running at once split them; else 0.
+
+    Ray shows a task only the GPUs it asked for (``CUDA_VISIBLE_DEVICES``): a task that
+    asks for none cannot use CUDA even where the machine has GPUs.
+
+    Raises:
+        BenchmarkError: The runs need CUDA (``cuda``) but the cluster has no GPU.
+    """
+    devices = {str(spec.env_kwargs.get("device", "cpu")) for spec in pending}
+    if not any(uses_cuda(d) for d in devices):
+        return 0.0
+    gpus = float(resources.get("GPU", 0.0))
+    if gpus <= 0:
+        if any(d.startswith("cuda") for d in devices):
+            raise BenchmarkError(
+                f"The suite trains on {sorted(devices)} but the Ray cluster has no GPU "
+                f"(resources: {dict(resources)}). Start Ray workers with GPUs, or use device='auto'."
+            )
+        return 0.0
+    at_once = max(1, min(len(pending), cpus // max(1, threads)))  # tasks running together
+    return min(1.0, gpus / at_once)
 
 
 def run_ray(
@@ -322,7 +389,7 @@ def run_ray(
                 "Ray cluster has %d CPUs; running %d threads per task.", cluster_cpus, cluster_cpus
             )
             threads = max(1, cluster_cpus)
-        task = ray.remote(num_cpus=threads)(run_task)
+        task = ray.remote(num_cpus=threads, num_gpus=ray_gpus(pending, ray.cluster_resources(), threads, cluster_cpus))(run_task)
         refs = {task.remote(spec, str(out.resolve()), messages, threads): spec for spec in pending}
 
         def error_of(ref: Any) -> BaseException | None:

@@ -1,9 +1,13 @@
 """Overhead of the env over a bare PyTorch training loop, measured in one process.
 
-    python -m benchmarks.perf [--repeats 9] [--stage-iters 40] [--action 0.5] [--json]
+    python -m benchmarks.perf [--config smoke|paper] [--device cuda] [--amp]
+                              [--repeats 9] [--stage-iters 40] [--action 0.5] [--json]
 
-The configuration is the smoke suite's (``benchmarks/suites/smoke.toml``), with every
-loss of its repository active. For each repeat it runs one env stage (``env.step``) and
+``--config smoke`` (the default) is the smoke suite's configuration
+(``benchmarks/suites/smoke.toml``); ``--config paper`` is the paper suite's (x4, EDSR,
+16 patches of 96 px, 500 iterations per stage, 16 evaluation crops of 192 px) on the
+shipped photographs, for a GPU (``--device cuda``, ``--amp`` for bfloat16). Every loss
+of the repository is active. For each repeat it runs one env stage (``env.step``) and
 a bare loop (alternately before and after it) doing the same number of Adam
 iterations with the same network, the same active losses and weights, the same batch
 and patch size, on tensors cut and degraded beforehand. It prints medians over the
@@ -13,8 +17,12 @@ repeats:
                         rollback, training) / the bare loop
     eval_share:         evaluation time / whole stage time
 
-Run-to-run noise on a shared machine is large, so only the ratios within one run are
-meaningful; the targets are ``env_overhead_ratio <= 1.05`` and ``eval_share <= 0.15``.
+    stage split:        medians of data preparation (cut, flip, degrade, copy to the
+                        device), training and evaluation seconds of an env stage
+
+On CUDA every timed region starts and ends with ``torch.cuda.synchronize()``. Run-to-run
+noise on a shared machine is large, so only the ratios within one run are meaningful;
+the targets are ``env_overhead_ratio <= 1.05`` and ``eval_share <= 0.15``.
 """
 
 from __future__ import annotations
@@ -33,23 +41,51 @@ import torch
 import lossagent_env  # noqa: F401  (registers the ids)
 
 
-def smoke_configuration() -> tuple[str, dict]:
-    """The env id and keyword arguments of the smoke suite (benchmarks/suites/smoke.toml)."""
+CONFIGS = ("smoke", "paper")
+
+
+def suite_configuration(name: str = "smoke") -> tuple[str, dict]:
+    """The env id and keyword arguments of a shipped suite (``smoke`` or ``paper``).
+
+    The paper suite's image folder (DIV2K) is replaced by the shipped photographs, so it
+    runs offline; the objective is PSNR.
+    """
     from benchmarks.suite import load_suite
 
-    suite = load_suite("smoke")
+    suite = load_suite(name, check_names=False)
     kwargs = {**suite.env_kwargs, "stage_iters": suite.stage_iters, "objective": "psnr"}
+    kwargs["dataset"] = "skimage"
     return suite.env_id, {**kwargs, "max_stages": 10_000}
 
 
-def bare_loop(model, losses, weights, inputs, targets, lr) -> float:
+def smoke_configuration() -> tuple[str, dict]:
+    """The env id and keyword arguments of the smoke suite (benchmarks/suites/smoke.toml)."""
+    return suite_configuration("smoke")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(model, losses, weights, inputs, targets, lr, amp: bool = False) -> float:
     """The reference: a plain Adam loop over prepared tensors. Returns seconds."""
+    import contextlib
+
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
     active = [(loss, w) for loss, w in zip(losses, weights) if w > 0]
     model.train()
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        if amp and inputs.is_cuda
+        else contextlib.nullcontext
+    )
+    _sync(inputs.device)
     start = time.perf_counter()
     for t in range(inputs.shape[0]):
-        output = model(inputs[t])
+        with autocast():
+            output = model(inputs[t])
+        output = output.float()
         loss = sum(w * term(output, targets[t]) for term, w in active)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -57,8 +93,7 @@ def bare_loop(model, losses, weights, inputs, targets, lr) -> float:
         for term, _ in active:
             if term.trainable:
                 term.update(output.detach(), targets[t])
-    if inputs.is_cuda:
-        torch.cuda.synchronize()
+    _sync(inputs.device)
     return time.perf_counter() - start
 
 
@@ -72,7 +107,7 @@ def measure(env_id: str, kwargs: dict, repeats: int, action_value: float, seed: 
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     env.step(action)  # warm-up of both paths
-    ratios, shares, env_train, bare = [], [], [], []
+    ratios, shares, env_train, bare, prepare, evals = [], [], [], [], [], []
     for repeat in range(repeats):
         # Prepared beforehand, outside the timed region of the bare loop.
         lr_patches, hr_patches = u.sampler.sample(cfg.stage_iters * cfg.batch_size, rng, generator)
@@ -84,12 +119,15 @@ def measure(env_id: str, kwargs: dict, repeats: int, action_value: float, seed: 
 
         # Alternate which runs first, so drifts of the machine hit both alike.
         if repeat % 2:
-            t_bare = bare_loop(model, losses, weights, inputs, targets, cfg.lr)
-        env.step(action)
+            t_bare = bare_loop(model, losses, weights, inputs, targets, cfg.lr, cfg.amp)
+        _sync(u.device)
+        env.step(action)  # the env synchronises CUDA at the ends of its timed parts
         t_env = u.timings["train_seconds"]
         t_eval = u.timings["eval_seconds"]
         if not repeat % 2:
-            t_bare = bare_loop(model, losses, weights, inputs, targets, cfg.lr)
+            t_bare = bare_loop(model, losses, weights, inputs, targets, cfg.lr, cfg.amp)
+        prepare.append(u.timings["prepare_seconds"])
+        evals.append(t_eval)
         env_train.append(t_env)
         bare.append(t_bare)
         ratios.append(t_env / t_bare)
@@ -100,6 +138,11 @@ def measure(env_id: str, kwargs: dict, repeats: int, action_value: float, seed: 
         "eval_share": statistics.median(shares),
         "repeats": repeats,
         "env_train_seconds_median": statistics.median(env_train),
+        "stage_split_seconds": {
+            "prepare": statistics.median(prepare),
+            "train": statistics.median(env_train) - statistics.median(prepare),
+            "eval": statistics.median(evals),
+        },
         "bare_loop_seconds_median": statistics.median(bare),
         "losses": list(u.loss_names),
         "action": action_value,
@@ -113,19 +156,28 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         epilog="Example: python -m benchmarks.perf --repeats 9",
     )
+    parser.add_argument("--config", choices=CONFIGS, default="smoke", help="suite configuration [smoke]")
     parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--stage-iters", type=int, help="override the smoke suite's value")
+    parser.add_argument("--stage-iters", type=int, help="override the suite's value")
     parser.add_argument("--action", type=float, default=0.5, help="value of every action entry")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto [cpu]")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA)")
     parser.add_argument("--json", action="store_true", help="also print the full result as JSON")
     args = parser.parse_args(argv)
-    env_id, kwargs = smoke_configuration()
+    env_id, kwargs = suite_configuration(args.config)
     kwargs["device"] = args.device
+    kwargs["amp"] = bool(args.amp)
     if args.stage_iters:
         kwargs["stage_iters"] = args.stage_iters
     result = measure(env_id, kwargs, args.repeats, args.action)
+    split = result["stage_split_seconds"]
+    print(f"config: {args.config} on {args.device}{' with amp' if args.amp else ''}, {result['repeats']} repeats")
     print(f"env_overhead_ratio: {result['env_overhead_ratio']:.3f}")
     print(f"eval_share: {result['eval_share']:.3f}")
+    print(
+        f"stage split (medians, s): prepare {split['prepare']:.3f}, train {split['train']:.3f}, "
+        f"eval {split['eval']:.3f}"
+    )
     if args.json:
         json.dump(result, sys.stdout, indent=2)
         print()

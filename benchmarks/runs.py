@@ -30,6 +30,7 @@ network, because the env's ``reset(seed=...)`` is deterministic.
 ``setup_s``                 seconds spent building the env and the agent
 ``act_s``                   seconds of this stage's decision
 ``train_s``, ``eval_s``     seconds of this stage's training and evaluation
+``device``                  the device the run trained on (``"cpu"``, ``"cuda:1"``)
 ==========================  ===========================================================
 """
 
@@ -243,6 +244,7 @@ def execute_run(spec: RunSpec, out: str | os.PathLike[str] | None, emit: Emit) -
                     "act_s": float(timings.get("act_seconds", 0.0)),
                     "train_s": float(timings.get("train_seconds", 0.0)),
                     "eval_s": float(timings.get("eval_seconds", 0.0)),
+                    "device": str(getattr(stage_env.unwrapped, "device", "cpu")),
                 }
             )
 

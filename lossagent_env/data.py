@@ -160,40 +160,101 @@ class PatchSampler:
             dtype=np.float64,
         )
         self._p = areas / areas.sum()
+        self._buffer: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> PatchSampler:
+        """Keep the images on ``device``, where patches are then cut, flipped and degraded."""
+        self.images = [im.to(device) for im in self.images]
+        if self.lr_images is not None:
+            self.lr_images = [im.to(device) for im in self.lr_images]
+        return self
 
     def sample(
-        self, n: int, rng: np.random.Generator, generator: torch.Generator
+        self,
+        n: int,
+        rng: np.random.Generator,
+        generator: torch.Generator,
+        reuse_buffer: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` (input, target) pairs: ``(n, 3, P/s, P/s)`` and ``(n, 3, P, P)``."""
+        """``n`` (input, target) pairs: ``(n, 3, P/s, P/s)`` and ``(n, 3, P, P)``.
+
+        With ``reuse_buffer`` the targets are written into a buffer this sampler keeps
+        and the next such call overwrites (the env uses the patches of a stage only
+        during that stage); it saves the page faults of a fresh allocation.
+
+        Every random choice (image, position, flips) is drawn on the CPU from ``rng``,
+        so the patches do not depend on the device; the patches are then cut with their
+        flips, a few indexing operations per image, on the images' device, and the
+        degradation runs on the whole batch there.
+        """
         p, s = self.patch_size, self.degradation.scale
         which = rng.choice(len(self.images), size=n, p=self._p)
         u = rng.random((n, 2))
         flips = rng.random((n, 3)) < 0.5
-        hr_patches, lr_patches = [], []
-        for k, i in enumerate(which):
-            image = self.images[i]
-            y = int(u[k, 0] * ((image.shape[1] - p) // s + 1)) * s
-            x = int(u[k, 1] * ((image.shape[2] - p) // s + 1)) * s
-            hr_patches.append(image[:, y : y + p, x : x + p])
-            if self.lr_images is not None:
-                lr_patches.append(
-                    self.lr_images[i][:, y // s : (y + p) // s, x // s : (x + p) // s]
-                )
-        hr = torch.stack(hr_patches)
-        lr = torch.stack(lr_patches) if lr_patches else self.degradation(hr, generator)
-        return _augment(lr, flips), _augment(hr, flips)
+        sizes = np.array([im.shape[1:] for im in self.images])[which]  # (n, 2): H, W
+        ys = (u[:, 0] * ((sizes[:, 0] - p) // s + 1)).astype(np.int64) * s
+        xs = (u[:, 1] * ((sizes[:, 1] - p) // s + 1)).astype(np.int64) * s
+        hr = _cut(self.images, which, ys, xs, p, flips, s, self._buffer if reuse_buffer else None)
+        if reuse_buffer:
+            self._buffer = hr
+        if self.lr_images is not None:
+            return _cut(self.lr_images, which, ys // s, xs // s, p // s, flips, 1), hr
+        return self.degradation(hr, generator), hr
 
 
-def _augment(batch: torch.Tensor, flips: np.ndarray) -> torch.Tensor:
-    """Horizontal flip, vertical flip and transpose, each on its own subset of the batch."""
-    out = batch.clone()
-    for axis, dims in ((0, (-1,)), (1, (-2,))):
-        mask = torch.from_numpy(flips[:, axis])
-        if mask.any():
-            out[mask] = out[mask].flip(dims)
-    mask = torch.from_numpy(flips[:, 2])
-    if mask.any():
-        out[mask] = out[mask].transpose(-1, -2)
+def _cut(
+    images: list[torch.Tensor],
+    which: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    size: int,
+    flips: np.ndarray,
+    step: int,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Patches ``images[which[k]][:, ys[k]:ys[k]+size, xs[k]:xs[k]+size]``, each flipped
+    left-right (``flips[k, 0]``), up-down (``flips[k, 1]``) and then transposed
+    (``flips[k, 2]``): ``(n, C, size, size)``, written into ``out`` if given.
+
+    On the CPU each patch is copied once, flips included, from a NumPy view with
+    negative strides; the cost is then that of writing the patches (a fresh 1 GB
+    output costs more in page faults than in copying, hence ``out``). On a GPU each
+    image is seen through a strided view of all its patches (corners are multiples of
+    ``step``), and the patches of one orientation are taken in one indexing and
+    flipped together.
+    """
+    n, channels = len(which), images[0].shape[0]
+    device = images[0].device
+    if out is None or out.shape != (n, channels, size, size) or out.device != device:
+        out = torch.empty((n, channels, size, size), dtype=images[0].dtype, device=device)
+    if device.type == "cpu":
+        arrays = [image.numpy() for image in images]
+        target = out.numpy()
+        for k in range(n):
+            view = arrays[which[k]][:, ys[k] : ys[k] + size, xs[k] : xs[k] + size]
+            if flips[k, 0]:
+                view = view[:, :, ::-1]
+            if flips[k, 1]:
+                view = view[:, ::-1, :]
+            if flips[k, 2]:
+                view = view.transpose(0, 2, 1)
+            target[k] = view
+        return out
+    orientation = flips[:, 0] * 1 + flips[:, 1] * 2 + flips[:, 2] * 4
+    for i in np.unique(which):
+        windows = images[i].unfold(1, size, step).unfold(2, size, step).permute(1, 2, 0, 3, 4)
+        for code in np.unique(orientation[which == i]):
+            chosen = np.flatnonzero((which == i) & (orientation == code))
+            patches = windows[
+                torch.from_numpy(ys[chosen] // step).to(device),
+                torch.from_numpy(xs[chosen] // step).to(device),
+            ]
+            dims = [dim for dim, bit in ((-1, 1), (-2, 2)) if code & bit]
+            if dims:
+                patches = patches.flip(dims)
+            if code & 4:
+                patches = patches.transpose(-1, -2)
+            out[torch.from_numpy(chosen).to(device)] = patches
     return out
 
 

@@ -105,8 +105,9 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
     ``invalid_metrics`` (list of names) when a metric gave NaN for a collapsed output
     (e.g. PIQE of a flat image): that value was counted at the metric's worst bound,
     the worst outcome rather than a missing one.
-    Wall-clock timings are in ``env.unwrapped.timings`` (``train_seconds``,
-    ``eval_seconds`` of the last stage), not in ``info``.
+    Wall-clock timings are in ``env.unwrapped.timings`` (``train_seconds``, which
+    includes ``prepare_seconds`` of data preparation, and ``eval_seconds`` of the last
+    stage), not in ``info``.
 
     ## Arguments
     Every field of :class:`lossagent_env.config.EnvConfig` as a keyword, plus
@@ -201,7 +202,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             }
         )
 
-        self.timings = {"train_seconds": 0.0, "eval_seconds": 0.0}
+        self.timings = {"train_seconds": 0.0, "eval_seconds": 0.0, "prepare_seconds": 0.0}
         self._stage: int | None = None
         self._generator = torch.Generator()
         self._last: dict[str, Any] = {}
@@ -238,6 +239,8 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self.objective.setup(device)
         self._eval_lr = self._eval_lr.to(device)
         self._eval_hr = self._eval_hr.to(device)
+        if self.degradation.runs_on_device:  # cut, flip and degrade where training runs
+            self.sampler.to(device)
         self.model.to(device)
         self._device = device
         return device
@@ -270,7 +273,11 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             raise RuntimeError(
                 "The initial network produced non-finite outputs; check init_checkpoint."
             )
-        self.timings = {"train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0}
+        self.timings = {
+            "train_seconds": 0.0,
+            "eval_seconds": time.perf_counter() - t0,
+            "prepare_seconds": 0.0,
+        }
         self._last = evaluation
         self._last["action"] = np.zeros(len(self.loss_names), np.float32)
         self._reference = evaluation["objective"]  # J that the next reward counts from
@@ -296,16 +303,22 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             # The same patches are drawn at every stage whatever the action, so agents
             # with the same seed see the same data.
             n = config.stage_iters * config.batch_size
-            inputs, targets = self.sampler.sample(n, self.np_random, self._generator)
+            inputs, targets = self.sampler.sample(n, self.np_random, self._generator, reuse_buffer=True)
             diverged = False
             if weights.any():
                 shape = (config.stage_iters, config.batch_size)
-                inputs = inputs.to(self.device).view(*shape, *inputs.shape[1:])
-                targets = targets.to(self.device).view(*shape, *targets.shape[1:])
+                inputs = inputs.to(self.device, non_blocking=True).view(*shape, *inputs.shape[1:])
+                targets = targets.to(self.device, non_blocking=True).view(*shape, *targets.shape[1:])
+                _synchronize(self.device)
+                t_prepared = time.perf_counter()
                 saved = self._training_state()
                 diverged = self.trainer.run_stage(inputs, targets, weights)
+            else:
+                t_prepared = time.perf_counter()
+            _synchronize(self.device)
             t1 = time.perf_counter()
             evaluation = None if diverged else self._evaluate(weights, stage=self._stage + 1)
+            _synchronize(self.device)
         except BaseException:
             if saved is not None:
                 self._set_training_state(saved)
@@ -332,7 +345,11 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             self._last = evaluation
         self._last["action"] = action
         self._stage += 1
-        self.timings = {"train_seconds": t1 - t0, "eval_seconds": t2 - t1}
+        self.timings = {
+            "train_seconds": t1 - t0,
+            "eval_seconds": t2 - t1,
+            "prepare_seconds": t_prepared - t0,
+        }
         truncated = self._stage >= config.max_stages
         return self._observation(), reward, False, truncated, self._info(diverged)
 
@@ -403,7 +420,8 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
                 never shown to the agent.
 
         Returns:
-            ``{"metrics": {name: value}, "objective": J, "loss_values": {loss: value}}``.
+            ``{"metrics": {name: value}, "objective": J, "loss_values": {loss: value},
+            "invalid": [metrics counted at their worst bound]}``.
 
         Raises:
             ValueError: ``split`` is not ``"val"`` or ``"test"``; or the images have no
@@ -433,7 +451,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self.model.train(training)
         if evaluation is None:  # reset and step always leave a finite network
             raise RuntimeError("The network's output is not finite; nothing to measure.")
-        return {k: evaluation[k] for k in ("metrics", "objective", "loss_values")}
+        return {k: evaluation[k] for k in ("metrics", "objective", "loss_values", "invalid")}
 
     # ------------------------------------------------------------ internals
     def _training_state(self) -> dict[str, Any]:
@@ -561,6 +579,12 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         if last.get("invalid"):
             info["invalid_metrics"] = list(last["invalid"])
         return info
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so that wall-clock timings mean what they say."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def check_settings(**kwargs: Any) -> EnvConfig:

@@ -21,6 +21,8 @@ on a whole batch at once, so a stage's training data is prepared in one call.
 from __future__ import annotations
 
 import io
+import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,10 +36,15 @@ from lossagent_env.registry import Registry
 
 
 class Degradation:
-    """Base class. ``scale`` is the ratio of target size to input size."""
+    """Base class. ``scale`` is the ratio of target size to input size.
+
+    ``runs_on_device``: True if it works on tensors on any device (then training
+    patches are cut and degraded on the GPU); False if it needs the CPU (Pillow).
+    """
 
     scale: int = 1
     name: str = ""
+    runs_on_device: bool = True
 
     def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
@@ -76,26 +83,51 @@ class GaussianNoise(Degradation):
         self.name = f"Gaussian noise, sigma {self.sigma:g}/255"
 
     def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        noise = torch.randn(hr.shape, generator=generator, dtype=hr.dtype)
-        return hr + noise.to(hr.device) * (self.sigma / 255.0)
+        if hr.device.type == "cpu":
+            noise = torch.randn(hr.shape, generator=generator, dtype=hr.dtype)
+        else:  # drawn on the device, from a seed drawn on the CPU: still reproducible
+            seed = int(torch.randint(2**62, (1,), generator=generator))
+            device_generator = torch.Generator(device=hr.device).manual_seed(seed)
+            noise = torch.randn(hr.shape, generator=device_generator, dtype=hr.dtype, device=hr.device)
+        return hr + noise * (self.sigma / 255.0)
 
 
 class JPEGCompression(Degradation):
-    """Real JPEG encoding and decoding through Pillow at a fixed ``quality`` (4:2:0)."""
+    """Real JPEG encoding and decoding through Pillow at a fixed ``quality`` (4:2:0).
+
+    Pillow runs on the CPU; a batch is encoded by a pool of threads (Pillow releases the
+    GIL while it encodes and decodes), one chunk of images per core.
+    """
+
+    runs_on_device = False
 
     def __init__(self, quality: int):
         self.quality = int(quality)
         self.name = f"JPEG compression, quality {self.quality}"
 
-    def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        array = hr.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        out = np.empty_like(array)
+    def _encode(self, array: np.ndarray, out: np.ndarray) -> None:
         for i, image in enumerate(array):
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, format="JPEG", quality=self.quality)
             buffer.seek(0)
-            out[i] = np.asarray(Image.open(buffer).convert("RGB"))
+            with Image.open(buffer) as decoded:
+                out[i] = np.asarray(decoded.convert("RGB"))
+
+    def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        array = hr.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        out = np.empty_like(array)
+        workers = min(len(array) // 64 + 1, _cores())
+        if workers <= 1:
+            self._encode(array, out)
+        else:
+            bounds = np.linspace(0, len(array), workers + 1).astype(int)
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda k: self._encode(array[bounds[k]:bounds[k + 1]], out[bounds[k]:bounds[k + 1]]), range(workers)))
         return torch.from_numpy(out).permute(0, 3, 1, 2).to(hr.dtype).div(255).to(hr.device)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

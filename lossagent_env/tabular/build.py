@@ -248,17 +248,16 @@ def compute_unit(
     records: list[NodeRecord] = []
 
     def record(path: tuple[int, ...], info: dict[str, Any]) -> None:
+        test = u.measure(test_panel, split="test")
         node = NodeRecord(
             seed=seed,
             path=path,
             diverged=bool(info["diverged"]),
             train_seconds=float(u.timings["train_seconds"]),
             eval_seconds=float(u.timings["eval_seconds"]),
-            metrics={
-                "val": dict(info["metrics"]),
-                "test": u.measure(test_panel, split="test")["metrics"],
-            },
+            metrics={"val": dict(info["metrics"]), "test": test["metrics"]},
             losses=dict(info["loss_values"]),
+            invalid={"val": list(info.get("invalid_metrics", [])), "test": test["invalid"]},
         )
         records.append(node)
         if on_node is not None:

@@ -17,7 +17,9 @@ Schema (format version 1)::
           diverged INTEGER,                         -- 1: the last stage diverged
           train_seconds REAL, eval_seconds REAL)    -- wall-clock seconds of the last stage
     metrics(seed INTEGER, path TEXT, split TEXT,    -- split: 'val' or 'test'
-            metric TEXT, value REAL)                -- raw panel metric value
+            metric TEXT, value REAL,                -- raw panel metric value
+            invalid INTEGER)                        -- 1: NaN for some crop, counted at
+                                                    --    the metric's worst bound
     losses(seed INTEGER, path TEXT, loss TEXT, value REAL)   -- unweighted, on 'val'
     units(seed INTEGER, first INTEGER, nodes INTEGER)        -- finished build units
 
@@ -122,7 +124,7 @@ CREATE TABLE nodes (
 CREATE TABLE metrics (
     seed INTEGER NOT NULL, path TEXT NOT NULL,
     split TEXT NOT NULL CHECK (split IN ('val', 'test')),
-    metric TEXT NOT NULL, value REAL,
+    metric TEXT NOT NULL, value REAL, invalid INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (seed, path, split, metric)
 ) WITHOUT ROWID;
 CREATE TABLE losses (
@@ -152,6 +154,8 @@ class NodeRecord:
         eval_seconds: Wall-clock seconds of its evaluation on ``val``.
         metrics: ``{split: {metric: value}}`` for ``"val"`` and ``"test"``.
         losses: ``{loss: unweighted value}`` on ``val``.
+        invalid: ``{split: [metric, ...]}``: metrics that gave a non-number for some
+            crop (a collapsed output) and were counted at their worst bound.
     """
 
     seed: int
@@ -161,6 +165,7 @@ class NodeRecord:
     eval_seconds: float
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     losses: dict[str, float] = field(default_factory=dict)
+    invalid: dict[str, list[str]] = field(default_factory=dict)
 
 
 def encode_path(path: Sequence[int]) -> str:
@@ -219,9 +224,9 @@ def write_unit(
                 (*key, len(r.path), int(r.diverged), r.train_seconds, r.eval_seconds),
             )
             db.executemany(
-                f"{verb} INTO metrics VALUES (?, ?, ?, ?, ?)",
+                f"{verb} INTO metrics VALUES (?, ?, ?, ?, ?, ?)",
                 [
-                    (*key, split, name, value)
+                    (*key, split, name, value, int(name in r.invalid.get(split, ())))
                     for split, values in r.metrics.items()
                     for name, value in values.items()
                 ],
@@ -293,6 +298,7 @@ class Table:
         seeds: The seeds, in order.
         stages: Depth T of the trees.
         values: ``{split: float64 (S, N, P)}``, panel metrics (NaN where unmeasured).
+        invalid: ``{split: bool (S, N, P)}``: the metric was counted at its worst bound.
         losses: ``float64 (S, N, n_losses)``, unweighted losses on ``val``.
         diverged: ``bool (S, N)``.
         train_seconds: ``float64 (S, N)``.
@@ -309,6 +315,7 @@ class Table:
     seeds: tuple[int, ...]
     stages: int
     values: dict[str, np.ndarray]
+    invalid: dict[str, np.ndarray]
     losses: np.ndarray
     diverged: np.ndarray
     train_seconds: np.ndarray
@@ -362,6 +369,7 @@ def read_table(path: str | os.PathLike[str]) -> Table:
 
         shape = (len(seeds), n)
         values = {split: np.full((*shape, len(metrics)), np.nan) for split in SPLITS}
+        invalid = {split: np.zeros((*shape, len(metrics)), bool) for split in SPLITS}
         losses = np.full((*shape, len(loss_names)), np.nan)
         diverged = np.zeros(shape, bool)
         train_seconds, eval_seconds = np.zeros(shape), np.zeros(shape)
@@ -374,9 +382,14 @@ def read_table(path: str | os.PathLike[str]) -> Table:
             diverged[at], train_seconds[at], eval_seconds[at] = bool(div), train_s, eval_s
         if not seen.all():
             raise TableFormatError(f"Table {str(path)!r} lacks {int((~seen).sum())} nodes.")
-        for seed, p, split, metric, value in db.execute("SELECT * FROM metrics"):
-            if value is not None and metric in metric_of:
-                values[split][seed_of[seed], node_of[p], metric_of[metric]] = value
+        for seed, p, split, metric, value, flagged in db.execute(
+            "SELECT seed, path, split, metric, value, invalid FROM metrics"
+        ):
+            if metric in metric_of:
+                at = (seed_of[seed], node_of[p], metric_of[metric])
+                invalid[split][at] = bool(flagged)
+                if value is not None:
+                    values[split][at] = value
         for seed, p, loss, value in db.execute("SELECT * FROM losses"):
             if value is not None and loss in loss_of:
                 losses[seed_of[seed], node_of[p], loss_of[loss]] = value
@@ -384,7 +397,7 @@ def read_table(path: str | os.PathLike[str]) -> Table:
         db.close()
     weights = np.array([p["weights"] for p in header["presets"]], np.float32).reshape(k, -1)
     weights.flags.writeable = False
-    arrays = [values["val"], values["test"], losses, diverged, train_seconds, eval_seconds]
+    arrays = [*values.values(), *invalid.values(), losses, diverged, train_seconds, eval_seconds]
     for array in arrays:
         array.flags.writeable = False
     return Table(
@@ -398,6 +411,7 @@ def read_table(path: str | os.PathLike[str]) -> Table:
         seeds=seeds,
         stages=stages,
         values=values,
+        invalid=invalid,
         losses=losses,
         diverged=diverged,
         train_seconds=train_seconds,

@@ -106,8 +106,8 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
 
     ## Episode End
     1. Termination: never.
-    2. Truncation: after ``max_stages`` steps. As in the live env, stepping on is
-       possible, up to the table's depth; beyond it ``step`` raises ``ResetNeeded``.
+    2. Truncation: after ``max_stages`` steps; as in the live env, a further ``step``
+       raises ``ResetNeeded`` until ``reset``.
 
     ## Info
     The live env's keys and values (``metrics``, ``objective``, ``loss_values``,
@@ -181,7 +181,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         )
         self._penalty = float(self.config.divergence_penalty)
 
-        self.objective, metric_names, compute = _replay_objective(objective, t.metrics)
+        self.objective, metric_names, compute, self._panel_columns = _replay_objective(objective, t.metrics)
         self.metric_names = metric_names
         # J and the objective's metric values of every node, on both splits
         self._objective_values: dict[str, np.ndarray] = {}
@@ -247,9 +247,10 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         index = preset_index(action, self.preset_names)
         if self._stage is None:
             raise gym.error.ResetNeeded("Call reset() before step().")
-        if self._stage >= self.table.stages:
+        if self._stage >= self.max_stages:
             raise gym.error.ResetNeeded(
-                f"The table ends after {self.table.stages} stages; call reset()."
+                f"The episode was truncated after max_stages={self.max_stages} stages; "
+                "call reset() before step()."
             )
         self._stage += 1
         self._local = self._local * len(self.preset_names) + index
@@ -357,7 +358,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
 
     def _info(self, index: int | None) -> dict[str, Any]:
         at = (self._s, self._node)
-        return {
+        info = {
             "metrics": dict(zip(self.metric_names, self._objective_values["val"][at].tolist())),
             "objective": float(self._j["val"][at]),
             "loss_values": dict(zip(self.loss_names, self.table.losses[at].tolist())),
@@ -366,6 +367,13 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             "diverged": bool(self.table.diverged[at]),
             "preset": None if index is None else self.preset_names[index],
         }
+        flagged = [
+            name for name, columns in zip(self.metric_names, self._panel_columns)
+            if self.table.invalid["val"][at][columns].any()
+        ]
+        if flagged:
+            info["invalid_metrics"] = flagged
+        return info
 
 
 def _task_kwargs(header: Mapping[str, Any]) -> dict[str, Any]:
@@ -379,9 +387,10 @@ Compute = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 def _replay_objective(
     spec: Any, panel: tuple[str, ...]
-) -> tuple[Objective, tuple[str, ...], Compute]:
-    """The objective, its metric names, and a function from panel values to
-    ``(objective metric values (..., M), J (...))``.
+) -> tuple[Objective, tuple[str, ...], Compute, list[list[int]]]:
+    """The objective, its metric names, a function from panel values to
+    ``(objective metric values (..., M), J (...))``, and the panel columns each of its
+    metrics reads.
 
     Raises:
         ValueError: A metric outside the panel, or an objective that needs images.
@@ -404,7 +413,7 @@ def _replay_objective(
                 j[at] = _finite(spec(dict(zip(panel, values[at].tolist()))), name)
             return j[..., None], j
 
-        return objective, (name,), compute_callable
+        return objective, (name,), compute_callable, [list(range(len(panel)))]
 
     if isinstance(spec, str):
         _check_panel([spec], panel)
@@ -423,7 +432,7 @@ def _replay_objective(
             j[at] = objective.combine(dict(zip(names, chosen[at].tolist())))
         return chosen, j
 
-    return objective, names, compute
+    return objective, names, compute, [[column] for column in columns]
 
 
 def _panel_sources(objective: Objective, allowed: str) -> dict[str, str]:

@@ -51,3 +51,27 @@ def test_ray_backend_matches_local(tmp_path: Path):
     # the Ray tasks ran one torch thread each (2 CPUs / 2 workers); so does this run
     run_suite(suite, tmp_path / "local", workers=1, threads=1, report=False)
     assert _stable(rows) == _stable(read_rows(tmp_path / "local" / "results.jsonl"))
+
+
+def test_runs_that_may_use_cuda_ask_ray_for_a_share_of_the_gpus(tmp_path: Path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    suite = load_suite_text(SUITE.replace('device = "cpu"', 'device = "auto"'))
+    asked = []
+    real_remote = ray.remote
+
+    def recording_remote(*args, **kwargs):
+        asked.append(kwargs)
+        return real_remote(*args, **kwargs)
+
+    monkeypatch.setattr(ray, "remote", recording_remote)
+    # A cluster that declares one GPU: Ray schedules by the declared resources.
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        result = run_suite(suite, tmp_path / "ray", workers=2, backend="ray", report=False)
+    finally:
+        ray.shutdown()
+    assert asked == [{"num_cpus": 1, "num_gpus": 0.5}]  # two tasks at once share the GPU
+    assert not result.failures
+    rows = read_rows(tmp_path / "ray" / "results.jsonl")
+    expected = "cuda:0" if __import__("torch").cuda.is_available() else "cpu"
+    assert {r["device"] for r in rows} == {expected}

@@ -78,3 +78,36 @@ def test_watch_fails_runs_left_open_when_every_task_returned():
     failures = collector.watch({"ref": _spec("a")}, lambda h: h, lambda h: None, reason="ended early")
     assert written == [{"run": "a"}]
     assert failures == [RunFailure("a", "ended early", "")]
+
+
+def test_workers_take_the_gpus_in_turn():
+    assert [backends.worker_device("cuda", i, 4) for i in range(6)] == [
+        "cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+    assert backends.worker_device("auto", 3, 2) == "cuda:1"
+    assert backends.worker_device("cuda", 3, 1) is None  # one GPU: the suite's setting
+    assert backends.worker_device("cuda:1", 0, 4) is None  # a named GPU is kept
+    assert backends.worker_device("cpu", 1, 4) is None
+
+
+def test_run_task_trains_on_the_device_it_is_given(monkeypatch):
+    seen = []
+    monkeypatch.setattr(backends, "execute_run", lambda spec, out, emit: seen.append(spec.env_kwargs) or 0)
+    backends.run_task(_spec("ok"), "out", _ListQueue(), device="cuda:3")
+    assert seen == [{"device": "cuda:3"}]
+
+
+def test_ray_gpu_requests():
+    def specs(device, n=4):
+        return [_spec(f"r{i}") for i in range(n)] if device is None else [
+            backends.RunSpec(**{**_spec(f"r{i}").__dict__, "env_kwargs": {"device": device}}) for i in range(n)]
+
+    assert backends.ray_gpus(specs("cpu"), {"CPU": 8, "GPU": 2}, 2, 8) == 0.0
+    assert backends.ray_gpus(specs("auto"), {"CPU": 8, "GPU": 2}, 2, 8) == 0.5  # 4 at once share 2
+    assert backends.ray_gpus(specs("cuda"), {"CPU": 8, "GPU": 8}, 2, 8) == 1.0  # at most one each
+    assert backends.ray_gpus(specs("auto"), {"CPU": 8}, 2, 8) == 0.0  # auto falls back to the CPU
+    import pytest
+
+    from benchmarks.errors import BenchmarkError
+
+    with pytest.raises(BenchmarkError, match="no GPU"):
+        backends.ray_gpus(specs("cuda"), {"CPU": 8}, 2, 8)

@@ -69,8 +69,9 @@ def test_spaces_and_info_follow_the_contract(env_id, tiny_kwargs):
         np.testing.assert_array_equal(obs["weights"], action)
         for name, a in zip(u.loss_names, action):
             assert info["weights"][name] == pytest.approx(float(a) * u.losses[name].scale)
-    assert set(u.timings) == {"train_seconds", "eval_seconds"}
+    assert set(u.timings) == {"train_seconds", "eval_seconds", "prepare_seconds"}
     assert all(t >= 0 for t in u.timings.values())
+    assert u.timings["prepare_seconds"] <= u.timings["train_seconds"]
 
 
 def test_same_seed_same_trajectory_other_seed_differs(tiny_kwargs):

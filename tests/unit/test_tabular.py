@@ -258,7 +258,7 @@ def test_bad_arguments_and_actions_raise(small_table):
         env.step(3)
     env.step(0)
     env.step(0)
-    with pytest.raises(gym.error.ResetNeeded, match="ends after 2 stages"):
+    with pytest.raises(gym.error.ResetNeeded, match="truncated after max_stages=2 stages"):
         env.step(0)
     with pytest.raises(ValueError, match="2 actions given|3 actions given"):
         env.unwrapped.final_objective([0, 0, 0])
