@@ -272,6 +272,9 @@ class GaussianThompson(BanditCore):
 class _BanditAgent(BaseAgent):
     """An agent that pulls preset arms with a :class:`BanditCore`.
 
+    On a preset env (``PresetActions``, ``LossAgent/Tabular-v0``) the arms are the env's
+    presets (``presets`` may name a subset).
+
     Args:
         presets: Arm names from :func:`agents.presets.weight_presets` (None = all), or
             a mapping ``{name: weights}`` of custom arms (action units).
@@ -316,6 +319,19 @@ class _BanditAgent(BaseAgent):
 
     def _reset(self) -> None:
         assert self.spec is not None
+        if self.spec.discrete:  # a preset env: its presets are the arms
+            names = list(self.spec.preset_names)
+            wanted = names if self.presets is None else list(self.presets)
+            missing = [name for name in wanted if name not in names]
+            if missing or isinstance(self.presets, Mapping):
+                raise KeyError(unknown_name_message("preset of this env", (missing or wanted)[0], names))
+            self.arm_names = wanted
+            self.arms = np.array([names.index(n) for n in wanted])
+            self.core = self.core_class(
+                len(wanted), discount=self.discount, window=self.window, rng=self.rng, **self.core_kwargs
+            )
+            self._arm = None
+            return
         if isinstance(self.presets, Mapping):
             arms = {k: resolve_weights(self.spec, v, what=f"preset {k!r}") for k, v in self.presets.items()}
         else:
@@ -334,11 +350,11 @@ class _BanditAgent(BaseAgent):
         )
         self._arm = None
 
-    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
+    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
         assert self.core is not None
         self._arm = self.core.select_arm()
         self._notes = {"arm": self.arm_names[self._arm], "arm_index": self._arm}
-        return self.arms[self._arm].copy()
+        return np.copy(self.arms[self._arm])
 
     def _on_initial(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         self._arm = None

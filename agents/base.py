@@ -23,9 +23,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+from gymnasium import spaces as gym_spaces
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, model_validator
 
 from lossagent_env.actions import check_weights
+from lossagent_env.wrappers import preset_index
 from lossagent_env.jsonable import jsonable
 from lossagent_env.registry import unknown_name_message
 
@@ -92,6 +94,10 @@ class AgentSpec:
         stage_iters: Training iterations per stage.
         task: The restoration task in words.
         env_id: Gymnasium id of the env, if it was made by ``gym.make``.
+        presets: On a preset env (a ``Discrete`` action space: ``PresetActions`` or
+            ``LossAgent/Tabular-v0``), the presets in action order, name -> weights
+            (action units, in ``loss_names`` order); the action is then a preset's
+            index. None on a continuous env (the action is the weight vector).
         action_space: The env's action space (not compared, not serialised).
         observation_space: The env's observation space (not compared, not serialised).
     """
@@ -107,6 +113,7 @@ class AgentSpec:
     task: str = "image restoration"
     env_id: str | None = None
     roles: Mapping[str, str] = field(default_factory=dict)
+    presets: Mapping[str, tuple[float, ...]] | None = None
     action_space: Any = field(default=None, compare=False, repr=False)
     observation_space: Any = field(default=None, compare=False, repr=False)
 
@@ -114,6 +121,20 @@ class AgentSpec:
     def n_losses(self) -> int:
         """Length of the action vector."""
         return len(self.loss_names)
+
+    @property
+    def discrete(self) -> bool:
+        """True on a preset env: the action is a preset's index."""
+        return self.presets is not None
+
+    @property
+    def preset_names(self) -> tuple[str, ...]:
+        """The presets' names in action order (empty on a continuous env)."""
+        return tuple(self.presets or ())
+
+    def preset_vector(self, index: int) -> np.ndarray:
+        """The weights (``float32``, action units) that preset ``index`` plays."""
+        return np.asarray(list((self.presets or {}).values())[index], np.float32)
 
     @classmethod
     def from_env(cls, env: Any) -> AgentSpec:
@@ -131,6 +152,10 @@ class AgentSpec:
         objective = u.objective
         config = u.config
         env_spec = getattr(env, "spec", None)
+        presets = None
+        if isinstance(getattr(env, "action_space", None), gym_spaces.Discrete):
+            names_, weights = _wrapper_attr(env, "preset_names"), _wrapper_attr(env, "preset_weights")
+            presets = {str(k): tuple(float(w) for w in row) for k, row in zip(names_, weights)}
         return cls(
             loss_names=names,
             descriptions={n: str(u.losses[n].description) for n in names},
@@ -143,7 +168,8 @@ class AgentSpec:
             stage_iters=int(config.stage_iters),
             task=str(getattr(u, "task_description", "image restoration")),
             env_id=env_spec.id if env_spec is not None else None,
-            action_space=u.action_space,
+            presets=presets,
+            action_space=env.action_space,
             observation_space=u.observation_space,
         )
 
@@ -165,6 +191,8 @@ class Stage:
         notes: What the agent recorded for this decision (JSON types only).
         timings: Wall-clock seconds: ``act_seconds``, ``train_seconds``,
             ``eval_seconds``.
+        preset: On a preset env, the name of the preset played (``action`` holds its
+            weights); None otherwise.
     """
 
     stage: int
@@ -178,6 +206,7 @@ class Stage:
     feedback: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    preset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -305,6 +334,7 @@ class _StageModel(BaseModel):
     feedback: str | None = None
     notes: dict[str, Any] = {}
     timings: dict[str, float] = {}
+    preset: str | None = None
 
     def to_stage(self) -> Stage:
         return Stage(**copy.deepcopy(self.model_dump()))
@@ -343,6 +373,26 @@ def _validated(model: type[BaseModel], data: Any, what: str) -> Any:
             f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']}" for err in e.errors()
         )
         raise ValueError(f"{what}.from_dict: {problems}.") from None
+
+
+def preset_choice(action: Any, names: Sequence[str]) -> int:
+    """A preset given by index or by name, as its index.
+
+    Raises:
+        ValueError: Not an integer in ``[0, K)`` nor a preset's name (the message says
+            what is allowed).
+    """
+    if isinstance(action, str):
+        if action not in names:
+            raise ValueError(unknown_name_message("preset", action, names))
+        return list(names).index(action)
+    return preset_index(action, tuple(names))
+
+
+def _wrapper_attr(env: Any, name: str) -> Any:
+    """An attribute of the env or of one of its wrappers (gymnasium's lookup)."""
+    getter = getattr(env, "get_wrapper_attr", None)
+    return getter(name) if callable(getter) else getattr(env, name)
 
 
 class InvalidActionError(ValueError):
@@ -414,24 +464,28 @@ class BaseAgent:
         self.rng = np.random.default_rng(seed)
         self.t = 0
         self._notes = {}
-        self._initial = (
-            None
-            if self.initial_weights is None
-            else resolve_weights(spec, self.initial_weights, what="initial_weights")
-        )
+        if self.initial_weights is None:
+            self._initial = None
+        elif spec.discrete:  # a preset, by name or index
+            self._initial = preset_choice(self.initial_weights, spec.preset_names)
+        else:
+            self._initial = resolve_weights(spec, self.initial_weights, what="initial_weights")
         self._reset()
 
-    def act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
-        """The next action, ``float32`` ``(n_losses,)`` in ``[0, 1]``."""
+    def act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
+        """The next action: ``float32`` ``(n_losses,)`` in ``[0, 1]``, or on a preset env
+        the index of a preset."""
         if self.spec is None:
             raise RuntimeError(f"{type(self).__name__}.act() was called before reset(spec, seed).")
         self._notes = {}
         if self.t == 0 and self._initial is not None:
             self._notes = {"source": "initial_weights"}
             self._on_initial(observation, info)
-            return self._initial.copy()
-        action = np.asarray(self._act(observation, info), dtype=np.float32)
-        return action
+            return np.copy(self._initial)
+        action = self._act(observation, info)
+        if self.spec.discrete:
+            return int(action)
+        return np.asarray(action, dtype=np.float32)
 
     def observe(
         self,
@@ -443,7 +497,11 @@ class BaseAgent:
         truncated: bool,
     ) -> None:
         """Record the outcome of ``action`` and advance the stage counter."""
-        self._observe(np.asarray(action, dtype=np.float32), float(reward), observation, info)
+        if self.spec is not None and self.spec.discrete:
+            played: Any = int(np.asarray(action).reshape(()))
+        else:
+            played = np.asarray(action, dtype=np.float32)
+        self._observe(played, float(reward), observation, info)
         self.t += 1
 
     def notes(self) -> dict[str, Any]:
@@ -469,6 +527,16 @@ class BaseAgent:
     ) -> None:
         """Learn from the outcome of ``action``."""
 
+    def _needs_continuous_weights(self, why: str) -> None:
+        """Refuse a preset env, saying why this agent needs a weight vector."""
+        assert self.spec is not None
+        if self.spec.discrete:
+            raise ValueError(
+                f"{type(self).__name__} needs continuous weights (a Box action space): {why}. "
+                f"This env plays one of the presets {list(self.spec.preset_names)}; use fixed, "
+                "random, egreedy, ucb, thompson, ppo or llm on it."
+            )
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -476,10 +544,13 @@ class BaseAgent:
 StageCallback = Callable[[Stage, Any], None]
 
 
-def _check_action(action: Any, names: Sequence[str], name: str) -> np.ndarray:
-    """``action`` as ``float32``, or :class:`InvalidActionError` naming the agent."""
+def _check_action(action: Any, spec: AgentSpec, name: str) -> np.ndarray | int:
+    """``action`` as ``float32`` weights, or as a preset index on a preset env; else
+    :class:`InvalidActionError` naming the agent."""
     try:
-        return check_weights(action, names, f"action of agent {name!r}")
+        if spec.discrete:
+            return preset_choice(action, spec.preset_names)
+        return check_weights(action, spec.loss_names, f"action of agent {name!r}")
     except ValueError as e:
         raise InvalidActionError(f"{e} Agent {name!r} returned it: it is outside the action space.") from None
 
@@ -535,9 +606,12 @@ def run_episode(
     name = agent_name(agent)
     spec = AgentSpec.from_env(env)
     callbacks = tuple(callbacks)
-    first_action = None if initial_action is None else resolve_weights(
-        spec, initial_action, what="initial_action"
-    )
+    if initial_action is None:
+        first_action = None
+    elif spec.discrete:
+        first_action = preset_choice(initial_action, spec.preset_names)
+    else:
+        first_action = resolve_weights(spec, initial_action, what="initial_action")
     prepare = getattr(agent, "prepare", None)
     if callable(prepare):
         prepare(env)
@@ -554,19 +628,20 @@ def run_episode(
     while True:
         t0 = time.perf_counter()
         if first_action is not None and not trajectory.stages:
-            action, notes = first_action.copy(), {"source": "initial_action"}
+            action, notes = np.copy(first_action), {"source": "initial_action"}
         else:
             action = agent.act(observation, info)
             notes = get_notes() if callable(get_notes) else {}
         act_seconds = time.perf_counter() - t0
-        action = _check_action(action, spec.loss_names, name)
+        action = _check_action(action, spec, name)
         observation, reward, terminated, truncated, info = env.step(action)
+        played = spec.preset_vector(action) if spec.discrete else action
         agent.observe(action, reward, observation, info, terminated, truncated)
         timings = {"act_seconds": act_seconds}
         timings.update({k: float(v) for k, v in getattr(env.unwrapped, "timings", {}).items()})
         record = Stage(
             stage=int(info.get("stage", len(trajectory.stages) + 1)),
-            action=[float(a) for a in action],
+            action=[float(a) for a in played],
             weights={k: float(v) for k, v in info.get("weights", {}).items()},
             metrics={k: float(v) for k, v in info.get("metrics", {}).items()},
             objective=float(info.get("objective", math.nan)),
@@ -576,6 +651,7 @@ def run_episode(
             feedback=None if info.get("feedback") is None else str(info["feedback"]),
             notes=_notes_jsonable(notes, name),
             timings=timings,
+            preset=spec.preset_names[action] if spec.discrete else None,
         )
         trajectory.stages.append(record)
         logger.debug(

@@ -60,6 +60,7 @@ class DWAAgent(BaseAgent):
 
     def _reset(self) -> None:
         assert self.spec is not None
+        self._needs_continuous_weights("it rescales every loss's weight by its rate of descent")
         if isinstance(self.base, str):
             mixes = named_mixes(self.spec)
             if self.base not in mixes:

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces as gym_spaces
 
 from agents.base import AgentSpec, BaseAgent, Stage, Trajectory, resolve_weights
 
@@ -197,6 +198,12 @@ class PBTAgent(BaseAgent):
 
     def prepare(self, env: Any) -> None:
         """Keep a handle on the env to time-share it (called by run_episode)."""
+        if isinstance(getattr(env, "action_space", None), gym_spaces.Discrete):
+            raise ValueError(
+                "PBTAgent needs continuous weights (a Box action space): it perturbs the weights "
+                "of its members by factors. This env plays presets; use fixed, random, egreedy, "
+                "ucb, thompson, ppo or llm on it."
+            )
         unwrapped = env.unwrapped
         if not (callable(getattr(unwrapped, "get_state", None)) and callable(getattr(unwrapped, "set_state", None))):
             raise TypeError(
@@ -211,6 +218,7 @@ class PBTAgent(BaseAgent):
                 "PBTAgent needs the env: call agent.prepare(env) before reset (run_episode does)."
             )
         assert self.spec is not None
+        self._needs_continuous_weights("it perturbs the weights of its members by factors")
         self._weights = _initial_weights(self.spec, self.population, self.rng, self.member_initial_weights)
         self.log = [
             {"kind": "init", "member": m, "weights": [float(w) for w in self._weights[m]]}

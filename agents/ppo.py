@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import random
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,12 +118,37 @@ def _global_rngs_restored() -> Iterator[None]:
                 vars(tracker).update(queued)
 
 
+_TRAINED: dict[str, tuple[Any, int]] = {}
+"""Policies trained on designated seeds, by settings and env configuration (see PPOAgent)."""
+
+
+class _SeedsInTurn(gym.Wrapper):
+    """Every reset starts from one of ``seeds``, drawn by its own generator."""
+
+    def __init__(self, env: gym.Env, seeds: Sequence[int], seed: int):
+        super().__init__(env)
+        self._seeds = list(seeds)
+        self._draw = np.random.default_rng(seed)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        chosen = self._seeds[int(self._draw.integers(len(self._seeds)))]
+        return self.env.reset(seed=chosen, options=options)
+
+
 class PPOAgent(BaseAgent):
     """stable-baselines3 PPO (``MlpPolicy``) over the flattened, rescaled observation.
 
     Train it with :meth:`train` (or let :func:`agents.run_episode` do it through
     :meth:`prepare`, on the episode's env, if it is not trained yet); it then acts
-    deterministically (the policy's mean, clipped to ``[0, 1]``).
+    deterministically (the policy's mean, clipped to ``[0, 1]``; on a preset env, a
+    discrete policy over the presets and its most likely preset).
+
+    With ``train_seeds``, training episodes start from those seeds only (drawn in turn
+    by the agent's own generator), so that the policy is scored on other, held-out
+    seeds; the split is in the agent's notes. Training then does not depend on the
+    episode, and the trained policy is kept for the process: another ``PPOAgent`` with
+    the same settings on an env of the same configuration (a table replay for every
+    seed and objective of a suite) reuses it instead of training again.
 
     Args:
         train_steps: Env steps (stages) of training.
@@ -132,6 +159,7 @@ class PPOAgent(BaseAgent):
         gamma: Discount of future rewards.
         seed: Seed of PPO's training (its global seeding is undone afterwards).
         device: Torch device of the policy (``"cpu"`` suits a small MLP).
+        train_seeds: Seeds of the training episodes (None: the env's own resets).
         ppo_kwargs: Further ``stable_baselines3.PPO`` arguments.
         initial_weights: Weights of the first stage (see :class:`BaseAgent`).
 
@@ -152,6 +180,7 @@ class PPOAgent(BaseAgent):
         gamma: float = 0.99,
         seed: int = 0,
         device: str = "cpu",
+        train_seeds: Sequence[int] | None = None,
         ppo_kwargs: Mapping[str, Any] | None = None,
         initial_weights: Mapping[str, float] | Sequence[float] | None = None,
     ) -> None:
@@ -168,6 +197,11 @@ class PPOAgent(BaseAgent):
         self.seed = int(seed)
         self.device = device
         self.ppo_kwargs = dict(ppo_kwargs or {})
+        if train_seeds is not None:
+            train_seeds = [int(x) for x in train_seeds]
+            if not train_seeds or any(x < 0 for x in train_seeds):
+                raise ValueError(f"train_seeds={train_seeds!r}. Allowed: a non-empty list of seeds >= 0, or None.")
+        self.train_seeds = train_seeds
         self.model: Any = None
         self.trained_steps = 0
 
@@ -190,7 +224,9 @@ class PPOAgent(BaseAgent):
         made = callable(env) and not isinstance(env, gym.Env)
         base_env = env() if made else env
         steps = self.train_steps if steps is None else int(steps)
-        wrapped = ScaledFlatObservation(base_env)
+        wrapped = ScaledFlatObservation(
+            base_env if self.train_seeds is None else _SeedsInTurn(base_env, self.train_seeds, self.seed)
+        )
         try:
             with _global_rngs_restored():
                 if self.model is None:
@@ -218,13 +254,43 @@ class PPOAgent(BaseAgent):
         return self
 
     def prepare(self, env: gym.Env) -> None:
-        """Train on ``env`` for ``train_steps`` if not trained yet (called by run_episode)."""
-        if not self.is_trained:
-            logger.info(
-                "PPOAgent is untrained: training it on the episode's env for %d steps first.",
-                self.train_steps,
-            )
-            self.train(env)
+        """Train on ``env`` for ``train_steps`` if not trained yet (called by run_episode).
+
+        With ``train_seeds``, a policy already trained in this process with the same
+        settings on an env of the same configuration is reused.
+        """
+        if self.is_trained:
+            return
+        key = self._cache_key(env) if self.train_seeds is not None else None
+        if key is not None and key in _TRAINED:
+            self.model, self.trained_steps = _TRAINED[key]
+            logger.info("PPOAgent reuses a policy trained for %d steps on this configuration.", self.trained_steps)
+            return
+        logger.info(
+            "PPOAgent is untrained: training it on the episode's env for %d steps first%s.",
+            self.train_steps,
+            "" if self.train_seeds is None else f" (seeds {self.train_seeds})",
+        )
+        started = time.perf_counter()
+        self.train(env)
+        self.train_seconds = time.perf_counter() - started
+        if key is not None:
+            _TRAINED[key] = (self.model, self.trained_steps)
+
+    def _cache_key(self, env: gym.Env) -> str:
+        """The settings and the env's configuration, as one string."""
+        u = env.unwrapped
+        table = getattr(u, "table", None)
+        settings = {
+            "agent": {k: v for k, v in vars(self).items() if k not in ("model", "trained_steps", "spec", "rng", "_notes", "t")},
+            "env": [type(u).__name__, getattr(getattr(env, "spec", None), "id", None)],
+            "config": u.config.to_dict() if hasattr(u, "config") else None,
+            "objective": u.objective.describe() if hasattr(u, "objective") else None,
+            "table": getattr(table, "header", None),
+            "presets": getattr(env.action_space, "n", None),
+            "max_stages": getattr(u, "max_stages", None),
+        }
+        return json.dumps(settings, sort_keys=True, default=repr)
 
     def save(self, path: str | Path) -> None:
         """Save the policy (a stable-baselines3 zip)."""
@@ -253,10 +319,15 @@ class PPOAgent(BaseAgent):
                 "Allowed: an env with the same losses and metrics."
             )
 
-    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
+    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
         assert self.spec is not None
         flat = flatten_observation(self.spec.observation_space, observation)
         action, _ = self.model.predict(flat, deterministic=True)
+        self._notes = {"trained_steps": self.trained_steps}
+        if self.train_seeds is not None:
+            self._notes["train_seeds"] = list(self.train_seeds)
+        if self.spec.discrete:
+            return int(np.asarray(action).reshape(()))
         return np.clip(np.asarray(action, dtype=np.float32), 0.0, 1.0)
 
     def __repr__(self) -> str:

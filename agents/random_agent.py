@@ -15,7 +15,8 @@ _DISTRIBUTIONS = ("uniform", "dirichlet")
 
 
 class RandomAgent(BaseAgent):
-    """Draws fresh weights every ``hold`` stages from the agent's own RNG.
+    """Draws fresh weights every ``hold`` stages from the agent's own RNG (on a preset
+    env: a preset, uniformly).
 
     Args:
         distribution: ``"uniform"`` (each weight i.i.d. in ``[0, 1]``) or
@@ -53,20 +54,22 @@ class RandomAgent(BaseAgent):
     def _reset(self) -> None:
         self._current = None
 
-    def _draw(self) -> np.ndarray:
+    def _draw(self) -> np.ndarray | int:
         assert self.spec is not None
+        if self.spec.discrete:  # a preset env: a preset drawn uniformly
+            return int(self.rng.integers(len(self.spec.preset_names)))
         n = self.spec.n_losses
         if self.distribution == "uniform":
             return self.rng.uniform(0.0, 1.0, n).astype(np.float32)
         return np.clip(self.rng.dirichlet(np.full(n, self.alpha)), 0.0, 1.0).astype(np.float32)
 
-    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
+    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
         held = self._current is not None and self.t % self.hold != 0
         if not held:
             self._current = self._draw()
         self._notes = {"held": bool(held)}
         assert self._current is not None
-        return self._current.copy()
+        return np.copy(self._current)
 
     def __repr__(self) -> str:
         return f"RandomAgent({self.distribution!r}, hold={self.hold})"

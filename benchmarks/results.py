@@ -97,6 +97,13 @@ class OutputLock:
         self.what = what
         self._file: Any = None
 
+    @classmethod
+    def for_file(cls, path: str | os.PathLike[str], what: str = "lossagent") -> OutputLock:
+        """A lock on one output file (a table), held in ``<file>.lock`` beside it."""
+        lock = cls(Path(path).parent, what)
+        lock.path = Path(f"{path}.lock")
+        return lock
+
     def acquire(self) -> OutputLock:
         """Take the lock or raise :class:`BenchmarkError` naming its holder."""
         try:
@@ -110,8 +117,8 @@ class OutputLock:
             holder = handle.read().strip() or "another process"
             handle.close()
             raise BenchmarkError(
-                f"{str(self.path.parent)!r} is in use by {holder}. Wait for it to end (or stop "
-                "it), or choose another --out."
+                f"{str(self.path.with_suffix('') if self.path.name != LOCK_FILE else self.path.parent)!r} "
+                f"is in use by {holder}. Wait for it to end (or stop it), or choose another --out."
             ) from None
         handle.seek(0)
         handle.truncate()

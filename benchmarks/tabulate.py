@@ -34,14 +34,12 @@ uninterrupted one in every column but the wall-clock seconds.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import dataclasses
 import logging
 import multiprocessing as mp
 import os
 import queue as queue_module
-import shlex
 import sqlite3
 import sys
 import time
@@ -55,7 +53,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import lossagent_env
 from benchmarks.backends import BACKENDS, die_with_parent, import_ray
-from benchmarks.errors import BenchmarkError
+from benchmarks.errors import BenchmarkError, RunsFailedError
+from benchmarks.results import OutputLock
 from benchmarks.suite import (
     SUITES_DIR,
     EnvEntry,
@@ -98,7 +97,6 @@ __all__ = [
     "UnitFailure",
     "UnitsFailedError",
     "load_table_spec",
-    "main",
     "tabulate",
 ]
 
@@ -109,7 +107,7 @@ class TabulateError(BenchmarkError):
     """A table build that cannot start or continue."""
 
 
-class UnitsFailedError(TabulateError):
+class UnitsFailedError(TabulateError, RunsFailedError):
     """Some units raised; every other unit is stored (finish with ``resume``).
 
     Attributes:
@@ -117,8 +115,7 @@ class UnitsFailedError(TabulateError):
     """
 
     def __init__(self, message: str, failures: list[UnitFailure]):
-        super().__init__(message)
-        self.failures = failures
+        super().__init__(message, failures)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------- the spec
@@ -336,11 +333,23 @@ def tabulate(
     if resume and not out.is_file():
         raise TabulateError(f"Cannot resume: {str(out)!r} does not exist. Start without --resume.")
     header = table_header(spec, cached_build_env(spec))
-    if resume:
-        _check_resumable(out, header)
-    else:
-        create_table(out, header)
-    db = sqlite3.connect(out)
+    lock = OutputLock.for_file(out, "lossagent tabulate").acquire()
+    try:
+        if resume:
+            _check_resumable(out, header)
+        else:
+            create_table(out, header)
+        return _build(spec, out, db_path=out, workers=workers, backend=backend,
+                      progress=progress, ray_address=ray_address, t0=t0)
+    finally:
+        lock.release()
+
+
+def _build(
+    spec: TableSpec, out: Path, *, db_path: Path, workers: int, backend: str, progress: bool,
+    ray_address: str | None, t0: float,
+) -> TabulateResult:
+    db = sqlite3.connect(db_path)
     try:
         all_units = units(spec)
         done = done_units(db)
@@ -532,51 +541,3 @@ def _run_ray(
     finally:
         if started_here:
             ray.shutdown()
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``lossagent tabulate --suite FILE --out PATH [--workers N] [--backend ray] [--resume]``.
-
-    Returns:
-        The exit status: 0 when the table is complete, 1 when units failed, 2 for a
-        bad suite or output file.
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="lossagent tabulate",
-        description="Build a table for LossAgent/Tabular-v0 from a suite's [table] section.",
-    )
-    parser.add_argument("--suite", required=True, help="suite name or .toml file with a [table] section")
-    parser.add_argument("--out", required=True, help="the table file to write (.sqlite)")
-    parser.add_argument("--workers", type=int, default=1, help="units computed at once (default 1)")
-    parser.add_argument("--backend", choices=BACKENDS, default="local")
-    parser.add_argument("--ray-address", default=None, help="Ray cluster address (default: a local one)")
-    parser.add_argument("--resume", action="store_true", help="finish the table in --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        spec = load_table_spec(args.suite)
-        spec.command = shlex.join(["lossagent", "tabulate", *argv])
-        result = tabulate(
-            spec, args.out, workers=args.workers, backend=args.backend, resume=args.resume,
-            progress=not args.no_progress, ray_address=args.ray_address,
-        )
-    except UnitsFailedError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (TabulateError, SuiteError, KeyError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
-        return 2
-    print(
-        f"{result.out}: {result.units} units ({result.skipped} already stored, "
-        f"{result.computed} computed, {result.nodes} nodes) in {result.wall_s:.1f} s"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

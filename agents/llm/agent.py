@@ -51,7 +51,13 @@ from lossagent_env.chat import (
     secret_values,
 )
 from agents.llm.prompts import HISTORY_ORDERS, HistoryRecord, build_messages
-from agents.llm.schema import DEFAULT_WEIGHT, make_answer_schema, validate_answer
+from agents.llm.schema import (
+    DEFAULT_WEIGHT,
+    make_answer_schema,
+    make_preset_schema,
+    validate_answer,
+    validate_preset_answer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +145,7 @@ class LLMAgent(BaseAgent):
         self.records: list[HistoryRecord] = []
         self._schema: type[BaseModel] | None = None
         self._chat: StructuredChat | None = None
-        self._previous: np.ndarray | None = None
+        self._previous: np.ndarray | int | None = None
 
     # ------------------------------------------------------------ setup
     def _build_model(self) -> BaseChatModel:
@@ -159,7 +165,11 @@ class LLMAgent(BaseAgent):
         assert self.spec is not None
         if self.model is None:
             self.model = self._build_model()
-        self._schema = make_answer_schema(self.spec.loss_names, self.spec.descriptions)
+        self._schema = (
+            make_preset_schema(self.spec.preset_names)
+            if self.spec.discrete
+            else make_answer_schema(self.spec.loss_names, self.spec.descriptions)
+        )
         self._chat = StructuredChat(
             self.model,
             self._schema,
@@ -203,14 +213,18 @@ class LLMAgent(BaseAgent):
             max_history_tokens=self.max_history_tokens,
         )
 
-    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
+    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
         assert self.spec is not None
         self._record_start(info)
         names = self.spec.loss_names
         previous = self._previous
-        fallback_weights = (
-            previous.copy() if previous is not None else np.full(len(names), DEFAULT_WEIGHT, np.float32)
-        )
+        discrete = self.spec.discrete
+        if discrete:  # the previous preset, or the first one at the first decision
+            fallback_weights: np.ndarray | int = 0 if previous is None else int(previous)
+        else:
+            fallback_weights = (
+                previous.copy() if previous is not None else np.full(len(names), DEFAULT_WEIGHT, np.float32)
+            )
         notes: dict[str, Any] = {
             "model": self.model_name,
             "method": self.method,
@@ -229,7 +243,12 @@ class LLMAgent(BaseAgent):
         started = time.perf_counter()
         assert self._chat is not None
 
-        def check(parsed: Any) -> np.ndarray:
+        def check(parsed: Any) -> np.ndarray | int:
+            if discrete:
+                index, rationale = validate_preset_answer(parsed, self.spec.preset_names)
+                notes["rationale"] = rationale
+                notes["preset"] = self.spec.preset_names[index]
+                return index
             action, corrections, rationale = validate_answer(parsed, names, previous)
             notes["corrections"].extend(corrections)
             notes["rationale"] = rationale
@@ -240,12 +259,17 @@ class LLMAgent(BaseAgent):
                 )
             return action
 
+        wanted = (
+            f"the name of one preset ({', '.join(self.spec.preset_names)})"
+            if discrete
+            else f"one weight in [0, 1] for each of {', '.join(names)}"
+        )
+
         def reask(reason: str, preview: str) -> str:
             return (
                 f"Your previous answer could not be used: {reason}\n"
                 + (f"Your previous answer was: {preview}\n" if preview else "")
-                + f"Answer again: one weight in [0, 1] for each of {', '.join(names)}, "
-                "and a short rationale, in the required format."
+                + f"Answer again: {wanted}, and a short rationale, in the required format."
             )
 
         answer = self._chat.ask(
@@ -263,20 +287,31 @@ class LLMAgent(BaseAgent):
         if action is None:
             notes["fallback"] = True
             action = fallback_weights
+            shown = (
+                f"preset {self.spec.preset_names[action]!r}"
+                if discrete
+                else [round(float(w), 4) for w in action]
+            )
             logger.warning(
                 "LLMAgent (%s) stage %d: no usable answer after %d re-asks and %d transport retries; "
                 "falling back to the previous weights %s.",
-                self.model_name, self.t + 1, notes["retries"], notes["transport_retries"],
-                [round(float(w), 4) for w in action],
+                self.model_name, self.t + 1, notes["retries"], notes["transport_retries"], shown,
             )
         notes["latency_s"] = time.perf_counter() - started
         return action
 
     def _observe(self, action: np.ndarray, reward: float, observation: Any, info: Mapping[str, Any]) -> None:
+        assert self.spec is not None
+        preset = None
+        if self.spec.discrete:
+            index = int(np.asarray(action).reshape(()))
+            preset, action = self.spec.preset_names[index], self.spec.preset_vector(index)
+            self._previous = index
         self.records.append(
             HistoryRecord(
                 stage=int(info.get("stage", self.t + 1)),
                 weights=tuple(float(w) for w in action),
+                preset=preset,
                 metrics={k: float(v) for k, v in info.get("metrics", {}).items()},
                 objective=float(info.get("objective", math.nan)),
                 reward=float(reward),
@@ -284,7 +319,8 @@ class LLMAgent(BaseAgent):
                 feedback=info.get("feedback"),
             )
         )
-        self._previous = np.asarray(action, dtype=np.float32).copy()
+        if not self.spec.discrete:
+            self._previous = np.asarray(action, dtype=np.float32).copy()
 
     def __repr__(self) -> str:
         return f"LLMAgent(model={self.model_name!r}, method={self.method!r}, history={self.history!r})"

@@ -31,7 +31,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, Prom
 from pydantic import BaseModel
 
 from agents.base import AgentSpec
-from agents.llm.schema import ANSWER_SCHEMA_NAME, summary
+from agents.llm.schema import ANSWER_SCHEMA_NAME, PRESET_SCHEMA_NAME, summary
 
 __all__ = [
     "FORMAT_TEMPLATE",
@@ -80,6 +80,33 @@ minus sign), so a higher J is always better. The reward of a stage is the change
 during that stage.
 - Aim for the highest J at the end of training, not only after the next stage."""
 
+PRESET_SYSTEM_TEMPLATE = """\
+You are LossAgent, an expert in training image-restoration networks. You choose the \
+losses used to train a network for {task}. Training runs in {max_stages} stages of \
+{stage_iters} iterations each. Before every stage you choose one of {n_presets} presets \
+(fixed weights of the losses); the network then trains on that weighted sum of the \
+losses, and the result is measured on held-out images.
+
+## Optimisation objective
+{objective}
+
+Metrics measured after every stage:
+{metrics_table}
+
+The objective value J combines these metrics (a lower-is-better metric enters J with a \
+minus sign), so a higher J is always better. The reward of a stage is the change of J.
+
+## Loss repository
+{loss_table}
+
+## Presets (weight of each loss; training uses weight x scale)
+{preset_table}
+
+## Rules
+- Choose exactly one preset by its name: {preset_list}.
+- You may choose a different preset at every stage.
+- Aim for the highest J at the end of training, not only after the next stage."""
+
 HISTORY_TEMPLATE = """\
 ## History
 {progress}
@@ -90,6 +117,7 @@ FORMAT_TEMPLATE = """\
 {format_instructions}"""
 
 SYSTEM_PROMPT = PromptTemplate.from_template(SYSTEM_TEMPLATE)
+PRESET_SYSTEM_PROMPT = PromptTemplate.from_template(PRESET_SYSTEM_TEMPLATE)
 HISTORY_PROMPT = PromptTemplate.from_template(HISTORY_TEMPLATE)
 FORMAT_PROMPT = PromptTemplate.from_template(FORMAT_TEMPLATE)
 
@@ -102,6 +130,15 @@ PROMPT = ChatPromptTemplate.from_messages(
 )
 """The whole prompt: system message, then history + format as the user message."""
 
+PRESET_PROMPT = ChatPromptTemplate.from_messages(
+    [
+        ("system", PRESET_SYSTEM_TEMPLATE),
+        ("human", HISTORY_TEMPLATE + "\n\n" + FORMAT_TEMPLATE),
+        MessagesPlaceholder("reask", optional=True),
+    ]
+)
+"""The prompt on a preset env: the presets in the system message, preset names in the history."""
+
 
 @dataclass(frozen=True)
 class HistoryRecord:
@@ -110,6 +147,7 @@ class HistoryRecord:
     Attributes:
         stage: Stage index (0 for the state after reset).
         weights: The action of that stage in ``[0, 1]`` (None for stage 0).
+        preset: On a preset env, the name of the preset played (None for stage 0).
         metrics: Metric name -> raw value after the stage.
         objective: J after the stage (higher is better).
         reward: Change of J (None for stage 0).
@@ -124,6 +162,7 @@ class HistoryRecord:
     reward: float | None = None
     diverged: bool = False
     feedback: str | None = None
+    preset: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +195,7 @@ def _system_variables(spec: AgentSpec) -> dict[str, Any]:
     for loss in spec.loss_names:
         text = " ".join(str(spec.descriptions.get(loss, "")).split()).replace("|", "/")
         loss_rows.append(f"| {loss} | {_number(spec.scales.get(loss, 1.0), '.4g')} | {text} |")
-    return {
+    variables = {
         "task": spec.task,
         "max_stages": spec.max_stages,
         "stage_iters": spec.stage_iters,
@@ -166,16 +205,29 @@ def _system_variables(spec: AgentSpec) -> dict[str, Any]:
         "n_losses": spec.n_losses,
         "loss_list": ", ".join(spec.loss_names),
     }
+    if spec.discrete:
+        preset_rows = [f"| preset | {' | '.join(spec.loss_names)} |", "|---|" + "---|" * spec.n_losses]
+        for name, weights in (spec.presets or {}).items():
+            preset_rows.append(f"| {name} | {' | '.join(f'{w:.2f}' for w in weights)} |")
+        variables.update(
+            n_presets=len(spec.preset_names),
+            preset_table="\n".join(preset_rows),
+            preset_list=", ".join(spec.preset_names),
+        )
+    return variables
 
 
 def render_system(spec: AgentSpec) -> str:
     """The system prompt for ``spec``."""
-    return SYSTEM_PROMPT.format(**_system_variables(spec))
+    template = PRESET_SYSTEM_PROMPT if spec.discrete else SYSTEM_PROMPT
+    return template.format(**_system_variables(spec))
 
 
 def _row(record: HistoryRecord, spec: AgentSpec) -> str:
     if record.weights is None:
         weights = "(start)"
+    elif spec.discrete:
+        weights = str(record.preset)
     else:
         weights = " ".join(f"{w:.2f}" for w in record.weights)
     metrics = " ".join(f"{m}={_number(record.metrics.get(m))}" for m in spec.metric_names)
@@ -200,8 +252,9 @@ def _history_variables(
     )
     start = [r for r in records if r.weights is None]
     stages = [r for r in records if r.weights is not None]
+    played = "preset" if spec.discrete else f"weights ({', '.join(spec.loss_names)})"
     header = [
-        f"| stage | weights ({', '.join(spec.loss_names)}) | metrics | objective J | reward |",
+        f"| stage | {played} | metrics | objective J | reward |",
         "|---|---|---|---|---|",
     ]
 
@@ -257,6 +310,18 @@ def render_history(
 def format_instructions(spec: AgentSpec, method: str, schema: type[BaseModel]) -> str:
     """What to return, for ``method`` (``function_calling``, ``json_schema``, ``text``)."""
     names = ", ".join(spec.loss_names)
+    if spec.discrete:
+        presets = ", ".join(spec.preset_names)
+        if method == "function_calling":
+            return (
+                f"Call the function `{PRESET_SCHEMA_NAME}` with `preset`, the name of one preset "
+                f"({presets}), and a short `rationale` (one or two sentences)."
+            )
+        if method == "json_schema":
+            return (
+                f"Reply with a JSON object with \"preset\", the name of one preset ({presets}), "
+                "and a short \"rationale\" (one or two sentences)."
+            )
     if method == "function_calling":
         return (
             f"Call the function `{ANSWER_SCHEMA_NAME}` with one weight in [0, 1] for each of "
@@ -330,7 +395,8 @@ def build_messages(
     variables = prompt_variables(
         spec, records, method=method, schema=schema, order=order, max_history_tokens=max_history_tokens
     )
-    return PROMPT.format_messages(**variables, reask=list(reask))
+    prompt = PRESET_PROMPT if spec.discrete else PROMPT
+    return prompt.format_messages(**variables, reask=list(reask))
 
 
 def loss_summaries(spec: AgentSpec) -> dict[str, str]:

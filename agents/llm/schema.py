@@ -17,15 +17,26 @@ import keyword
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-__all__ = ["ANSWER_SCHEMA_NAME", "make_answer_schema", "summary", "validate_answer"]
+__all__ = [
+    "ANSWER_SCHEMA_NAME",
+    "PRESET_SCHEMA_NAME",
+    "make_answer_schema",
+    "make_preset_schema",
+    "summary",
+    "validate_answer",
+    "validate_preset_answer",
+]
 
 ANSWER_SCHEMA_NAME = "LossWeights"
 """Name of the schema (the tool name under function calling)."""
+
+PRESET_SCHEMA_NAME = "PresetChoice"
+"""Name of the schema on a preset env (a choice among named weight vectors)."""
 
 DEFAULT_WEIGHT = 0.5
 """Weight used for a missing value when there is no previous decision."""
@@ -173,3 +184,51 @@ def validate_answer(
             corrections.append({"loss": loss, "kind": "clipped", "value": value, "to": clipped})
         action[i] = clipped
     return action.astype(np.float32), corrections, rationale
+
+
+def make_preset_schema(preset_names: Sequence[str]) -> type[BaseModel]:
+    """The answer model on a preset env: one preset by name (an enum) and a rationale.
+
+    Args:
+        preset_names: The env's presets, in action order.
+
+    Returns:
+        A Pydantic model named ``PresetChoice`` with ``preset`` (one of the names; the
+        JSON schema lists them as an enum, which a constrained decoder enforces) and
+        ``rationale: str``.
+    """
+    names = tuple(str(n) for n in preset_names)
+    return create_model(
+        PRESET_SCHEMA_NAME,
+        __base__=_AnswerBase,
+        __doc__="The preset of loss weights for the next training stage, and a short rationale.",
+        preset=(
+            Literal[names],  # type: ignore[valid-type]
+            Field(description=f"The name of one preset: {', '.join(names)}."),
+        ),
+        rationale=(
+            str,
+            Field(
+                default="",
+                description="One or two short sentences: why this preset, given the history.",
+                json_schema_extra={"maxLength": RATIONALE_MAX_CHARS},
+            ),
+        ),
+    )
+
+
+def validate_preset_answer(
+    answer: BaseModel | Mapping[str, Any], preset_names: Sequence[str]
+) -> tuple[int, str]:
+    """The preset index and rationale of a parsed :func:`make_preset_schema` answer.
+
+    Raises:
+        ValueError: The answer names no preset of the env (it is asked again).
+    """
+    if isinstance(answer, BaseModel):
+        name, rationale = getattr(answer, "preset", None), getattr(answer, "rationale", "")
+    else:
+        name, rationale = answer.get("preset"), answer.get("rationale", "")
+    if name not in preset_names:
+        raise ValueError(f"{name!r} is not a preset. Allowed: one of {list(preset_names)}.")
+    return list(preset_names).index(name), str(rationale or "")

@@ -5,6 +5,7 @@ Subcommands::
     lossagent bench    run a benchmark suite (agents x objectives x seeds)
     lossagent run      one episode of one agent, with a live progress bar
     lossagent report   rebuild summary.csv, report.md and plots of a benchmark
+    lossagent tabulate build a table of every preset sequence (LossAgent/Tabular-v0)
     lossagent losses   the loss repository: names, scales, descriptions, usable offline
     lossagent metrics  the objective metrics: direction, range, usable offline
     lossagent assets   install weight files from local copies (no downloads)
@@ -22,7 +23,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 
-from benchmarks.cli import assets, bench, catalogues, report, run
+from benchmarks.cli import assets, bench, catalogues, report, run, tabulate
 from benchmarks.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Formatter, UsageError
 
 __all__ = ["UsageError", "build_parser", "main"]
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="show progress logs")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of all errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (bench, run, report, catalogues, assets):
+    for module in (bench, run, report, tabulate, catalogues, assets):
         module.register(sub)
     for name, action in sub.choices.items():
         if not action.epilog:  # every subcommand's --help shows an example

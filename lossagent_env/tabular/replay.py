@@ -6,6 +6,7 @@ import functools
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -13,9 +14,10 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from lossagent_env.objectives import CompositeObjective
 from lossagent_env.config import EnvConfig
+from lossagent_env.losses import LOSSES
 from lossagent_env.objectives import (
+    CompositeObjective,
     CallableObjective,
     MetricObjective,
     Objective,
@@ -23,6 +25,7 @@ from lossagent_env.objectives import (
 )
 from lossagent_env.registry import unknown_name_message
 from lossagent_env.tabular.format import SPLITS, Table, read_table
+from lossagent_env.tasks import TASKS
 from lossagent_env.wrappers import preset_index
 
 __all__ = ["TABLES_DIR", "TabularEnv", "load_table", "resolve_table", "shipped_tables"]
@@ -173,6 +176,10 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         self.preset_names = t.preset_names
         self.preset_weights = t.preset_weights
         self.loss_names = t.loss_names
+        self.losses = {  # what agents read of each loss (no module: a table trains nothing)
+            name: LossInfo(name, scale, tuple(bounds), *_loss_text(name))
+            for name, scale, bounds in zip(t.loss_names, t.loss_scales, t.loss_ranges)
+        }
         self.config = EnvConfig(  # the live env's configuration, for agents' specs
             **t.header["env_kwargs"],
             **_task_kwargs(t.header),
@@ -229,6 +236,11 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         self._node = 0
         self._reference = math.nan
         self._offsets = [t.offset(d) for d in range(depth + 1)]
+
+    @property
+    def task_description(self) -> str:
+        """The live env's task in words (from :data:`lossagent_env.tasks.TASKS`)."""
+        return TASKS.get(self.config.task).describe(self.config)
 
     # ------------------------------------------------------------------ gym API
     def reset(
@@ -374,6 +386,25 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         if flagged:
             info["invalid_metrics"] = flagged
         return info
+
+
+@dataclass(frozen=True)
+class LossInfo:
+    """A loss of the table's repository as agents see it: name, scale, value range,
+    and the description and role of its registered class."""
+
+    name: str
+    scale: float
+    value_range: tuple[float, float]
+    description: str
+    role: str
+
+
+def _loss_text(name: str) -> tuple[str, str]:
+    cls = LOSSES.get(name.split(":", 1)[0]) if name.split(":", 1)[0] in LOSSES else None
+    if cls is None:
+        return "", ""
+    return str(cls.description), str(cls.role)
 
 
 def _task_kwargs(header: Mapping[str, Any]) -> dict[str, Any]:

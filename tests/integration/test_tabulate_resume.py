@@ -1,4 +1,4 @@
-"""``python -m benchmarks.tabulate``: SIGKILL mid-build, then resume, equals an
+"""``lossagent tabulate``: SIGKILL mid-build, then resume, equals an
 uninterrupted build in every column but the wall-clock seconds.
 
 The killed build runs as a real subprocess with two worker processes; the resume runs
@@ -64,7 +64,7 @@ def _comparable(path: Path) -> dict[str, list]:
 def test_sigkill_then_resume_equals_an_uninterrupted_build(small_table, tmp_path):
     out = tmp_path / "killed.sqlite"
     command = [
-        sys.executable, "-m", "benchmarks.tabulate", "--suite", str(small_table["suite"]),
+        sys.executable, "-m", "benchmarks", "tabulate", "--suite", str(small_table["suite"]),
         "--out", str(out), "--workers", "2", "--no-progress",
     ]
     proc = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -17,7 +17,8 @@ from gymnasium.utils.env_checker import check_env, data_equivalence
 
 import lossagent_env  # noqa: F401  (registers the env ids)
 from benchmarks.suite import SuiteError
-from benchmarks.tabulate import TabulateError, main, table_spec_from_text, tabulate
+from benchmarks.cli import main as lossagent
+from benchmarks.tabulate import TabulateError, table_spec_from_text, tabulate
 from lossagent_env.objectives import CompositeObjective
 from lossagent_env.data import eval_crop_positions, heldout_crop_positions, load_dataset
 from lossagent_env.objectives import MetricObjective
@@ -330,7 +331,7 @@ def test_a_table_is_never_overwritten_nor_resumed_with_another_spec(small_table,
 
 
 def test_the_command_line_reports_errors_with_exit_status_2(small_table, tmp_path, capsys):
-    assert main(["--suite", str(tmp_path / "none.toml"), "--out", str(tmp_path / "t.sqlite")]) == 2
+    assert lossagent(["tabulate", "--suite", str(tmp_path / "none.toml"), "--out", str(tmp_path / "t.sqlite")]) == 2
     assert "none.toml' does not exist" in capsys.readouterr().err
-    assert main(["--suite", str(small_table["suite"]), "--out", str(small_table["path"])]) == 2
+    assert lossagent(["tabulate", "--suite", str(small_table["suite"]), "--out", str(small_table["path"])]) == 2
     assert "already exists. Pass --resume" in capsys.readouterr().err

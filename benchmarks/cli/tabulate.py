@@ -1,0 +1,61 @@
+"""``lossagent tabulate``: build a table for ``LossAgent/Tabular-v0`` from a suite."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import textwrap
+
+from benchmarks.cli.common import EXIT_OK, Formatter, UsageError
+
+__all__ = ["register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``tabulate`` subcommand."""
+    parser = sub.add_parser(
+        "tabulate",
+        help="build a table of every preset sequence (for LossAgent/Tabular-v0)",
+        description="Train every node of the preset tree of a suite's [table] section, for "
+        "real, and store the panel metrics of each node in one SQLite file. Subtrees are "
+        "independent: --workers N processes or --backend ray; --resume finishes an "
+        "interrupted build, giving the same table.",
+        formatter_class=Formatter,
+        epilog=textwrap.dedent(
+            """\
+            examples:
+              lossagent tabulate --suite tabular --out smoke.sqlite --workers 2
+              lossagent tabulate --suite tabular --out smoke.sqlite --resume
+              lossagent tabulate --suite my_table.toml --out t.sqlite --backend ray --ray-address auto
+            """
+        ),
+    )
+    parser.add_argument("--suite", required=True, help="suite name or .toml file with a [table] section")
+    parser.add_argument("--out", required=True, help="the table file to write (.sqlite)")
+    parser.add_argument("--workers", type=int, default=1, help="units computed at once [default: 1]")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local", help="[default: local]")
+    parser.add_argument("--ray-address", default=None, help="Ray cluster address [default: a local one]")
+    parser.add_argument("--resume", action="store_true", help="finish the table in --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_cmd_tabulate)
+
+
+def _cmd_tabulate(args: argparse.Namespace) -> int:
+    from benchmarks.tabulate import load_table_spec, tabulate
+
+    if args.workers < 1:
+        raise UsageError(f"--workers {args.workers} is not allowed. Allowed: an integer >= 1")
+    spec = load_table_spec(args.suite)
+    spec.command = shlex.join(["lossagent", *sys.argv[1:]]) if sys.argv[1:2] == ["tabulate"] else (
+        f"lossagent tabulate --suite {args.suite} --out {args.out}"
+    )
+    result = tabulate(
+        spec, args.out, workers=args.workers, backend=args.backend, resume=args.resume,
+        progress=not args.no_progress, ray_address=args.ray_address,
+    )
+    print(
+        f"{result.out}: {result.units} units ({result.skipped} already stored, "
+        f"{result.computed} computed, {result.nodes} nodes) in {result.wall_s:.1f} s"
+    )
+    return EXIT_OK
