@@ -52,7 +52,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.results import RESULTS, SUITE_FILE, complete_runs, read_json, read_rows
+from benchmarks.results import RESULTS, SUITE_FILE, complete_runs, read_json, read_rows, write_json
+from benchmarks.suite import TABULAR_ENV_ID
+from benchmarks.tabular_report import plot_scores, score_tabular, tabular_markdown
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -482,9 +484,28 @@ def build_report(out: str | os.PathLike[str]) -> dict[str, Path]:
             f"![loss weights per stage](plots/{objective}__weights.png)",
             "",
         ]
+    if suite.get("env", {}).get("id") == TABULAR_ENV_ID and runs:
+        scores = score_tabular(runs, suite)
+        plots = plot_scores(scores, plots_dir)
+        paths.update({f"tabular__{k}": v for k, v in plots.items()})
+        lines += tabular_markdown(scores, {k: f"plots/{v.name}" for k, v in plots.items()})
+        write_json(out / "scores.json", _scores_json(scores))
+        paths["scores"] = out / "scores.json"
     lines += [f"TensorBoard: `tensorboard --logdir {out / 'tb'}`", ""]
     report = out / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     paths["report"] = report
     logger.info("Report written to %s", report)
     return paths
+
+
+def _scores_json(scores: Any) -> dict[str, Any]:
+    """The tabular scores as JSON (``scores.json``)."""
+    return {
+        "reference": scores.reference,
+        "iqm": {a: list(v) for a, v in scores.iqm.items()},
+        "iqm_by_objective": {o: {a: list(v) for a, v in per.items()} for o, per in scores.iqm_by_objective.items()},
+        "probability_of_improvement": {f"{x} > {y}": list(v) for (x, y), v in scores.improvement.items()},
+        "cells": scores.cells,
+        "runs": scores.runs,
+    }

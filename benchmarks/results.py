@@ -294,7 +294,7 @@ def prepare_resume(out: str | os.PathLike[str], runs: Iterable[str]) -> tuple[se
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON atomically (temporary file, fsync, rename)."""
-    _replace(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
+    _replace(Path(path), json.dumps(data, indent=2) + "\n")  # key order kept: objective labels depend on it
 
 
 def _replace(path: Path, text: str) -> None:

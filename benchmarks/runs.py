@@ -31,6 +31,7 @@ network, because the env's ``reset(seed=...)`` is deterministic.
 ``act_s``                   seconds of this stage's decision
 ``train_s``, ``eval_s``     seconds of this stage's training and evaluation
 ``device``                  the device the run trained on (``"cpu"``, ``"cuda:1"``)
+``preset``                  on a preset env (a table replay), the preset played, else null
 ==========================  ===========================================================
 """
 
@@ -49,7 +50,7 @@ from typing import Any
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.results import RESULTS, OutputLock, ResultsWriter, tensorboard_dir
-from benchmarks.suite import Suite
+from benchmarks.suite import TABULAR_ENV_ID, Suite
 from lossagent_env.jsonable import jsonable
 
 __all__ = [
@@ -104,6 +105,8 @@ class RunSpec:
 
     def make_env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``gym.make(self.env_id, **kwargs)``."""
+        if self.env_id == TABULAR_ENV_ID:  # a table replay: its own arguments, no images
+            return {**self.env_kwargs, "objective": self.objective_spec, "max_stages": self.max_stages}
         return {
             **self.env_kwargs,
             "objective": self.objective_spec,
@@ -190,7 +193,7 @@ def execute_run(spec: RunSpec, out: str | os.PathLike[str] | None, emit: Emit) -
         env = logger_env = TensorBoardLogger(
             env,
             tensorboard_dir(out, spec.name),
-            image_every=spec.image_every,
+            image_every=0 if spec.env_id == TABULAR_ENV_ID else spec.image_every,  # no images in a table
             run_config={
                 "run": spec.name,
                 "suite": spec.suite,
@@ -245,6 +248,7 @@ def execute_run(spec: RunSpec, out: str | os.PathLike[str] | None, emit: Emit) -
                     "train_s": float(timings.get("train_seconds", 0.0)),
                     "eval_s": float(timings.get("eval_seconds", 0.0)),
                     "device": str(getattr(stage_env.unwrapped, "device", "cpu")),
+                    "preset": stage.preset,
                 }
             )
 

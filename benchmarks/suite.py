@@ -64,6 +64,9 @@ __all__ = [
     "validate_names",
 ]
 
+TABULAR_ENV_ID = "LossAgent/Tabular-v0"
+"""The env id of table replays: its kwargs are the table's, not EnvConfig's."""
+
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 """Where the named suites (``smoke``, ``quick``, ``paper``) live."""
 
@@ -157,6 +160,11 @@ class SuiteModel(_Strict):
     )
     agents: list[AgentEntry] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1, description="One run per seed and (agent, objective).")
+    table: dict[str, Any] | None = Field(
+        default=None,
+        description="How the table this suite replays was built: a [table] section, read "
+        "by `lossagent tabulate` (benchmarks.tabulate), not by the benchmark.",
+    )
     requires_data: bool = Field(
         default=False,
         description="True if the suite needs an image folder given with --data "
@@ -216,6 +224,7 @@ class Suite:
         self.agents = list(model.agents)
         self.seeds = list(model.seeds)
         self.requires_data = model.requires_data
+        self.table = model.table
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description that :meth:`from_dict` turns back into the suite."""
@@ -228,6 +237,7 @@ class Suite:
             "agents": [a.model_dump(exclude_none=True) for a in self.agents],
             "seeds": self.seeds,
             "requires_data": self.requires_data,
+            **({"table": self.table} if self.table is not None else {}),
         }
 
     @classmethod
@@ -467,6 +477,13 @@ def validate_names(suite: Suite, text: str | None = None, source: str | None = N
     env_ids = [i for i in gym.registry if i.startswith("LossAgent/")]
     if suite.env_id not in gym.registry:
         fail(("env", "id"), unknown_name_message("env id", suite.env_id, env_ids))
+    if suite.env_id == TABULAR_ENV_ID:
+        fields = {"table", "seeds"}
+        for key in suite.env_kwargs:
+            if key not in fields:
+                fail(("env", "kwargs", key), unknown_name_message("argument of the tabular env", key, fields))
+        _check_agents(suite, fail)
+        return
     fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"objective", "task"}
     for key in suite.env_kwargs:
         if key not in fields:
@@ -492,6 +509,10 @@ def validate_names(suite: Suite, text: str | None = None, source: str | None = N
         for metric in objective.metric_names():
             if metric not in known_metrics:
                 fail(("objectives", i), unknown_name_message("metric", metric, known_metrics))
+    _check_agents(suite, fail)
+
+
+def _check_agents(suite: Suite, fail: Any) -> None:
     known_agents = agent_names()
     for i, agent in enumerate(suite.agents):
         if agent.name not in known_agents:
@@ -511,6 +532,9 @@ def validate_values(suite: Suite, text: str | None = None, source: str | None = 
     from lossagent_env.env import check_settings
 
     source = source or str(suite.path or suite.name)
+    if suite.env_id == TABULAR_ENV_ID:
+        _validate_tabular(suite, text, source)
+        return
     spec = gym.registry.get(suite.env_id)
     task = (spec.kwargs or {}).get("task") if spec is not None else None
     base = {"max_stages": suite.max_stages, "stage_iters": suite.stage_iters, **suite.env_kwargs}
@@ -528,6 +552,27 @@ def validate_values(suite: Suite, text: str | None = None, source: str | None = 
         except (ValueError, TypeError, KeyError) as e:
             message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             raise SuiteError(source, _locate(text, ("objectives", i)), f"objectives[{i}]", message) from None
+
+
+def _validate_tabular(suite: Suite, text: str | None, source: str) -> None:
+    """The table exists and holds the suite's seeds, depth and objective metrics."""
+    import gymnasium as gym
+
+    for i, objective in enumerate(suite.objectives):
+        try:
+            env = gym.make(TABULAR_ENV_ID, **suite.env_kwargs, objective=objective.spec, max_stages=suite.max_stages)
+        except FileNotFoundError as e:
+            raise SuiteError(source, _locate(text, ("env", "kwargs", "table")), "env.kwargs.table", str(e)) from None
+        except (ValueError, KeyError, TypeError) as e:
+            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            where = ("objectives", i) if "metric" in message.lower() or "objective" in message.lower() else ("budget",)
+            raise SuiteError(source, _locate(text, where), _dotted(where), message) from None
+        missing = [seed for seed in suite.seeds if seed not in env.unwrapped.table.seeds]
+        if missing:
+            raise SuiteError(
+                source, _locate(text, ("seeds",)), "seeds",
+                f"seeds {missing} are not in the table. Allowed: its seeds {list(env.unwrapped.table.seeds)}",
+            )
 
 
 def agent_names() -> list[str]:

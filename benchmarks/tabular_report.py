@@ -1,0 +1,327 @@
+"""Scores of a benchmark on a table replay (``LossAgent/Tabular-v0``), against the optimum.
+
+On a table the best preset sequence is known, so every run gets a score, computed on
+the table's **test** split (crops no agent saw; agents chose on the validation split):
+
+* ``J_agent``: the objective after the run's preset sequence, on test.
+* ``J_oracle``: the test objective of the validation oracle's sequence (the best
+  sequence by exhaustive search on validation). Scoring the oracle's *choice* on test
+  keeps the maximum over K^T noisy outcomes from flattering it (the winner's curse).
+* ``J_static``: the test objective of the best single preset held for every stage
+  (chosen on validation too); ``J_ref``: the reference preset (the table's first, the
+  L1-only ``pixel`` preset of the shipped table) held for every stage.
+* normalized score ``(J_agent - J_ref) / (J_oracle - J_ref)``: 1 is the oracle, 0 the
+  reference preset; regret ``J_oracle - J_agent``; the value of scheduling
+  ``J_oracle - J_static``, on validation and on test.
+
+A (seed, objective) cell where the oracle's sequence does not beat the reference
+preset on test (``J_oracle <= J_ref``) has no normalized score: it is left out of
+every aggregate and counted.
+
+Across seeds and objectives (Agarwal et al., 2021, "Deep RL at the Edge of the
+Statistical Precipice", with their library ``rliable``): the interquartile mean of the
+normalized scores with 95% stratified-bootstrap intervals, the probability that one
+agent improves on another, and performance profiles (the fraction of runs above each
+score), plotted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.suite import TABULAR_ENV_ID, objective_label
+
+__all__ = ["TabularScores", "plot_scores", "score_tabular", "tabular_markdown"]
+
+logger = logging.getLogger(__name__)
+
+BOOTSTRAP_REPS = 2000
+
+
+@dataclass
+class TabularScores:
+    """Per-run scores and their aggregates.
+
+    Attributes:
+        runs: One dict per complete run: ``agent``, ``objective``, ``seed``,
+            ``presets``, ``J`` (test), ``J_val``, ``normalized`` (None where undefined),
+            ``regret``.
+        cells: One dict per (objective, seed): ``J_oracle``, ``J_oracle_val``,
+            ``J_static``, ``J_static_val``, ``static``, ``J_ref``, ``oracle``
+            (preset names), ``defined`` (whether normalized scores exist).
+        iqm: ``{agent: (iqm, low, high)}`` over every defined cell.
+        iqm_by_objective: ``{objective: {agent: (iqm, low, high)}}``.
+        improvement: ``{(x, y): (p, low, high)}``: probability that agent x improves on y.
+        profiles: ``{"tau": [...], agent: [fraction of runs with score > tau]}``.
+        reference: Name of the reference preset.
+    """
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    iqm: dict[str, tuple[float, float, float]] = field(default_factory=dict)
+    iqm_by_objective: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
+    improvement: dict[tuple[str, str], tuple[float, float, float]] = field(default_factory=dict)
+    profiles: dict[str, list[float]] = field(default_factory=dict)
+    reference: str = ""
+
+
+def score_tabular(runs: Mapping[str, Sequence[Mapping[str, Any]]], suite: Mapping[str, Any]) -> TabularScores:
+    """Score the complete runs of a tabular benchmark.
+
+    Args:
+        runs: Rows of each complete run, sorted by stage (``benchmarks.report``).
+        suite: The stored suite (``suite.json``), whose env is ``LossAgent/Tabular-v0``.
+
+    Raises:
+        ValueError: The suite does not replay a table.
+    """
+    import gymnasium as gym
+
+    import lossagent_env  # noqa: F401  (registers the ids)
+
+    if suite.get("env", {}).get("id") != TABULAR_ENV_ID:
+        raise ValueError(f"score_tabular needs a suite on {TABULAR_ENV_ID}; got {suite.get('env')}.")
+    kwargs = dict(suite["env"]["kwargs"])
+    depth = int(suite["budget"]["max_stages"])
+    result = TabularScores()
+    envs = {}
+    for spec in suite["objectives"]:
+        label = objective_label(spec)
+        envs[label] = gym.make(TABULAR_ENV_ID, **kwargs, objective=spec, max_stages=depth).unwrapped
+    cells: dict[tuple[str, int], dict[str, Any]] = {}
+    for run_rows in runs.values():
+        first = run_rows[0]
+        label, seed = first["objective"], int(first["seed"])
+        if label not in envs:
+            continue
+        env = envs[label]
+        result.reference = env.preset_names[0]
+        key = (label, seed)
+        if key not in cells:
+            cells[key] = _cell(env, label, seed, depth)
+        cell = cells[key]
+        presets = [row.get("preset") for row in run_rows]
+        if None in presets:
+            raise ValueError(f"Run {first['run']!r} has rows without a preset; it did not run on a table.")
+        indices = [env.preset_names.index(p) for p in presets]
+        j = env.final_objective(indices, split="test", seed=seed)
+        normalized = (j - cell["J_ref"]) / (cell["J_oracle"] - cell["J_ref"]) if cell["defined"] else None
+        result.runs.append(
+            {
+                "agent": first["agent"], "objective": label, "seed": seed, "presets": presets, "J": j,
+                "J_val": env.final_objective(indices, split="val", seed=seed),
+                "normalized": normalized, "regret": cell["J_oracle"] - j,
+            }
+        )
+    result.cells = sorted(cells.values(), key=lambda c: (c["objective"], c["seed"]))
+    _aggregate(result)
+    return result
+
+
+def _cell(env: Any, label: str, seed: int, depth: int) -> dict[str, Any]:
+    oracle = env.oracle(seed=seed)
+    static = oracle["best_static"]["preset"]
+    j_oracle = env.final_objective(oracle["actions"], split="test", seed=seed)
+    j_static = env.final_objective([env.preset_names.index(static)] * depth, split="test", seed=seed)
+    j_ref = env.final_objective([0] * depth, split="test", seed=seed)
+    return {
+        "objective": label, "seed": seed, "oracle": oracle["presets"],
+        "J_oracle": j_oracle, "J_oracle_val": oracle["final_objective"],
+        "static": static, "J_static": j_static, "J_static_val": oracle["best_static"]["final_objective"],
+        "J_ref": j_ref, "defined": j_oracle > j_ref,
+    }
+
+
+def _aggregate(result: TabularScores) -> None:
+    """IQM, probability of improvement and performance profiles with rliable."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    by_agent: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
+    for run in result.runs:
+        if run["normalized"] is not None:
+            by_agent[run["agent"]][(run["objective"], run["seed"])] = run["normalized"]
+    if not by_agent:
+        return
+    # Every agent on the same cells: those all of them have (equal budgets, same seeds).
+    common = set.intersection(*(set(scores) for scores in by_agent.values()))
+    objectives = sorted({objective for objective, _ in common})
+    seeds = sorted({seed for _, seed in common})
+    complete = [o for o in objectives if all((o, s) in common for s in seeds)]
+    matrices = {
+        agent: np.array([[scores[(o, s)] for o in complete] for s in seeds], np.float64)
+        for agent, scores in by_agent.items()
+    }  # (runs = seeds, tasks = objectives), as rliable expects
+    rng_state = np.random.get_state()
+    np.random.seed(0)  # rliable's profile intervals draw from NumPy's global RNG: fixed, restored
+    try:
+        if complete:
+            point, interval = rly.get_interval_estimates(
+                matrices, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=BOOTSTRAP_REPS,
+                random_state=np.random.RandomState(0),
+            )
+            result.iqm = {a: (float(point[a][0]), float(interval[a][0, 0]), float(interval[a][1, 0])) for a in matrices}
+            for j, objective in enumerate(complete):
+                per = {a: m[:, j : j + 1] for a, m in matrices.items()}
+                point, interval = rly.get_interval_estimates(
+                    per, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=BOOTSTRAP_REPS,
+                    random_state=np.random.RandomState(0),
+                )
+                result.iqm_by_objective[objective] = {
+                    a: (float(point[a][0]), float(interval[a][0, 0]), float(interval[a][1, 0])) for a in per
+                }
+            agents = list(matrices)
+            pairs = {f"{x}|{y}": (matrices[x], matrices[y]) for x in agents for y in agents if x != y}
+            if pairs:
+                point, interval = rly.get_interval_estimates(
+                    pairs, metrics.probability_of_improvement, reps=BOOTSTRAP_REPS,
+                    random_state=np.random.RandomState(0),
+                )
+                for key in pairs:
+                    x, y = key.split("|")
+                    low, high = np.asarray(interval[key]).reshape(-1)[:2]
+                    result.improvement[(x, y)] = (float(np.asarray(point[key]).reshape(-1)[0]), float(low), float(high))
+            tau = np.linspace(-0.5, 1.0, 61)
+            profiles, _ = rly.create_performance_profile(matrices, tau)
+            result.profiles = {"tau": tau.tolist(), **{a: np.asarray(p).tolist() for a, p in profiles.items()}}
+    finally:
+        np.random.set_state(rng_state)
+
+
+def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> list[str]:
+    """The report's section on scores against the optimum (Markdown lines)."""
+    lines = ["## Scores against the optimum (test split)", ""]
+    undefined = [c for c in scores.cells if not c["defined"]]
+    lines += [
+        f"Normalized score = (J - J_ref) / (J_oracle - J_ref), on the test split: 1 is the "
+        f"validation oracle's sequence, 0 the reference preset `{scores.reference}` held for "
+        "every stage. IQM: interquartile mean over seeds and objectives, [95% stratified "
+        "bootstrap interval] (rliable).",
+        "",
+    ]
+    if undefined:
+        lines += [
+            f"{len(undefined)} of {len(scores.cells)} (objective, seed) cells have no normalized "
+            "score (the oracle's sequence did not beat the reference preset on test) and are left "
+            "out of the aggregates: " + ", ".join(f"{c['objective']}/{c['seed']}" for c in undefined),
+            "",
+        ]
+    if scores.iqm:
+        lines += ["| agent | IQM normalized score | " + " | ".join(scores.iqm_by_objective) + " |",
+                  "|---|---|" + "---|" * len(scores.iqm_by_objective)]
+        for agent, (point, low, high) in sorted(scores.iqm.items(), key=lambda kv: -kv[1][0]):
+            per = [scores.iqm_by_objective[o].get(agent) for o in scores.iqm_by_objective]
+            shown = " | ".join(f"{p[0]:.3f} [{p[1]:.3f}, {p[2]:.3f}]" if p else "-" for p in per)
+            lines.append(f"| {agent} | {point:.3f} [{low:.3f}, {high:.3f}] | {shown} |")
+        lines.append("")
+    lines += [
+        "Per objective, means over seeds (test split): the oracle (the validation oracle's "
+        "sequence), the best static preset (held for every stage, chosen on validation), "
+        "the value of scheduling (oracle - best static, on test and on validation), and each "
+        "agent's final J and regret (oracle - agent).",
+        "",
+    ]
+    by_objective: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for cell in scores.cells:
+        by_objective[cell["objective"]].append(cell)
+    for objective, cells in by_objective.items():
+        statics = sorted({c["static"] for c in cells})
+        lines += [
+            f"### {objective}",
+            "",
+            "| row | final J (test) | regret | normalized |",
+            "|---|---|---|---|",
+            f"| **oracle** | {_mean([c['J_oracle'] for c in cells]):.4g} | 0 | 1 |",
+            f"| best static ({', '.join(statics)}) | {_mean([c['J_static'] for c in cells]):.4g} | "
+            f"{_mean([c['J_oracle'] - c['J_static'] for c in cells]):.4g} | - |",
+            f"| reference `{scores.reference}` | {_mean([c['J_ref'] for c in cells]):.4g} | "
+            f"{_mean([c['J_oracle'] - c['J_ref'] for c in cells]):.4g} | 0 |",
+        ]
+        agents: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for run in scores.runs:
+            if run["objective"] == objective:
+                agents[run["agent"]].append(run)
+        for agent, runs in agents.items():
+            normalized = [r["normalized"] for r in runs if r["normalized"] is not None]
+            lines.append(
+                f"| {agent} | {_mean([r['J'] for r in runs]):.4g} | {_mean([r['regret'] for r in runs]):.4g} | "
+                f"{(_mean(normalized) if normalized else math.nan):.3f} |"
+            )
+        value_test = _mean([c["J_oracle"] - c["J_static"] for c in cells])
+        value_val = _mean([c["J_oracle_val"] - c["J_static_val"] for c in cells])
+        lines += [
+            "",
+            f"Value of scheduling (oracle - best static): {value_test:.4g} on test, "
+            f"{value_val:.4g} on validation.",
+            "",
+        ]
+    if scores.improvement:
+        agents = sorted({x for x, _ in scores.improvement})
+        lines += ["Probability of improvement P(row > column) [95% interval]:", "",
+                  "| | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
+        for x in agents:
+            cells_ = []
+            for y in agents:
+                p = scores.improvement.get((x, y))
+                cells_.append("-" if p is None else f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]")
+            lines.append(f"| {x} | " + " | ".join(cells_) + " |")
+        lines.append("")
+    for title, path in plots.items():
+        lines += [f"![{title}]({path})", ""]
+    return lines
+
+
+def plot_scores(scores: TabularScores, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """The IQM of normalized scores (bars with intervals) and the performance profiles."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    out_dir = Path(out_dir)
+    paths: dict[str, Path] = {}
+    if not scores.iqm:
+        return paths
+    order = sorted(scores.iqm, key=lambda a: scores.iqm[a][0])
+    fig = Figure(figsize=(6.4, 0.5 * len(order) + 1.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    points = [scores.iqm[a][0] for a in order]
+    errors = np.array([[scores.iqm[a][0] - scores.iqm[a][1], scores.iqm[a][2] - scores.iqm[a][0]] for a in order]).T
+    ax.barh(order, points, xerr=errors, color="tab:blue", alpha=0.7, capsize=3)
+    ax.axvline(1.0, color="black", linestyle="--", linewidth=1, label="oracle")
+    ax.axvline(0.0, color="gray", linestyle=":", linewidth=1, label=f"reference ({scores.reference})")
+    ax.set_xlabel("IQM of the normalized score (test split), 95% stratified bootstrap")
+    ax.legend(fontsize="small", loc="lower right")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    paths["normalized score"] = out_dir / "tabular__normalized_score.png"
+    fig.savefig(paths["normalized score"])
+
+    if scores.profiles:
+        fig = Figure(figsize=(6.4, 4.0), dpi=100)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        tau = scores.profiles["tau"]
+        for agent in order[::-1]:
+            ax.plot(tau, scores.profiles[agent], label=agent)
+        ax.set_xlabel("normalized score tau")
+        ax.set_ylabel("fraction of runs with score > tau")
+        ax.set_title("Performance profiles (test split)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        paths["performance profiles"] = out_dir / "tabular__profiles.png"
+        fig.savefig(paths["performance profiles"])
+    return paths
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan

@@ -1,0 +1,87 @@
+"""``lossagent bench`` on a table replay: runs in microseconds per step, and the report
+scores every agent against the oracle on the test split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+
+import lossagent_env  # noqa: F401
+from benchmarks.cli import main
+from benchmarks.results import read_rows
+from benchmarks.suite import SuiteError, load_suite_text
+
+SUITE = """\
+name = "tabular-test"
+seeds = [123, 456]
+objectives = ["psnr", {{ ssim = 1.0, piqe = 0.1 }}]
+
+[env]
+id = "LossAgent/Tabular-v0"
+kwargs = {{ table = "{table}" }}
+
+[budget]
+max_stages = 2
+stage_iters = 2
+
+[[agents]]
+name = "fixed"
+
+[[agents]]
+name = "random"
+
+[[agents]]
+name = "ucb"
+{extra}
+"""
+
+PPO = """
+[[agents]]
+name = "ppo"
+kwargs = { train_steps = 256, n_steps = 32, train_seeds = [123] }
+"""
+
+
+def _suite_file(tmp_path: Path, table: Path, extra: str = "") -> Path:
+    path = tmp_path / "tabular_test.toml"
+    path.write_text(SUITE.format(table=table, extra=extra))
+    return path
+
+
+def test_bench_on_a_table_scores_against_the_oracle(small_table, tmp_path, capsys):
+    extra = PPO if __import__("importlib").util.find_spec("stable_baselines3") else ""
+    out = tmp_path / "bench"
+    assert main(["bench", "--suite", str(_suite_file(tmp_path, small_table["path"], extra)), "--out", str(out)]) == 0
+    rows = read_rows(out / "results.jsonl")
+    agents = 4 if extra else 3
+    assert len(rows) == agents * 2 * 2 * 2  # agents x objectives x seeds x stages
+    assert all(row["preset"] in ("pixel", "structure", "edges") for row in rows)
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores["iqm"]) == {"fixed", "random", "ucb", *(["ppo"] if extra else [])}
+    assert {c["objective"] for c in scores["cells"]} == {"psnr", "ssim+0.1piqe"}
+    for run in scores["runs"]:  # on validation no agent ends above the oracle
+        cell = next(c for c in scores["cells"] if (c["objective"], c["seed"]) == (run["objective"], run["seed"]))
+        assert run["J_val"] <= cell["J_oracle_val"] + 1e-12
+        env = gym.make("LossAgent/Tabular-v0", table=str(small_table["path"]),
+                       objective="psnr" if run["objective"] == "psnr" else {"ssim": 1.0, "piqe": 0.1})
+        indices = [env.unwrapped.preset_names.index(p) for p in run["presets"]]
+        assert run["J"] == env.unwrapped.final_objective(indices, split="test", seed=run["seed"])
+    fixed = [r for r in scores["runs"] if r["agent"] == "fixed" and r["normalized"] is not None]
+    assert all(r["normalized"] == 0.0 for r in fixed)  # fixed plays the reference preset
+    report = (out / "report.md").read_text()
+    assert "| **oracle** |" in report and "Value of scheduling" in report
+    assert "IQM normalized score" in report
+    assert (out / "plots" / "tabular__normalized_score.png").is_file()
+
+
+def test_a_tabular_suite_checks_its_seeds_and_metrics(small_table, tmp_path):
+    table = small_table["path"]
+    with pytest.raises(SuiteError, match=r"seeds \[7\] are not in the table"):
+        load_suite_text(SUITE.format(table=table, extra="").replace("[123, 456]", "[123, 7]"))
+    with pytest.raises(SuiteError, match="Metric 'niqe' is not in the table's panel"):
+        load_suite_text(SUITE.format(table=table, extra="").replace('"psnr", {', '"niqe", {'))
+    with pytest.raises(SuiteError, match="Did you mean 'table'"):
+        load_suite_text(SUITE.format(table=table, extra="").replace("kwargs = { table", "kwargs = { tabel"))
