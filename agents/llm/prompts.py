@@ -1,17 +1,24 @@
 """The LLM agent's prompt, in the three parts of LossAgent (Li et al., 2024).
 
 1. **System prompt** (:data:`SYSTEM_TEMPLATE`): the role (choose loss weights for
-   training an image-restoration network), the optimisation objective in words and as
-   metrics with their directions, the loss repository as a table (name, scale,
-   description), and the rules (one weight per loss, in ``[0, 1]``, 0 switches a loss
-   off).
+   training an image-restoration network), the loss repository as a table (name, scale,
+   description), the rules (one weight per loss, in ``[0, 1]``, 0 switches a loss off),
+   and the optimisation objective in words and as metrics with their directions. On a
+   preset env (:data:`PRESET_SYSTEM_TEMPLATE`) the presets' weights come with the loss
+   table and the rule is to choose one preset by name.
 2. **History prompt** (:data:`HISTORY_TEMPLATE`): the trajectory so far as a compact
-   table ``stage | weights | metrics | objective | reward``, in chronological order or
+   table ``stage | weights (or preset) | metrics | objective | reward``, in chronological order or
    sorted by objective ascending (best last, as OPRO does), trimmed oldest-first to fit
    a token budget (estimated as characters / 4), followed by the objective's textual
    feedback when there is any.
 3. **Format prompt** (:data:`FORMAT_TEMPLATE`): what to return, for the answer method in
    use (function call, JSON schema, or plain-text JSON).
+
+The parts are ordered for speed on servers that reuse the longest common prefix of
+consecutive prompts (llama.cpp): what every objective shares comes first, the objective
+after it, and each decision's history extends the previous one (the progress line
+last). Measured on the embedded model: a decision whose prompt extends the previous
+one evaluates only its new rows (about 100-160 tokens instead of 1,150-1,250).
 
 :data:`PROMPT` assembles them with LangChain's ``ChatPromptTemplate``: the system prompt
 as the system message, history and format as the user message, then any re-ask
@@ -60,15 +67,6 @@ weights of the losses used to train a network for {task}. Training runs in \
 weight per loss; the network then trains on the weighted sum of the losses, and the \
 result is measured on held-out images.
 
-## Optimisation objective
-{objective}
-
-Metrics measured after every stage:
-{metrics_table}
-
-The objective value J combines these metrics (a lower-is-better metric enters J with a \
-minus sign), so a higher J is always better. The reward of a stage is the change of J.
-
 ## Loss repository
 {loss_table}
 
@@ -78,14 +76,7 @@ minus sign), so a higher J is always better. The reward of a stage is the change
 1.0 comparable across losses.
 - A weight of 0 switches the loss off. If every weight is 0 the network does not train \
 during that stage.
-- Aim for the highest J at the end of training, not only after the next stage."""
-
-PRESET_SYSTEM_TEMPLATE = """\
-You are LossAgent, an expert in training image-restoration networks. You choose the \
-losses used to train a network for {task}. Training runs in {max_stages} stages of \
-{stage_iters} iterations each. Before every stage you choose one of {n_presets} presets \
-(fixed weights of the losses); the network then trains on that weighted sum of the \
-losses, and the result is measured on held-out images.
+- Aim for the highest J at the end of training, not only after the next stage.
 
 ## Optimisation objective
 {objective}
@@ -94,7 +85,17 @@ Metrics measured after every stage:
 {metrics_table}
 
 The objective value J combines these metrics (a lower-is-better metric enters J with a \
-minus sign), so a higher J is always better. The reward of a stage is the change of J.
+minus sign), so a higher J is always better. The reward of a stage is the change of J."""
+"""The system prompt. What is the same for every objective comes first, so that a server
+that reuses the longest common prefix of consecutive prompts (llama.cpp does) evaluates
+it once for a whole benchmark, not once per objective."""
+
+PRESET_SYSTEM_TEMPLATE = """\
+You are LossAgent, an expert in training image-restoration networks. You choose the \
+losses used to train a network for {task}. Training runs in {max_stages} stages of \
+{stage_iters} iterations each. Before every stage you choose one of {n_presets} presets \
+(fixed weights of the losses); the network then trains on that weighted sum of the \
+losses, and the result is measured on held-out images.
 
 ## Loss repository
 {loss_table}
@@ -105,12 +106,27 @@ minus sign), so a higher J is always better. The reward of a stage is the change
 ## Rules
 - Choose exactly one preset by its name: {preset_list}.
 - You may choose a different preset at every stage.
-- Aim for the highest J at the end of training, not only after the next stage."""
+- Aim for the highest J at the end of training, not only after the next stage.
+
+## Optimisation objective
+{objective}
+
+Metrics measured after every stage:
+{metrics_table}
+
+The objective value J combines these metrics (a lower-is-better metric enters J with a \
+minus sign), so a higher J is always better. The reward of a stage is the change of J."""
+"""The system prompt on a preset env. What is the same for every objective comes first,
+so that a server that reuses the longest common prefix of consecutive prompts (llama.cpp
+does) evaluates it once for a whole benchmark."""
 
 HISTORY_TEMPLATE = """\
 ## History
-{progress}
-{history_table}{feedback}"""
+{history_table}{feedback}
+
+{progress}"""
+"""The history: the table first and the progress line last, so that each decision's
+prompt extends the previous one and only the new rows are evaluated again."""
 
 FORMAT_TEMPLATE = """\
 ## Your answer
@@ -118,6 +134,7 @@ FORMAT_TEMPLATE = """\
 
 SYSTEM_PROMPT = PromptTemplate.from_template(SYSTEM_TEMPLATE)
 PRESET_SYSTEM_PROMPT = PromptTemplate.from_template(PRESET_SYSTEM_TEMPLATE)
+
 HISTORY_PROMPT = PromptTemplate.from_template(HISTORY_TEMPLATE)
 FORMAT_PROMPT = PromptTemplate.from_template(FORMAT_TEMPLATE)
 
