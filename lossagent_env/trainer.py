@@ -21,7 +21,11 @@ class Trainer:
         model: the restoration network.
         losses: the loss repository, in action order.
         lr: Adam learning rate.
-        amp: bfloat16 autocast for the forward pass (CUDA only; ignored on CPU).
+        amp: bfloat16 autocast for the forward pass (CUDA only; ignored on CPU). The
+            losses that are networks themselves (``Loss.autocast_safe``: perceptual,
+            lpips, ``iqa:``) run under it too, their most expensive part; the others
+            (SSIM, FFT, pixel losses) run in float32, where their sums and ratios are
+            accurate.
     """
 
     def __init__(self, model: nn.Module, losses: Sequence[Loss], lr: float, amp: bool = False):
@@ -66,7 +70,7 @@ class Trainer:
             with self._autocast(inputs.device):
                 output = model(inputs[t])
             output = output.float()
-            loss = sum(w * term(output, target) for term, w in active)
+            loss = sum(w * self._value(term, output, target) for term, w in active)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -74,6 +78,13 @@ class Trainer:
                 term.update(output.detach(), target)
             total += loss.detach()
         return not bool(torch.isfinite(total)) or not parameters_finite(model)
+
+
+    def _value(self, term: Loss, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if term.autocast_safe:
+            with self._autocast(output.device):
+                return term(output, target).float()
+        return term(output, target)
 
 
 def parameters_finite(model: nn.Module) -> bool:

@@ -34,6 +34,8 @@ class Loss(nn.Module):
         trainable: True if the loss owns parameters trained during a stage (GAN).
         role: what the loss is for, one of :data:`ROLES`; weight presets (fixed agents,
             bandit arms) find losses by role, never by name.
+        autocast_safe: True for losses that are networks (VGG, LPIPS, pyiqa models):
+            with ``amp`` they run under bfloat16 autocast like the restoration network.
     """
 
     name: ClassVar[str] = ""
@@ -43,6 +45,7 @@ class Loss(nn.Module):
     needs_weights: ClassVar[bool] = False
     trainable: ClassVar[bool] = False
     role: ClassVar[str] = ""
+    autocast_safe: ClassVar[bool] = False
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -105,6 +105,7 @@ class PerceptualLoss(Loss):
 
     name = "perceptual"
     role = "perceptual"
+    autocast_safe = True
     description = (
         "Perceptual (VGG) loss: L1 distance between deep VGG19 features (conv5_4, as in "
         "ESRGAN) of the restored image and the target. Compares what the image shows "
@@ -228,6 +229,7 @@ class IQALoss(Loss):
 
     name = "iqa"
     role = "perceptual"
+    autocast_safe = True
     description = (
         "Used directly as a loss (lower-is-better metrics as they are, higher-is-better "
         "ones negated), it optimises exactly what the metric measures, blind spots "
@@ -334,6 +336,7 @@ class LPIPSLoss(IQALoss):
 
     name = "lpips"
     role = "perceptual"
+    autocast_safe = True
     description = (
         "LPIPS: a learned perceptual distance (deep AlexNet features weighted to match "
         "human similarity judgements) between restored image and target. Rewards images "
