@@ -150,6 +150,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _apply_overrides(suite: Any, args: argparse.Namespace) -> Any:
+    from benchmarks.suite import TABULAR_ENV_ID
+
+    if suite.env_id == TABULAR_ENV_ID and (args.device is not None or args.data is not None):
+        raise UsageError("--device and --data do not apply to a table replay: it trains nothing.")
     env_kwargs: dict[str, Any] = {}
     if args.device is not None:
         env_kwargs["device"] = args.device

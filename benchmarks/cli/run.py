@@ -32,6 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
               lossagent run --env LossAgent/Denoising-v0 --agent llm --llm openai:gpt-4o-mini
               lossagent run --agent random --objective psnr:1,ssim:10 --out runs/one
               lossagent run --agent fixed --set patch_size=48 --set 'losses=["l1","ssim"]'
+              lossagent run --env LossAgent/Tabular-v0 --set table=smoke --agent ucb --stages 4
             """
         ),
     )
@@ -118,7 +119,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from agents import make_agent
     from benchmarks.results import RESULTS, TENSORBOARD
     from benchmarks.runs import RunSpec, run_name, run_one
-    from benchmarks.suite import objective_label
+    from benchmarks.suite import TABULAR_ENV_ID, objective_label
     from lossagent_env.config import EnvConfig
     from lossagent_env.device import resolve_device
     from lossagent_env.env import check_settings
@@ -133,29 +134,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {value!r} is not allowed. Allowed: an integer >= {low}")
     env_kwargs = parse_pairs(args.set, "--set")
     agent_kwargs = parse_pairs(args.agent_arg, "--agent-arg")
-    fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"task"}
-    for key in env_kwargs:
-        if key in ("objective", "max_stages", "stage_iters"):
-            raise UsageError(f"--set {key}=...: use --objective, --stages or --iters instead.")
-        if key not in fields:
-            raise KeyError(unknown_name_message("EnvConfig field", key, fields))
-    _check_losses(env_kwargs.get("losses"))
-    env_kwargs["device"] = args.device
     if args.llm is not None:
         if args.agent != "llm":
             raise UsageError(f"--llm {args.llm!r} applies to --agent llm only (got --agent {args.agent!r}).")
         agent_kwargs["model"] = args.llm
     import gymnasium as gym
 
-    task = gym.registry[env_id].kwargs.get("task", "sr")
-    try:  # value checks of the env, before anything heavy is built or written
-        check_settings(
-            task=task, objective=objective, max_stages=args.stages, stage_iters=args.iters, **env_kwargs
-        )
-        resolve_device(args.device, "--device")
-        make_agent(args.agent, **agent_kwargs)  # builds no model yet: checks the arguments
-    except (TypeError, ValueError) as e:
-        raise UsageError(str(e)) from e
+    if env_id == TABULAR_ENV_ID:  # a table replay: its own arguments, no training
+        for key in env_kwargs:
+            if key not in ("table", "seeds"):
+                raise KeyError(unknown_name_message("argument of the tabular env", key, ["table", "seeds"]))
+        if args.device != "cpu":
+            raise UsageError("--device does not apply to a table replay: it trains nothing.")
+        try:
+            gym.make(env_id, **env_kwargs, objective=objective, max_stages=args.stages)
+            make_agent(args.agent, **agent_kwargs)
+        except (TypeError, ValueError, FileNotFoundError) as e:
+            raise UsageError(str(e)) from e
+    else:
+        fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"task"}
+        for key in env_kwargs:
+            if key in ("objective", "max_stages", "stage_iters"):
+                raise UsageError(f"--set {key}=...: use --objective, --stages or --iters instead.")
+            if key not in fields:
+                raise KeyError(unknown_name_message("EnvConfig field", key, fields))
+        _check_losses(env_kwargs.get("losses"))
+        env_kwargs["device"] = args.device
+        task = gym.registry[env_id].kwargs.get("task", "sr")
+        try:  # value checks of the env, before anything heavy is built or written
+            check_settings(
+                task=task, objective=objective, max_stages=args.stages, stage_iters=args.iters, **env_kwargs
+            )
+            resolve_device(args.device, "--device")
+            make_agent(args.agent, **agent_kwargs)  # builds no model yet: checks the arguments
+        except (TypeError, ValueError) as e:
+            raise UsageError(str(e)) from e
     label = objective_label(objective)
     spec = RunSpec(
         name=run_name(env_id, args.agent, label, args.seed),

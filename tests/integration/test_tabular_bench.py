@@ -85,3 +85,13 @@ def test_a_tabular_suite_checks_its_seeds_and_metrics(small_table, tmp_path):
         load_suite_text(SUITE.format(table=table, extra="").replace('"psnr", {', '"niqe", {'))
     with pytest.raises(SuiteError, match="Did you mean 'table'"):
         load_suite_text(SUITE.format(table=table, extra="").replace("kwargs = { table", "kwargs = { tabel"))
+
+
+def test_run_on_a_table(small_table, capsys):
+    table = str(small_table["path"])
+    assert main(["run", "--env", "LossAgent/Tabular-v0", "--set", f'table="{table}"', "--agent", "ucb",
+                 "--stages", "2", "--seed", "456"]) == 0
+    assert "ucb on LossAgent/Tabular-v0 (psnr), seed 456: final J" in capsys.readouterr().out
+    assert main(["run", "--env", "LossAgent/Tabular-v0", "--set", f'table="{table}"', "--stages", "3",
+                 "--seed", "456"]) == 2
+    assert "Allowed: an integer in [1, 2]" in capsys.readouterr().err

@@ -181,3 +181,14 @@ def test_a_cpu_snapshot_renders_on_a_cuda_env(tiny_kwargs):
     env.unwrapped.set_state(cpu_state)
     frame = env.render()
     assert frame.dtype == np.uint8 and frame.shape[-1] == 3
+
+
+@pytest.mark.gpu
+def test_async_vector_env_on_cuda_with_the_default_start_method(tiny_kwargs):
+    vec = gym.make_vec(ENV, num_envs=2, vectorization_mode="async", **{**tiny_kwargs, "device": "cuda"})
+    try:
+        vec.reset(seed=0)
+        _, rewards, *_ = vec.step(np.full(vec.action_space.shape, 0.5, np.float32))
+        assert np.isfinite(rewards).all()
+    finally:
+        vec.close()
