@@ -35,7 +35,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from agents.bandits import EpsilonGreedyAgent, ThompsonAgent, UCBAgent
-from agents.base import Agent, AgentSpec, BaseAgent, InvalidActionError, Stage, Trajectory, run_episode
+from agents.base import Agent, AgentSpec, BaseAgent, InvalidActionError, Stage, Trajectory
+from agents.episode import run_episode
 from agents.dwa import DWAAgent
 from agents.fixed import FixedAgent
 from agents.pbt import PBTAgent, run_pbt

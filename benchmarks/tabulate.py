@@ -41,9 +41,8 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import sqlite3
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
