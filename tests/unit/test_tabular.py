@@ -335,3 +335,14 @@ def test_the_command_line_reports_errors_with_exit_status_2(small_table, tmp_pat
     assert "none.toml' does not exist" in capsys.readouterr().err
     assert lossagent(["tabulate", "--suite", str(small_table["suite"]), "--out", str(small_table["path"])]) == 2
     assert "already exists. Pass --resume" in capsys.readouterr().err
+
+
+def test_a_table_being_built_is_locked(small_table, tmp_path):
+    from benchmarks.errors import BenchmarkError
+    from benchmarks.results import OutputLock
+
+    out = tmp_path / "locked.sqlite"
+    with OutputLock.for_file(out, "lossagent tabulate"):
+        with pytest.raises(BenchmarkError, match="locked.sqlite' is in use by lossagent tabulate"):
+            tabulate(small_table["suite"], out, progress=False)
+    assert not out.exists()
