@@ -1,7 +1,7 @@
 """Speed of ``LossAgent/Tabular-v0``: steps per second through ``gym.make``, and the oracle.
 
     python -m benchmarks.perf_tabular --table PATH [--objective psnr] [--steps 20000]
-                                      [--repeats 7] [--json]
+                                      [--repeats 7] [--ppo] [--json]
 
 Each repeat plays ``--steps`` steps of random presets (drawn beforehand) through the
 env ``gym.make`` returns (with Gymnasium's default wrappers), resetting when an
@@ -11,6 +11,10 @@ repeats of:
     steps_per_second:  env steps (resets included in the time) per second
     oracle_ms:         one call of env.unwrapped.oracle()
     make_ms:           gym.make of a table already read once (the file is cached)
+
+With ``--ppo`` it also trains the tabular suite's PPO agent (``benchmarks/suites/
+tabular.toml``) for its 20,000 steps on the table's first seeds and prints
+``ppo_train_seconds`` (target: about a minute).
 
 The target is ``steps_per_second >= 5000`` (goal 20000).
 """
@@ -64,15 +68,34 @@ def measure(table: str, objective: str, steps: int, repeats: int, seed: int = 0)
     }
 
 
+def ppo_train_seconds(table: str, objective: str) -> float:
+    """Wall time of training the tabular suite's PPO agent on ``table``."""
+    from agents import make_agent
+    from benchmarks.suite import load_suite
+
+    suite = load_suite("tabular", check_names=False)
+    kwargs = next(a.kwargs for a in suite.agents if a.name == "ppo")
+    env = gym.make("LossAgent/Tabular-v0", table=table, objective=objective)
+    seeds = list(env.unwrapped.seeds)
+    kwargs = {**kwargs, "train_seeds": [s for s in kwargs.get("train_seeds", seeds[:1]) if s in seeds] or seeds[:1]}
+    agent = make_agent("ppo", **kwargs)
+    start = time.perf_counter()
+    agent.train(env)
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.perf_tabular", description=__doc__.split("\n")[0])
     parser.add_argument("--table", required=True, help="table file or shipped table name")
     parser.add_argument("--objective", default="psnr", help="a panel metric (default psnr)")
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--ppo", action="store_true", help="also time the tabular suite's PPO training")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     result = measure(args.table, args.objective, args.steps, args.repeats)
+    if args.ppo:
+        result["ppo_train_seconds"] = ppo_train_seconds(args.table, args.objective)
     if args.json:
         print(json.dumps(result))
     else:

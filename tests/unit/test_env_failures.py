@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -192,3 +193,26 @@ def test_async_vector_env_on_cuda_with_the_default_start_method(tiny_kwargs):
         assert np.isfinite(rewards).all()
     finally:
         vec.close()
+
+
+def test_human_render_mode_says_what_is_allowed_instead_of_asking_for_pygame(tiny_kwargs):
+    with pytest.raises(ValueError, match="render_mode='human' is not supported.*'rgb_array'"):
+        gym.make(ENV, **{**tiny_kwargs, "render_mode": "human"})
+
+
+def test_trajectory_from_dict_validates_at_the_boundary():
+    from agents import Trajectory
+
+    good = {"agent": "a", "seed": 0, "env_id": None, "loss_names": ["l1", "ssim"], "initial": {}, "stages": [
+        {"stage": 1, "action": [0.5, 0.5], "weights": {}, "metrics": {}, "objective": 1.0, "reward": 0.0}]}
+    assert Trajectory.from_dict(good).stages[0].action == [0.5, 0.5]
+    cases = [
+        ({k: v for k, v in good.items() if k != "agent"}, "agent: Field required"),
+        ({**good, "loss_names": "l1"}, "loss_names: Input should be a valid list"),
+        ({**good, "stages": [{**good["stages"][0], "objective": None}]}, "stages.0.objective"),
+        ({**good, "stages": [{**good["stages"][0], "action": [0.5]}]}, "stages[0].action has 1 entries; loss_names has 2"),
+        ([1, 2], "needs a dict"),
+    ]
+    for data, expected in cases:
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            Trajectory.from_dict(data)

@@ -140,3 +140,23 @@ def test_build_report_writes_csv_plots_and_markdown(tmp_path: Path, rows):
 def test_build_report_needs_results(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="results.jsonl"):
         build_report(tmp_path)
+
+
+def test_an_unmeasured_stage_never_turns_a_row_into_nan(rows, tmp_path):
+    # ucb seed 1 could not measure its last stage (a judge that kept failing), and seed 2
+    # not its middle one: the last measured value counts for them.
+    for row in rows:
+        if row["agent"] == "ucb" and (row["seed"], row["stage"]) in ((1, 3), (2, 2)):
+            row["objective_value"] = float("nan")
+    summary = {(r["objective"], r["agent"]): r for r in summarize(rows)}
+    ucb = summary[("psnr", "ucb")]
+    assert ucb["unmeasured"] == 2
+    assert ucb["final_mean"] == pytest.approx(np.mean([22.0, 23.0, 24.0]))
+    assert ucb["best_mean"] == pytest.approx(np.mean([22.0, 23.0, 24.0]))
+    assert all(np.isfinite(ucb[k]) for k in ("final_ci_low", "final_ci_high", "auc_mean"))
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build_report(out)
+    assert "nan" not in (out / "report.md").read_text().lower()
+    assert read_summary(out / "summary.csv")[0]["unmeasured"] in (0, 2)
