@@ -335,6 +335,19 @@ def import_ray():
     return ray
 
 
+def start_ray(address: str | None, cpus: int) -> bool:
+    """Connect to Ray unless it already runs: to ``address``, or a local cluster of
+    ``cpus`` CPUs. Returns True if this call started it (and should shut it down)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    return True
+
+
 def ray_gpus(pending: list[RunSpec], resources: dict[str, float], threads: int, cpus: int) -> float:
     """The GPUs each Ray task asks for: a share of the cluster's GPUs when the runs may
     use CUDA (``cuda``/``auto``), so that the tasks running at once split them; else 0.
@@ -373,14 +386,7 @@ def run_ray(
 
     if not pending:
         return []
-    started_here = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            cores = threads_per_worker(1)
-            ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
-        started_here = True
+    started_here = start_ray(address, threads_per_worker(1))
     try:
         messages = Queue()
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))

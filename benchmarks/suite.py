@@ -61,6 +61,7 @@ __all__ = [
     "load_suite",
     "objective_label",
     "suite_names",
+    "check_seeds",
     "validate_names",
 ]
 
@@ -174,13 +175,7 @@ class SuiteModel(_Strict):
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        counts = Counter(seeds)
-        duplicates = sorted(s for s, n in counts.items() if n > 1)
-        if duplicates:
-            raise ValueError(f"seeds must be unique; repeated: {duplicates}")
-        if any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be >= 0, got {seeds}")
-        return seeds
+        return check_seeds(seeds)
 
     @field_validator("objectives")
     @classmethod
@@ -193,6 +188,21 @@ class SuiteModel(_Strict):
                 if bad:
                     raise ValueError(f"objective weights must be finite and non-zero, got {bad}")
         return objectives
+
+
+def check_seeds(seeds: list[int]) -> list[int]:
+    """``seeds`` if they are unique and ``>= 0`` (checked in linear time).
+
+    Raises:
+        ValueError: A repeated or negative seed.
+    """
+    duplicates = sorted(s for s, n in Counter(seeds).items() if n > 1)
+    if duplicates:
+        raise ValueError(f"seeds must be unique; repeated: {duplicates[:10]}")
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise ValueError(f"seeds must be >= 0; got {negative[:10]}")
+    return seeds
 
 
 class Suite:

@@ -42,6 +42,7 @@ import os
 import queue as queue_module
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,13 +52,14 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import lossagent_env
-from benchmarks.backends import BACKENDS, die_with_parent, import_ray
+from benchmarks.backends import BACKENDS, die_with_parent, import_ray, start_ray
 from benchmarks.errors import BenchmarkError, RunsFailedError
 from benchmarks.results import OutputLock
 from benchmarks.suite import (
     SUITES_DIR,
     EnvEntry,
     SuiteError,
+    check_seeds,
     _dotted,
     _file_loc,
     _line_of_decode_error,
@@ -145,17 +147,12 @@ class TableModel(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-        if repeated:
-            raise ValueError(f"seeds must be unique; repeated: {repeated}")
-        if any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be >= 0, got {seeds}")
-        return seeds
+        return check_seeds(seeds)
 
     @field_validator("metrics")
     @classmethod
     def _unique_metrics(cls, metrics: list[str]) -> list[str]:
-        repeated = sorted({m for m in metrics if metrics.count(m) > 1})
+        repeated = sorted(m for m, n in Counter(metrics).items() if n > 1)
         if repeated:
             raise ValueError(f"metrics must be unique; repeated: {repeated}")
         return metrics
@@ -512,13 +509,7 @@ def _run_ray(
 
     if not pending:
         return []
-    started_here = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers * spec.threads, include_dashboard=False, log_to_driver=False)
-        started_here = True
+    started_here = start_ray(address, workers * spec.threads)
     try:
         ticks = Queue()
         task = ray.remote(num_cpus=spec.threads)(_ray_unit)
