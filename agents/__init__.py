@@ -22,9 +22,13 @@ pbt         :class:`PBTAgent`            population-based training
 llm         :class:`LLMAgent`            LangChain chat model (LossAgent)
 ==========  ===========================  =====================================
 
-Importing this package is cheap: stable-baselines3, LangChain's OpenAI client and the
-local model are imported only when an agent needs them (``LLMAgent`` loads on first
-access).
+The optional heavy parts are imported only when an agent needs them: stable-baselines3,
+LangChain's OpenAI client and the local model (``LLMAgent`` loads on first access).
+
+On a preset env (``lossagent_env.wrappers.PresetActions``, ``LossAgent/Tabular-v0``;
+a ``Discrete`` action space) the action is a preset's index: fixed plays a preset by
+name, random draws presets, the bandits' arms are the presets, PPO learns a discrete
+policy, and ``LLMAgent`` names a preset. DWA and PBT need weight vectors and say so.
 """
 
 from __future__ import annotations
