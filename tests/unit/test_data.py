@@ -6,30 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.perf_data import reference_sample
 from lossagent_env.data import PatchSampler, load_dataset
 from lossagent_env.tasks import BicubicDownsample, GaussianNoise, JPEGCompression
 
 
 def _reference(sampler: PatchSampler, n: int, rng: np.random.Generator) -> torch.Tensor:
-    """The targets patch by patch, as written: cut, flip left-right, flip up-down, transpose."""
-    p, s = sampler.patch_size, sampler.degradation.scale
-    which = rng.choice(len(sampler.images), size=n, p=sampler._p)
-    u = rng.random((n, 2))
-    flips = rng.random((n, 3)) < 0.5
-    patches = []
-    for k, i in enumerate(which):
-        image = sampler.images[i]
-        y = int(u[k, 0] * ((image.shape[1] - p) // s + 1)) * s
-        x = int(u[k, 1] * ((image.shape[2] - p) // s + 1)) * s
-        patch = image[:, y : y + p, x : x + p]
-        if flips[k, 0]:
-            patch = patch.flip(-1)
-        if flips[k, 1]:
-            patch = patch.flip(-2)
-        if flips[k, 2]:
-            patch = patch.transpose(-1, -2)
-        patches.append(patch)
-    return torch.stack(patches)
+    """The targets patch by patch, as written (the per-patch reference of perf_data)."""
+    return reference_sample(sampler, n, rng, torch.Generator())[1]
 
 
 @pytest.fixture(scope="module")
