@@ -59,6 +59,7 @@ __all__ = [
     "Suite",
     "SuiteError",
     "load_suite",
+    "read_suite_file",
     "objective_label",
     "suite_names",
     "check_seeds",
@@ -324,6 +325,28 @@ def load_suite(name_or_path: str | Path, *, check_names: bool = True) -> Suite:
         SuiteError: The file is malformed; the message names file, line and key.
         KeyError: An unknown suite name (with a "Did you mean" hint).
     """
+    path, text = read_suite_file(name_or_path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        line = _line_of_decode_error(e)
+        raise SuiteError(str(path), line, None, f"not valid TOML: {e}") from e
+    suite = _validate(data, source=str(path), text=text, path=path)
+    if check_names:
+        validate_names(suite, text=text)
+        validate_values(suite, text=text)
+    return suite
+
+
+def read_suite_file(name_or_path: str | Path) -> tuple[Path, str]:
+    """The path and text of a suite file: a file of that path if one exists, else the
+    shipped suite of that name (even where a folder has its name).
+
+    Raises:
+        FileNotFoundError: A path (``.toml``, or with a ``/``) that does not exist.
+        KeyError: An unknown suite name (with a "Did you mean" hint).
+        SuiteError: The file is not UTF-8 text or cannot be read.
+    """
     text_path = Path(name_or_path)
     name = str(name_or_path)
     if text_path.is_file():
@@ -335,21 +358,11 @@ def load_suite(name_or_path: str | Path, *, check_names: bool = True) -> Suite:
     else:
         raise KeyError(unknown_name_message("suite", name, suite_names()))
     try:
-        text = path.read_text(encoding="utf-8")
+        return path, path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise SuiteError(str(path), None, None, f"not UTF-8 text ({e}); a suite is a TOML file") from None
     except OSError as e:
         raise SuiteError(str(path), None, None, f"cannot be read: {e.strerror or e}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        line = _line_of_decode_error(e)
-        raise SuiteError(str(path), line, None, f"not valid TOML: {e}") from e
-    suite = _validate(data, source=str(path), text=text, path=path)
-    if check_names:
-        validate_names(suite, text=text)
-        validate_values(suite, text=text)
-    return suite
 
 
 def load_suite_text(text: str, source: str = "<string>", *, check_names: bool = True) -> Suite:

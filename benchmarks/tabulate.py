@@ -56,15 +56,14 @@ from benchmarks.backends import BACKENDS, die_with_parent, import_ray, start_ray
 from benchmarks.errors import BenchmarkError, RunsFailedError
 from benchmarks.results import OutputLock
 from benchmarks.suite import (
-    SUITES_DIR,
     EnvEntry,
     SuiteError,
     check_seeds,
+    read_suite_file,
     _dotted,
     _file_loc,
     _line_of_decode_error,
     _locate,
-    suite_names,
 )
 from lossagent_env.config import EnvConfig
 from lossagent_env.losses import offline_losses
@@ -168,19 +167,13 @@ def load_table_spec(name_or_path: str | os.PathLike[str]) -> TableSpec:
         The table's :class:`~lossagent_env.tabular.build.TableSpec`.
 
     Raises:
-        SuiteError: The section is missing or malformed, or names an unknown env,
-            EnvConfig field, metric or loss; the message names file, line and key.
+        SuiteError: The file is not UTF-8, or the section is missing or malformed, or
+            names an unknown env, EnvConfig field, metric or loss; the message names
+            file, line and key.
         FileNotFoundError: No such file.
         KeyError: An unknown suite name (with a "Did you mean" hint).
     """
-    path = Path(name_or_path)
-    if not (path.suffix == ".toml" or path.exists() or "/" in str(name_or_path)):
-        if str(name_or_path) not in suite_names():
-            raise KeyError(unknown_name_message("suite", str(name_or_path), suite_names()))
-        path = SUITES_DIR / f"{name_or_path}.toml"
-    if not path.is_file():
-        raise FileNotFoundError(f"Suite file {str(path)!r} does not exist.")
-    text = path.read_text(encoding="utf-8")
+    path, text = read_suite_file(name_or_path)
     return table_spec_from_text(text, source=str(path))
 
 

@@ -346,3 +346,11 @@ def test_a_table_being_built_is_locked(small_table, tmp_path):
         with pytest.raises(BenchmarkError, match="locked.sqlite' is in use by lossagent tabulate"):
             tabulate(small_table["suite"], out, progress=False)
     assert not out.exists()
+
+
+def test_a_shipped_table_suite_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    from benchmarks.tabulate import load_table_spec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tabular").mkdir()  # a folder named like the shipped suite
+    assert load_table_spec("tabular").stages == 4
