@@ -41,6 +41,14 @@ from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, SecretStr
 
 from agents.base import BaseAgent
+from agents.llm.prompts import HISTORY_ORDERS, HistoryRecord, build_messages
+from agents.llm.schema import (
+    DEFAULT_WEIGHT,
+    make_answer_schema,
+    make_preset_schema,
+    validate_answer,
+    validate_preset_answer,
+)
 from lossagent_env.chat import (
     BASE_URL_ENV_VAR,
     METHODS,
@@ -50,14 +58,7 @@ from lossagent_env.chat import (
     resolve_chat_model,
     secret_values,
 )
-from agents.llm.prompts import HISTORY_ORDERS, HistoryRecord, build_messages
-from agents.llm.schema import (
-    DEFAULT_WEIGHT,
-    make_answer_schema,
-    make_preset_schema,
-    validate_answer,
-    validate_preset_answer,
-)
+from lossagent_env.chat.structured import check_retry_settings
 
 logger = logging.getLogger(__name__)
 
@@ -116,17 +117,11 @@ class LLMAgent(BaseAgent):
         initial_weights: Mapping[str, float] | Sequence[float] | None = None,
     ) -> None:
         super().__init__(initial_weights=initial_weights)
-        if method not in METHODS:
-            raise ValueError(f"method={method!r} is unknown. Allowed: {METHODS}")
+        check_retry_settings(method, max_retries, transport_retries, backoff_base, backoff_max)
         if history not in HISTORY_ORDERS:
             raise ValueError(f"history={history!r} is unknown. Allowed: {HISTORY_ORDERS}")
-        for key, value in (("max_retries", max_retries), ("transport_retries", transport_retries)):
-            if int(value) != value or value < 0:
-                raise ValueError(f"{key}={value!r} must be an integer >= 0.")
         if max_history_tokens is not None and max_history_tokens < 1:
             raise ValueError(f"max_history_tokens={max_history_tokens!r} must be >= 1, or None.")
-        if backoff_base < 0 or backoff_max < 0:
-            raise ValueError(f"backoff_base={backoff_base!r} and backoff_max={backoff_max!r} must be >= 0.")
         self.model_spec = model
         self.base_url = base_url
         self.api_key_env = api_key_env

@@ -43,6 +43,7 @@ __all__ = [
     "METHODS",
     "Answer",
     "StructuredChat",
+    "check_retry_settings",
     "is_format_error",
     "is_transport_error",
     "is_unfixable_error",
@@ -54,6 +55,9 @@ METHODS = ("function_calling", "json_schema", "json_mode", "text")
 """How the structured answer is obtained: a forced tool call, OpenAI structured output,
 JSON mode (LangChain's ``with_structured_output`` methods), or plain text parsed by
 ``PydanticOutputParser`` (for models without tools)."""
+
+BACKOFF_MAX = 8.0
+"""Longest pause between transport retries, seconds (the default)."""
 
 PREVIEW_CHARS = 500
 """Longest error text or reply preview kept in an :class:`Answer` or a re-ask."""
@@ -165,6 +169,30 @@ def default_reask(reason: str, preview: str) -> str:
     return f"Your previous answer could not be used: {reason}.{shown}\nAnswer again in the required format."
 
 
+def check_retry_settings(
+    method: str,
+    max_retries: int,
+    transport_retries: int,
+    backoff_base: float,
+    backoff_max: float = BACKOFF_MAX,
+) -> None:
+    """Check the settings of :class:`StructuredChat` (its users check them early with it).
+
+    Raises:
+        ValueError: Unknown ``method``, or a negative or non-integer count, or a negative
+            pause; the message names the value and what is allowed.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not supported. Allowed: {list(METHODS)}.")
+    for key, value in (("max_retries", max_retries), ("transport_retries", transport_retries)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key}={value!r}. Allowed: an integer >= 0.")
+    if not (backoff_base >= 0 and backoff_max >= 0):
+        raise ValueError(
+            f"backoff_base={backoff_base!r} and backoff_max={backoff_max!r}. Allowed: numbers >= 0."
+        )
+
+
 class StructuredChat:
     """Asks a chat model for answers of one schema, with counted retries.
 
@@ -192,19 +220,11 @@ class StructuredChat:
         max_retries: int = 2,
         transport_retries: int = 3,
         backoff_base: float = 0.5,
-        backoff_max: float = 8.0,
+        backoff_max: float = BACKOFF_MAX,
         secrets: Callable[[], Sequence[str]] = tuple,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"method={method!r} is not supported. Allowed: {list(METHODS)}.")
-        for key, value in (("max_retries", max_retries), ("transport_retries", transport_retries)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{key}={value!r}. Allowed: an integer >= 0.")
-        if not (backoff_base >= 0 and backoff_max >= 0):
-            raise ValueError(
-                f"backoff_base={backoff_base!r} and backoff_max={backoff_max!r}. Allowed: numbers >= 0."
-            )
+        check_retry_settings(method, max_retries, transport_retries, backoff_base, backoff_max)
         self.model = model
         self.schema = schema
         self.method = method

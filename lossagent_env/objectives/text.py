@@ -49,6 +49,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, create_model
 
 from lossagent_env.chat import METHODS, StructuredChat, resolve_chat_model
+from lossagent_env.chat.structured import check_retry_settings
 from lossagent_env.metrics import OPEN_BOUND, metric_info, usable_metrics
 from lossagent_env.objectives.base import Objective, ObjectiveResult
 from lossagent_env.objectives.metric import MetricObjective
@@ -226,11 +227,7 @@ class TextObjective(Objective):
             raise ValueError(f"mode={mode!r} does not fit {type(self).__name__} (mode {self.mode!r}).")
         if not isinstance(description, str) or not description.strip():
             raise ValueError(f"description must be a non-empty string; got {description!r}.")
-        if method not in METHODS:
-            raise ValueError(f"method={method!r} is not supported. Allowed: {list(METHODS)}.")
-        for key, value in (("max_retries", max_retries), ("transport_retries", transport_retries)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{key}={value!r}. Allowed: an integer >= 0.")
+        check_retry_settings(method, max_retries, transport_retries, backoff_base)
         if isinstance(images, bool) or not isinstance(images, int) or images < 1:
             raise ValueError(f"images={images!r}. Allowed: an integer >= 1.")
         self.description = " ".join(description.split())
