@@ -23,10 +23,16 @@ from lossagent_env.config import EnvConfig
 from lossagent_env.tasks import TASKS
 
 __version__ = "0.1.0"
-__all__ = ["ENV_IDS", "EnvConfig", "__version__"]
+__all__ = ["ALL_ENV_IDS", "ENV_IDS", "TABULAR_ENV_ID", "EnvConfig", "__version__"]
 
 ENV_IDS = {task.env_id: key for key, task in TASKS.items()}
-"""Env id -> task key, from the task registry (:data:`lossagent_env.tasks.TASKS`)."""
+"""Env id -> task key of the live envs, from the task registry (:data:`lossagent_env.tasks.TASKS`)."""
+
+TABULAR_ENV_ID = "LossAgent/Tabular-v0"
+"""The id of table replays (:mod:`lossagent_env.tabular`)."""
+
+ALL_ENV_IDS = (*sorted(ENV_IDS), TABULAR_ENV_ID)
+"""Every id this package registers: what "did you mean" hints choose from."""
 
 for _env_id, _task in ENV_IDS.items():
     if _env_id not in gym.registry:
@@ -35,9 +41,9 @@ for _env_id, _task in ENV_IDS.items():
             entry_point="lossagent_env.env:make_env",
             kwargs={"task": _task},
         )
-if "LossAgent/Tabular-v0" not in gym.registry:
+if TABULAR_ENV_ID not in gym.registry:
     gym.register(
-        id="LossAgent/Tabular-v0",
+        id=TABULAR_ENV_ID,
         entry_point="lossagent_env.tabular.replay:TabularEnv",
     )
 

@@ -171,6 +171,8 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         self._eval_lr, self._eval_hr = make_eval_set(
             images, config.eval_images, config.eval_size, self.degradation
         )
+        self._images = images  # the test split of measure() is cut from them on first use
+        self._test_set: tuple[torch.Tensor, torch.Tensor] | None = None
 
         with torch.random.fork_rng(devices=[]):
             self.model = build_backbone(config.backbone, config.scale, **config.backbone_kwargs)
@@ -437,12 +439,9 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             built.setup(self.device)
         eval_set = None
         if split == "test":
-            if getattr(self, "_test_set", None) is None:  # built on first use
+            if self._test_set is None:  # built on first use
                 config = self.config
-                lr, hr = make_test_set(
-                    load_dataset(config.dataset), config.eval_images, config.eval_size,
-                    self.degradation,
-                )
+                lr, hr = make_test_set(self._images, config.eval_images, config.eval_size, self.degradation)
                 self._test_set = (lr.to(self.device), hr.to(self.device))
             eval_set = self._test_set
         weights = np.asarray(self._last["action"], np.float64) * self._scales

@@ -42,13 +42,16 @@ PresetSpec = Mapping[str, Any] | Sequence[tuple[str, Any]]
 """An ordered ``{name: weights}`` mapping, or a sequence of ``(name, weights)`` pairs."""
 
 
-class PresetActions(gym.Wrapper):
+class PresetActions(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """A ``Discrete(K)`` action space over K named weight presets.
 
     Action ``i`` plays ``presets[i]``: the env steps with the weight vector
     ``preset_weights[i]`` (action units, ``[0, 1]`` per loss in ``loss_names`` order).
     Observation, reward and the flags are the env's; ``info["preset"]`` is the name of
     the preset just played, and ``None`` after ``reset`` (no preset played yet).
+
+    The wrapper records its ``presets`` in ``env.spec`` (``additional_wrappers``), so
+    ``gym.make(env.spec)`` builds the same wrapped env again.
 
     Example:
         >>> env = PresetActions(gym.make("LossAgent/SuperResolution-v0"),
@@ -57,7 +60,9 @@ class PresetActions(gym.Wrapper):
         (Discrete(2), ('pixel', 'edges'))
 
     Args:
-        env: A LossAgent env (possibly wrapped); its ``unwrapped.loss_names`` give the order.
+        env: A LossAgent env (possibly wrapped) whose action is the ``Box`` of loss
+            weights; its ``unwrapped.loss_names`` give the order. Not an env that
+            already has preset actions (``LossAgent/Tabular-v0``, or this wrapper).
         presets: Ordered ``{name: weights}`` (or ``(name, weights)`` pairs); weights are
             a ``{loss: weight}`` dict (losses not named get 0) or a full vector with one
             weight per loss in ``loss_names`` order; every weight in ``[0, 1]``.
@@ -68,16 +73,19 @@ class PresetActions(gym.Wrapper):
             action vector of preset ``i``.
 
     Raises:
+        TypeError: ``env`` is not a LossAgent env with a ``Box`` action of loss weights
+            (e.g. it already plays presets), or ``presets`` is not a mapping or a list
+            of pairs.
         ValueError: No presets, a repeated or empty name, a vector of the wrong length,
             or a weight outside ``[0, 1]``.
         KeyError: A loss name the env does not have (with a "Did you mean" hint).
     """
 
     def __init__(self, env: gym.Env, presets: PresetSpec):
-        super().__init__(env)
-        self.preset_names, self.preset_weights = resolve_presets(
-            presets, env.unwrapped.loss_names
-        )
+        gym.utils.RecordConstructorArgs.__init__(self, presets=presets)
+        gym.Wrapper.__init__(self, env)
+        loss_names = _weight_env_losses(env)
+        self.preset_names, self.preset_weights = resolve_presets(presets, loss_names)
         self.action_space = gym.spaces.Discrete(len(self.preset_names))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -97,6 +105,31 @@ class PresetActions(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+def _weight_env_losses(env: gym.Env) -> tuple[str, ...]:
+    """The loss names of an env whose action is one weight per loss.
+
+    Raises:
+        TypeError: The env has no ``loss_names``, or its action is not a ``Box`` of one
+            weight per loss (an env that already plays presets).
+    """
+    loss_names = getattr(env.unwrapped, "loss_names", None)
+    if loss_names is None:
+        raise TypeError(
+            f"PresetActions needs a LossAgent env (with loss_names); got {env!r}. Allowed: "
+            "e.g. gym.make('LossAgent/SuperResolution-v0')."
+        )
+    space = env.action_space
+    if not (isinstance(space, gym.spaces.Box) and space.shape == (len(loss_names),)):
+        presets = getattr(env.unwrapped, "preset_names", None) or getattr(env, "preset_names", None)
+        already = f" It already plays presets {list(presets)}: use its actions as they are." if presets else ""
+        raise TypeError(
+            f"PresetActions needs an env whose action is a Box of {len(loss_names)} loss "
+            f"weights; {env!r} has action space {space}.{already} Allowed: a live LossAgent "
+            "env such as LossAgent/SuperResolution-v0, not LossAgent/Tabular-v0."
+        )
+    return tuple(loss_names)
+
+
 def resolve_presets(
     presets: PresetSpec, loss_names: Sequence[str]
 ) -> tuple[tuple[str, ...], np.ndarray]:
@@ -111,11 +144,17 @@ def resolve_presets(
         ``(K, len(loss_names))``.
 
     Raises:
-        ValueError, KeyError: As :class:`PresetActions`; the message names the preset,
-            the bad value and what is allowed.
+        TypeError, ValueError, KeyError: As :class:`PresetActions`; the message names
+            the preset, the bad value and what is allowed.
     """
     loss_names = tuple(loss_names)
     n = len(loss_names)
+    if not isinstance(presets, (Mapping, Sequence)) or isinstance(presets, (str, bytes)):
+        raise TypeError(
+            f"presets={presets!r} ({type(presets).__name__}) is not allowed. Allowed: an "
+            "ordered mapping name -> weights, e.g. {'pixel': {'l1': 1.0}}, or a list of "
+            "(name, weights) pairs."
+        )
     pairs = list(presets.items()) if isinstance(presets, Mapping) else list(presets)
     if not pairs:
         raise ValueError(
@@ -243,7 +282,7 @@ class TensorBoardLogger(gym.Wrapper):
         flush_secs: int = 10,
     ):
         super().__init__(env)
-        if not isinstance(image_every, int) or image_every < 0:
+        if not isinstance(image_every, int) or isinstance(image_every, bool) or image_every < 0:
             raise ValueError(f"image_every={image_every!r} is not allowed. Allowed: an integer >= 0")
         from torch.utils.tensorboard import SummaryWriter
 

@@ -15,7 +15,20 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Objective", "ObjectiveResult", "check_weight", "format_weight"]
+__all__ = [
+    "MAX_ABS_J",
+    "Objective",
+    "ObjectiveResult",
+    "check_finite_j",
+    "check_j_bound",
+    "check_weight",
+    "format_weight",
+]
+
+MAX_ABS_J = 1e300
+"""The largest ``|J|`` an objective may reach over its metrics' bounds. Far above any
+useful weighting, and far enough below the largest float (1.8e308) that ``J``, rewards
+(differences of ``J``), returns and normalised scores stay finite."""
 
 
 @dataclass
@@ -112,6 +125,11 @@ class Objective:
             f"{type(self).__name__} cannot compute J from metric values alone; it needs the images."
         )
 
+    def j_bound(self) -> float:
+        """The largest ``|J|`` over the metrics' bounds: ``sum_i max(|low_i|, |high_i|)``
+        for an objective whose ``J`` is its metrics' sum (weighted objectives override it)."""
+        return float(sum(max(abs(low), abs(high)) for low, high in self.bounds.values()))
+
     def describe(self) -> str:
         """A paragraph for the LLM prompt: each metric, its weight, meaning, direction, and ``J``."""
         raise NotImplementedError
@@ -135,6 +153,39 @@ def check_weight(metric: object, weight: object) -> float:
             "(the direction of each metric is known; lower-is-better metrics are negated automatically)."
         )
     return float(weight)
+
+
+def check_j_bound(objective: Objective, weights: object) -> None:
+    """Refuse weights for which ``J`` can overflow over the metrics' bounds.
+
+    Args:
+        objective: An objective whose ``bounds`` (and weights) are set.
+        weights: What the message shows as the weights at fault.
+
+    Raises:
+        ValueError: ``objective.j_bound()`` is not finite or above :data:`MAX_ABS_J`.
+    """
+    bound = objective.j_bound()
+    if not bound <= MAX_ABS_J:  # also catches inf and NaN
+        raise ValueError(
+            f"Weights {weights!r} let |J| reach {bound:g} within the metrics' bounds "
+            f"{objective.bounds}, so J, rewards and returns could overflow to infinity. "
+            f"Allowed: weights for which |J| stays at most {MAX_ABS_J:g} there."
+        )
+
+
+def check_finite_j(value: float, objective: Objective, values: Mapping[str, float]) -> float:
+    """``J`` as computed, unless it overflowed (NaN passes: a metric not measured).
+
+    Raises:
+        ValueError: ``value`` is infinite; the message names the objective and the values.
+    """
+    if math.isinf(value):
+        raise ValueError(
+            f"{objective!r} gives J = {value} from the metric values {dict(values)}: the "
+            "weights are too large for them. Allowed: weights for which J stays finite."
+        )
+    return value
 
 
 def format_weight(weight: float) -> str:

@@ -28,7 +28,13 @@ from collections.abc import Mapping
 import torch
 
 from lossagent_env.metrics import OPEN_BOUND
-from lossagent_env.objectives.base import Objective, ObjectiveResult, check_weight
+from lossagent_env.objectives.base import (
+    Objective,
+    ObjectiveResult,
+    check_finite_j,
+    check_j_bound,
+    check_weight,
+)
 from lossagent_env.objectives.metric import MetricObjective
 
 __all__ = ["CompositeObjective", "part_scale"]
@@ -69,7 +75,9 @@ class CompositeObjective(Objective):
         prefixes: Prefix of each part's metric names.
 
     Raises:
-        ValueError: Empty parts, a bad weight or scale.
+        ValueError: Empty parts, a bad weight or scale, or weights so large that ``J``
+            could overflow (checked once the parts' metrics are known: here for metric
+            parts, at :meth:`setup` for parts that learn theirs there).
         KeyError: Unknown metric name.
     """
 
@@ -94,10 +102,14 @@ class CompositeObjective(Objective):
             raise ValueError(
                 f"All weights are 0 in {parts!r}. Allowed: at least one weight > 0."
             )
+        self._given = {key if isinstance(key, str) else repr(key): w for key, w in parts.items()}
         self._overrides = dict(scales or {})
         for index, scale in self._overrides.items():
-            if not (0 <= index < len(self.parts)) or not (
-                isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0
+            if not (isinstance(index, int) and 0 <= index < len(self.parts)) or not (
+                isinstance(scale, (int, float))
+                and not isinstance(scale, bool)
+                and math.isfinite(scale)
+                and scale > 0
             ):
                 raise ValueError(
                     f"scales[{index!r}] = {scale!r}. Allowed: a part index in [0, {len(self.parts)}) "
@@ -142,6 +154,7 @@ class CompositeObjective(Objective):
             for k, part in enumerate(self.parts)
             for m in part.metric_names
         }
+        check_j_bound(self, self._given)
 
     def min_image_size(self) -> tuple[int, str | None]:
         """The largest smallest-size of the parts."""
@@ -185,7 +198,7 @@ class CompositeObjective(Objective):
             invalid.extend(self._names[k][m] for m in result.invalid)
         return ObjectiveResult(
             metrics=metrics,
-            value=float(value),
+            value=check_finite_j(float(value), self, metrics),
             feedback="\n".join(feedback) if feedback else None,
             invalid=tuple(invalid),
         )
@@ -227,7 +240,13 @@ class CompositeObjective(Objective):
                 )
             part_value = part.combine({m: values[name] for m, name in names.items()})
             value += self.weights[k] * float(part_value) / self.scales[k]
-        return float(value)
+        return check_finite_j(float(value), self, values)
+
+    def j_bound(self) -> float:
+        """``sum_k w_k * J_bound_k / scale_k``: the largest ``|J|`` over the parts' bounds."""
+        return float(
+            sum(w * part.j_bound() / s for w, part, s in zip(self.weights, self.parts, self.scales))
+        )
 
     def describe(self) -> str:
         if not self.scales:

@@ -7,7 +7,14 @@ from collections.abc import Mapping
 import torch
 
 from lossagent_env.metrics import Metric, create_metric, metric_info
-from lossagent_env.objectives.base import Objective, ObjectiveResult, check_weight, format_weight
+from lossagent_env.objectives.base import (
+    Objective,
+    ObjectiveResult,
+    check_finite_j,
+    check_j_bound,
+    check_weight,
+    format_weight,
+)
 
 __all__ = ["MetricObjective"]
 
@@ -27,7 +34,9 @@ class MetricObjective(Objective):
 
     Raises:
         KeyError: Unknown metric name (with a "Did you mean" hint).
-        ValueError: Empty dict, bad weight, or a metric that cannot score single images.
+        ValueError: Empty dict, bad weight, weights so large that ``J`` could overflow
+            (``|J|`` above :data:`~lossagent_env.objectives.base.MAX_ABS_J` over the
+            metrics' bounds), or a metric that cannot score single images.
     """
 
     def __init__(self, weights: Mapping[str, float]):
@@ -56,6 +65,7 @@ class MetricObjective(Objective):
             name: info.lower_better for name, info in self.infos.items()
         }
         self.bounds = {name: (info.low, info.high) for name, info in self.infos.items()}
+        check_j_bound(self, self.weights)
         self._metrics: dict[str, Metric] | None = None
         self._device: torch.device | None = None
 
@@ -118,17 +128,28 @@ class MetricObjective(Objective):
 
         Raises:
             KeyError: A metric of the objective has no value.
+            ValueError: ``J`` overflows (values far outside the metrics' bounds).
         """
         missing = [name for name in self.metric_names if name not in values]
         if missing:
             raise KeyError(
                 f"No value for metrics {missing}; the objective needs {list(self.metric_names)}."
             )
-        return float(
+        value = float(
             sum(
                 self.weights[name]
                 * (-values[name] if self.lower_better[name] else values[name])
                 for name in self.metric_names
+            )
+        )
+        return check_finite_j(value, self, values)
+
+    def j_bound(self) -> float:
+        """``sum_i w_i * max(|low_i|, |high_i|)``: the largest ``|J|`` over the bounds."""
+        return float(
+            sum(
+                self.weights[name] * max(abs(low), abs(high))
+                for name, (low, high) in self.bounds.items()
             )
         )
 

@@ -8,6 +8,9 @@ env would play it, and knows the best sequence (``env.unwrapped.oracle()``).
 
 * :mod:`~lossagent_env.tabular.format`: the file (SQLite; schema and header documented
   there) and reading it into arrays.
+* :mod:`~lossagent_env.tabular.schema`: the header and rows as pydantic models; reading
+  checks a file against them, so a damaged or crafted file is one
+  :class:`TableFormatError` naming the file and the field or row.
 * :mod:`~lossagent_env.tabular.build`: the specification of a table and the unit of
   work of a build (the subtree of one seed and first preset).
 * :mod:`~lossagent_env.tabular.replay`: the env ``LossAgent/Tabular-v0``.

@@ -28,6 +28,7 @@ import lossagent_env
 from lossagent_env.metrics import metric_info
 from lossagent_env.objectives import MetricObjective
 from lossagent_env.tabular.format import NodeRecord
+from lossagent_env.tabular.schema import RESERVED_ENV_KWARGS
 from lossagent_env.wrappers import PresetActions
 
 __all__ = [
@@ -43,9 +44,6 @@ __all__ = [
     "unit_size",
     "units",
 ]
-
-RESERVED_ENV_KWARGS = ("objective", "max_stages", "render_mode")
-"""Env keyword arguments a table fixes itself (the panel, ``stages``) or has no use for."""
 
 
 @dataclass

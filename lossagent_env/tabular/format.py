@@ -72,6 +72,11 @@ Header keys (JSON values):
 ``build``              ``{"command", "description"}``: how the table was built
 =====================  ===============================================================
 
+Reading (:func:`read_table`) checks the header and every row against the pydantic
+models of :mod:`lossagent_env.tabular.schema`, and the row counts against what the
+header claims before it allocates anything; any problem, a damaged SQLite page
+included, is one :class:`TableFormatError` that names the file and the field or row.
+
 Example, without this project::
 
     import json, sqlite3, pandas as pd
@@ -83,15 +88,33 @@ Example, without this project::
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import operator
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lossagent_env.tabular.schema import (
+    FORMAT,
+    FORMAT_VERSION,
+    LOSS_ROW,
+    METRIC_ROW,
+    NODE_ROW,
+    SPLITS,
+    UNIT_ROW,
+    TableFormatError,
+    TableHeader,
+    check_header,
+    check_rows,
+    decode_header,
+)
 
 __all__ = [
     "FORMAT",
@@ -109,10 +132,6 @@ __all__ = [
     "read_table",
     "write_unit",
 ]
-
-FORMAT = "lossagent-table"
-FORMAT_VERSION = 1
-SPLITS = ("val", "test")
 
 _SCHEMA = """
 CREATE TABLE header (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -136,10 +155,6 @@ CREATE TABLE units (
     PRIMARY KEY (seed, first)
 );
 """
-
-
-class TableFormatError(ValueError):
-    """A file that is not a (complete, supported) table."""
 
 
 @dataclass
@@ -238,25 +253,48 @@ def write_unit(
         db.execute("INSERT INTO units VALUES (?, ?, ?)", (seed, first, len(records)))
 
 
-def done_units(db: sqlite3.Connection) -> set[tuple[int, int]]:
-    """The ``(seed, first preset)`` units already stored."""
-    return {(int(s), int(f)) for s, f in db.execute("SELECT seed, first FROM units")}
+def done_units(db: sqlite3.Connection, source: str = "<table>") -> set[tuple[int, int]]:
+    """The ``(seed, first preset)`` units already stored.
+
+    Raises:
+        TableFormatError: A row of ``units`` that is not three integers.
+    """
+    rows = check_rows(db.execute(UNIT_ROW.select).fetchall(), UNIT_ROW, source)
+    return {(seed, first) for seed, first, _ in rows}
 
 
 # --------------------------------------------------------------------------- reading
 
 
+@contextlib.contextmanager
+def sqlite_errors(source: str) -> Iterator[None]:
+    """Turn an ``sqlite3`` error (a damaged page, a missing SQL table, a file that is not
+    a database) into a :class:`TableFormatError` that names the file."""
+    try:
+        yield
+    except sqlite3.Error as e:
+        raise TableFormatError(
+            f"Table {source} cannot be read ({type(e).__name__}: {e}): the file is damaged "
+            "or not a LossAgent table. Rebuild it with `lossagent tabulate`."
+        ) from e
+
+
 def read_header(db: sqlite3.Connection, source: str = "<table>") -> dict[str, Any]:
-    """The header as a dict.
+    """The header as a dict, checked against :class:`~lossagent_env.tabular.schema.TableHeader`.
 
     Raises:
-        TableFormatError: Not a table, or a format version this code does not read.
+        TableFormatError: Not a table, a format version this code does not read, or a
+            header field that is missing or out of range (the message names it).
     """
+    return _read_header(db, source)[0]
+
+
+def _read_header(db: sqlite3.Connection, source: str) -> tuple[dict[str, Any], TableHeader]:
     try:
         rows = db.execute("SELECT key, value FROM header").fetchall()
     except sqlite3.DatabaseError as e:
         raise TableFormatError(f"{source} is not a LossAgent table ({e}).") from e
-    header = {key: json.loads(value) for key, value in rows}
+    header = decode_header(rows, source)
     if header.get("format") != FORMAT:
         raise TableFormatError(f"{source} is not a LossAgent table (its header has no format {FORMAT!r}).")
     if header.get("format_version") != FORMAT_VERSION:
@@ -264,7 +302,7 @@ def read_header(db: sqlite3.Connection, source: str = "<table>") -> dict[str, An
             f"{source} has table format version {header.get('format_version')!r}; this code "
             f"reads version {FORMAT_VERSION}."
         )
-    return header
+    return header, check_header(header, source)
 
 
 def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
@@ -272,8 +310,11 @@ def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        IsADirectoryError: ``path`` is a directory.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"Table file {str(path)!r} is a directory. Allowed: a table file.")
     if not path.is_file():
         raise FileNotFoundError(f"Table file {str(path)!r} does not exist.")
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
@@ -338,85 +379,221 @@ class Table:
 
 
 def read_table(path: str | os.PathLike[str]) -> Table:
-    """Read a complete table into memory.
+    """Read a complete table into memory, checking the header and every row first.
+
+    Nothing is allocated for the tree before the header's claims (seeds, presets,
+    stages, panel, losses) agree with the number of rows the file holds.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        TableFormatError: Not a table, another format version, or an unfinished build
-            (the message says how many units are missing and how to finish it).
+        IsADirectoryError: ``path`` is a directory.
+        TableFormatError: Not a table, another format version, an unfinished build
+            (the message says how many units are missing and how to finish it), or a
+            damaged file: an unreadable page, a header field or a row out of the
+            schema, rows missing or repeated (the message names the file and the
+            field or row).
     """
+    source = repr(str(path))
     db = connect_readonly(path)
     try:
-        header = read_header(db, source=repr(str(path)))
-        names = tuple(p["name"] for p in header["presets"])
-        k, stages, seeds = len(names), int(header["stages"]), tuple(header["seeds"])
-        expected = {(s, f) for s in seeds for f in range(k)}
-        missing = expected - done_units(db)
-        if missing:
-            raise TableFormatError(
-                f"Table {str(path)!r} is unfinished: {len(missing)} of {len(expected)} units "
-                f"(seed, first preset) are missing, e.g. {sorted(missing)[:3]}. Finish it "
-                "with `lossagent tabulate --resume` and the same suite."
-            )
-        loss_names = tuple(entry["name"] for entry in header["losses"])
-        metrics = tuple(header["metrics"])
-        n = sum(k**d for d in range(stages + 1))
-        paths = _all_paths(k, stages)
-        node_of = {encode_path(p): i for i, p in enumerate(paths)}
-        seed_of = {s: i for i, s in enumerate(seeds)}
-        metric_of = {m: i for i, m in enumerate(metrics)}
-        loss_of = {m: i for i, m in enumerate(loss_names)}
-
-        shape = (len(seeds), n)
-        values = {split: np.full((*shape, len(metrics)), np.nan) for split in SPLITS}
-        invalid = {split: np.zeros((*shape, len(metrics)), bool) for split in SPLITS}
-        losses = np.full((*shape, len(loss_names)), np.nan)
-        diverged = np.zeros(shape, bool)
-        train_seconds, eval_seconds = np.zeros(shape), np.zeros(shape)
-        seen = np.zeros(shape, bool)
-        for seed, p, div, train_s, eval_s in db.execute(
-            "SELECT seed, path, diverged, train_seconds, eval_seconds FROM nodes"
-        ):
-            at = (seed_of[seed], node_of[p])
-            seen[at] = True
-            diverged[at], train_seconds[at], eval_seconds[at] = bool(div), train_s, eval_s
-        if not seen.all():
-            raise TableFormatError(f"Table {str(path)!r} lacks {int((~seen).sum())} nodes.")
-        for seed, p, split, metric, value, flagged in db.execute(
-            "SELECT seed, path, split, metric, value, invalid FROM metrics"
-        ):
-            if metric in metric_of:
-                at = (seed_of[seed], node_of[p], metric_of[metric])
-                invalid[split][at] = bool(flagged)
-                if value is not None:
-                    values[split][at] = value
-        for seed, p, loss, value in db.execute("SELECT * FROM losses"):
-            if value is not None and loss in loss_of:
-                losses[seed_of[seed], node_of[p], loss_of[loss]] = value
+        with sqlite_errors(source):
+            header, model = _read_header(db, source)
+            _check_units(db, model, source)
+            n = _check_counts(db, model, source)
+            rows = {
+                schema.table: check_rows(db.execute(schema.select).fetchall(), schema, source)
+                for schema in (NODE_ROW, METRIC_ROW, LOSS_ROW)
+            }
     finally:
         db.close()
-    weights = np.array([p["weights"] for p in header["presets"]], np.float32).reshape(k, -1)
-    weights.flags.writeable = False
-    arrays = [*values.values(), *invalid.values(), losses, diverged, train_seconds, eval_seconds]
-    for array in arrays:
-        array.flags.writeable = False
-    return Table(
-        header=header,
-        preset_names=names,
-        preset_weights=weights,
-        loss_names=loss_names,
-        loss_scales=np.array([e["scale"] for e in header["losses"]], np.float64),
-        loss_ranges=np.array([e["value_range"] for e in header["losses"]], np.float64),
-        metrics=metrics,
-        seeds=seeds,
-        stages=stages,
-        values=values,
-        invalid=invalid,
-        losses=losses,
-        diverged=diverged,
-        train_seconds=train_seconds,
-        eval_seconds=eval_seconds,
-    )
+    arrays = _Arrays(model, n, source)
+    arrays.fill_nodes(rows["nodes"])
+    arrays.fill_metrics(rows["metrics"])
+    arrays.fill_losses(rows["losses"])
+    return arrays.table(header)
+
+
+def _check_units(db: sqlite3.Connection, model: TableHeader, source: str) -> None:
+    expected = {(s, f) for s in model.seeds for f in range(len(model.presets))}
+    missing = expected - done_units(db, source)
+    if missing:
+        raise TableFormatError(
+            f"Table {source} is unfinished: {len(missing)} of {len(expected)} units "
+            f"(seed, first preset) are missing, e.g. {sorted(missing)[:3]}. Finish it "
+            "with `lossagent tabulate --resume` and the same suite."
+        )
+
+
+def tree_size(k: int, stages: int, limit: int) -> int | None:
+    """Nodes of one tree, ``1 + k + ... + k**stages``, or None once it passes ``limit``
+    (so a header that claims a huge tree costs nothing to check)."""
+    total, level = 0, 1
+    for _ in range(stages + 1):
+        total += level
+        if total > limit:
+            return None
+        level *= k
+    return total
+
+
+def _check_counts(db: sqlite3.Connection, model: TableHeader, source: str) -> int:
+    """Rows of each SQL table against what the header claims, before anything is
+    allocated; the nodes per tree. (That each node has each value exactly once is
+    checked while the arrays are filled.)
+
+    Raises:
+        TableFormatError: The header claims more (or fewer) nodes than the file holds,
+            or more metric or loss values than it holds.
+    """
+    seeds, k, stages = len(model.seeds), len(model.presets), model.stages
+    count = int(db.execute("SELECT COUNT(*) FROM nodes").fetchone()[0])
+    n = tree_size(k, stages, count)
+    if n is None or seeds * n != count:
+        claimed = f"more than {count}" if n is None else str(seeds * n)
+        raise TableFormatError(
+            f"Table {source}: its header claims {seeds} seeds x (1 + {k} + ... + {k}^{stages}) = "
+            f"{claimed} nodes (fields 'seeds', 'presets', 'stages'); the file holds {count} "
+            f"rows of nodes. {_DAMAGED}"
+        )
+    for table, per_node in (("metrics", len(SPLITS) * len(model.metrics)), ("losses", len(model.losses))):
+        held = int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        if held < count * per_node:
+            raise TableFormatError(
+                f"Table {source} holds {held} rows of {table}; its {count} nodes need "
+                f"{count * per_node} (header field {table!r}). {_DAMAGED}"
+            )
+    return n
+
+
+_DAMAGED = "The file is damaged; rebuild it with `lossagent tabulate`."
+
+
+class _Arrays:
+    """The arrays of a :class:`Table`, filled from checked rows.
+
+    Every row must name a seed of the header and a node of its tree (checked here),
+    and every value of every node must be given exactly once. Rows of metrics outside
+    the panel or losses outside the header are ignored.
+    """
+
+    def __init__(self, model: TableHeader, n: int, source: str):
+        self.model, self.source = model, source
+        shape = (len(model.seeds), n)
+        paths = _all_paths(len(model.presets), model.stages)
+        self.node_of = {encode_path(p): i for i, p in enumerate(paths)}
+        self.seed_of = {s: i for i, s in enumerate(model.seeds)}
+        p, n_losses = len(model.metrics), len(model.losses)
+        self.values = {split: np.full((*shape, p), np.nan) for split in SPLITS}
+        self.invalid = {split: np.zeros((*shape, p), bool) for split in SPLITS}
+        self.losses = np.full((*shape, n_losses), np.nan)
+        self.diverged = np.zeros(shape, bool)
+        self.train_seconds, self.eval_seconds = np.zeros(shape), np.zeros(shape)
+
+    def _at(self, table: str, rows: list[tuple[Any, ...]], columns: list[list[Any]],
+            keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Seed and node indices of the rows (their first two columns) that ``keep`` marks."""
+        seed_index = _lookup(self.seed_of, columns[0])
+        node_index = _lookup(self.node_of, columns[1])
+        bad = (seed_index < 0) | (node_index < 0)
+        bad = np.flatnonzero(bad if keep is None else bad & keep)
+        if bad.size:
+            row = rows[int(bad[0])]
+            raise TableFormatError(
+                f"Table {self.source}: {table} row {row!r} names seed {row[0]!r} and path "
+                f"{row[1]!r}; the header's seeds are {list(self.model.seeds)} and paths are "
+                f"preset indices in [0, {len(self.model.presets)}) joined by '.', at most "
+                f"{self.model.stages} of them."
+            )
+        return (seed_index, node_index) if keep is None else (seed_index[keep], node_index[keep])
+
+    def _once(self, table: str, what: str, at: tuple[np.ndarray, ...], shape: tuple[int, ...]) -> None:
+        """Every cell of ``shape`` given exactly once."""
+        hits = np.bincount(np.ravel_multi_index(at, shape), minlength=int(np.prod(shape)))
+        if (hits != 1).any():
+            raise TableFormatError(
+                f"Table {self.source}: {table} lacks {int((hits == 0).sum())} {what} and "
+                f"repeats {int((hits > 1).sum())}. {_DAMAGED}"
+            )
+
+    def fill_nodes(self, rows: list[tuple[Any, ...]]) -> None:
+        columns = _columns(rows, 6)
+        s, n = self._at("nodes", rows, columns)
+        depths = np.fromiter(map(_depth, columns[1]), np.int64, len(rows))
+        wrong = np.flatnonzero(depths != np.array(columns[2], np.int64))
+        if wrong.size:
+            row = rows[int(wrong[0])]
+            raise TableFormatError(
+                f"Table {self.source}: nodes row {row!r}: column 'depth' is {row[2]!r}; "
+                f"path {row[1]!r} has {_depth(row[1])} presets."
+            )
+        self._once("nodes", "nodes", (s, n), self.diverged.shape)
+        self.diverged[s, n] = np.array(columns[3], bool)
+        self.train_seconds[s, n] = np.array(columns[4], np.float64)
+        self.eval_seconds[s, n] = np.array(columns[5], np.float64)
+
+    def fill_metrics(self, rows: list[tuple[Any, ...]]) -> None:
+        columns = _columns(rows, 6)
+        m = _lookup({name: i for i, name in enumerate(self.model.metrics)}, columns[3])
+        keep = m >= 0
+        s, n = self._at("metrics", rows, columns, keep)
+        m = m[keep]
+        split = _lookup({name: i for i, name in enumerate(SPLITS)}, columns[2])[keep]
+        values = np.array(columns[4], np.float64)[keep]  # None (SQL NULL) -> NaN
+        flags = np.array(columns[5], bool)[keep]
+        shape = (len(SPLITS), *self.values[SPLITS[0]].shape)
+        self._once("metrics", "panel metric values", (split, s, n, m), shape)
+        for i, name in enumerate(SPLITS):
+            here = split == i
+            at = (s[here], n[here], m[here])
+            self.values[name][at] = values[here]
+            self.invalid[name][at] = flags[here]
+
+    def fill_losses(self, rows: list[tuple[Any, ...]]) -> None:
+        columns = _columns(rows, 4)
+        m = _lookup({name: i for i, name in enumerate(self.model.loss_names)}, columns[2])
+        keep = m >= 0
+        s, n = self._at("losses", rows, columns, keep)
+        m = m[keep]
+        self._once("losses", "loss values", (s, n, m), self.losses.shape)
+        self.losses[s, n, m] = np.array(columns[3], np.float64)[keep]
+
+    def table(self, header: dict[str, Any]) -> Table:
+        model = self.model
+        weights = np.array([p.weights for p in model.presets], np.float32).reshape(len(model.presets), -1)
+        arrays = [weights, *self.values.values(), *self.invalid.values(), self.losses,
+                  self.diverged, self.train_seconds, self.eval_seconds]
+        for array in arrays:
+            array.flags.writeable = False
+        return Table(
+            header=header,
+            preset_names=model.preset_names,
+            preset_weights=weights,
+            loss_names=model.loss_names,
+            loss_scales=np.array([e.scale for e in model.losses], np.float64),
+            loss_ranges=np.array([e.value_range for e in model.losses], np.float64),
+            metrics=tuple(model.metrics),
+            seeds=tuple(model.seeds),
+            stages=model.stages,
+            values=self.values,
+            invalid=self.invalid,
+            losses=self.losses,
+            diverged=self.diverged,
+            train_seconds=self.train_seconds,
+            eval_seconds=self.eval_seconds,
+        )
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [list(map(operator.itemgetter(i), rows)) for i in range(width)]
+
+
+def _lookup(index: dict[Any, int], keys: Sequence[Any]) -> np.ndarray:
+    """``index[key]`` for each key, -1 where it has none."""
+    return np.fromiter(map(index.get, keys, itertools.repeat(-1)), np.int64, len(keys))
+
+
+def _depth(path: str) -> int:
+    return path.count(".") + 1 if path else 0
 
 
 def _all_paths(k: int, stages: int) -> list[tuple[int, ...]]:
@@ -427,4 +604,3 @@ def _all_paths(k: int, stages: int) -> list[tuple[int, ...]]:
         level = [p + (a,) for p in level for a in range(k)]
         paths.extend(level)
     return paths
-

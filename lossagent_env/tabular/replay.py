@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import os
@@ -17,14 +18,14 @@ from gymnasium import spaces
 from lossagent_env.config import EnvConfig
 from lossagent_env.losses import LOSSES
 from lossagent_env.objectives import (
-    CompositeObjective,
     CallableObjective,
+    CompositeObjective,
     MetricObjective,
     Objective,
     make_objective,
 )
 from lossagent_env.registry import unknown_name_message
-from lossagent_env.tabular.format import SPLITS, Table, read_table
+from lossagent_env.tabular.format import SPLITS, Table, TableFormatError, read_table
 from lossagent_env.tasks import TASKS
 from lossagent_env.wrappers import preset_index
 
@@ -42,17 +43,30 @@ def shipped_tables() -> list[str]:
 
 
 def resolve_table(table: str | os.PathLike[str]) -> Path:
-    """The file of a table given by path or by shipped name.
+    """The file of a table given by path or by shipped name (a file wins over a shipped
+    name, a shipped name over a directory).
 
     Raises:
+        TypeError: ``table`` is not a string or a path.
+        IsADirectoryError: ``table`` is a directory (and no shipped name).
         FileNotFoundError: Neither an existing file nor a shipped name (the message
             lists the shipped tables).
     """
+    if not isinstance(table, (str, os.PathLike)):
+        raise TypeError(
+            f"table={table!r} ({type(table).__name__}) is not allowed. Allowed: the path of "
+            f"a table file, or the name of a shipped table {shipped_tables()}."
+        )
     path = Path(table)
     if path.is_file():
         return path
     if isinstance(table, str) and table in shipped_tables():
         return TABLES_DIR / f"{table}.sqlite"
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"table={str(table)!r} is a directory, not a table file. Allowed: the path of a "
+            f"table file (built by `lossagent tabulate`), or a shipped table {shipped_tables()}."
+        )
     raise FileNotFoundError(
         f"No table file {str(table)!r}, and no shipped table of that name. "
         + unknown_name_message("shipped table", str(table), shipped_tables())
@@ -60,7 +74,13 @@ def resolve_table(table: str | os.PathLike[str]) -> Path:
 
 
 def load_table(table: str | os.PathLike[str]) -> Table:
-    """Read a table (by path or shipped name), cached while the file is unchanged."""
+    """Read a table (by path or shipped name), cached while the file is unchanged.
+
+    Raises:
+        TypeError, IsADirectoryError, FileNotFoundError: See :func:`resolve_table`.
+        TableFormatError: Not a complete, undamaged table of a supported format version,
+            or its ``env_kwargs`` are not a valid env configuration.
+    """
     path = resolve_table(table).resolve()
     stat = path.stat()
     return _load(str(path), stat.st_mtime_ns, stat.st_size)
@@ -68,7 +88,25 @@ def load_table(table: str | os.PathLike[str]) -> Table:
 
 @functools.lru_cache(maxsize=4)
 def _load(path: str, mtime_ns: int, size: int) -> Table:
-    return read_table(path)
+    table = read_table(path)
+    live_config(table, source=repr(path))  # the header's configuration is one the live env takes
+    return table
+
+
+def live_config(table: Table, source: str = "<table>", **fields: Any) -> EnvConfig:
+    """The live env's configuration of a table, with ``fields`` (objective, max_stages).
+
+    Raises:
+        TableFormatError: The header's ``env_kwargs`` or task are not a valid
+            :class:`~lossagent_env.config.EnvConfig`.
+    """
+    try:
+        return EnvConfig(**table.header["env_kwargs"], **_task_kwargs(table.header), **fields)
+    except (TypeError, ValueError) as e:
+        raise TableFormatError(
+            f"Table {source}: header field 'env_kwargs' is not a configuration of the live "
+            f"env ({e}). The file is damaged; rebuild it with `lossagent tabulate`."
+        ) from None
 
 
 class TabularEnv(gym.Env[ObsType, np.int64]):
@@ -103,9 +141,22 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
     the last measured ``J``.
 
     ## Starting State
-    ``reset(seed=s)`` starts from the table's root for seed ``s``, which must be one of
-    the table's seeds; ``reset()`` without a seed draws one of ``seeds`` (default: all
-    the table's seeds) with the env's random generator.
+    Every episode replays the tree of one of the table's seeds, from its root:
+
+    1. ``reset(seed=s)`` with ``s`` one of the table's seeds: the tree of ``s``, the
+       same episode as the live env's ``reset(seed=s)``.
+    2. ``reset(seed=s)`` with any other integer ``s >= 0``: ``s`` seeds the env's
+       random generator (``super().reset(seed=s)``), which then draws one of ``seeds``
+       as in 3. The same ``s`` always plays the same tree, so reset is deterministic
+       as Gymnasium's ``check_env`` expects (it resets with 123 and 456, whatever the
+       table holds); ``env.unwrapped.table_seed`` says which tree is played.
+    3. ``reset()`` without a seed: one of ``seeds`` (default: all the table's seeds),
+       drawn with the env's random generator.
+
+    A seed that is not an integer ``>= 0`` (``True``, ``1.0``, ``"1"``) raises
+    ``TypeError``. Where a seed is pinned explicitly (``seeds=``, ``oracle(seed=)``,
+    ``final_objective(seed=)``), it must be one of the table's seeds: anything else is
+    a ``ValueError`` naming them.
 
     ## Episode End
     1. Termination: never.
@@ -124,9 +175,13 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
       ``MetricObjective`` or a ``CompositeObjective`` of panel metrics, or a callable
       ``f(metrics: dict[str, float]) -> float`` (higher is better) over the panel
       metrics, reported as one metric named after the function (``"custom"`` for a
-      lambda).
+      lambda). A table stores metric values, not images: a function of the images,
+      a judge or a person cannot be replayed.
     * ``max_stages``: episode length, ``1..T``; default T.
-    * ``seeds``: the seeds ``reset()`` draws from when it is given none.
+    * ``seeds``: a non-empty list of the table's seeds, each once: the seeds
+      ``reset()`` draws from when it is given none (default: all the table's seeds). A
+      bare integer is refused rather than guessed at (one seed, or that many?): write
+      ``seeds=[3]``.
     * ``render_mode``: only ``None`` (a table stores no images).
 
     ```python
@@ -134,14 +189,20 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
     ```
 
     ## Version History
-    * v0: initial version.
+    * v0: initial version. Later within v0, ``reset(seed=s)`` with ``s`` outside the
+      table plays a table seed drawn by ``s`` (see Starting State; it raised
+      ``ValueError`` before); the table's own seeds replay exactly as before.
 
     Raises:
         FileNotFoundError: No such table file or shipped table.
-        TableFormatError: Not a complete table of a supported format version.
+        IsADirectoryError: ``table`` is a directory.
+        TableFormatError: Not a complete, undamaged table of a supported format
+            version (the message names the file and the field or row).
+        TypeError: ``table`` or ``seeds`` of the wrong type.
         ValueError: An objective metric or a seed that the table does not have (the
-            message lists what it has), ``max_stages`` out of range, or an objective
-            that cannot be computed from metric values.
+            message lists what it has), empty or repeated ``seeds``, ``max_stages`` out
+            of range, or an objective that cannot be computed from metric values or
+            whose ``J`` would overflow (see ``check_j_bound`` in the objectives).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
@@ -170,9 +231,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
                 "(the table's depth)."
             )
         self.max_stages = max_stages
-        self.seeds = tuple(t.seeds if seeds is None else seeds)
-        for seed in self.seeds:
-            self._seed_index(seed)
+        self.seeds = t.seeds if seeds is None else self._checked_seeds(seeds)
         self.preset_names = t.preset_names
         self.preset_weights = t.preset_weights
         self.loss_names = t.loss_names
@@ -180,12 +239,8 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             name: LossInfo(name, scale, tuple(bounds), *_loss_text(name))
             for name, scale, bounds in zip(t.loss_names, t.loss_scales, t.loss_ranges)
         }
-        self.config = EnvConfig(  # the live env's configuration, for agents' specs
-            **t.header["env_kwargs"],
-            **_task_kwargs(t.header),
-            objective=objective,
-            max_stages=max_stages,
-        )
+        # the live env's configuration, for agents' specs
+        self.config = live_config(t, objective=objective, max_stages=max_stages)
         self._penalty = float(self.config.divergence_penalty)
 
         self.objective, metric_names, compute, self._panel_columns = _replay_objective(objective, t.metrics)
@@ -242,12 +297,20 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         """The live env's task in words (from :data:`lossagent_env.tasks.TASKS`)."""
         return TASKS.get(self.config.task).describe(self.config)
 
+    @property
+    def table_seed(self) -> int | None:
+        """The table seed whose tree this episode replays (None before the first reset)."""
+        return self._seed
+
     # ------------------------------------------------------------------ gym API
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[ObsType, dict[str, Any]]:
+        if seed is not None:
+            _check_seed_type(seed, "seed")
+            seed = int(seed)
         super().reset(seed=seed)
-        if seed is None:
+        if seed is None or seed not in self.table.seeds:  # see "Starting State"
             seed = self.seeds[int(self.np_random.integers(len(self.seeds)))]
         self._s = self._seed_index(seed)
         self._seed = int(seed)
@@ -340,14 +403,31 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
 
     # ------------------------------------------------------------ internals
     def _seed_index(self, seed: Any) -> int:
+        if seed is None:
+            raise gym.error.ResetNeeded("Call reset() first, or give a seed.")
+        _check_seed_type(seed, "seed")
         try:
-            return self.table.seeds.index(seed)
+            return self.table.seeds.index(int(seed))
         except ValueError:
-            if seed is None:
-                raise gym.error.ResetNeeded("Call reset() first, or give a seed.") from None
             raise ValueError(
                 f"Seed {seed!r} is not in the table. Allowed: its seeds {list(self.table.seeds)}."
             ) from None
+
+    def _checked_seeds(self, seeds: Any) -> tuple[int, ...]:
+        """``seeds=``: a non-empty sequence of the table's seeds, each once."""
+        allowed = f"Allowed: a non-empty list of the table's seeds {list(self.table.seeds)}, each once"
+        if isinstance(seeds, (str, bytes, Mapping)) or not isinstance(seeds, (Sequence, np.ndarray)):
+            hint = f", e.g. seeds=[{seeds!r}]" if isinstance(seeds, (int, np.integer)) else ""
+            raise TypeError(f"seeds={seeds!r} ({type(seeds).__name__}) is not allowed. {allowed}{hint}.")
+        chosen = list(seeds)
+        if not chosen:
+            raise ValueError(f"seeds={seeds!r} is empty: reset() would have no seed to draw. {allowed}.")
+        for seed in chosen:
+            self._seed_index(seed)
+        repeated = sorted(int(s) for s, c in collections.Counter(int(s) for s in chosen).items() if c > 1)
+        if repeated:
+            raise ValueError(f"seeds={seeds!r} repeats {repeated}. {allowed}.")
+        return tuple(int(s) for s in chosen)
 
     def _observe(self, index: int | None) -> ObsType:
         at = (self._s, self._node)
@@ -427,9 +507,15 @@ def _replay_objective(
         ValueError: A metric outside the panel, or an objective that needs images.
     """
     allowed = (
-        "Allowed: a panel metric name, a {metric: weight} dict, a MetricObjective or a "
-        "CompositeObjective of panel metrics, or a callable f(metrics: dict) -> float."
+        f"Allowed: a panel metric name (one of {list(panel)}), a {{metric: weight}} dict of "
+        "them, a MetricObjective or a CompositeObjective of panel metrics, or a callable "
+        "f(metrics: dict[str, float]) -> float over the panel metrics (a table stores "
+        "metric values, not images)."
     )
+    if not isinstance(spec, (str, Mapping, Objective)) and not callable(spec):
+        raise ValueError(
+            f"objective={spec!r} ({type(spec).__name__}) cannot be replayed from a table. {allowed}"
+        )
     if callable(spec) and not isinstance(spec, Objective):
         name = getattr(spec, "__name__", "")
         name = name if name.isidentifier() else "custom"
@@ -479,6 +565,21 @@ def _panel_sources(objective: Objective, allowed: str) -> dict[str, str]:
     raise ValueError(
         f"Objective {objective!r} cannot be computed from a table's metric values. {allowed}"
     )
+
+
+def _check_seed_type(seed: Any, what: str) -> None:
+    """A seed is an integer ``>= 0`` (Python or NumPy), never a bool, float or string.
+
+    Raises:
+        TypeError: Another type (``True`` would otherwise play seed 1).
+        ValueError: A negative integer.
+    """
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(
+            f"{what}={seed!r} ({type(seed).__name__}) is not a seed. Allowed: an integer >= 0."
+        )
+    if seed < 0:
+        raise ValueError(f"{what}={seed!r} is negative. Allowed: an integer >= 0.")
 
 
 def _check_panel(names: Sequence[str], panel: tuple[str, ...]) -> None:

@@ -223,3 +223,43 @@ def test_callable_objective_checks_its_arguments():
         CallableObjective(lambda r, t: 0.0, name="")
     with pytest.raises(ValueError, match="bounds"):
         CallableObjective(lambda r, t: 0.0, bounds=(1.0, float("inf")))
+
+
+# ------------------------------------------------------------------ J must stay finite
+HUGE = {"psnr": 1e308, "ssim": 1e308}
+
+
+def test_weights_that_let_j_overflow_are_refused_naming_them():
+    with pytest.raises(ValueError, match=r"Weights \{'psnr': 1e\+308, 'ssim': 1e\+308\} let \|J\| reach inf within the metrics' bounds"):
+        make_objective(HUGE)
+    with pytest.raises(ValueError, match=r"Weights \{'psnr': 1e\+299\} let \|J\| reach 8e\+300 .* Allowed: weights for which \|J\| stays at most 1e\+300"):
+        MetricObjective({"psnr": 1e299})  # finite, but its differences may not be
+    assert MetricObjective({"psnr": 1e297}).j_bound() == pytest.approx(8e298)
+
+
+def test_a_composite_whose_j_can_overflow_is_refused():
+    from lossagent_env.objectives import CompositeObjective
+
+    with pytest.raises(ValueError, match=r"Weights \{'psnr': 1e\+308, 'ssim': 1e\+308\} let \|J\| reach inf"):
+        CompositeObjective(HUGE).metric_layout()
+    with pytest.raises(ValueError, match=r"let \|J\| reach"):
+        CompositeObjective({"psnr": 1.0, "ssim": 1.0}, scales={0: 1e-300}).metric_layout()
+    for scale in (True, float("nan"), -1.0):
+        with pytest.raises(ValueError, match=r"scales\[0\] = .* Allowed: a part index"):
+            CompositeObjective({"psnr": 1.0}, scales={0: scale})
+
+
+def test_j_that_overflows_on_values_outside_the_bounds_is_an_error():
+    objective = MetricObjective({"psnr": 1e297})
+    with pytest.raises(ValueError, match=r"gives J = inf from the metric values \{'psnr': 1e\+300\}"):
+        objective.combine({"psnr": 1e300})
+    assert math.isnan(objective.combine({"psnr": math.nan}))  # not measured: NaN, not an error
+
+
+def test_the_live_env_refuses_weights_that_let_j_overflow(tiny_kwargs):
+    import gymnasium as gym
+
+    import lossagent_env  # noqa: F401  (registers the env ids)
+
+    with pytest.raises(ValueError, match=r"Weights \{'psnr': 1e\+308, 'ssim': 1e\+308\} let \|J\| reach inf"):
+        gym.make("LossAgent/SuperResolution-v0", **{**tiny_kwargs, "objective": HUGE})

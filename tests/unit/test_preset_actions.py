@@ -73,3 +73,29 @@ def test_an_invalid_action_raises_and_leaves_the_env_untouched(make_env, action)
 def test_bad_presets_raise_naming_the_value_and_what_is_allowed(make_env, presets, error, match):
     with pytest.raises(error, match=match):
         PresetActions(make_env(), presets)
+
+
+def test_the_spec_recreates_the_wrapper(make_env):
+    env = PresetActions(make_env(), PRESETS)
+    spec = env.spec
+    assert spec.additional_wrappers[-1].kwargs == {"presets": PRESETS}
+    again = gym.make(spec)
+    assert isinstance(again, PresetActions)
+    assert again.preset_names == env.preset_names
+    assert np.array_equal(again.preset_weights, env.preset_weights)
+    assert data_equivalence(again.reset(seed=1), env.reset(seed=1), exact=True)
+    assert data_equivalence(again.step(1), env.step(1), exact=True)
+
+
+@pytest.mark.parametrize("presets", [None, 3, "pixel"], ids=["none", "int", "str"])
+def test_presets_of_the_wrong_type_are_refused(make_env, presets):
+    with pytest.raises(TypeError, match=rf"presets={presets!r} \({type(presets).__name__}\) is not allowed. Allowed: an ordered mapping"):
+        PresetActions(make_env(), presets)
+
+
+def test_an_env_that_already_plays_presets_is_refused(make_env):
+    env = PresetActions(make_env(), PRESETS)
+    with pytest.raises(TypeError, match=r"has action space Discrete\(2\). It already plays presets \['pixel', 'mix'\]"):
+        PresetActions(env, PRESETS)
+    with pytest.raises(TypeError, match=r"PresetActions needs a LossAgent env \(with loss_names\)"):
+        PresetActions(gym.make("CartPole-v1"), PRESETS)
