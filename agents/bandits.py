@@ -21,10 +21,19 @@ import inspect
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    field_validator,
+    model_validator,
+)
 
+from agents.arguments import Positive, check_arguments
 from agents.base import BaseAgent, resolve_weights
 from agents.presets import weight_presets
 from lossagent_env.registry import unknown_name_message
@@ -40,6 +49,43 @@ __all__ = [
 ]
 
 
+class _CoreArguments(BaseModel):
+    """What every bandit core's arguments may be (see :class:`BanditCore`)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    n_arms: Annotated[int, Field(ge=1)]
+    discount: Annotated[float, Field(gt=0.0, le=1.0, allow_inf_nan=False)] | None = None
+    window: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_forget(self) -> _CoreArguments:
+        if self.discount is not None and self.window is not None:
+            raise ValueError(
+                f"give discount={self.discount!r} or window={self.window!r}, not both. "
+                "Allowed: one or neither"
+            )
+        return self
+
+
+class _NoOptions(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class _EpsilonOptions(_NoOptions):
+    epsilon: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)] = 0.1
+
+
+class _UCBOptions(_NoOptions):
+    c: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 1.0
+    normalize: StrictBool = True
+
+
+class _ThompsonOptions(_NoOptions):
+    prior_strength: Positive = 1.0
+    prior_variance: Positive = 1.0
+
+
 class BanditCore:
     """Reward statistics of ``n_arms`` arms, with optional forgetting.
 
@@ -52,9 +98,13 @@ class BanditCore:
         rng: The bandit's own generator (a new unseeded one if None).
 
     Raises:
-        ValueError: ``n_arms < 1``, ``discount`` outside ``(0, 1]``, ``window < 1``, or
-            both ``discount`` and ``window`` given.
+        ValueError: ``n_arms`` not an integer ``>= 1``, ``discount`` outside
+            ``(0, 1]``, ``window`` not an integer ``>= 1``, both ``discount`` and
+            ``window`` given, or (subclasses) an option of the wrong type or range.
     """
+
+    options: ClassVar[type[BaseModel]] = _NoOptions
+    """The schema of the subclass's own options (``epsilon``, ``c``, ...)."""
 
     def __init__(
         self,
@@ -64,19 +114,12 @@ class BanditCore:
         window: int | None = None,
         rng: np.random.Generator | None = None,
     ) -> None:
-        if int(n_arms) != n_arms or n_arms < 1:
-            raise ValueError(f"n_arms={n_arms!r} must be an integer >= 1.")
-        if discount is not None and not 0.0 < discount <= 1.0:
-            raise ValueError(f"discount={discount!r} must be in (0, 1], or None.")
-        if window is not None and (int(window) != window or window < 1):
-            raise ValueError(f"window={window!r} must be an integer >= 1, or None.")
-        if discount is not None and window is not None:
-            raise ValueError(
-                f"Give discount={discount!r} or window={window!r}, not both. Allowed: one or neither."
-            )
-        self.n_arms = int(n_arms)
-        self.discount = discount
-        self.window = window
+        checked = check_arguments(
+            _CoreArguments, type(self).__name__, {"n_arms": n_arms, "discount": discount, "window": window}
+        )
+        self.n_arms = checked.n_arms
+        self.discount = checked.discount
+        self.window = checked.window
         self.rng = rng if rng is not None else np.random.default_rng()
         self._n = np.zeros(self.n_arms)
         self._s = np.zeros(self.n_arms)
@@ -170,11 +213,11 @@ class EpsilonGreedy(BanditCore):
         **kwargs: ``discount``, ``window``, ``rng`` of :class:`BanditCore`.
     """
 
+    options = _EpsilonOptions
+
     def __init__(self, n_arms: int, *, epsilon: float = 0.1, **kwargs: Any) -> None:
         super().__init__(n_arms, **kwargs)
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"epsilon={epsilon!r} must be in [0, 1].")
-        self.epsilon = float(epsilon)
+        self.epsilon = check_arguments(self.options, type(self).__name__, {"epsilon": epsilon}).epsilon
 
     def select_arm(self) -> int:
         n, s, _ = self.stats()
@@ -203,12 +246,13 @@ class UCB1(BanditCore):
         **kwargs: ``discount``, ``window``, ``rng`` of :class:`BanditCore`.
     """
 
+    options = _UCBOptions
+
     def __init__(self, n_arms: int, *, c: float = 1.0, normalize: bool = True, **kwargs: Any) -> None:
         super().__init__(n_arms, **kwargs)
-        if not c >= 0:
-            raise ValueError(f"c={c!r} must be >= 0.")
-        self.c = float(c)
-        self.normalize = bool(normalize)
+        checked = check_arguments(self.options, type(self).__name__, {"c": c, "normalize": normalize})
+        self.c = checked.c
+        self.normalize = checked.normalize
 
     def indices(self) -> np.ndarray:
         """Upper confidence bound of every arm (inf for untried arms)."""
@@ -248,16 +292,19 @@ class GaussianThompson(BanditCore):
         **kwargs: ``discount``, ``window``, ``rng`` of :class:`BanditCore`.
     """
 
+    options = _ThompsonOptions
+
     def __init__(
         self, n_arms: int, *, prior_strength: float = 1.0, prior_variance: float = 1.0, **kwargs: Any
     ) -> None:
         super().__init__(n_arms, **kwargs)
-        if not prior_strength > 0:
-            raise ValueError(f"prior_strength={prior_strength!r} must be > 0.")
-        if not prior_variance > 0:
-            raise ValueError(f"prior_variance={prior_variance!r} must be > 0.")
-        self.prior_strength = float(prior_strength)
-        self.prior_variance = float(prior_variance)
+        checked = check_arguments(
+            self.options,
+            type(self).__name__,
+            {"prior_strength": prior_strength, "prior_variance": prior_variance},
+        )
+        self.prior_strength = checked.prior_strength
+        self.prior_variance = checked.prior_variance
 
     def select_arm(self) -> int:
         n, s, _ = self.stats()
@@ -267,6 +314,30 @@ class GaussianThompson(BanditCore):
         mean = (self.prior_strength * prior_mean + s) / k
         std = np.sqrt(self.noise_variance(self.prior_variance) / k)
         return self._argmax(self.rng.normal(mean, std))
+
+
+class _BanditArguments(BaseModel):
+    """What a bandit agent's ``presets`` may be: None, names, or ``{name: weights}``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    presets: Any
+
+    @field_validator("presets")
+    @classmethod
+    def _names_or_arms(cls, presets: Any) -> Any:
+        if presets is None or (isinstance(presets, Mapping) and presets):
+            return presets
+        names = isinstance(presets, Sequence) and not isinstance(presets, str)
+        if not names or not presets or not all(isinstance(name, str) for name in presets):
+            raise ValueError(
+                "not arms. Allowed: None (every preset), a non-empty list of preset names, "
+                "or {name: weights}"
+            )
+        repeated = sorted({name for name in presets if list(presets).count(name) > 1})
+        if repeated:
+            raise ValueError(f"names {repeated} more than once; each arm appears once")
+        return presets
 
 
 class _BanditAgent(BaseAgent):
@@ -310,8 +381,11 @@ class _BanditAgent(BaseAgent):
                     unknown_name_message(f"argument of {type(self).__name__}", key,
                                          ["presets", "discount", "window", "initial_weights", *allowed])
                 )
-        # Fail early on bad values: build a throw-away core.
-        self.core_class(1, discount=discount, window=window, **core_kwargs)
+        # Fail early on bad values, naming this agent.
+        owner = type(self).__name__
+        check_arguments(_BanditArguments, owner, {"presets": presets})
+        check_arguments(_CoreArguments, owner, {"n_arms": 1, "discount": discount, "window": window})
+        check_arguments(self.core_class.options, owner, core_kwargs)
         self.arm_names: list[str] = []
         self.arms = np.zeros((0, 0), np.float32)
         self.core: BanditCore | None = None

@@ -18,12 +18,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
+from agents.arguments import Positive, check_arguments
 from agents.base import BaseAgent, resolve_weights
 from agents.presets import named_mixes
 from lossagent_env.registry import unknown_name_message
 
 __all__ = ["DWAAgent"]
+
+
+class _DWAArguments(BaseModel):
+    """What :class:`DWAAgent`'s arguments may be."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    temperature: Positive
 
 
 class DWAAgent(BaseAgent):
@@ -51,9 +61,7 @@ class DWAAgent(BaseAgent):
         initial_weights: Mapping[str, float] | Sequence[float] | None = None,
     ) -> None:
         super().__init__(initial_weights=initial_weights)
-        if not temperature > 0:
-            raise ValueError(f"temperature={temperature!r} must be > 0.")
-        self.temperature = float(temperature)
+        self.temperature = check_arguments(_DWAArguments, "DWAAgent", {"temperature": temperature}).temperature
         self.base = base
         self._base = np.zeros(0, np.float32)
         self._history: list[np.ndarray] = []

@@ -40,11 +40,13 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from gymnasium import spaces as gym_spaces
+from pydantic import BaseModel, ConfigDict, Field
 
+from agents.arguments import Positive, check_arguments
 from agents.base import AgentSpec, BaseAgent, Stage, Trajectory, resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -127,15 +129,20 @@ def exploit_and_explore(
     return events
 
 
-def _check_options(population: int, quantile: float, resample_prob: float, interval: int) -> None:
-    if int(population) != population or population < 2:
-        raise ValueError(f"population={population!r} must be an integer >= 2.")
-    if not 0.0 < quantile <= 0.5:
-        raise ValueError(f"quantile={quantile!r} must be in (0, 0.5].")
-    if not 0.0 <= resample_prob <= 1.0:
-        raise ValueError(f"resample_prob={resample_prob!r} must be in [0, 1].")
-    if int(interval) != interval or interval < 1:
-        raise ValueError(f"interval={interval!r} must be an integer >= 1.")
+class _PBTOptions(BaseModel):
+    """What the options of :class:`PBTAgent` and :func:`run_pbt` may be."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    population: Annotated[int, Field(ge=2)]
+    quantile: Annotated[float, Field(gt=0.0, le=0.5, allow_inf_nan=False)]
+    perturb_factors: Annotated[tuple[Positive, Positive], Field(strict=False)]
+    resample_prob: Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+    interval: Annotated[int, Field(ge=1)]
+
+
+def _check_options(owner: str, **options: Any) -> _PBTOptions:
+    return check_arguments(_PBTOptions, owner, options)
 
 
 def _initial_weights(
@@ -182,12 +189,19 @@ class PBTAgent(BaseAgent):
     ) -> None:
         # initial_weights goes to member 0, not to the first action of BaseAgent.
         super().__init__(initial_weights=None)
-        _check_options(population, quantile, resample_prob, interval)
-        self.population = int(population)
-        self.quantile = float(quantile)
-        self.perturb_factors = (float(perturb_factors[0]), float(perturb_factors[1]))
-        self.resample_prob = float(resample_prob)
-        self.interval = int(interval)
+        checked = _check_options(
+            "PBTAgent",
+            population=population,
+            quantile=quantile,
+            perturb_factors=perturb_factors,
+            resample_prob=resample_prob,
+            interval=interval,
+        )
+        self.population = checked.population
+        self.quantile = checked.quantile
+        self.perturb_factors = checked.perturb_factors
+        self.resample_prob = checked.resample_prob
+        self.interval = checked.interval
         self.member_initial_weights = initial_weights
         self.log: list[dict[str, Any]] = []
         self._env: Any = None
@@ -325,8 +339,17 @@ def run_pbt(
     Returns:
         A :class:`PBTResult`; ``trajectory.agent`` is ``"pbt"``.
     """
-    factories = list(env_fns) if isinstance(env_fns, Sequence) else [env_fns] * int(population)
-    _check_options(len(factories), quantile, resample_prob, interval)
+    given = list(env_fns) if isinstance(env_fns, Sequence) else None
+    options = _check_options(
+        "run_pbt",
+        population=population if given is None else len(given),
+        quantile=quantile,
+        perturb_factors=perturb_factors,
+        resample_prob=resample_prob,
+        interval=interval,
+    )
+    factories = [env_fns] * options.population if given is None else given
+    perturb_factors = options.perturb_factors
     envs = [make() for make in factories]
     try:
         return _run_pbt(envs, seed, quantile, perturb_factors, resample_prob, interval, initial_weights, callbacks)

@@ -17,19 +17,34 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
+import inspect
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from agents.arguments import Finite, Positive, check_arguments
 from agents.base import BaseAgent
+from lossagent_env.device import check_device
+from lossagent_env.registry import unknown_name_message
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +133,109 @@ def _global_rngs_restored() -> Iterator[None]:
                 vars(tracker).update(queued)
 
 
+Count = Annotated[int, Field(strict=True, ge=1)]
+Fraction = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
+
+_SET_BY_THE_AGENT = ("policy", "env", "verbose", "_init_setup_model")
+"""stable-baselines3 ``PPO`` arguments that the agent itself passes."""
+
+
+class _PPOOptions(BaseModel):
+    """``ppo_kwargs``: further ``stable_baselines3.PPO`` arguments. The ones checked
+    here fail inside stable-baselines3 (or silently train nonsense) when wrong; any
+    other name must be an argument of ``PPO`` that the agent does not set itself."""
+
+    model_config = ConfigDict(strict=True, extra="allow", arbitrary_types_allowed=True)
+
+    normalize_advantage: StrictBool = True
+    gae_lambda: Fraction = 0.95
+    clip_range: Any = 0.2
+    clip_range_vf: Any = None
+    ent_coef: Finite = 0.0
+    vf_coef: Finite = 0.5
+    max_grad_norm: Positive = 0.5
+    target_kl: Positive | None = None
+
+    @field_validator("clip_range", "clip_range_vf")
+    @classmethod
+    def _number_or_schedule(cls, value: Any, info: ValidationInfo) -> Any:
+        if callable(value) or (value is None and info.field_name == "clip_range_vf"):
+            return value
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if number and math.isfinite(value) and value > 0:
+            return float(value)
+        raise ValueError("should be a finite number > 0, or a schedule (a callable of the remaining progress)")
+
+    @model_validator(mode="after")
+    def _names_are_ppo_arguments(self) -> _PPOOptions:
+        extra = sorted(self.model_extra or {})
+        if not extra:
+            return self
+        explicit = [k for k in extra if k in PPO_ARGUMENTS or k in _SET_BY_THE_AGENT]
+        if explicit:
+            raise ValueError(
+                f"ppo_kwargs sets {explicit[0]!r}, which PPOAgent sets itself"
+                + ("" if explicit[0] in _SET_BY_THE_AGENT else f"; give PPOAgent({explicit[0]}=...) instead")
+            )
+        known = _sb3_ppo_arguments()
+        if known is not None:
+            unknown = [k for k in extra if k not in known]
+            if unknown:
+                raise ValueError(unknown_name_message("argument of stable_baselines3.PPO", unknown[0], known))
+        return self
+
+
+def _sb3_ppo_arguments() -> list[str] | None:
+    """The ``stable_baselines3.PPO`` arguments that ``ppo_kwargs`` may set, or None
+    without stable-baselines3."""
+    if importlib.util.find_spec("stable_baselines3") is None:
+        return None
+    parameters = inspect.signature(_import_sb3().PPO).parameters
+    return sorted(k for k in parameters if k not in _SET_BY_THE_AGENT and k not in PPO_ARGUMENTS)
+
+
+class _PPOArguments(BaseModel):
+    """What :class:`PPOAgent`'s arguments may be."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    train_steps: Count
+    n_steps: Count
+    batch_size: Count | None
+    n_epochs: Count
+    learning_rate: Positive
+    gamma: Fraction
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)]
+    device: Any
+    train_seeds: Annotated[list[Annotated[int, Field(ge=0)]], Field(strict=False, min_length=1)] | None
+    ppo_kwargs: _PPOOptions
+
+    @field_validator("device")
+    @classmethod
+    def _device_is_spelled_right(cls, device: Any) -> str:
+        return check_device(device, "device")
+
+    @model_validator(mode="after")
+    def _advantages_can_be_normalized(self) -> _PPOArguments:
+        # PPO trains on one env: a rollout holds n_steps transitions, and normalizing
+        # the advantages of a rollout, or of a minibatch, of one transition divides by 0.
+        if not self.ppo_kwargs.normalize_advantage:
+            return self
+        batch = self.n_steps if self.batch_size is None else self.batch_size
+        for name, value in (("n_steps", self.n_steps), ("batch_size", batch)):
+            if value < 2:
+                raise ValueError(
+                    f"{name}={value}: PPO normalizes the advantages of each rollout and minibatch, "
+                    f"which needs {name} >= 2 (PPOAgent trains on one env). Allowed: {name} >= 2, "
+                    "or ppo_kwargs={'normalize_advantage': False}"
+                )
+        return self
+
+
+PPO_ARGUMENTS = tuple(k for k in _PPOArguments.model_fields if k not in ("train_steps", "train_seeds", "ppo_kwargs"))
+"""The ``stable_baselines3.PPO`` arguments that PPOAgent takes itself."""
+
+
 _TRAINED: dict[str, tuple[Any, int]] = {}
 """Policies trained on designated seeds, by settings and env configuration (see PPOAgent)."""
 
@@ -164,6 +282,10 @@ class PPOAgent(BaseAgent):
         initial_weights: Weights of the first stage (see :class:`BaseAgent`).
 
     Raises:
+        ValueError: An argument of the wrong type or range (``n_steps`` and
+            ``batch_size`` need ``>= 2`` while advantages are normalized, as
+            stable-baselines3 does by default), or a ``ppo_kwargs`` name that is not an
+            argument of ``stable_baselines3.PPO`` or that PPOAgent sets itself.
         ImportError: stable-baselines3 is missing (install the ``rl`` extra).
     """
 
@@ -185,23 +307,34 @@ class PPOAgent(BaseAgent):
         initial_weights: Mapping[str, float] | Sequence[float] | None = None,
     ) -> None:
         super().__init__(initial_weights=initial_weights)
-        for key, value in (("train_steps", train_steps), ("n_steps", n_steps), ("n_epochs", n_epochs)):
-            if int(value) != value or value < 1:
-                raise ValueError(f"{key}={value!r} must be an integer >= 1.")
-        self.train_steps = int(train_steps)
-        self.n_steps = int(n_steps)
-        self.batch_size = int(batch_size) if batch_size is not None else self.n_steps
-        self.n_epochs = int(n_epochs)
-        self.learning_rate = float(learning_rate)
-        self.gamma = float(gamma)
-        self.seed = int(seed)
-        self.device = device
+        if ppo_kwargs is not None and not isinstance(ppo_kwargs, Mapping):
+            raise ValueError(f"PPOAgent(ppo_kwargs={ppo_kwargs!r}): not a mapping. Allowed: {{name: value}}.")
+        checked = check_arguments(
+            _PPOArguments,
+            "PPOAgent",
+            {
+                "train_steps": train_steps,
+                "n_steps": n_steps,
+                "batch_size": batch_size,
+                "n_epochs": n_epochs,
+                "learning_rate": learning_rate,
+                "gamma": gamma,
+                "seed": seed,
+                "device": device,
+                "train_seeds": train_seeds,
+                "ppo_kwargs": dict(ppo_kwargs or {}),
+            },
+        )
+        self.train_steps = checked.train_steps
+        self.n_steps = checked.n_steps
+        self.batch_size = checked.batch_size if checked.batch_size is not None else self.n_steps
+        self.n_epochs = checked.n_epochs
+        self.learning_rate = checked.learning_rate
+        self.gamma = checked.gamma
+        self.seed = checked.seed
+        self.device = checked.device
         self.ppo_kwargs = dict(ppo_kwargs or {})
-        if train_seeds is not None:
-            train_seeds = [int(x) for x in train_seeds]
-            if not train_seeds or any(x < 0 for x in train_seeds):
-                raise ValueError(f"train_seeds={train_seeds!r}. Allowed: a non-empty list of seeds >= 0, or None.")
-        self.train_seeds = train_seeds
+        self.train_seeds = checked.train_seeds
         self.model: Any = None
         self.trained_steps = 0
 
@@ -230,19 +363,7 @@ class PPOAgent(BaseAgent):
         try:
             with _global_rngs_restored():
                 if self.model is None:
-                    self.model = sb3.PPO(
-                        "MlpPolicy",
-                        wrapped,
-                        n_steps=self.n_steps,
-                        batch_size=self.batch_size,
-                        n_epochs=self.n_epochs,
-                        learning_rate=self.learning_rate,
-                        gamma=self.gamma,
-                        seed=self.seed,
-                        device=self.device,
-                        verbose=0,
-                        **self.ppo_kwargs,
-                    )
+                    self.model = self._new_model(sb3, wrapped)
                 else:
                     self.model.set_env(wrapped)
                 self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
@@ -252,6 +373,25 @@ class PPOAgent(BaseAgent):
         self.trained_steps += steps
         logger.info("PPOAgent trained for %d env steps (%d in all).", steps, self.trained_steps)
         return self
+
+    def _new_model(self, sb3: Any, env: gym.Env) -> Any:
+        """A stable-baselines3 PPO on ``env``; what it refuses is a ``ValueError`` here."""
+        try:
+            return sb3.PPO(
+                "MlpPolicy",
+                env,
+                n_steps=self.n_steps,
+                batch_size=self.batch_size,
+                n_epochs=self.n_epochs,
+                learning_rate=self.learning_rate,
+                gamma=self.gamma,
+                seed=self.seed,
+                device=self.device,
+                verbose=0,
+                **self.ppo_kwargs,
+            )
+        except AssertionError as e:  # stable-baselines3 checks its arguments with assert
+            raise ValueError(f"stable-baselines3 refused the settings of {self!r}: {e}") from e
 
     def prepare(self, env: gym.Env) -> None:
         """Train on ``env`` for ``train_steps`` if not trained yet (called by run_episode).

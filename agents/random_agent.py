@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
+from agents.arguments import Positive, check_arguments
 from agents.base import BaseAgent
 
 __all__ = ["RandomAgent"]
 
-_DISTRIBUTIONS = ("uniform", "dirichlet")
+
+class _RandomArguments(BaseModel):
+    """What :class:`RandomAgent`'s arguments may be."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    distribution: Literal["uniform", "dirichlet"]
+    alpha: Positive
+    hold: Annotated[int, Field(strict=True, ge=1)]
 
 
 class RandomAgent(BaseAgent):
@@ -26,7 +36,8 @@ class RandomAgent(BaseAgent):
         initial_weights: Weights of the first stage (see :class:`BaseAgent`).
 
     Raises:
-        ValueError: Unknown ``distribution``, ``alpha <= 0`` or ``hold < 1``.
+        ValueError: Unknown ``distribution``, ``alpha`` not a finite number ``> 0``, or
+            ``hold`` not an integer ``>= 1``.
     """
 
     name = "random"
@@ -40,15 +51,12 @@ class RandomAgent(BaseAgent):
         initial_weights: Mapping[str, float] | Sequence[float] | None = None,
     ) -> None:
         super().__init__(initial_weights=initial_weights)
-        if distribution not in _DISTRIBUTIONS:
-            raise ValueError(f"distribution={distribution!r} is unknown. Allowed: {_DISTRIBUTIONS}")
-        if not alpha > 0:
-            raise ValueError(f"alpha={alpha!r} must be > 0.")
-        if int(hold) != hold or hold < 1:
-            raise ValueError(f"hold={hold!r} must be an integer >= 1.")
-        self.distribution = distribution
-        self.alpha = float(alpha)
-        self.hold = int(hold)
+        checked = check_arguments(
+            _RandomArguments, "RandomAgent", {"distribution": distribution, "alpha": alpha, "hold": hold}
+        )
+        self.distribution = checked.distribution
+        self.alpha = checked.alpha
+        self.hold = checked.hold
         self._current: np.ndarray | None = None
 
     def _reset(self) -> None:

@@ -1,8 +1,12 @@
 """The record of an episode: :class:`Stage` and :class:`Trajectory`.
 
 A trajectory round-trips through JSON (:meth:`Trajectory.to_dict`,
-:meth:`Trajectory.from_dict`); reading one back is validated with pydantic, so a
-missing key or a value of the wrong type is an error that names the field.
+:meth:`Trajectory.from_dict`); reading one back is validated with pydantic in strict
+mode, so a missing or unknown key, a value of the wrong type (a string or a bool where a
+number belongs, a set in the notes), an action entry outside ``[0, 1]``, a stage number
+out of order, a negative seed or a loss named twice is an error that names the field
+and the value. Measured values (objective, reward, metrics, loss values) may be NaN or
+infinite, as an env can report them (a stage that was not measured, an infinite PSNR).
 """
 
 from __future__ import annotations
@@ -11,10 +15,22 @@ import copy
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agents.arguments import describe_problem
 
 __all__ = ["Stage", "Trajectory"]
 
@@ -149,8 +165,11 @@ class Trajectory:
 
         Raises:
             ValueError: A missing or unknown key, a value of the wrong type (e.g.
-                ``loss_names="l1"``, ``objective=None``), or an action whose length is
-                not the number of losses; the message names the field.
+                ``loss_names="l1"``, ``objective="1.5"``, ``diverged="yes"``), a value out
+                of range (an action entry outside ``[0, 1]`` or NaN, ``stage < 1``,
+                ``seed < 0``), a loss named twice, stages not numbered 1, 2, ..., an
+                action whose length is not the number of losses, or weights or loss
+                values of a loss not in ``loss_names``; the message names the field.
         """
         model = _validated(_TrajectoryModel, data, "Trajectory")
         return cls(
@@ -158,28 +177,49 @@ class Trajectory:
             seed=model.seed,
             env_id=model.env_id,
             loss_names=list(model.loss_names),
-            initial=copy.deepcopy(model.initial),
+            initial=model.initial_dict(),
             stages=[stage.to_stage() for stage in model.stages],
         )
+
+
+Measured = Annotated[float, Field(strict=True)]
+"""A measured value (metric, objective, reward, loss value): NaN and infinities are
+outcomes an env can report (an unmeasured stage, an infinite PSNR), so they are kept."""
+Fraction = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
+"""An entry of an action: finite, in ``[0, 1]``."""
+NonNegative = Annotated[float, Field(strict=True, ge=0.0, allow_inf_nan=False)]
+"""An effective weight or a number of seconds: finite, ``>= 0``."""
+Name = Annotated[str, Field(strict=True, min_length=1)]
+
+
+class _InitialModel(BaseModel):
+    """The schema of ``Trajectory.initial``: what the env reported after reset."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    metrics: dict[str, Measured] = {}
+    objective: Measured = math.nan
+    loss_values: dict[str, Measured] = {}
+    feedback: StrictStr | None = None
 
 
 class _StageModel(BaseModel):
     """The schema of :meth:`Stage.to_dict`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    stage: StrictInt
-    action: list[float]
-    weights: dict[str, float]
-    metrics: dict[str, float]
-    objective: float
-    reward: float
-    loss_values: dict[str, float] = {}
-    diverged: bool = False
-    feedback: str | None = None
-    notes: dict[str, Any] = {}
-    timings: dict[str, float] = {}
-    preset: str | None = None
+    stage: Annotated[int, Field(strict=True, ge=1)]
+    action: list[Fraction]
+    weights: dict[str, NonNegative]
+    metrics: dict[str, Measured]
+    objective: Measured
+    reward: Measured
+    loss_values: dict[str, Measured] = {}
+    diverged: StrictBool = False
+    feedback: StrictStr | None = None
+    notes: dict[str, JsonValue] = {}
+    timings: dict[str, NonNegative] = {}
+    preset: StrictStr | None = None
 
     def to_stage(self) -> Stage:
         return Stage(**copy.deepcopy(self.model_dump()))
@@ -188,24 +228,44 @@ class _StageModel(BaseModel):
 class _TrajectoryModel(BaseModel):
     """The schema of :meth:`Trajectory.to_dict`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    agent: str
-    seed: StrictInt | None
-    env_id: str | None
-    loss_names: list[str]
-    initial: dict[str, Any] = {}
+    agent: Name
+    seed: Annotated[int, Field(strict=True, ge=0)] | None
+    env_id: StrictStr | None
+    loss_names: Annotated[list[Name], Field(min_length=1)]
+    initial: _InitialModel = _InitialModel()
     stages: list[_StageModel] = []
 
+    @field_validator("loss_names")
+    @classmethod
+    def _names_are_unique(cls, names: list[str]) -> list[str]:
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"names {repeated} more than once; each loss appears once")
+        return names
+
     @model_validator(mode="after")
-    def _actions_fit_the_losses(self) -> _TrajectoryModel:
+    def _stages_fit_the_losses(self) -> _TrajectoryModel:
         n = len(self.loss_names)
         for i, stage in enumerate(self.stages):
+            if stage.stage != i + 1:
+                raise ValueError(f"stages[{i}].stage is {stage.stage}; stages are numbered 1, 2, ... in order")
             if len(stage.action) != n:
                 raise ValueError(
                     f"stages[{i}].action has {len(stage.action)} entries; loss_names has {n}"
                 )
+            for what in ("weights", "loss_values"):
+                unknown = [k for k in getattr(stage, what) if k not in self.loss_names]
+                if unknown:
+                    raise ValueError(
+                        f"stages[{i}].{what} names {unknown[0]!r}, not a loss. Allowed: {self.loss_names}"
+                    )
         return self
+
+    def initial_dict(self) -> dict[str, Any]:
+        """``initial`` with the keys it was given (the round trip keeps the rest out)."""
+        return copy.deepcopy(self.initial.model_dump(exclude_unset=True))
 
 
 def _validated(model: type[BaseModel], data: Any, what: str) -> Any:
@@ -214,7 +274,6 @@ def _validated(model: type[BaseModel], data: Any, what: str) -> Any:
     try:
         return model.model_validate(dict(data))
     except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']}" for err in e.errors()
-        )
+        problems = "; ".join(describe_problem(err) for err in e.errors())
         raise ValueError(f"{what}.from_dict: {problems}.") from None
+
