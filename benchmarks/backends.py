@@ -26,7 +26,9 @@ open are failed too.
   processes die with the parent (``PR_SET_PDEATHSIG`` on Linux, and a check of the
   parent before each row is sent).
 - :func:`run_ray`: Ray tasks (``ray.init(address=...)``, or a local cluster with one Ray
-  CPU per core when no address is given; an already initialised Ray is used as is).
+  CPU per core when no address is given; an already initialised Ray is used as is). A
+  cluster address that does not answer within :data:`RAY_CONNECT_TIMEOUT_S` seconds is
+  an error (:func:`start_ray`).
   Each task reserves ``threads`` Ray CPUs and runs that many torch threads, so about
   ``workers`` tasks run at once on a cluster of this machine's size. Rows stream back
   through a ``ray.util.queue.Queue``. On a multi-node cluster, install this package on
@@ -49,7 +51,10 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import signal
+import socket
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
@@ -58,12 +63,25 @@ from typing import Any, Protocol
 from benchmarks.errors import BenchmarkError, RunFailure
 from benchmarks.runs import Emit, RunSpec, execute_run
 
-__all__ = ["BACKENDS", "run_inline", "run_pool", "run_ray", "run_task", "threads_per_worker"]
+__all__ = [
+    "BACKENDS",
+    "RAY_CONNECT_TIMEOUT_S",
+    "check_backend",
+    "run_inline",
+    "run_pool",
+    "run_ray",
+    "run_task",
+    "start_ray",
+    "threads_per_worker",
+]
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("local", "ray")
 """Values of ``backend``: ``local`` runs inline or in a process pool, ``ray`` on Ray."""
+
+RAY_CONNECT_TIMEOUT_S = 60.0
+"""Seconds :func:`start_ray` waits for the Ray cluster at a given address before it gives up."""
 
 Message = tuple[str, str, Any]
 """``(kind, run name, payload)``, see the module docstring."""
@@ -335,17 +353,91 @@ def import_ray():
     return ray
 
 
-def start_ray(address: str | None, cpus: int) -> bool:
+def check_backend(backend: str, ray_address: str | None) -> None:
+    """Refuse a backend name not in :data:`BACKENDS`, and a Ray address without Ray.
+
+    Raises:
+        ValueError: The message names the value and what is allowed.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not allowed. Allowed: {BACKENDS}")
+    if ray_address is not None and backend != "ray":
+        raise ValueError(
+            f"A Ray address ({ray_address!r}, --ray-address) is used only by the ray backend, "
+            f"and the backend is {backend!r}. Add --backend ray, or leave out the address."
+        )
+
+
+def start_ray(address: str | None, cpus: int, timeout: float = RAY_CONNECT_TIMEOUT_S) -> bool:
     """Connect to Ray unless it already runs: to ``address``, or a local cluster of
-    ``cpus`` CPUs. Returns True if this call started it (and should shut it down)."""
+    ``cpus`` CPUs. Returns True if this call started it (and should shut it down).
+
+    Args:
+        address: A Ray address (``host:port``, ``ray://host:port``, ``auto``), or None.
+        cpus: CPUs of the local cluster started when ``address`` is None.
+        timeout: Seconds to wait for the cluster at ``address``
+            (:data:`RAY_CONNECT_TIMEOUT_S`).
+
+    Raises:
+        BenchmarkError: Ray is not installed, or the cluster at ``address`` refuses the
+            connection, fails, or does not answer within ``timeout`` seconds.
+    """
     ray = import_ray()
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, log_to_driver=False)
+        _connect_ray(ray, address, timeout)
     else:
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     return True
+
+
+def _ray_endpoint(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``host:port`` or ``ray://host:port`` address; None for
+    the other forms (``auto``)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _connect_ray(ray: Any, address: str, timeout: float) -> None:
+    """``ray.init(address=...)``, given up after ``timeout`` seconds.
+
+    Ray itself retries an address that does not answer for many minutes. A ``host:port``
+    that refuses a TCP connection fails at once; otherwise ``ray.init`` runs in a
+    daemon thread, left behind (it stops with the process) when it does not return in
+    time.
+    """
+    deadline = time.monotonic() + timeout
+    failed = f"Cannot connect to the Ray cluster at {address!r}"
+    advice = (
+        "Check the address (`ray status` on the cluster's head node prints it) and that "
+        "the cluster runs, or leave out --ray-address to start a local cluster."
+    )
+    endpoint = _ray_endpoint(address)
+    if endpoint is not None:
+        try:
+            socket.create_connection(endpoint, timeout=timeout).close()
+        except OSError as e:
+            reason = "no answer" if isinstance(e, TimeoutError) else e.strerror or str(e)
+            raise BenchmarkError(f"{failed}: {reason} (waited up to {timeout:g} s). {advice}") from None
+    errors: list[BaseException] = []
+
+    def init() -> None:
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except BaseException as e:  # handed to the caller below
+            errors.append(e)
+
+    thread = threading.Thread(target=init, name="ray-connect", daemon=True)
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if thread.is_alive():
+        raise BenchmarkError(f"{failed}: no answer within {timeout:g} s. {advice}")
+    if errors:
+        error = errors[0]
+        raise BenchmarkError(f"{failed}: {type(error).__name__}: {error}. {advice}") from error
 
 
 def ray_gpus(pending: list[RunSpec], resources: dict[str, float], threads: int, cpus: int) -> float:

@@ -7,7 +7,24 @@
   95% bootstrap band);
 - ``plots/<objective>__weights.png``: each agent's effective loss weights over the
   stages as a stacked area (mean over seeds), one panel per agent;
-- ``report.md``: per objective, a table of agents and the two plots.
+- ``report.md``: how many of the suite's runs are complete ("N of M"), the missing
+  runs per agent (a benchmark killed half-way, runs that failed), then per objective a
+  table of agents (the suite's agents without a complete run shown as such) and the
+  two plots; for a table replay, the scores against the optimum
+  (:mod:`benchmarks.tabular_report`) and ``scores.json``.
+
+Every file goes under ``out``: plot names come from :func:`plot_stems` (labels made
+file-system safe, so a crafted ``../../x`` cannot leave ``plots/``).
+
+What the report accepts (a crafted or damaged ``results.jsonl`` gives one error naming
+the file, the line and the field, see :mod:`benchmarks.results`): a row that repeats
+another exactly is dropped with a warning and counted in ``report.md``; two different
+rows for one stage of a run are an error naming both lines. With ``suite.json``, every
+row must belong to one of the suite's runs and agree with it. A tabular benchmark is
+scored only against the table file it ran on: its SHA-256, recorded in ``suite.json``
+when the benchmark started, must match the file found now, or the report refuses
+(restore the table, or rerun the benchmark on the new one); there is no override,
+since scores against another table would be wrong without a sign of it.
 
 Columns of ``summary.csv`` (the objective ``J`` is higher-is-better: lower-is-better
 metrics enter it negated):
@@ -42,25 +59,56 @@ Example:
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
+import io
 import json
 import logging
+import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.results import RESULTS, SUITE_FILE, complete_runs, read_json, read_rows, write_json
-from benchmarks.suite import TABULAR_ENV_ID
-from benchmarks.tabular_report import plot_scores, score_tabular, tabular_markdown
+from benchmarks.errors import BenchmarkError
+from benchmarks.results import (
+    RESULTS,
+    SUITE_FILE,
+    complete_runs,
+    distinct_rows,
+    read_numbered_rows,
+    read_stored_suite,
+    write_atomic,
+    write_json,
+)
+from benchmarks.runs import RunSpec, expand
+from benchmarks.suite import TABULAR_ENV_ID, Suite, safe_name
+from benchmarks.tabular_report import (
+    VerifiedTable,
+    plot_scores,
+    save_figure,
+    score_tabular,
+    tabular_markdown,
+    verify_table,
+)
+from benchmarks.tabular_report import (
+    markdown_text as _md,
+)
+from benchmarks.tabular_report import (
+    plain_text as _plain,
+)
 
 __all__ = [
     "SUMMARY_COLUMNS",
     "TIMING_COLUMNS",
+    "LLMTime",
     "bootstrap_ci",
     "build_report",
+    "llm_time",
+    "llm_time_line",
     "read_summary",
     "summarize",
 ]
@@ -164,6 +212,68 @@ def _note_total(stages: Iterable[Mapping[str, Any]], key: str) -> float:
     return total
 
 
+@dataclasses.dataclass(frozen=True)
+class LLMTime:
+    """Where the chat model's time went in a benchmark.
+
+    Attributes:
+        decisions: Decisions that asked a model (stages whose notes hold ``latency_s``).
+        median_s: Median latency of one decision, in seconds (retries included).
+        p90_s: 90th percentile of the latency, in seconds.
+        total_s: Sum of the latencies.
+        run_wall_s: Sum of the wall time of every run in the rows.
+        share: ``total_s / run_wall_s``: the part of the runs' time spent waiting for
+            the model.
+    """
+
+    decisions: int
+    median_s: float
+    p90_s: float
+    total_s: float
+    run_wall_s: float
+    share: float
+
+
+def llm_time(rows: Iterable[Mapping[str, Any]]) -> LLMTime | None:
+    """The latency of the chat model's decisions and its share of the runs' wall time.
+
+    Args:
+        rows: Result rows (any runs, complete or not).
+
+    Returns:
+        The figures, or None when no stage asked a model.
+    """
+    latencies: list[float] = []
+    wall: dict[str, float] = {}
+    for row in rows:
+        value = (row.get("notes") or {}).get("latency_s")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            latencies.append(float(value))
+        run_wall = row.get("wall_s")
+        if isinstance(run_wall, (int, float)) and math.isfinite(run_wall):
+            wall[str(row.get("run"))] = max(wall.get(str(row.get("run")), 0.0), float(run_wall))
+    if not latencies:
+        return None
+    total, run_wall = float(sum(latencies)), float(sum(wall.values()))
+    return LLMTime(
+        decisions=len(latencies),
+        median_s=float(np.median(latencies)),
+        p90_s=float(np.percentile(latencies, 90)),
+        total_s=total,
+        run_wall_s=run_wall,
+        share=total / run_wall if run_wall > 0 else math.nan,
+    )
+
+
+def llm_time_line(figures: LLMTime) -> str:
+    """One line of :func:`llm_time`'s figures, for the report and the command line."""
+    return (
+        f"LLM decisions: {figures.decisions}, median {figures.median_s:.2f} s "
+        f"(90th percentile {figures.p90_s:.2f} s); {figures.total_s:.1f} s in all, "
+        f"{100 * figures.share:.0f}% of the runs' wall time ({figures.run_wall_s:.1f} s)"
+    )
+
+
 def summarize(
     rows: Iterable[Mapping[str, Any]],
     agent_order: Sequence[str] | None = None,
@@ -218,7 +328,7 @@ def summarize(
                 "best_ci_high": best_ci[1],
                 "auc_mean": float(np.mean(auc)),
                 "diverged": int(sum(bool(r.get("diverged")) for run in runs for r in run)),
-                "wall_s_mean": float(np.mean([float(run[-1]["wall_s"]) for run in runs])),
+                "wall_s_mean": float(np.mean([_wall_s(run) for run in runs])),
                 "prompt_tokens_mean": float(np.mean([_note_total(run, "prompt_tokens") for run in runs])),
                 "completion_tokens_mean": float(
                     np.mean([_note_total(run, "completion_tokens") for run in runs])
@@ -229,6 +339,12 @@ def summarize(
             }
         )
     return out
+
+
+def _wall_s(run: Sequence[Mapping[str, Any]]) -> float:
+    """Wall time of a run: ``wall_s`` of its last stage (NaN where a row lacks it)."""
+    value = run[-1].get("wall_s")
+    return math.nan if value is None else float(value)
 
 
 def _carried_forward(curve: np.ndarray) -> np.ndarray:
@@ -244,13 +360,12 @@ def _carried_forward(curve: np.ndarray) -> np.ndarray:
 
 def write_summary_csv(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
     """Write :func:`summarize` output as CSV (floats at full precision)."""
-    path = Path(path)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        for row in summary:
-            writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=SUMMARY_COLUMNS)
+    writer.writeheader()
+    for row in summary:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return write_atomic(path, text.getvalue().encode("utf-8"))
 
 
 def read_summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -302,18 +417,16 @@ def plot_objective(
             continue
         mean = np.array([values[measured[:, j], j].mean() for j in range(values.shape[1])])
         bands = np.array([bootstrap_ci(values[measured[:, j], j]) for j in range(values.shape[1])])
-        (line,) = ax.plot(stages, mean, marker="o", markersize=3, label=agent)
+        (line,) = ax.plot(stages, mean, marker="o", markersize=3, label=_plain(agent))
         ax.fill_between(stages, bands[:, 0], bands[:, 1], color=line.get_color(), alpha=0.2)
     ax.set_xlabel("stage")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(f"objective J ({objective}, higher is better)")
-    ax.set_title(f"Objective per stage: {objective} (mean, 95% bootstrap interval)")
+    ax.set_ylabel(f"objective J ({_plain(objective)}, higher is better)")
+    ax.set_title(f"Objective per stage: {_plain(objective)} (mean, 95% bootstrap interval)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_weights(
@@ -337,7 +450,7 @@ def plot_weights(
     FigureCanvasAgg(fig)
     loss_names: list[str] = []
     for runs in runs_by_agent.values():
-        for name in runs[0][0]["loss_names"]:
+        for name in runs[0][0].get("loss_names") or []:
             if name not in loss_names:
                 loss_names.append(name)
     axes = fig.subplots(nrows, cols, squeeze=False, sharey=True)
@@ -345,18 +458,10 @@ def plot_weights(
         runs = runs_by_agent[agent]
         stages = np.array([int(r["stage"]) for r in runs[0]])
         # (seed, stage, loss) in the order of loss_names; a loss a run lacks counts 0
-        actions = np.array(
-            [
-                [
-                    [dict(zip(row["loss_names"], row["action"], strict=True)).get(n, 0.0) for n in loss_names]
-                    for row in run
-                ]
-                for run in runs
-            ],
-            dtype=np.float64,
-        )
-        ax.stackplot(stages, actions.mean(axis=0).T, labels=loss_names, alpha=0.85)
-        ax.set_title(agent, fontsize="medium")
+        actions = np.array([[_action_of(row, loss_names) for row in run] for run in runs], dtype=np.float64)
+        if loss_names:
+            ax.stackplot(stages, actions.mean(axis=0).T, labels=[_plain(n) for n in loss_names], alpha=0.85)
+        ax.set_title(_plain(agent), fontsize="medium")
         ax.set_xlabel("stage")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -365,16 +470,21 @@ def plot_weights(
     for row_axes in axes:
         row_axes[0].set_ylabel("weight (action units)")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize="small")
+    if labels:
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 6), fontsize="small")
     fig.suptitle(
-        f"Loss weights per stage: {objective} (mean over seeds; effective weight = weight x scale)",
+        f"Loss weights per stage: {_plain(objective)} (mean over seeds; effective weight = weight x scale)",
         y=0.0,
         va="bottom",
     )
     fig.tight_layout(rect=(0, 0.04, 1, 1 - 0.35 / fig.get_figheight()))
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
+
+
+def _action_of(row: Mapping[str, Any], loss_names: Sequence[str]) -> list[float]:
+    """A row's action in the order of ``loss_names`` (0 for a loss the row lacks)."""
+    action = dict(zip(row.get("loss_names") or [], row.get("action") or [], strict=False))
+    return [float(action.get(name, 0.0)) for name in loss_names]
 
 
 # --------------------------------------------------------------------------- report
@@ -389,68 +499,222 @@ def build_report(out: str | os.PathLike[str]) -> dict[str, Path]:
 
     Args:
         out: A directory holding ``results.jsonl`` (and ``suite.json`` if written by
-            the runner; it gives the agent and objective order and the description).
+            the runner; it gives the runs to expect, the agent and objective order and
+            the description).
 
     Returns:
         ``{"summary": path, "report": path, "<objective>__objective": png, ...}``.
+        Every file is written under ``out``.
 
     Raises:
-        FileNotFoundError: ``out`` has no ``results.jsonl``.
+        FileNotFoundError: ``out`` has neither ``results.jsonl`` nor ``suite.json``,
+            or the table of a tabular benchmark is gone.
+        BenchmarkError: A row that cannot be reported (bad field, conflicting
+            duplicate, a run the suite does not have; the message names the line), or
+            a tabular benchmark whose table file is not the one it ran on.
     """
     out = Path(out)
     results = out / RESULTS
-    if not results.is_file():
+    # a benchmark killed before its first row has suite.json and no results.jsonl yet
+    if not results.is_file() and not (out / SUITE_FILE).is_file():
         raise FileNotFoundError(
             f"{str(results)!r} does not exist: {str(out)!r} is not the output directory "
             "of a benchmark (run `lossagent bench --out DIR` first)."
         )
-    rows = read_rows(results)
-    suite = read_json(out / SUITE_FILE, "The stored suite") if (out / SUITE_FILE).is_file() else {}
-    agent_order = [a.get("label") or a["name"] for a in suite.get("agents", [])]
-    from benchmarks.suite import objective_label
-
-    objective_order = [objective_label(o) for o in suite.get("objectives", [])]
+    numbered = read_numbered_rows(results)
+    suite, recorded = read_stored_suite(out) if (out / SUITE_FILE).is_file() else (None, None)
+    expected = expand(suite) if suite is not None else []
+    if suite is not None:
+        _check_rows_of_suite(numbered, expected, results)
+    rows, duplicates = distinct_rows(numbered, results)
+    table = None
+    if suite is not None and suite.env_id == TABULAR_ENV_ID:
+        table = verify_table(suite.env_kwargs["table"], recorded, out / SUITE_FILE)
+    runs = _runs(rows)
+    _check_equal_budgets(runs)
+    plots_dir = _plots_dir(out)  # everything is checked before anything is written
+    agent_order = [a.display for a in suite.agents] if suite is not None else []
+    objective_order = [o.label for o in suite.objectives] if suite is not None else []
     summary = summarize(rows, agent_order, objective_order)
     paths = {"summary": write_summary_csv(summary, out / "summary.csv")}
+    objectives = list(dict.fromkeys([*objective_order, *(r["objective"] for r in summary)]))
+    stems = plot_stems(objectives)
+    paths.update(_plot_objectives(runs, summary, objectives, stems, plots_dir))
 
-    runs = _runs(rows)
+    lines = _header_lines(out, suite, table)
+    lines += _run_lines(out, rows, runs, expected, duplicates)
+    for objective in objectives:
+        lines += _objective_lines(objective, summary, runs, agent_order, stems)
+    if table is not None and runs:
+        scores = score_tabular(runs, suite.to_dict(), table=table.path)
+        plots = plot_scores(scores, plots_dir)
+        paths.update({f"tabular__{k}": v for k, v in plots.items()})
+        lines += tabular_markdown(scores, {k: f"plots/{v.name}" for k, v in plots.items()})
+        write_json(out / "scores.json", _scores_json(scores))  # atomic: a link there is replaced
+        paths["scores"] = out / "scores.json"
+    lines += [f"TensorBoard: `tensorboard --logdir {out / 'tb'}`", ""]
+    report = write_atomic(out / "report.md", "\n".join(lines).encode("utf-8"))
+    paths["report"] = report
+    logger.info("Report written to %s", report)
+    return paths
+
+
+def _plots_dir(out: Path) -> Path:
+    """``<out>/plots``, created if needed; a link there is refused (it could lead out of ``out``)."""
+    plots_dir = out / "plots"
+    if plots_dir.is_symlink() or (plots_dir.exists() and not plots_dir.is_dir()):
+        raise BenchmarkError(
+            f"{str(plots_dir)!r} is a link or a file; the report writes its plots only into a "
+            "folder of that name inside --out. Remove it and run the report again."
+        )
+    plots_dir.mkdir(exist_ok=True)
+    return plots_dir
+
+
+def plot_stems(labels: Iterable[str]) -> dict[str, str]:
+    """A distinct, file-system-safe file-name stem for each objective label.
+
+    Every label goes through :func:`benchmarks.suite.safe_name` (so ``../../x`` stays
+    inside ``plots/``); one longer than 80 characters is cut and given a hash of the
+    whole label, and a stem already taken gets ``-2``, ``-3``, ...
+    """
+    stems: dict[str, str] = {}
+    used: set[str] = set()
+    for label in labels:
+        base = safe_name(label)
+        if len(base) > 80:
+            base = f"{base[:64]}-{hashlib.sha256(label.encode('utf-8', 'replace')).hexdigest()[:12]}"
+        stem, n = base, 2
+        while stem in used:
+            stem, n = f"{base}-{n}", n + 1
+        used.add(stem)
+        stems[label] = stem
+    return stems
+
+
+def _check_rows_of_suite(
+    numbered: Sequence[tuple[int, Mapping[str, Any]]], expected: Sequence[RunSpec], results: Path
+) -> None:
+    """Every row belongs to a run of the stored suite and agrees with it."""
+    specs = {spec.name: spec for spec in expected}
+    for number, row in numbered:
+        spec = specs.get(row["run"])
+        if spec is None:
+            raise BenchmarkError(
+                f"{results}:{number}: run {row['run']!r} is not a run of the suite in "
+                f"{SUITE_FILE} (agents x objectives x seeds); remove its rows."
+            )
+        for field, value in (("agent", spec.agent), ("objective", spec.objective), ("seed", spec.seed),
+                             ("max_stages", spec.max_stages)):
+            if row[field] != value:
+                raise BenchmarkError(
+                    f"{results}:{number}: field {field!r} is {row[field]!r}, but run {spec.name!r} of the "
+                    f"suite in {SUITE_FILE} has {field} {value!r}."
+                )
+
+
+def _check_equal_budgets(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    """The complete runs of one agent on one objective have the same number of stages."""
+    seen: dict[tuple[str, str], tuple[str, int]] = {}
+    for name, run_rows in runs.items():
+        key = (run_rows[0]["objective"], run_rows[0]["agent"])
+        stages = len(run_rows)
+        other = seen.setdefault(key, (name, stages))
+        if other[1] != stages:
+            raise BenchmarkError(
+                f"Runs {other[0]!r} ({other[1]} stages) and {name!r} ({stages} stages) of agent "
+                f"{key[1]!r} on objective {key[0]!r} have different budgets; a report compares "
+                "runs of equal budgets. Remove the rows of one of them."
+            )
+
+
+def _plot_objectives(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    summary: Sequence[Mapping[str, Any]],
+    objectives: Sequence[str],
+    stems: Mapping[str, str],
+    plots_dir: Path,
+) -> dict[str, Path]:
+    """The two plots of every objective with a summary row."""
     by_objective: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for run_rows in runs.values():
         by_objective[run_rows[0]["objective"]][run_rows[0]["agent"]].append(run_rows)
-    plots_dir = out / "plots"
-    plots_dir.mkdir(exist_ok=True)
-    objectives = list(dict.fromkeys(r["objective"] for r in summary))
+    paths: dict[str, Path] = {}
     for objective in objectives:
         agents = [r["agent"] for r in summary if r["objective"] == objective]
+        if not agents:
+            continue
         ordered = {a: sorted(by_objective[objective][a], key=lambda r: int(r[0]["seed"])) for a in agents}
-        paths[f"{objective}__objective"] = plot_objective(
-            ordered, objective, plots_dir / f"{objective}__objective.png"
-        )
-        paths[f"{objective}__weights"] = plot_weights(
-            ordered, objective, plots_dir / f"{objective}__weights.png"
-        )
+        stem = stems[objective]
+        paths[f"{objective}__objective"] = plot_objective(ordered, objective, plots_dir / f"{stem}__objective.png")
+        paths[f"{objective}__weights"] = plot_weights(ordered, objective, plots_dir / f"{stem}__weights.png")
+    return paths
 
-    all_runs = {row["run"] for row in rows}
-    incomplete = sorted(all_runs - set(runs))
-    lines = [f"# Benchmark report: {suite.get('name', out.name)}", ""]
-    if suite.get("description"):
-        lines += [suite["description"], ""]
-    if suite:
-        budget = suite["budget"]
-        env_kwargs = json.dumps(suite["env"]["kwargs"], sort_keys=True)
+
+def _header_lines(out: Path, suite: Suite | None, table: VerifiedTable | None) -> list[str]:
+    """Title, description, environment and budget."""
+    lines = [f"# Benchmark report: {_md(suite.name if suite is not None else out.name)}", ""]
+    if suite is None:
+        return lines
+    if suite.description:
+        lines += [_md(suite.description), ""]
+    if table is not None:
+        header = table.header
+        built = json.dumps(header.get("env_kwargs", {}), sort_keys=True)
         lines += [
-            f"- Environment: `{suite['env']['id']}` with `{env_kwargs}`",
-            f"- Budget (equal for every agent): {budget['max_stages']} stages x "
-            f"{budget['stage_iters']} iterations",
-            f"- Seeds: {suite.get('seeds')}",
+            f"- Environment: `{suite.env_id}`, a replay of table `{_md(table.identity.table)}` "
+            f"(`{_md(table.identity.path)}`, sha256 `{table.identity.sha256[:16]}`), built from "
+            f"`{header.get('env_id')}` with `{built}`",
+            f"- Budget (equal for every agent, fixed by the table): {suite.max_stages} stages x "
+            f"{table.stage_iters if table.stage_iters is not None else 'unknown'} iterations",
         ]
-    names = {a["name"] for a in suite.get("agents", [])}
-    for name, note in _EXTRA_TRAINING.items():
-        if name in names:
-            lines.append(f"- Budget note: {note}")
+        if not table.recorded:
+            lines.append(
+                f"- Warning: {SUITE_FILE} records no table file (an earlier version started this "
+                "benchmark), so nothing shows that this is the table it ran on"
+            )
+    else:
+        env_kwargs = json.dumps(suite.env_kwargs, sort_keys=True)
+        lines += [
+            f"- Environment: `{suite.env_id}` with `{env_kwargs}`",
+            f"- Budget (equal for every agent): {suite.max_stages} stages x {suite.stage_iters} iterations",
+        ]
+    lines.append(f"- Seeds: {suite.seeds}")
+    names = {a.name for a in suite.agents}
+    lines += [f"- Budget note: {note}" for name, note in _EXTRA_TRAINING.items() if name in names]
+    return lines
+
+
+def _run_lines(
+    out: Path,
+    rows: Sequence[Mapping[str, Any]],
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    expected: Sequence[RunSpec],
+    duplicates: int,
+) -> list[str]:
+    """How many runs are complete, and which are missing, per agent."""
+    started = {row["run"] for row in rows}
+    incomplete = sorted(started - set(runs))
+    resume = f"`lossagent bench --resume --out {out}`"
+    if not expected:  # no suite.json: the runs to expect are unknown
+        lines = [
+            f"- Runs: {len(runs)} complete; incomplete: {len(incomplete)}"
+            + (f" ({', '.join(_md(r) for r in incomplete)}; rerun with `--resume`)" if incomplete else "")
+        ]
+    else:
+        not_started = [spec for spec in expected if spec.name not in started]
+        lines = [f"- Runs: {len(runs)} of {len(expected)} complete"]
+        if len(runs) < len(expected):
+            lines[0] += (
+                f"; {len(incomplete)} started but unfinished, {len(not_started)} not started "
+                f"(listed under \"Missing runs\"; finish them with {resume})"
+            )
+    figures = llm_time(rows)
+    if figures is not None:
+        lines.append(f"- {llm_time_line(figures)}")
+    if duplicates:
+        lines.append(f"- {duplicates} exact duplicate row(s) of {RESULTS} ignored")
     lines += [
-        f"- Complete runs: {len(runs)}; incomplete: {len(incomplete)}"
-        + (f" ({', '.join(incomplete)}; rerun with `--resume`)" if incomplete else ""),
         "",
         "Objective J is higher-is-better (lower-is-better metrics enter it negated). "
         "Final and best-so-far: mean over seeds [95% bootstrap interval]; AUC: mean J over "
@@ -458,45 +722,80 @@ def build_report(out: str | os.PathLike[str]) -> dict[str, Path]:
         "diverged stages: totals.",
         "",
     ]
-    for objective in objectives:
+    if expected and len(runs) < len(expected):
+        lines += _missing_lines(runs, expected, started)
+    return lines
+
+
+def _missing_lines(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]], expected: Sequence[RunSpec], started: set[str]
+) -> list[str]:
+    """The "Missing runs" table: per agent, its complete runs and the missing ones."""
+    lines = [
+        "## Missing runs",
+        "",
+        "Seeds of the runs without every stage in results.jsonl; * marks a run that "
+        "started but did not finish.",
+        "",
+        "| agent | complete runs | missing (objective: seeds) |",
+        "|---|---|---|",
+    ]
+    by_agent: dict[str, list[RunSpec]] = defaultdict(list)
+    for spec in expected:
+        by_agent[spec.agent].append(spec)
+    for agent, specs in by_agent.items():
+        done = sum(spec.name in runs for spec in specs)
+        missing: dict[str, list[str]] = defaultdict(list)
+        for spec in specs:
+            if spec.name not in runs:
+                missing[spec.objective].append(f"{spec.seed}{'*' if spec.name in started else ''}")
+        count = f"{done} of {len(specs)}" + (" (no complete run)" if done == 0 else "")
+        shown = "; ".join(f"{_md(o)}: {', '.join(seeds)}" for o, seeds in missing.items()) or "-"
+        lines.append(f"| {_md(agent)} | {count} | {shown} |")
+    return [*lines, ""]
+
+
+def _objective_lines(
+    objective: str,
+    summary: Sequence[Mapping[str, Any]],
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    agent_order: Sequence[str],
+    stems: Mapping[str, str],
+) -> list[str]:
+    """The section of one objective: a row per agent (the suite's agents without a
+    complete, measured run shown as such) and the two plots."""
+    lines = [
+        f"## Objective: {_md(objective)}",
+        "",
+        "| agent | seeds | final J | best-so-far J | AUC | wall time (s) "
+        "| LLM tokens (prompt + completion) | retries | fallbacks | diverged |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows = {row["agent"]: row for row in summary if row["objective"] == objective}
+    complete = Counter(r[0]["agent"] for r in runs.values() if r[0]["objective"] == objective)
+    for agent in dict.fromkeys([*agent_order, *rows]):
+        row = rows.get(agent)
+        if row is None:
+            why = "no measured stage" if complete[agent] else "no complete run"
+            lines.append(f"| {_md(agent)} | {complete[agent]} | {why} | - | - | - | - | - | - | - |")
+            continue
+        prompt, completion = row["prompt_tokens_mean"], row["completion_tokens_mean"]
+        final = f"{_fmt(row['final_mean'])} [{_fmt(row['final_ci_low'])}, {_fmt(row['final_ci_high'])}]"
+        best = f"{_fmt(row['best_mean'])} [{_fmt(row['best_ci_low'])}, {_fmt(row['best_ci_high'])}]"
+        lines.append(
+            f"| {_md(agent)} | {row['seeds']} | {final} | {best} | {_fmt(row['auc_mean'])} "
+            f"| {row['wall_s_mean']:.1f} | {prompt + completion:.0f} ({prompt:.0f} + {completion:.0f}) "
+            f"| {row['retries']} | {row['fallbacks']} | {row['diverged']} |"
+        )
+    lines.append("")
+    if rows:
         lines += [
-            f"## Objective: {objective}",
+            f"![objective per stage](plots/{stems[objective]}__objective.png)",
             "",
-            "| agent | seeds | final J | best-so-far J | AUC | wall time (s) "
-            "| LLM tokens (prompt + completion) | retries | fallbacks | diverged |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-        ]
-        for row in summary:
-            if row["objective"] != objective:
-                continue
-            prompt, completion = row["prompt_tokens_mean"], row["completion_tokens_mean"]
-            final = f"{_fmt(row['final_mean'])} [{_fmt(row['final_ci_low'])}, {_fmt(row['final_ci_high'])}]"
-            best = f"{_fmt(row['best_mean'])} [{_fmt(row['best_ci_low'])}, {_fmt(row['best_ci_high'])}]"
-            lines.append(
-                f"| {row['agent']} | {row['seeds']} | {final} | {best} | {_fmt(row['auc_mean'])} "
-                f"| {row['wall_s_mean']:.1f} | {prompt + completion:.0f} ({prompt:.0f} + {completion:.0f}) "
-                f"| {row['retries']} | {row['fallbacks']} | {row['diverged']} |"
-            )
-        lines += [
-            "",
-            f"![objective per stage](plots/{objective}__objective.png)",
-            "",
-            f"![loss weights per stage](plots/{objective}__weights.png)",
+            f"![loss weights per stage](plots/{stems[objective]}__weights.png)",
             "",
         ]
-    if suite.get("env", {}).get("id") == TABULAR_ENV_ID and runs:
-        scores = score_tabular(runs, suite)
-        plots = plot_scores(scores, plots_dir)
-        paths.update({f"tabular__{k}": v for k, v in plots.items()})
-        lines += tabular_markdown(scores, {k: f"plots/{v.name}" for k, v in plots.items()})
-        write_json(out / "scores.json", _scores_json(scores))
-        paths["scores"] = out / "scores.json"
-    lines += [f"TensorBoard: `tensorboard --logdir {out / 'tb'}`", ""]
-    report = out / "report.md"
-    report.write_text("\n".join(lines), encoding="utf-8")
-    paths["report"] = report
-    logger.info("Report written to %s", report)
-    return paths
+    return lines
 
 
 def _scores_json(scores: Any) -> dict[str, Any]:

@@ -33,16 +33,18 @@ from benchmarks.results import (
     RESULTS,
     RUNNER_FILE,
     SUITE_FILE,
+    TABLE_RECORD,
     OutputLock,
     ResultsWriter,
     complete_runs,
     prepare_resume,
     read_json,
     read_rows,
+    read_stored_suite,
     write_json,
 )
 from benchmarks.runs import RunSpec, execute_run, expand, run_name
-from benchmarks.suite import Suite, validate_values
+from benchmarks.suite import TABULAR_ENV_ID, Suite, identify_table, validate_values
 
 __all__ = [
     "BACKENDS",
@@ -141,6 +143,8 @@ def run_suite(
     validate_values(suite)  # everything is checked before anything is created
     runs = expand(suite, image_every=image_every)
     stored = suite.to_dict()
+    if suite.env_id == TABULAR_ENV_ID:  # the table it scores against, hashed once, now
+        stored[TABLE_RECORD] = identify_table(suite.env_kwargs["table"]).model_dump()
     created = False
     if resume:
         if not out.is_dir():
@@ -243,6 +247,13 @@ def _check_resumable(out: Path, stored: dict[str, Any]) -> None:
             "output directory of a benchmark. Start a new one without --resume."
         )
     previous = read_json(suite_file, "The stored suite")
+    if not isinstance(previous, dict):
+        raise BenchmarkError(f"The stored suite {str(suite_file)!r} is corrupt (not a JSON object).")
+    if TABLE_RECORD in stored:
+        # the same table by content; its path may read differently from another folder
+        _check_same_table(previous.get(TABLE_RECORD), stored[TABLE_RECORD], suite_file)
+        previous = {k: v for k, v in previous.items() if k != TABLE_RECORD}
+        stored = {k: v for k, v in stored.items() if k != TABLE_RECORD}
     if previous != json.loads(json.dumps(stored)):
         changed = sorted(k for k in set(previous) | set(stored) if previous.get(k) != stored.get(k))
         raise BenchmarkError(
@@ -252,15 +263,24 @@ def _check_resumable(out: Path, stored: dict[str, Any]) -> None:
         )
 
 
+def _check_same_table(recorded: Any, now: dict[str, Any], suite_file: Path) -> None:
+    """Refuse to resume a tabular benchmark on another table file than it started with."""
+    if isinstance(recorded, dict) and recorded.get("sha256") == now["sha256"]:
+        return
+    was = f"sha256 {recorded.get('sha256')}" if isinstance(recorded, dict) else "no recorded table"
+    raise BenchmarkError(
+        f"Cannot resume: the table {now['table']!r} ({now['path']}) is not the file this "
+        f"benchmark started with: it has sha256 {now['sha256']}, {str(suite_file)!r} holds "
+        f"{was}. Restore that table file, or start a new benchmark with another --out."
+    )
+
+
 def stored_suite(out: str | os.PathLike[str]) -> Suite:
     """The suite a benchmark directory was started with (``<out>/suite.json``).
 
     Raises:
         BenchmarkError: ``out`` is not a benchmark directory.
+        SuiteError: ``suite.json`` does not hold a valid suite.
     """
-    path = Path(out) / SUITE_FILE
-    if not path.is_file():
-        raise BenchmarkError(
-            f"{str(path)!r} does not exist, so {str(out)!r} is not the output directory of a benchmark."
-        )
-    return Suite.from_dict(read_json(path, "The stored suite"), source=str(path))
+    suite, _ = read_stored_suite(out)
+    return suite

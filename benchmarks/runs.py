@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -50,7 +49,7 @@ from typing import Any
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.results import RESULTS, OutputLock, ResultsWriter, tensorboard_dir
-from benchmarks.suite import TABULAR_ENV_ID, Suite
+from benchmarks.suite import TABULAR_ENV_ID, Suite, safe_name
 from lossagent_env.jsonable import jsonable
 
 __all__ = [
@@ -62,8 +61,6 @@ __all__ = [
     "run_one",
     "spec_to_dict",
 ]
-
-_SAFE = re.compile(r"[^A-Za-z0-9._+\-]")
 
 Emit = Callable[[dict[str, Any]], None]
 """Receives one row as soon as its stage ends."""
@@ -117,8 +114,9 @@ class RunSpec:
 
 
 def run_name(env_id: str, agent: str, objective: str, seed: int) -> str:
-    """``f"{env_id}__{agent}__{objective}__{seed}"``, made file-system safe."""
-    return _SAFE.sub("-", f"{env_id}__{agent}__{objective}__{seed}")
+    """``f"{env_id}__{agent}__{objective}__{seed}"``, made file-system safe
+    (:func:`benchmarks.suite.safe_name`)."""
+    return safe_name(f"{env_id}__{agent}__{objective}__{seed}")
 
 
 def expand(suite: Suite, image_every: int | None = None) -> list[RunSpec]:

@@ -38,14 +38,16 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
+import tomllib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lossagent_env.registry import unknown_name_message
@@ -58,16 +60,23 @@ __all__ = [
     "ObjectiveEntry",
     "Suite",
     "SuiteError",
-    "load_suite",
-    "read_suite_file",
-    "objective_label",
-    "suite_names",
+    "TableIdentity",
     "check_seeds",
+    "file_sha256",
+    "identify_table",
+    "load_suite",
+    "objective_label",
+    "read_suite_file",
+    "safe_name",
+    "suite_names",
     "validate_names",
 ]
 
 TABULAR_ENV_ID = "LossAgent/Tabular-v0"
 """The env id of table replays: its kwargs are the table's, not EnvConfig's."""
+
+TABULAR_KWARGS = ("seeds", "table")
+"""The env kwargs a suite may give a table replay: the table fixes every other setting."""
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 """Where the named suites (``smoke``, ``quick``, ``paper``) live."""
@@ -119,7 +128,11 @@ class Budget(_Strict):
     """The ``[budget]`` table: equal for every agent of the suite."""
 
     max_stages: int = Field(ge=1, description="Stages (env steps) per episode.")
-    stage_iters: int = Field(ge=1, description="Optimiser iterations per stage.")
+    stage_iters: int = Field(
+        ge=1,
+        description="Optimiser iterations per stage. On a table replay, the table's (it is "
+        "checked against the table, which fixes it).",
+    )
 
 
 class AgentEntry(_Strict):
@@ -291,15 +304,27 @@ class Suite:
         )
 
 
+def safe_name(text: str) -> str:
+    """``text`` made safe as (part of) a file name: every character outside
+    ``[A-Za-z0-9._+-]`` becomes ``-``, and so do leading dots (no hidden file, no
+    ``..``). The one function for every label that goes into a path.
+
+    ``"LossAgent/JPEG-v0"`` -> ``"LossAgent-JPEG-v0"``; ``"../../x"`` -> ``"---..-x"``.
+    """
+    safe = _SAFE.sub("-", text)
+    stripped = safe.lstrip(".")
+    return "-" * (len(safe) - len(stripped)) + stripped if safe else "-"
+
+
 def objective_label(spec: str | dict[str, float]) -> str:
     """File-system-safe name of an objective spec.
 
     ``"psnr"`` -> ``"psnr"``; ``{"psnr": 1, "ssim": 10}`` -> ``"psnr+10ssim"``.
     """
     if isinstance(spec, str):
-        return _SAFE.sub("-", spec)
+        return safe_name(spec)
     parts = [name if weight == 1 else f"{weight:g}{name}" for name, weight in spec.items()]
-    return _SAFE.sub("-", "+".join(parts))
+    return safe_name("+".join(parts))
 
 
 # --------------------------------------------------------------------------- loading
@@ -404,6 +429,7 @@ def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path
         raise SuiteError(source, _locate(text, loc), _dotted(loc), msg + more) from None
     labels = [a.display for a in model.agents]
     _no_duplicates(labels, "agents", "agent label", source, text)
+    _no_file_name_clash(labels, source, text)
     _no_duplicates([objective_label(s) for s in model.objectives], "objectives", "objective", source, text)
     for reserved in ("objective", "max_stages", "stage_iters"):
         if reserved in model.env.kwargs:
@@ -425,6 +451,23 @@ def _no_duplicates(values: list[str], key: str, what: str, source: str, text: st
             message = f"duplicate {what} {value!r}; each must appear once{hint}"
             raise SuiteError(source, _locate(text, (key, i)), f"{key}[{i}]", message)
         seen.add(value)
+
+
+def _no_file_name_clash(labels: list[str], source: str, text: str | None) -> None:
+    """Two agent labels that differ only in characters :func:`safe_name` replaces would
+    give their runs the same name (and the same rows and TensorBoard folder)."""
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        safe = safe_name(label)
+        if safe in seen:
+            message = (
+                f"agent label {label!r} names its runs like agents[{seen[safe]}] "
+                f"{labels[seen[safe]]!r} (both become {safe!r} in run and file names, where "
+                "characters outside [A-Za-z0-9._+-] become '-'). Allowed: labels that differ "
+                "in those characters"
+            )
+            raise SuiteError(source, _locate(text, ("agents", i, "label")), f"agents[{i}].label", message)
+        seen[safe] = i
 
 
 def _file_loc(data: Any, loc: tuple, keep_missing: bool) -> tuple:
@@ -501,10 +544,7 @@ def validate_names(suite: Suite, text: str | None = None, source: str | None = N
     if suite.env_id not in gym.registry:
         fail(("env", "id"), unknown_name_message("env id", suite.env_id, env_ids))
     if suite.env_id == TABULAR_ENV_ID:
-        fields = {"table", "seeds"}
-        for key in suite.env_kwargs:
-            if key not in fields:
-                fail(("env", "kwargs", key), unknown_name_message("argument of the tabular env", key, fields))
+        _check_tabular_kwargs(suite, fail)
         _check_agents(suite, fail)
         return
     fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"objective", "task"}
@@ -535,6 +575,19 @@ def validate_names(suite: Suite, text: str | None = None, source: str | None = N
     _check_agents(suite, fail)
 
 
+def _check_tabular_kwargs(suite: Suite, fail: Any) -> None:
+    """A table replay takes ``table`` (required) and ``seeds``; everything else about the
+    env (device, data, iterations per stage, ...) is fixed by the table."""
+    for key in suite.env_kwargs:
+        if key not in TABULAR_KWARGS:
+            message = unknown_name_message("argument of the tabular env", key, TABULAR_KWARGS)
+            fail(("env", "kwargs", key), f"{message} (the table fixes every other env setting)")
+    if "table" not in suite.env_kwargs:
+        fail(("env", "kwargs"), "a table replay needs `table = PATH` (a table file or a shipped table's name)")
+    if suite.requires_data:
+        fail(("requires_data",), "a table replay reads no images; remove `requires_data` (allowed: false)")
+
+
 def _check_agents(suite: Suite, fail: Any) -> None:
     known_agents = agent_names()
     for i, agent in enumerate(suite.agents):
@@ -555,6 +608,8 @@ def validate_values(suite: Suite, text: str | None = None, source: str | None = 
     from lossagent_env.env import check_settings
 
     source = source or str(suite.path or suite.name)
+    if text is None and suite.path is not None:  # to name the line of a bad value
+        text = _text_or_none(suite.path)
     if suite.env_id == TABULAR_ENV_ID:
         _validate_tabular(suite, text, source)
         return
@@ -577,10 +632,22 @@ def validate_values(suite: Suite, text: str | None = None, source: str | None = 
             raise SuiteError(source, _locate(text, ("objectives", i)), f"objectives[{i}]", message) from None
 
 
+def _text_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def _validate_tabular(suite: Suite, text: str | None, source: str) -> None:
-    """The table exists and holds the suite's seeds, depth and objective metrics."""
+    """The table exists and holds the suite's seeds, depth and objective metrics, and the
+    suite changes nothing the table fixes (env settings, iterations per stage)."""
     import gymnasium as gym
 
+    def fail(loc: tuple, message: str) -> None:
+        raise SuiteError(source, _locate(text, loc), _dotted(loc), message)
+
+    _check_tabular_kwargs(suite, fail)
     for i, objective in enumerate(suite.objectives):
         try:
             env = gym.make(TABULAR_ENV_ID, **suite.env_kwargs, objective=objective.spec, max_stages=suite.max_stages)
@@ -596,6 +663,50 @@ def _validate_tabular(suite: Suite, text: str | None, source: str) -> None:
                 source, _locate(text, ("seeds",)), "seeds",
                 f"seeds {missing} are not in the table. Allowed: its seeds {list(env.unwrapped.table.seeds)}",
             )
+        fixed = table_stage_iters(env.unwrapped)
+        if suite.stage_iters != fixed:
+            fail(
+                ("budget", "stage_iters"),
+                f"{suite.stage_iters} is not the table's: {str(suite.env_kwargs['table'])!r} was "
+                f"built with {fixed} iterations per stage, and a replay cannot change that. "
+                f"Allowed: {fixed}",
+            )
+
+
+def table_stage_iters(env: Any) -> int:
+    """Iterations per stage that the table of a ``TabularEnv`` was built with."""
+    built = env.table.header.get("env_config", {}).get("stage_iters")
+    return int(built if built is not None else env.config.stage_iters)
+
+
+class TableIdentity(_Strict):
+    """The table file a benchmark replays, recorded in its ``suite.json`` when it starts
+    (see :mod:`benchmarks.results`), so that nothing is scored against another file."""
+
+    table: str = Field(description="The table as the suite names it: a path or a shipped name.")
+    path: str = Field(description="The file that name resolved to, absolute.")
+    sha256: str = Field(description="SHA-256 of the file's bytes, in hex.")
+
+
+def identify_table(table: str | os.PathLike[str]) -> TableIdentity:
+    """Resolve a table (path or shipped name, as ``LossAgent/Tabular-v0`` does) and hash it.
+
+    Raises:
+        FileNotFoundError: No such table file or shipped table.
+    """
+    from lossagent_env.tabular import resolve_table
+
+    path = resolve_table(table).resolve()
+    return TableIdentity(table=str(table), path=str(path), sha256=file_sha256(path))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, in hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def agent_names() -> list[str]:

@@ -27,6 +27,7 @@ score), plotted.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -38,9 +39,21 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.suite import TABULAR_ENV_ID, objective_label
+from benchmarks.errors import BenchmarkError
+from benchmarks.results import write_atomic
+from benchmarks.suite import TABULAR_ENV_ID, TableIdentity, file_sha256, objective_label
 
-__all__ = ["TabularScores", "plot_scores", "score_tabular", "tabular_markdown"]
+__all__ = [
+    "TabularScores",
+    "VerifiedTable",
+    "markdown_text",
+    "plain_text",
+    "plot_scores",
+    "save_figure",
+    "score_tabular",
+    "tabular_markdown",
+    "verify_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +92,93 @@ class TabularScores:
     reference: str = ""
 
 
-def score_tabular(runs: Mapping[str, Sequence[Mapping[str, Any]]], suite: Mapping[str, Any]) -> TabularScores:
+@dataclass(frozen=True)
+class VerifiedTable:
+    """The table file a tabular benchmark ran on, found and checked again.
+
+    Attributes:
+        identity: What ``suite.json`` recorded (or, for a benchmark that recorded
+            nothing, the file found now).
+        path: The file to score against.
+        header: Its header (env configuration, presets, ...).
+        stage_iters: Iterations per stage it was built with (None if its header
+            does not say).
+        recorded: Whether ``suite.json`` held the identity (else it is not checked).
+    """
+
+    identity: TableIdentity
+    path: Path
+    header: dict[str, Any]
+    stage_iters: int | None
+    recorded: bool = True
+
+
+def verify_table(
+    table: str | os.PathLike[str], recorded: TableIdentity | None, suite_file: str | os.PathLike[str]
+) -> VerifiedTable:
+    """The table a tabular benchmark ran on, checked to be the very same file.
+
+    Of the recorded path and ``table`` resolved again as the env resolves it (a path,
+    or a shipped table's name), the first file whose SHA-256 equals the recorded one is
+    used; if none does, its scores would silently change, and it is an error. A
+    benchmark whose ``suite.json`` records no table (started by an earlier version) is
+    scored against the file found now, with a warning.
+
+    Args:
+        table: The suite's ``table`` argument.
+        recorded: The identity recorded in ``suite.json``, or None.
+        suite_file: The ``suite.json`` it came from, for messages.
+
+    Raises:
+        FileNotFoundError: The table is gone.
+        BenchmarkError: The file found has another SHA-256 than the recorded one.
+    """
+    from lossagent_env.tabular import load_table, resolve_table
+
+    candidates = [Path(recorded.path)] if recorded is not None and Path(recorded.path).is_file() else []
+    try:
+        candidates.append(resolve_table(table).resolve())
+    except FileNotFoundError as e:
+        if not candidates:
+            where = f" (recorded in {str(suite_file)!r} as {recorded.path!r})" if recorded else ""
+            raise FileNotFoundError(f"The table of this benchmark is gone{where}: {e}") from None
+    hashes = {path: file_sha256(path) for path in dict.fromkeys(candidates)}
+    if recorded is None:
+        path, sha = next(iter(hashes.items()))
+        logger.warning("%s records no table file; scoring against %s (sha256 %s) unchecked.", suite_file, path, sha)
+    else:
+        same = [path for path, sha in hashes.items() if sha == recorded.sha256]
+        if not same:
+            path, sha = next(iter(hashes.items()))
+            raise BenchmarkError(
+                f"The table file {str(path)!r} has sha256 {sha}, but this benchmark ran on a table "
+                f"with sha256 {recorded.sha256} (recorded in {str(suite_file)!r}): scored against "
+                "this file its results would change. Restore that table file, or rerun the "
+                "benchmark on this one."
+            )
+        path, sha = same[0], recorded.sha256
+    header = load_table(path).header
+    built = header.get("env_config", {}).get("stage_iters", header.get("env_kwargs", {}).get("stage_iters"))
+    identity = recorded or TableIdentity(table=str(table), path=str(path.resolve()), sha256=sha)
+    return VerifiedTable(identity, path, header, None if built is None else int(built), recorded is not None)
+
+
+def score_tabular(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    suite: Mapping[str, Any],
+    table: str | os.PathLike[str] | None = None,
+) -> TabularScores:
     """Score the complete runs of a tabular benchmark.
 
     Args:
         runs: Rows of each complete run, sorted by stage (``benchmarks.report``).
         suite: The stored suite (``suite.json``), whose env is ``LossAgent/Tabular-v0``.
+        table: The table file to score against (:func:`verify_table`); default: the
+            suite's ``table`` argument.
 
     Raises:
         ValueError: The suite does not replay a table.
+        BenchmarkError: A run played a preset the table does not have.
     """
     import gymnasium as gym
 
@@ -96,6 +187,8 @@ def score_tabular(runs: Mapping[str, Sequence[Mapping[str, Any]]], suite: Mappin
     if suite.get("env", {}).get("id") != TABULAR_ENV_ID:
         raise ValueError(f"score_tabular needs a suite on {TABULAR_ENV_ID}; got {suite.get('env')}.")
     kwargs = dict(suite["env"]["kwargs"])
+    if table is not None:
+        kwargs["table"] = str(table)
     depth = int(suite["budget"]["max_stages"])
     result = TabularScores()
     envs = {}
@@ -117,6 +210,13 @@ def score_tabular(runs: Mapping[str, Sequence[Mapping[str, Any]]], suite: Mappin
         presets = [row.get("preset") for row in run_rows]
         if None in presets:
             raise ValueError(f"Run {first['run']!r} has rows without a preset; it did not run on a table.")
+        unknown = [(row["stage"], p) for row, p in zip(run_rows, presets, strict=True) if p not in env.preset_names]
+        if unknown:
+            stage, preset = unknown[0]
+            raise BenchmarkError(
+                f"Stage {stage} of run {first['run']!r} played preset {preset!r}, which the table "
+                f"does not have. Allowed: {list(env.preset_names)}"
+            )
         indices = [env.preset_names.index(p) for p in presets]
         j = env.final_objective(indices, split="test", seed=seed)
         normalized = (j - cell["J_ref"]) / (cell["J_oracle"] - cell["J_ref"]) if cell["defined"] else None
@@ -185,15 +285,16 @@ def _aggregate(result: TabularScores) -> None:
                     a: (float(point[a][0]), float(interval[a][0, 0]), float(interval[a][1, 0])) for a in per
                 }
             agents = list(matrices)
-            # P(y > x) = 1 - P(x > y) (ties count one half): one estimate per unordered pair.
-            pairs = {f"{x}|{y}": (matrices[x], matrices[y]) for i, x in enumerate(agents) for y in agents[i + 1 :]}
+            # P(y > x) = 1 - P(x > y) (ties count one half): one estimate per unordered pair,
+            # keyed by the pair itself (labels may hold any character)
+            pairs = {(x, y): (matrices[x], matrices[y]) for i, x in enumerate(agents) for y in agents[i + 1 :]}
             if pairs:
                 point, interval = rly.get_interval_estimates(
                     pairs, metrics.probability_of_improvement, reps=IMPROVEMENT_REPS,
                     random_state=np.random.RandomState(0),
                 )
                 for key in pairs:
-                    x, y = key.split("|")
+                    x, y = key
                     p = float(np.asarray(point[key]).reshape(-1)[0])
                     low, high = (float(v) for v in np.asarray(interval[key]).reshape(-1)[:2])
                     result.improvement[(x, y)] = (p, low, high)
@@ -221,18 +322,18 @@ def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> list[st
         lines += [
             f"{len(undefined)} of {len(scores.cells)} (objective, seed) cells have no normalized "
             "score: the validation oracle's sequence did not beat the reference preset on test "
-            "(" + ", ".join(f"{c['objective']}/{c['seed']}" for c in undefined) + "). The "
+            "(" + ", ".join(f"{markdown_text(c['objective'])}/{c['seed']}" for c in undefined) + "). The "
             "aggregates compare every agent on the same cells, so the objectives "
-            f"{left_out} are left out of them (their tables below still show J and regret).",
+            f"{markdown_text(left_out)} are left out of them (their tables below still show J and regret).",
             "",
         ]
     if scores.iqm:
-        lines += ["| agent | IQM normalized score | " + " | ".join(scores.iqm_by_objective) + " |",
+        lines += ["| agent | IQM normalized score | " + " | ".join(map(markdown_text, scores.iqm_by_objective)) + " |",
                   "|---|---|" + "---|" * len(scores.iqm_by_objective)]
         for agent, (point, low, high) in sorted(scores.iqm.items(), key=lambda kv: -kv[1][0]):
             per = [scores.iqm_by_objective[o].get(agent) for o in scores.iqm_by_objective]
             shown = " | ".join(f"{p[0]:.3f} [{p[1]:.3f}, {p[2]:.3f}]" if p else "-" for p in per)
-            lines.append(f"| {agent} | {point:.3f} [{low:.3f}, {high:.3f}] | {shown} |")
+            lines.append(f"| {markdown_text(agent)} | {point:.3f} [{low:.3f}, {high:.3f}] | {shown} |")
         lines.append("")
     lines += [
         "Per objective, means over seeds (test split): the oracle (the validation oracle's "
@@ -247,7 +348,7 @@ def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> list[st
     for objective, cells in by_objective.items():
         statics = sorted({c["static"] for c in cells})
         lines += [
-            f"### {objective}",
+            f"### {markdown_text(objective)}",
             "",
             "| row | final J (test) | regret | normalized |",
             "|---|---|---|---|",
@@ -264,7 +365,7 @@ def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> list[st
         for agent, runs in agents.items():
             normalized = [r["normalized"] for r in runs if r["normalized"] is not None]
             lines.append(
-                f"| {agent} | {_mean([r['J'] for r in runs]):.4g} | {_mean([r['regret'] for r in runs]):.4g} | "
+                f"| {markdown_text(agent)} | {_mean([r['J'] for r in runs]):.4g} | {_mean([r['regret'] for r in runs]):.4g} | "
                 f"{(_mean(normalized) if normalized else math.nan):.3f} |"
             )
         value_test = _mean([c["J_oracle"] - c["J_static"] for c in cells])
@@ -278,13 +379,13 @@ def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> list[st
     if scores.improvement:
         agents = sorted({x for x, _ in scores.improvement})
         lines += ["Probability of improvement P(row > column) [95% interval]:", "",
-                  "| | " + " | ".join(agents) + " |", "|---|" + "---|" * len(agents)]
+                  "| | " + " | ".join(map(markdown_text, agents)) + " |", "|---|" + "---|" * len(agents)]
         for x in agents:
             cells_ = []
             for y in agents:
                 p = scores.improvement.get((x, y))
                 cells_.append("-" if p is None else f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]")
-            lines.append(f"| {x} | " + " | ".join(cells_) + " |")
+            lines.append(f"| {markdown_text(x)} | " + " | ".join(cells_) + " |")
         lines.append("")
     for title, path in plots.items():
         lines += [f"![{title}]({path})", ""]
@@ -306,7 +407,7 @@ def plot_scores(scores: TabularScores, out_dir: str | os.PathLike[str]) -> dict[
     ax = fig.add_subplot()
     points = [scores.iqm[a][0] for a in order]
     errors = np.array([[scores.iqm[a][0] - scores.iqm[a][1], scores.iqm[a][2] - scores.iqm[a][0]] for a in order]).T
-    ax.barh(order, points, xerr=errors, color="tab:blue", alpha=0.7, capsize=3)
+    ax.barh([plain_text(a) for a in order], points, xerr=errors, color="tab:blue", alpha=0.7, capsize=3)
     ax.axvline(1.0, color="black", linestyle="--", linewidth=1, label="oracle")
     ax.axvline(0.0, color="gray", linestyle=":", linewidth=1, label=f"reference ({scores.reference})")
     ax.set_xlabel("IQM of the normalized score (test split), 95% stratified bootstrap")
@@ -314,7 +415,7 @@ def plot_scores(scores: TabularScores, out_dir: str | os.PathLike[str]) -> dict[
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     paths["normalized score"] = out_dir / "tabular__normalized_score.png"
-    fig.savefig(paths["normalized score"])
+    save_figure(fig, paths["normalized score"])
 
     if scores.profiles:
         fig = Figure(figsize=(6.4, 4.0), dpi=100)
@@ -322,7 +423,7 @@ def plot_scores(scores: TabularScores, out_dir: str | os.PathLike[str]) -> dict[
         ax = fig.add_subplot()
         tau = scores.profiles["tau"]
         for agent in order[::-1]:
-            ax.plot(tau, scores.profiles[agent], label=agent)
+            ax.plot(tau, scores.profiles[agent], label=plain_text(agent))
         ax.set_xlabel("normalized score tau")
         ax.set_ylabel("fraction of runs with score > tau")
         ax.set_title("Performance profiles (test split)")
@@ -330,8 +431,25 @@ def plot_scores(scores: TabularScores, out_dir: str | os.PathLike[str]) -> dict[
         ax.legend(fontsize="small")
         fig.tight_layout()
         paths["performance profiles"] = out_dir / "tabular__profiles.png"
-        fig.savefig(paths["performance profiles"])
+        save_figure(fig, paths["performance profiles"])
     return paths
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Save a Matplotlib figure as PNG atomically (:func:`benchmarks.results.write_atomic`)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return write_atomic(path, buffer.getvalue())
+
+
+def markdown_text(text: Any) -> str:
+    """``text`` for one Markdown table cell or line: ``|`` escaped, no line breaks."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def plain_text(text: Any) -> str:
+    """``text`` shown as written by Matplotlib (a ``$`` would start math mode)."""
+    return str(text).replace("$", r"\$")
 
 
 def _mean(values: Sequence[float]) -> float:

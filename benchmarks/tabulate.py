@@ -30,20 +30,30 @@ transaction per unit; a kill at any moment loses at most the units in flight.
 ``resume=True`` skips the units already stored. Every unit runs ``threads`` torch
 threads whatever the number of workers, so a resumed or parallel build equals an
 uninterrupted one in every column but the wall-clock seconds.
+
+Before it creates anything, a build checks its size (at most ``max_nodes`` nodes,
+default :data:`MAX_NODES`; the refusal gives the count and an estimated time), the
+output path (a file name in an existing folder; no file of the names a build uses,
+``<out>.tmp`` and SQLite's ``<out>-journal``, ``-wal`` and ``-shm``, unless it resumes)
+and starts the backend (a Ray address that does not answer within ``ray_timeout``
+seconds is an error). Only then does it take the lock ``<out>.lock`` (see
+:class:`benchmarks.results.OutputLock`) and create the file.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import logging
+import math
 import multiprocessing as mp
 import os
 import queue as queue_module
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +62,13 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 import lossagent_env
-from benchmarks.backends import BACKENDS, die_with_parent, import_ray, start_ray
+from benchmarks.backends import (
+    RAY_CONNECT_TIMEOUT_S,
+    check_backend,
+    die_with_parent,
+    import_ray,
+    start_ray,
+)
 from benchmarks.errors import BenchmarkError, RunsFailedError
 from benchmarks.results import OutputLock
 from benchmarks.suite import (
@@ -81,7 +97,6 @@ from lossagent_env.tabular.build import (
 )
 from lossagent_env.tabular.format import (
     NodeRecord,
-    TableFormatError,
     connect_readonly,
     create_table,
     done_units,
@@ -91,16 +106,34 @@ from lossagent_env.tabular.format import (
 from lossagent_env.wrappers import resolve_presets
 
 __all__ = [
+    "MAX_NODES",
+    "SECONDS_PER_NODE",
     "TableModel",
     "TabulateError",
     "TabulateResult",
     "UnitFailure",
     "UnitsFailedError",
     "load_table_spec",
+    "table_nodes",
     "tabulate",
 ]
 
 logger = logging.getLogger(__name__)
+
+MAX_NODES = 100_000
+"""Most nodes a build starts unless ``max_nodes`` (``--max-nodes``) allows more: about
+11 hours with 2 workers at :data:`SECONDS_PER_NODE`."""
+
+SECONDS_PER_NODE = 0.8
+"""Measured cost of one node of the shipped table (the smoke env, 40 training iterations,
+the panel on two splits of 3 x 128 px) per worker on 2 cores; time estimates scale it
+by ``stage_iters / 40``."""
+
+_REFERENCE_STAGE_ITERS = 40
+
+SIDE_FILES = (".tmp", "-journal", "-wal", "-shm")
+"""Suffixes of the files a new table ``<out>`` may create beside it: its temporary file
+and SQLite's journals. A new build refuses to start where one of them exists."""
 
 
 class TabulateError(BenchmarkError):
@@ -284,59 +317,201 @@ def tabulate(
     resume: bool = False,
     progress: bool = True,
     ray_address: str | None = None,
+    ray_timeout: float = RAY_CONNECT_TIMEOUT_S,
+    max_nodes: int | None = MAX_NODES,
 ) -> TabulateResult:
     """Build (or finish) the table of ``spec`` in the file ``out``.
 
     Args:
         spec: A :class:`TableSpec`, or a suite name or file with a ``[table]`` section.
-        out: The table file; must not exist unless ``resume``.
+        out: The table file; must not exist unless ``resume``. Its folder must exist.
         workers: Units computed at once (processes for ``local``; for ``ray``, the size
             of the local cluster started when none is running and no address given).
         backend: ``"local"`` or ``"ray"``.
         resume: Finish the table in ``out``: its header must match ``spec``.
         progress: Show a progress bar (nodes done, nodes/s, time left) on stderr.
-        ray_address: Address of a Ray cluster; None starts a local one.
+        ray_address: Address of a Ray cluster (``backend="ray"`` only); None starts a
+            local one.
+        ray_timeout: Seconds to wait for the Ray cluster at ``ray_address``.
+        max_nodes: Most nodes the table may have (:data:`MAX_NODES`); None for no limit.
 
     Returns:
         A :class:`TabulateResult`.
 
     Raises:
-        ValueError: ``workers`` or ``backend`` is not allowed.
-        TabulateError: ``out`` exists without ``resume``; with ``resume``, it is not a
+        ValueError: ``workers``, ``backend``, ``ray_address`` or ``max_nodes`` is not
+            allowed.
+        TabulateError: The table has more than ``max_nodes`` nodes; ``out`` is a folder,
+            or its folder does not exist; ``out`` exists without ``resume`` (or one of
+            :data:`SIDE_FILES` beside it); with ``resume``, it does not exist, is not a
             table or its header differs from ``spec`` (the message says where); or
             some units failed (after every other unit is stored).
+        BenchmarkError: The Ray cluster does not answer, or the lock is refused.
     """
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers={workers!r} is not allowed. Allowed: an integer >= 1")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not allowed. Allowed: {BACKENDS}")
+    check_backend(backend, ray_address)
+    if max_nodes is not None and (not isinstance(max_nodes, int) or isinstance(max_nodes, bool) or max_nodes < 1):
+        raise ValueError(f"max_nodes={max_nodes!r} is not allowed. Allowed: an integer >= 1, or None")
     if not isinstance(spec, TableSpec):
         spec = load_table_spec(spec)
     out = Path(out)
     t0 = time.perf_counter()
-    if out.exists() and not resume:
+    _check_size(spec, workers, max_nodes)
+    _check_out(out, resume)
+    header = table_header(spec, cached_build_env(spec))
+    with _backend_up(backend, ray_address, workers * spec.threads, ray_timeout):
+        lock = OutputLock.for_file(out, "lossagent tabulate").acquire()
+        try:
+            if resume:
+                _check_resumable(out, header)
+            else:
+                create_table(out, header)
+            return _build(spec, out, db_path=out, workers=workers, backend=backend,
+                          progress=progress, t0=t0)
+        finally:
+            lock.release()
+
+
+def table_nodes(spec: TableSpec) -> int:
+    """Nodes of a table: ``len(seeds) * (1 + K + K**2 + ... + K**T)``."""
+    k, t = spec.n_presets, spec.stages
+    return len(spec.seeds) * (t + 1 if k == 1 else (k ** (t + 1) - 1) // (k - 1))
+
+
+def _log10_nodes(spec: TableSpec) -> float:
+    """``log10(table_nodes(spec))``, closely enough, without counting a huge table."""
+    k, t = spec.n_presets, spec.stages
+    per_seed = math.log10(t + 1) if k == 1 else (t + 1) * math.log10(k) - math.log10(k - 1)
+    return math.log10(len(spec.seeds)) + per_seed
+
+
+def _check_size(spec: TableSpec, workers: int, max_nodes: int | None) -> None:
+    """Refuse a table of more than ``max_nodes`` nodes, with its count and an estimated time."""
+    if max_nodes is None:
+        return
+    log10_nodes = _log10_nodes(spec)
+    exact = log10_nodes < 1000  # counted exactly (a few thousand bits at most)
+    nodes = table_nodes(spec) if exact else None
+    if nodes is not None and nodes <= max_nodes:
+        return
+    iters = spec.env_kwargs.get("stage_iters", EnvConfig.stage_iters)
+    if not isinstance(iters, (int, float)) or isinstance(iters, bool) or not 0 < iters < math.inf:
+        iters = EnvConfig.stage_iters  # a bad value is refused when the env is made
+    per_node = SECONDS_PER_NODE * iters / _REFERENCE_STAGE_ITERS
+    log10_seconds = log10_nodes + math.log10(per_node / workers)
+    count = f"{nodes:,} nodes ({nodes:.3g})" if nodes is not None and log10_nodes < 30 else (
+        f"about 10^{log10_nodes:.0f} nodes"
+    )
+    raise TabulateError(
+        f"The table has {count}: {len(spec.seeds)} seed(s) x (1 + K + ... + K^T) with K = "
+        f"{spec.n_presets} presets and T = {spec.stages} stages; the limit is {max_nodes:,}. "
+        f"Estimated build time: {_duration(log10_seconds)} with {workers} worker(s) (a rough "
+        f"estimate: {per_node:.2g} s per node and worker, the shipped table's measured cost "
+        f"scaled to stage_iters = {iters}). Reduce stages, presets or seeds, or pass "
+        f"--max-nodes {nodes if nodes is not None and log10_nodes < 30 else 'N'} to build it anyway."
+    )
+
+
+def _duration(log10_seconds: float) -> str:
+    """``log10(3725.0)`` -> ``"1.03 hours"``: a duration in the largest unit that fits."""
+    year = 365.25 * 86400
+    if log10_seconds - math.log10(year) >= 6:
+        return f"about 10^{log10_seconds - math.log10(year):.0f} years"
+    seconds = 10**log10_seconds
+    for unit, size in (("years", year), ("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} seconds"
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    """Refuse an ``out`` a build cannot use, with a message that says what will work."""
+    folder = out.parent
+    if out.is_dir():
+        raise TabulateError(
+            f"--out {str(out)!r} is a folder; --out is the table file to write, e.g. "
+            f"{str(out / 'table.sqlite')!r}."
+        )
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise TabulateError(
+            f"Cannot write the table {str(out)!r}: its folder {str(folder)!r} {what}. Create the "
+            "folder, or choose another --out."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TabulateError(
+            f"Cannot write the table {str(out)!r}: the folder {str(folder)!r} is not writable. "
+            "Choose an --out in a folder you can write."
+        )
+    if resume:
+        if not out.exists():
+            dangling = " (a symbolic link to a missing file)" if out.is_symlink() else ""
+            raise TabulateError(
+                f"Cannot resume: {str(out)!r} does not exist{dangling}. Start without --resume "
+                "to build a new table."
+            )
+        return
+    if out.is_symlink() and not out.exists():
+        raise TabulateError(
+            f"--out {str(out)!r} is a symbolic link to a missing file. Remove the link, or "
+            "choose another --out."
+        )
+    if out.exists():
+        problem = _not_a_table(out)
+        if problem:
+            raise TabulateError(
+                f"{str(out)!r} already exists and is not a table ({problem}); a build never "
+                "overwrites a file. Move it away, or choose another --out."
+            )
         raise TabulateError(
             f"{str(out)!r} already exists. Pass --resume to finish the table in it, or "
             "choose another --out."
         )
-    if resume and not out.is_file():
-        raise TabulateError(f"Cannot resume: {str(out)!r} does not exist. Start without --resume.")
-    header = table_header(spec, cached_build_env(spec))
-    lock = OutputLock.for_file(out, "lossagent tabulate").acquire()
+    for suffix in SIDE_FILES:
+        side = Path(f"{out}{suffix}")
+        if side.exists() or side.is_symlink():
+            raise TabulateError(
+                f"{str(side)!r} exists; a new table {str(out)!r} would use that name for its "
+                "own file. Move it away, or choose another --out."
+            )
+
+
+def _not_a_table(path: Path) -> str | None:
+    """Why ``path`` is not a table that ``resume`` can finish, or None if it is one."""
+    if not path.is_file():
+        return "not a regular file"
     try:
-        if resume:
-            _check_resumable(out, header)
-        else:
-            create_table(out, header)
-        return _build(spec, out, db_path=out, workers=workers, backend=backend,
-                      progress=progress, ray_address=ray_address, t0=t0)
+        db = connect_readonly(path)
+    except (OSError, sqlite3.Error) as e:
+        return str(e)
+    try:
+        read_header(db, source=repr(str(path)))
+    except (ValueError, sqlite3.Error) as e:  # TableFormatError, or a damaged header
+        return str(e)
     finally:
-        lock.release()
+        db.close()
+    return None
+
+
+@contextlib.contextmanager
+def _backend_up(backend: str, ray_address: str | None, cpus: int, timeout: float) -> Iterator[None]:
+    """Start (and at the end stop) what ``backend`` needs: nothing, or Ray."""
+    if backend != "ray":
+        yield
+        return
+    ray = import_ray()
+    started_here = start_ray(ray_address, cpus, timeout=timeout)
+    try:
+        yield
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def _build(
     spec: TableSpec, out: Path, *, db_path: Path, workers: int, backend: str, progress: bool,
-    ray_address: str | None, t0: float,
+    t0: float,
 ) -> TabulateResult:
     db = sqlite3.connect(db_path)
     try:
@@ -356,7 +531,15 @@ def _build(
         )
 
         def store(seed: int, first: int, records: list[NodeRecord]) -> None:
-            write_unit(db, seed, first, records)
+            try:
+                write_unit(db, seed, first, records)
+            except sqlite3.IntegrityError as e:
+                raise TabulateError(
+                    f"Cannot store unit (seed {seed}, first preset {first}) in {str(out)!r}: some "
+                    f"of its nodes are stored already ({e}), so another process writes this table "
+                    "too (through another path to the same file, e.g. a hard link). Let one build "
+                    "end (or stop both), then finish with --resume."
+                ) from None
             result.computed += 1
             result.nodes += len(records)
 
@@ -365,7 +548,7 @@ def _build(
 
         try:
             if backend == "ray":
-                failures = _run_ray(spec, pending, store, tick, workers, ray_address)
+                failures = _run_ray(spec, pending, store, tick)
             elif workers == 1:
                 failures = _run_inline(spec, pending, store, tick)
             else:
@@ -387,11 +570,15 @@ def _build(
 
 
 def _check_resumable(out: Path, header: dict[str, Any]) -> None:
+    problem = _not_a_table(out)
+    if problem:
+        raise TabulateError(
+            f"Cannot resume {str(out)!r}: it is not a table that a build can finish ({problem}). "
+            "Build a new table with another --out (without --resume)."
+        )
     db = connect_readonly(out)
     try:
         stored = read_header(db, source=repr(str(out)))
-    except TableFormatError as e:
-        raise TabulateError(f"Cannot resume: {e}") from e
     finally:
         db.close()
     changed = header_differences(stored, header)
@@ -489,38 +676,27 @@ def _ray_unit(spec: TableSpec, seed: int, first: int, ticks: Any) -> list[NodeRe
     return compute_unit(spec, seed, first, on_node=lambda _: ticks.put(1))
 
 
-def _run_ray(
-    spec: TableSpec,
-    pending: list[tuple[int, int]],
-    store: Store,
-    tick: Tick,
-    workers: int,
-    address: str | None,
-) -> list[UnitFailure]:
+def _run_ray(spec: TableSpec, pending: list[tuple[int, int]], store: Store, tick: Tick) -> list[UnitFailure]:
+    """Compute ``pending`` as Ray tasks of ``spec.threads`` CPUs each (Ray is up)."""
     ray = import_ray()
     from ray.util.queue import Queue
 
     if not pending:
         return []
-    started_here = start_ray(address, workers * spec.threads)
-    try:
-        ticks = Queue()
-        task = ray.remote(num_cpus=spec.threads)(_ray_unit)
-        refs = {task.remote(spec, seed, first, ticks): (seed, first) for seed, first in pending}
-        failures: list[UnitFailure] = []
-        while refs:
-            ready, _ = ray.wait(list(refs), timeout=0.2, num_returns=1)
-            _drain(ticks, tick)
-            for ref in ready:
-                seed, first = refs.pop(ref)
-                try:
-                    records = ray.get(ref)
-                except Exception as e:  # the unit raised, or its worker died
-                    failures.append(_failure(seed, first, e))
-                    continue
-                store(seed, first, records)
+    ticks = Queue()
+    task = ray.remote(num_cpus=spec.threads)(_ray_unit)
+    refs = {task.remote(spec, seed, first, ticks): (seed, first) for seed, first in pending}
+    failures: list[UnitFailure] = []
+    while refs:
+        ready, _ = ray.wait(list(refs), timeout=0.2, num_returns=1)
         _drain(ticks, tick)
-        return failures
-    finally:
-        if started_here:
-            ray.shutdown()
+        for ref in ready:
+            seed, first = refs.pop(ref)
+            try:
+                records = ray.get(ref)
+            except Exception as e:  # the unit raised, or its worker died
+                failures.append(_failure(seed, first, e))
+                continue
+            store(seed, first, records)
+    _drain(ticks, tick)
+    return failures

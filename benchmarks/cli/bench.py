@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.backends import check_backend
 from benchmarks.cli.common import EXIT_OK, Formatter, UsageError, parse_seeds
+from benchmarks.results import SUITE_FILE
 
 __all__ = ["register"]
 
@@ -64,17 +66,38 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 
+def _existing_out(out: str) -> str:
+    """Why an existing ``--out`` cannot start a benchmark, and what will work."""
+    if not os.path.isdir(out):
+        return f"--out {out!r} exists and is not a folder; --out is a new folder for the benchmark. Choose another --out."
+    if not os.path.isfile(os.path.join(out, SUITE_FILE)):
+        return (
+            f"--out {out!r} already exists and is not the folder of a benchmark (it has no "
+            f"{SUITE_FILE}). Choose another --out."
+        )
+    return (
+        f"--out {out!r} already exists. Pass --resume to continue the benchmark in it, "
+        "or choose another --out."
+    )
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.runner import run_suite, stored_suite
-    from benchmarks.suite import load_suite
+    from benchmarks.suite import load_suite, safe_name
 
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers} is not allowed. Allowed: an integer >= 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads} is not allowed. Allowed: an integer >= 1")
+    check_backend(args.backend, args.ray_address)
     if args.resume:
         if args.out is None:
             raise UsageError("--resume needs --out DIR: the benchmark directory to continue.")
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise UsageError(
+                f"--resume: {args.out!r} is a file, not the folder of a benchmark. Give that "
+                "folder, or start a new benchmark with another --out."
+            )
         if not Path(args.out).is_dir():
             raise UsageError(f"--resume: {args.out!r} does not exist. Start a benchmark without --resume.")
         suite = stored_suite(args.out) if args.suite is None else load_suite(args.suite)
@@ -90,12 +113,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         suite = load_suite(args.suite or "smoke")
     if args.suite is not None or not args.resume:
         suite = _apply_overrides(suite, args)
-    out = args.out or os.path.join("runs", f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if not args.resume and os.path.exists(out):
-        raise UsageError(
-            f"--out {out!r} already exists. Pass --resume to continue the benchmark in it, "
-            "or choose another --out."
-        )
+    # the suite's name is free text: made safe before it becomes a folder name
+    out = args.out or os.path.join("runs", f"{safe_name(suite.name)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if not args.resume and os.path.lexists(out):
+        raise UsageError(_existing_out(out))
     from tqdm import tqdm
 
     n_runs = len(suite.agents) * len(suite.objectives) * len(suite.seeds)
@@ -132,7 +153,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    from benchmarks.report import read_summary
+    from benchmarks.report import llm_time, llm_time_line, read_summary
+    from benchmarks.results import RESULTS, read_rows
 
     summary = read_summary(Path(out) / "summary.csv")
     for row in summary:
@@ -141,6 +163,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"[{row['final_ci_low']:.4g}, {row['final_ci_high']:.4g}]  best {row['best_mean']:.4g}  "
             f"wall {row['wall_s_mean']:.1f}s"
         )
+    figures = llm_time(read_rows(Path(out) / RESULTS))
+    if figures is not None:
+        print(f"lossagent bench: {llm_time_line(figures)}")
     print(
         f"lossagent bench: {len(result.executed)} runs executed, {len(result.skipped)} already "
         f"complete, in {result.wall_s:.1f} s. Report: {Path(out) / 'report.md'}; "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 
 from benchmarks.cli.common import EXIT_OK, Formatter, UsageError
@@ -33,5 +32,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out!r} is not a folder of a benchmark.")
     with OutputLock(args.out, "lossagent report"):  # not while a benchmark writes there
         paths = build_report(args.out)
-    print(f"lossagent report: wrote {paths['summary']}, {paths['report']} and {len(paths) - 2} plots")
+    plots = sum(path.suffix == ".png" for path in paths.values())
+    print(f"lossagent report: wrote {paths['summary']}, {paths['report']} and {plots} plots")
     return EXIT_OK

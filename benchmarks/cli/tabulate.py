@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import textwrap
 
+from benchmarks.backends import RAY_CONNECT_TIMEOUT_S
 from benchmarks.cli.common import EXIT_OK, Formatter, UsageError
 
 __all__ = ["register"]
@@ -35,17 +37,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="the table file to write (.sqlite)")
     parser.add_argument("--workers", type=int, default=1, help="units computed at once [default: 1]")
     parser.add_argument("--backend", choices=("local", "ray"), default="local", help="[default: local]")
-    parser.add_argument("--ray-address", default=None, help="Ray cluster address [default: a local one]")
+    parser.add_argument(
+        "--ray-address", default=None,
+        help="Ray cluster address, with --backend ray only [default: start a local cluster]",
+    )
+    parser.add_argument(
+        "--ray-timeout", type=float, default=None, metavar="SECONDS",
+        help=f"give up on a --ray-address that does not answer within SECONDS [default: "
+        f"{RAY_CONNECT_TIMEOUT_S:g}]",
+    )
+    parser.add_argument(
+        "--max-nodes", type=int, default=None, metavar="N",
+        help="allow tables of up to N nodes; a larger table is refused before anything is "
+        "created, with its size and an estimated build time [default: "
+        "benchmarks.tabulate.MAX_NODES, about 11 hours of building with 2 workers]",
+    )
     parser.add_argument("--resume", action="store_true", help="finish the table in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=_cmd_tabulate)
 
 
 def _cmd_tabulate(args: argparse.Namespace) -> int:
+    from benchmarks.backends import check_backend
     from benchmarks.tabulate import load_table_spec, tabulate
 
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers} is not allowed. Allowed: an integer >= 1")
+    if args.max_nodes is not None and args.max_nodes < 1:
+        raise UsageError(f"--max-nodes {args.max_nodes} is not allowed. Allowed: an integer >= 1")
+    if args.ray_timeout is not None and not 0 < args.ray_timeout < math.inf:
+        raise UsageError(f"--ray-timeout {args.ray_timeout} is not allowed. Allowed: seconds > 0")
+    if args.ray_timeout is not None and args.ray_address is None:
+        raise UsageError("--ray-timeout is the wait for a --ray-address; give one, or leave out --ray-timeout.")
+    check_backend(args.backend, args.ray_address)
     spec = load_table_spec(args.suite)
     spec.command = shlex.join(["lossagent", *sys.argv[1:]]) if sys.argv[1:2] == ["tabulate"] else (
         f"lossagent tabulate --suite {args.suite} --out {args.out}"
@@ -53,6 +77,8 @@ def _cmd_tabulate(args: argparse.Namespace) -> int:
     result = tabulate(
         spec, args.out, workers=args.workers, backend=args.backend, resume=args.resume,
         progress=not args.no_progress, ray_address=args.ray_address,
+        ray_timeout=RAY_CONNECT_TIMEOUT_S if args.ray_timeout is None else args.ray_timeout,
+        **({} if args.max_nodes is None else {"max_nodes": args.max_nodes}),
     )
     print(
         f"{result.out}: {result.units} units ({result.skipped} already stored, "

@@ -209,7 +209,8 @@ def test_existing_out_without_resume_is_refused(tmp_path: Path, suite_file: Path
     out.mkdir()
     assert main(["bench", "--suite", str(suite_file), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "already exists" in err and "--resume" in err
+    # a folder that holds no benchmark cannot be resumed either: only another --out works
+    assert "already exists and is not the folder of a benchmark" in err and "--resume" not in err
     assert list(out.iterdir()) == []
 
 

@@ -271,3 +271,95 @@ def test_a_second_process_on_a_running_out_is_refused_and_loses_nothing(capsys, 
     assert main(["bench", "--resume", "--out", str(out)]) == 0
     assert "0 runs executed, 4 already complete" in capsys.readouterr().out
     assert json.loads((out / "suite.json").read_text())["name"] == "misuse"
+
+
+
+# ---------------------------------------------------------------- lossagent run on a table
+def _lossagent(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The real command line in a fresh process."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def _refused(result: subprocess.CompletedProcess, *expected: str) -> str:
+    lines = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("lossagent run: error: "), result.stderr
+    for part in expected:
+        assert part in lines[0], result.stderr
+    return lines[0]
+
+
+TABLE_RUN = ["run", "--env", "LossAgent/Tabular-v0", "--set", "table=smoke"]
+
+
+def test_run_on_a_shipped_table_as_documented_plays_the_whole_table(tmp_path):
+    out = tmp_path / "run"
+    result = _lossagent(*TABLE_RUN, "--agent", "ucb", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ucb on LossAgent/Tabular-v0 (psnr), seed 0: final J" in result.stdout
+    rows = read_rows(out / RESULTS)
+    assert [r["stage"] for r in rows] == [1, 2, 3, 4]  # the table's depth
+    assert {r["max_stages"] for r in rows} == {4}
+
+
+def test_run_on_a_table_refuses_training_iterations(tmp_path):
+    result = _lossagent(*TABLE_RUN, "--iters", "999", "--out", str(tmp_path / "run"), cwd=tmp_path)
+    _refused(result, "--iters 999: the table fixes it at 40")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--device", "cuda"], "--device cuda: the table fixes it at 'cpu'"),
+        (["--set", "patch_size=48"], "--set patch_size=...: the table fixes patch_size at 32"),
+        (["--set", 'dataset="div2k"'], "the table fixes dataset at 'skimage'"),
+        (["--stages", "5"], "--stages 5 is not allowed. Allowed: an integer in [1, 4]"),
+        (["--seed", "99"], "--seed 99 is not in the table. Allowed: its seeds [0, 1, 2"),
+        (["--agent", "fixed", "--agent-arg", "presett=edges"], "Known: ['initial_weights', 'preset', 'weights']"),
+        (["--agent", "ppo", "--agent-arg", "batch_size=1"], "PPOAgent: batch_size=1"),
+        (["--agent", "ppo", "--agent-arg", "learning_rate=-1"], "PPOAgent(learning_rate=-1)"),
+        (["--agent", "ppo", "--agent-arg", 'train_seeds="12"'], "PPOAgent(train_seeds='12')"),
+        (["--agent", "random", "--agent-arg", 'alpha="x"'], "RandomAgent(alpha='x')"),
+        (["--agent", "ucb", "--agent-arg", 'presets="pixel"'], "UCBAgent(presets='pixel')"),
+        (["--agent", "egreedy", "--agent-arg", "epsilon=2"], "EpsilonGreedyAgent(epsilon=2)"),
+    ],
+)
+def test_run_on_a_table_refuses_what_the_table_fixes_and_bad_agent_arguments(args, expected, capsys, tmp_path):
+    code = main([*TABLE_RUN, *args, "--out", str(tmp_path / "run")])
+    _one_line_error(capsys, code, expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_on_a_table_without_a_table_says_how_to_name_one(capsys):
+    code = main(["run", "--env", "LossAgent/Tabular-v0"])
+    _one_line_error(capsys, code, "needs --set table=NAME_OR_PATH. Shipped tables: ['smoke']")
+
+
+def test_run_on_a_table_accepts_the_table_s_own_settings(capsys):
+    assert main([*TABLE_RUN, "--agent", "random", "--iters", "40", "--device", "cpu", "--stages", "2",
+                 "--seed", "3"]) == 0
+    assert "random on LossAgent/Tabular-v0 (psnr), seed 3: final J" in capsys.readouterr().out
+
+
+def test_run_fixed_with_a_preset_argument(tmp_path):
+    result = _lossagent(*TABLE_RUN, "--agent", "fixed", "--agent-arg", "preset=edges", "--out",
+                        str(tmp_path / "run"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert {r["preset"] for r in read_rows(tmp_path / "run" / RESULTS)} == {"edges"}
+
+
+def test_run_ppo_with_one_step_rollouts_says_why_before_training(tmp_path):
+    result = _lossagent(*TABLE_RUN, "--agent", "ppo", "--agent-arg", "n_steps=1", "--out", str(tmp_path / "run"),
+                        cwd=tmp_path)
+    _refused(result, "PPOAgent: n_steps=1", "n_steps >= 2", "normalize_advantage")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_mistyped_table_env_id_suggests_the_table_env(capsys):
+    code = main(["run", "--env", "LossAgent/Tabular-v1", "--agent", "random"])
+    _one_line_error(capsys, code, "Did you mean 'LossAgent/Tabular-v0'?")

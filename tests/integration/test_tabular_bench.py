@@ -12,7 +12,8 @@ import pytest
 import lossagent_env  # noqa: F401
 from benchmarks.cli import main
 from benchmarks.results import read_rows
-from benchmarks.suite import SuiteError, load_suite_text
+from benchmarks.runner import run_suite
+from benchmarks.suite import SuiteError, load_suite, load_suite_text
 
 SUITE = """\
 name = "tabular-test"
@@ -95,3 +96,33 @@ def test_run_on_a_table(small_table, capsys):
     assert main(["run", "--env", "LossAgent/Tabular-v0", "--set", f'table="{table}"', "--stages", "3",
                  "--seed", "456"]) == 2
     assert "Allowed: an integer in [1, 2]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "old, new, key, expected",
+    [
+        ("stage_iters = 2", "stage_iters = 5", "budget.stage_iters", "built with 2 iterations per stage"),
+        ('table = "{table}" }', 'table = "{table}", device = "cuda" }', "env.kwargs.device",
+         "the table fixes every other env setting"),
+        ('name = "tabular-test"', 'name = "tabular-test"\nrequires_data = true', "requires_data",
+         "a table replay reads no images"),
+    ],
+    ids=["stage-iters", "device", "data"],
+)
+@pytest.mark.parametrize("check_names", [True, False], ids=["load", "run"])
+def test_a_tabular_suite_refuses_what_the_table_fixes(old, new, key, expected, check_names, small_table, tmp_path):
+    table = small_table["path"]
+    old, new = (x.replace("{table}", str(table)) for x in (old, new))
+    text = SUITE.format(table=table, extra="")
+    assert old in text
+    text = text.replace(old, new)
+    path = tmp_path / "fixed_by_table.toml"
+    path.write_text(text)
+    with pytest.raises(SuiteError) as info:
+        suite = load_suite(path, check_names=check_names)
+        run_suite(suite, tmp_path / "out")  # checks the values before creating anything
+    error = info.value
+    assert error.key == key and error.file == str(path) and expected in str(error)
+    line = next(i for i, line in enumerate(text.splitlines(), start=1) if new.split("\n")[-1].split(" = ")[0] in line)
+    assert error.line == line
+    assert not (tmp_path / "out").exists()

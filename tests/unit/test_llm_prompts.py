@@ -182,3 +182,46 @@ def test_validate_answer_clips_fills_and_counts():
     assert [(c["loss"], c["kind"]) for c in corrections] == [("l1", "clipped"), ("ssim", "clipped"), ("gan", "filled")]
     assert corrections[0]["value"] == 1.7 and corrections[3 - 1]["to"] == pytest.approx(0.4)
     json.dumps(corrections)
+
+
+# ---------------------------------------------------------------- prefix reuse
+def _sent_text(model: ScriptedChatModel, k: int) -> str:
+    return "\n".join(str(m.content) for m in model.seen[k])
+
+
+def test_each_decision_extends_the_previous_prompt_up_to_the_progress_line():
+    """Servers that reuse the longest common prefix (llama.cpp) evaluate only the new row."""
+    replies = iter([_tool_reply({"l1": 0.5, "ssim": 0.5, "gradient": 0.1, "gan": 0.0, "rationale": "r"})] * 3)
+    model = ScriptedChatModel(messages=replies)
+    agent = LLMAgent(model)
+    agent.reset(SPEC, seed=0)
+    info = {"metrics": dict(HISTORY[0].metrics), "objective": HISTORY[0].objective, "stage": 0}
+    for record in HISTORY[1:3]:
+        action = agent.act({}, info)
+        info = {"metrics": dict(record.metrics), "objective": record.objective, "stage": record.stage}
+        agent.observe(action, record.reward, {}, info, False, False)
+    agent.act({}, info)
+    for k in (1, 2):
+        before, after = _sent_text(model, k - 1), _sent_text(model, k)
+        shared = before[: before.index(f"\n\nStage {k} of 5 comes next")]
+        assert after.startswith(shared)
+        new = after[len(shared):]
+        assert new.count("\n| ") == 1 and new.endswith("including this one).")
+        assert "## Your answer" not in new and "## Loss repository" not in new
+
+
+def test_the_schema_names_the_losses_once_and_caps_the_rationale():
+    model = ScriptedChatModel(messages=iter([]))
+    agent = LLMAgent(model, rationale_chars=80)
+    agent.reset(SPEC, seed=0)
+    js = agent._schema.model_json_schema()
+    assert js["properties"]["rationale"]["maxLength"] == 80
+    for loss, description in SPEC.descriptions.items():
+        assert description.split(".")[0] not in js["properties"][loss]["description"]
+        assert f"'{loss}'" in js["properties"][loss]["description"]
+    system = agent.messages()[0].content
+    for description in SPEC.descriptions.values():
+        assert system.count(description) == 1
+    for bad in (0, -5, 2.5, True, "80"):
+        with pytest.raises(ValueError, match=f"rationale_chars={bad!r}"):
+            LLMAgent(model, rationale_chars=bad)

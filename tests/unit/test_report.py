@@ -12,6 +12,8 @@ from benchmarks.report import (
     SUMMARY_COLUMNS,
     bootstrap_ci,
     build_report,
+    llm_time,
+    llm_time_line,
     read_summary,
     summarize,
 )
@@ -160,3 +162,23 @@ def test_an_unmeasured_stage_never_turns_a_row_into_nan(rows, tmp_path):
     build_report(out)
     assert "nan" not in (out / "report.md").read_text().lower()
     assert read_summary(out / "summary.csv")[0]["unmeasured"] in (0, 2)
+
+
+def test_llm_time_is_the_median_decision_and_its_share_of_the_runs_wall_time(tmp_path: Path):
+    rows = [_row("fixed", "psnr", 0, stage, 20.0 + stage) for stage in (1, 2, 3)]
+    assert llm_time(rows) is None
+    latencies = {1: 0.5, 2: 1.0, 3: 3.0}
+    rows += [_row("llm", "psnr", 0, stage, 20.0 + stage, latency_s=latencies[stage]) for stage in (1, 2, 3)]
+    rows += [_row("llm", "psnr", 1, 1, 20.0, latency_s=0.7, fallback=True)]  # a run cut short
+    figures = llm_time(rows)
+    assert figures.decisions == 4
+    assert figures.median_s == pytest.approx(0.85)
+    assert figures.total_s == pytest.approx(5.2)
+    # run walls: fixed/0 4.5 s, llm/0 4.5 s, llm/1 1.5 s (the last stage's wall_s of each run)
+    assert figures.run_wall_s == pytest.approx(10.5)
+    assert figures.share == pytest.approx(5.2 / 10.5)
+    line = llm_time_line(figures)
+    assert "LLM decisions: 4, median 0.85 s" in line and "50% of the runs' wall time" in line
+    with open(tmp_path / "results.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    assert line in build_report(tmp_path)["report"].read_text()

@@ -148,6 +148,28 @@ def test_duplicate_agent_label_is_an_error():
     assert error.key == "agents[1]" and "duplicate agent label 'fixed'" in str(error)
 
 
+def test_agent_labels_that_clash_in_file_names_are_an_error():
+    # both would name their runs (rows, TensorBoard folders) "...__ucb-fast__..."
+    text = TINY.replace('name = "fixed"', 'name = "ucb"\nlabel = "ucb/fast"').replace(
+        'label = "rand"', 'label = "ucb-fast"'
+    )
+    error = _error(text)
+    assert error.key == "agents[1].label" and error.line == _line_of(text, 'label = "ucb-fast"')
+    assert "'ucb-fast'" in str(error) and "'ucb/fast'" in str(error) and "agents[0]" in str(error)
+
+
+@pytest.mark.parametrize(
+    "label, safe",
+    [("psnr", "psnr"), ("LossAgent/JPEG-v0", "LossAgent-JPEG-v0"), ("../../x", "---..-x"),
+     ("..", "--"), (".hidden", "-hidden"), ("", "-"), ("a b|c", "a-b-c")],
+)
+def test_safe_name_keeps_a_label_inside_its_folder(label, safe, tmp_path):
+    from benchmarks.suite import safe_name
+
+    assert safe_name(label) == safe
+    assert (tmp_path / safe_name(label)).resolve().parent == tmp_path.resolve()
+
+
 def test_budget_keys_are_refused_in_env_kwargs():
     text = TINY.replace("eval_size = 32 }", "eval_size = 32, max_stages = 9 }")
     error = _error(text)
