@@ -44,6 +44,8 @@ from agents.base import BaseAgent
 from agents.llm.prompts import HISTORY_ORDERS, HistoryRecord, build_messages
 from agents.llm.schema import (
     DEFAULT_WEIGHT,
+    RATIONALE_MAX_CHARS,
+    check_rationale_chars,
     make_answer_schema,
     make_preset_schema,
     validate_answer,
@@ -92,9 +94,14 @@ class LLMAgent(BaseAgent):
             each further one.
         backoff_max: Longest pause, in seconds.
         initial_weights: Weights of the first stage, played without asking the model.
+        rationale_chars: Longest rationale, in characters, stated in the answer schema
+            (``maxLength``; the embedded model's grammar enforces it). The rationale
+            follows the weights and is not part of the history, so it costs answer time
+            but does not steer later decisions.
 
     Raises:
-        ValueError: Unknown ``method`` or ``history``, or a negative count.
+        ValueError: Unknown ``method`` or ``history``, a negative count, or
+            ``rationale_chars`` below 1.
     """
 
     name = "llm"
@@ -115,9 +122,11 @@ class LLMAgent(BaseAgent):
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
         initial_weights: Mapping[str, float] | Sequence[float] | None = None,
+        rationale_chars: int = RATIONALE_MAX_CHARS,
     ) -> None:
         super().__init__(initial_weights=initial_weights)
         check_retry_settings(method, max_retries, transport_retries, backoff_base, backoff_max)
+        check_rationale_chars(rationale_chars)
         if history not in HISTORY_ORDERS:
             raise ValueError(f"history={history!r} is unknown. Allowed: {HISTORY_ORDERS}")
         if max_history_tokens is not None and max_history_tokens < 1:
@@ -134,6 +143,7 @@ class LLMAgent(BaseAgent):
         self.temperature = float(temperature)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
+        self.rationale_chars = rationale_chars
         self._api_key: SecretStr | None = None
         self.model: BaseChatModel | None = model if isinstance(model, BaseChatModel) else None
         self.model_name = model_name(self.model) if self.model is not None else str(model or "")
@@ -160,10 +170,12 @@ class LLMAgent(BaseAgent):
         assert self.spec is not None
         if self.model is None:
             self.model = self._build_model()
+        # The loss descriptions are in the system prompt's loss table; the schema (which
+        # the model sees too) names the losses only, so the prompt holds them once.
         self._schema = (
-            make_preset_schema(self.spec.preset_names)
+            make_preset_schema(self.spec.preset_names, rationale_chars=self.rationale_chars)
             if self.spec.discrete
-            else make_answer_schema(self.spec.loss_names, self.spec.descriptions)
+            else make_answer_schema(self.spec.loss_names, rationale_chars=self.rationale_chars)
         )
         self._chat = StructuredChat(
             self.model,

@@ -16,12 +16,13 @@
 
 The parts are ordered for speed on servers that reuse the longest common prefix of
 consecutive prompts (llama.cpp): what every objective shares comes first, the objective
-after it, and each decision's history extends the previous one (the progress line
-last). Measured on the embedded model: a decision whose prompt extends the previous
-one evaluates only its new rows (about 100-160 tokens instead of 1,150-1,250).
+after it, then the format (the same at every decision), and last the history, which
+extends the previous decision's (the progress line last). A decision then evaluates
+only its new history row and the progress line (about 80 tokens on the embedded model,
+instead of the whole prompt of about 1,300).
 
 :data:`PROMPT` assembles them with LangChain's ``ChatPromptTemplate``: the system prompt
-as the system message, history and format as the user message, then any re-ask
+as the system message, format and history as the user message, then any re-ask
 messages. Each part is also a ``PromptTemplate`` of its own so it can be rendered and
 reviewed alone (see ``tests/unit/snapshots/``).
 """
@@ -141,16 +142,16 @@ FORMAT_PROMPT = PromptTemplate.from_template(FORMAT_TEMPLATE)
 PROMPT = ChatPromptTemplate.from_messages(
     [
         ("system", SYSTEM_TEMPLATE),
-        ("human", HISTORY_TEMPLATE + "\n\n" + FORMAT_TEMPLATE),
+        ("human", FORMAT_TEMPLATE + "\n\n" + HISTORY_TEMPLATE),
         MessagesPlaceholder("reask", optional=True),
     ]
 )
-"""The whole prompt: system message, then history + format as the user message."""
+"""The whole prompt: system message, then format + history as the user message."""
 
 PRESET_PROMPT = ChatPromptTemplate.from_messages(
     [
         ("system", PRESET_SYSTEM_TEMPLATE),
-        ("human", HISTORY_TEMPLATE + "\n\n" + FORMAT_TEMPLATE),
+        ("human", FORMAT_TEMPLATE + "\n\n" + HISTORY_TEMPLATE),
         MessagesPlaceholder("reask", optional=True),
     ]
 )

@@ -25,6 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 __all__ = [
     "ANSWER_SCHEMA_NAME",
     "PRESET_SCHEMA_NAME",
+    "RATIONALE_MAX_CHARS",
+    "check_rationale_chars",
     "make_answer_schema",
     "make_preset_schema",
     "summary",
@@ -42,7 +44,14 @@ DEFAULT_WEIGHT = 0.5
 """Weight used for a missing value when there is no previous decision."""
 
 _RESERVED = set(dir(BaseModel)) | {"rationale"}
-RATIONALE_MAX_CHARS = 300
+
+RATIONALE_MAX_CHARS = 160
+"""Default longest rationale, in characters (one or two short sentences). It is stated in
+the JSON schema the model sees (``maxLength``): a constrained decoder (the embedded
+model's grammar) enforces it, so a small model that rambles stops there. The rationale
+comes after the weights and never enters the history, so its length does not change a
+decision of a greedy decoder given the same prompt; it is most of the generated tokens
+of the embedded model, and so most of its answer time."""
 
 
 def summary(description: str, max_chars: int = 160) -> str:
@@ -53,6 +62,17 @@ def summary(description: str, max_chars: int = 160) -> str:
     if len(first) > max_chars:
         first = first[: max_chars - 3].rstrip() + "..."
     return first
+
+
+def check_rationale_chars(value: int) -> int:
+    """``value`` if it is a valid ``rationale_chars`` (an integer >= 1).
+
+    Raises:
+        ValueError: Anything else, naming the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"rationale_chars={value!r} is not allowed. Allowed: an integer >= 1.")
+    return value
 
 
 def _field_name(loss: str, taken: set[str]) -> str:
@@ -80,7 +100,10 @@ class _AnswerBase(BaseModel):
 
 
 def make_answer_schema(
-    loss_names: Sequence[str], descriptions: Mapping[str, str] | None = None
+    loss_names: Sequence[str],
+    descriptions: Mapping[str, str] | None = None,
+    *,
+    rationale_chars: int = RATIONALE_MAX_CHARS,
 ) -> type[BaseModel]:
     """Build the answer model for ``loss_names``.
 
@@ -88,7 +111,9 @@ def make_answer_schema(
         loss_names: The env's losses, in action order. Names that are not Python
             identifiers (``"iqa:lpips"``) become aliases: the JSON key is the loss name.
         descriptions: Loss name -> description; each field is described by its first
-            sentence.
+            sentence. None: fields name their loss only (the LLM agent's system prompt
+            already holds the loss table, and the schema is shown to the model too).
+        rationale_chars: Longest rationale stated in the JSON schema (``maxLength``).
 
     Returns:
         A Pydantic model named ``LossWeights`` with one ``float`` field per loss (JSON
@@ -125,7 +150,7 @@ def make_answer_schema(
             # In the JSON schema only: constrained decoders (the local model's grammar)
             # enforce it, so a small model cannot ramble until its token limit; longer
             # answers from other models are still accepted.
-            json_schema_extra={"maxLength": RATIONALE_MAX_CHARS},
+            json_schema_extra={"maxLength": check_rationale_chars(rationale_chars)},
         ),
     )
     model = create_model(
@@ -186,11 +211,14 @@ def validate_answer(
     return action.astype(np.float32), corrections, rationale
 
 
-def make_preset_schema(preset_names: Sequence[str]) -> type[BaseModel]:
+def make_preset_schema(
+    preset_names: Sequence[str], *, rationale_chars: int = RATIONALE_MAX_CHARS
+) -> type[BaseModel]:
     """The answer model on a preset env: one preset by name (an enum) and a rationale.
 
     Args:
         preset_names: The env's presets, in action order.
+        rationale_chars: Longest rationale stated in the JSON schema (``maxLength``).
 
     Returns:
         A Pydantic model named ``PresetChoice`` with ``preset`` (one of the names; the
@@ -211,7 +239,7 @@ def make_preset_schema(preset_names: Sequence[str]) -> type[BaseModel]:
             Field(
                 default="",
                 description="One or two short sentences: why this preset, given the history.",
-                json_schema_extra={"maxLength": RATIONALE_MAX_CHARS},
+                json_schema_extra={"maxLength": check_rationale_chars(rationale_chars)},
             ),
         ),
     )
