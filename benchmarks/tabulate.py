@@ -33,8 +33,9 @@ uninterrupted one in every column but the wall-clock seconds.
 
 Before it creates anything, a build checks its size (at most ``max_nodes`` nodes,
 default :data:`MAX_NODES`; the refusal gives the count and an estimated time), the
-output path (a file name in an existing folder; no file of the names a build uses,
-``<out>.tmp`` and SQLite's ``<out>-journal``, ``-wal`` and ``-shm``, unless it resumes)
+output path (a file name in an existing folder; no file of the names SQLite uses beside
+it, ``<out>-journal``, ``-wal`` and ``-shm``, unless it resumes; the new file is first
+written under a temporary name of its own, so no other file of the user's is touched)
 and starts the backend (a Ray address that does not answer within ``ray_timeout``
 seconds is an error). Only then does it take the lock ``<out>.lock`` (see
 :class:`benchmarks.results.OutputLock`) and create the file.
@@ -131,9 +132,9 @@ by ``stage_iters / 40``."""
 
 _REFERENCE_STAGE_ITERS = 40
 
-SIDE_FILES = (".tmp", "-journal", "-wal", "-shm")
-"""Suffixes of the files a new table ``<out>`` may create beside it: its temporary file
-and SQLite's journals. A new build refuses to start where one of them exists."""
+SIDE_FILES = ("-journal", "-wal", "-shm")
+"""Suffixes of SQLite's journals beside a table ``<out>``. A new build refuses to start
+where one of them exists (SQLite would take it for the new table's journal)."""
 
 
 class TabulateError(BenchmarkError):

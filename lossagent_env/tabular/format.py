@@ -94,6 +94,7 @@ import json
 import operator
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,26 +200,34 @@ def decode_path(text: str) -> tuple[int, ...]:
 def create_table(path: str | os.PathLike[str], header: dict[str, Any]) -> None:
     """Create an empty table with its header, atomically (a temporary file, renamed).
 
+    The temporary file has a name of its own (``tempfile.mkstemp`` beside ``path``), so
+    no file of the user's is overwritten or removed, and it is removed if writing fails.
+
     Raises:
-        FileExistsError: ``path`` exists.
+        FileExistsError: ``path`` exists (a dangling link counts).
     """
     path = Path(path)
-    if path.exists():
+    if os.path.lexists(path):
         raise FileExistsError(f"{str(path)!r} already exists.")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    db = sqlite3.connect(tmp)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
     try:
-        with db:
-            db.executescript(_SCHEMA)
-            header = {"format": FORMAT, "format_version": FORMAT_VERSION, **header}
-            db.executemany(
-                "INSERT INTO header VALUES (?, ?)",
-                [(key, json.dumps(value)) for key, value in header.items()],
-            )
-    finally:
-        db.close()
-    os.replace(tmp, path)
+        db = sqlite3.connect(tmp)
+        try:
+            with db:
+                db.executescript(_SCHEMA)
+                header = {"format": FORMAT, "format_version": FORMAT_VERSION, **header}
+                db.executemany(
+                    "INSERT INTO header VALUES (?, ?)",
+                    [(key, json.dumps(value)) for key, value in header.items()],
+                )
+        finally:
+            db.close()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_unit(

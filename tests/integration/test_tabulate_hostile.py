@@ -171,12 +171,19 @@ def test_a_symlinked_lock_file_is_refused_and_its_target_untouched(tmp_path):
 def test_a_users_files_named_like_the_tables_are_never_deleted_nor_overwritten(tmp_path):
     suite = _suite(tmp_path, TINY_TABLE_TOML)
     out = tmp_path / "t.sqlite"
-    tmp = Path(f"{out}.tmp")
-    tmp.write_text("my notes\n")
+    journal = Path(f"{out}-journal")
+    journal.write_text("my journal notes\n")
     proc = _lossagent("tabulate", "--suite", str(suite), "--out", str(out))
-    _one_line_error(proc, f"{str(tmp)!r} exists")
-    assert tmp.read_text() == "my notes\n" and not out.exists()
-    tmp.unlink()
+    _one_line_error(proc, f"{str(journal)!r} exists")
+    assert journal.read_text() == "my journal notes\n" and not out.exists()
+    journal.unlink()
+    tmp = Path(f"{out}.tmp")  # the build writes under a temporary name of its own
+    tmp.write_text("my notes\n")
+    proc = _lossagent("tabulate", "--suite", str(suite), "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert tmp.read_text() == "my notes\n" and out.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".t.sqlite")) == []
+    out = tmp_path / "u.sqlite"
     lock = Path(f"{out}.lock")
     lock.write_text("my lock notes\n")
     proc = _lossagent("tabulate", "--suite", str(suite), "--out", str(out))
