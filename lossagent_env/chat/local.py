@@ -19,6 +19,12 @@ server is started through a few lines that add them (`bounded_numbers=True`): a 
 `Field(ge=0, le=1)` can then only be sampled as a plain decimal in [0, 1]. Give string
 fields a `max_length` too: the grammar enforces it, and it bounds the answer's length.
 
+Greedy constrained answers are sampled grammar-first (`grammar_first=True`): the stock
+sampler checks all 49,152 tokens of the vocabulary against the grammar at every
+generated token; the server checks the best token first and the whole vocabulary only
+when the grammar rejects it, as llama.cpp's own tools do. The answers are the same
+(a test compares them with the stock sampler's).
+
 `method="json_schema"` does not work with this server: it accepts only
 `response_format={"type": "json_object", "schema": ...}` and answers OpenAI's
 `{"type": "json_schema", ...}` with HTTP 500 ("Input should be 'text' or
@@ -247,29 +253,131 @@ def _install_bounded_number_grammar() -> None:
     converter.visit = visit
 
 
-def _server_bootstrap() -> str:
+def _install_grammar_first_sampling() -> None:
+    """Sample greedy, grammar-constrained answers the way llama.cpp's own tools do.
+
+    llama-cpp-python runs a grammar-constrained request through one sampler chain,
+    repetition penalties -> grammar -> greedy, and the grammar step checks every token of
+    the vocabulary (49,152 for SmolLM2) against the grammar at every generated token.
+    llama.cpp's common sampler instead takes the best token first and checks only that
+    one; it applies the grammar to the whole vocabulary only when the grammar rejects it.
+    For greedy decoding the result is the same token: the best token, if the grammar
+    allows it, is also the best allowed one (ties go to the lowest id either way).
+
+    This wraps `Llama._init_sampler` so that a greedy request with a grammar (and no
+    logits processor or mirostat) gets such a sampler; every other request keeps the
+    stock chain. Runs inside the server subprocess, before the server starts; it is
+    shipped there by its source, so it must stay self-contained.
+    """
+    import ctypes
+
+    import llama_cpp
+    import numpy as np
+    from llama_cpp import llama as llama_module
+
+    stock = llama_module.Llama._init_sampler
+    token_data = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+    if token_data.itemsize != ctypes.sizeof(llama_cpp.llama_token_data):
+        raise RuntimeError("llama_token_data has an unexpected layout")
+    pointer = ctypes.POINTER(llama_cpp.llama_token_data)
+
+    class GrammarFirstGreedy:
+        """Penalties, then the best token; the grammar checks that token, else all."""
+
+        def __init__(self, llm: Any, grammar: Any, penalties: tuple[Any, ...]) -> None:
+            self.n_vocab = int(llm._n_vocab)
+            # the same penalty sampler, built with the same arguments, as the stock chain
+            self.penalties = llama_cpp.llama_sampler_init_penalties(self.n_vocab, *penalties)
+            self.grammar = llama_cpp.llama_sampler_init_grammar(
+                llm._model.vocab, grammar._grammar.encode("utf-8"), grammar._root.encode("utf-8")
+            )
+            self.data = np.zeros(self.n_vocab, token_data)
+            self.data["id"] = np.arange(self.n_vocab, dtype=np.int32)
+            self.one = np.zeros(1, token_data)
+            self.everything = llama_cpp.llama_token_data_array(
+                self.data.ctypes.data_as(pointer), self.n_vocab, -1, False
+            )
+            self.single = llama_cpp.llama_token_data_array(self.one.ctypes.data_as(pointer), 1, -1, False)
+
+        def sample(self, ctx: Any, idx: int = -1) -> int:
+            logits = llama_cpp.llama_get_logits_ith(ctx.ctx, idx)
+            self.data["logit"] = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
+            self.everything.size, self.everything.selected = self.n_vocab, -1
+            llama_cpp.llama_sampler_apply(self.penalties, ctypes.byref(self.everything))
+            token = int(np.argmax(self.data["logit"]))
+            self.one[0] = self.data[token]
+            self.single.size, self.single.selected = 1, -1
+            llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(self.single))
+            if not self.one["logit"][0] > -np.inf:  # rejected: the grammar decides among all
+                llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(self.everything))
+                token = int(np.argmax(self.data["logit"]))
+            self.accept(token)
+            return token
+
+        def accept(self, token: int) -> None:
+            llama_cpp.llama_sampler_accept(self.penalties, token)
+            llama_cpp.llama_sampler_accept(self.grammar, token)
+
+        def close(self) -> None:
+            for name in ("penalties", "grammar"):
+                sampler = getattr(self, name, None)
+                if sampler is not None:
+                    llama_cpp.llama_sampler_free(sampler)
+                    setattr(self, name, None)
+
+        def __del__(self) -> None:
+            self.close()
+
+    def init_sampler(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if (
+            args
+            or kwargs.get("grammar") is None
+            or kwargs.get("temp") != 0.0
+            or kwargs.get("logits_processor") is not None
+            or kwargs.get("mirostat_mode", 0) != 0
+        ):
+            return stock(self, *args, **kwargs)
+        penalties = (
+            self.last_n_tokens_size,
+            kwargs.get("repeat_penalty", 1.0),
+            kwargs.get("frequency_penalty", 0.0),
+            kwargs.get("presence_penalty", 0.0),
+        )
+        return GrammarFirstGreedy(self, kwargs["grammar"], penalties)
+
+    llama_module.Llama._init_sampler = init_sampler
+
+
+def _server_bootstrap(bounded_numbers: bool = True, grammar_first: bool = True) -> str:
     """Python source run by the server subprocess (`python -c`): patch, then serve.
 
-    It installs `_install_bounded_number_grammar` (a failure is written to the server
-    log, and the stock grammar is used) and then runs `llama_cpp.server`'s own `main()`,
-    which reads the command-line arguments as `python -m llama_cpp.server` would.
+    It installs `_install_bounded_number_grammar` and `_install_grammar_first_sampling`
+    as asked (a failure is written to the server log, and the stock behaviour is kept)
+    and then runs `llama_cpp.server`'s own `main()`, which reads the command-line
+    arguments as `python -m llama_cpp.server` would.
     """
-    return "\n".join(
-        [
-            "import sys",
-            "from typing import Any",
-            inspect.getsource(_bounded_number_rule),
-            inspect.getsource(_install_bounded_number_grammar),
+    lines = ["import sys", "from typing import Any"]
+    patches = []
+    if bounded_numbers:
+        lines += [inspect.getsource(_bounded_number_rule), inspect.getsource(_install_bounded_number_grammar)]
+        patches.append("_install_bounded_number_grammar")
+    if grammar_first:
+        lines.append(inspect.getsource(_install_grammar_first_sampling))
+        patches.append("_install_grammar_first_sampling")
+    for patch in patches:
+        lines += [
             "try:",
-            "    _install_bounded_number_grammar()",
-            "except Exception as e:  # the stock grammar still gives valid JSON",
-            "    print(f'lossagent: bounded-number grammar not installed: {e!r}',",
+            f"    {patch}()",
+            "except Exception as e:  # the stock server still answers correctly",
+            f"    print(f'lossagent: {patch} failed, stock behaviour kept: {{e!r}}',",
             "          file=sys.stderr, flush=True)",
-            "from llama_cpp.server.__main__ import main",
-            "sys.argv[0] = 'llama_cpp.server'",
-            "main()",
         ]
-    )
+    lines += [
+        "from llama_cpp.server.__main__ import main",
+        "sys.argv[0] = 'llama_cpp.server'",
+        "main()",
+    ]
+    return "\n".join(lines)
 
 
 def _check_server_dependencies() -> None:
@@ -309,7 +417,8 @@ class LocalLLMServer:
     """A llama.cpp OpenAI-compatible server on the loopback interface, as a subprocess.
 
     The server is llama-cpp-python's own (`python -m llama_cpp.server`, run through a
-    few lines that first make its grammar honour number bounds, see `bounded_numbers`);
+    few lines that first make its grammar honour number bounds and sample grammar-first,
+    see `bounded_numbers` and `grammar_first`);
     its output goes to `server.log` in a temporary folder (see `log_path`), never to the
     console. OpenMP threads wait passively (`OMP_WAIT_POLICY=passive` unless set), which
     keeps the server fast on a machine whose cores are busy training. `start()` is
@@ -337,7 +446,12 @@ class LocalLLMServer:
         seed: Sampling seed of the server.
         bounded_numbers: Make the grammar of forced tool calls honour `minimum` and
             `maximum` of numbers (llama-cpp-python ignores them), so that a weight in
-            [0, 1] cannot come back as 2.35. False runs the stock server unchanged.
+            [0, 1] cannot come back as 2.35.
+        grammar_first: Sample greedy constrained answers as llama.cpp's own tools do (the
+            best token first, the grammar applied to the whole vocabulary only when it
+            rejects that token): the same answers as the stock sampler, with less work
+            per generated token. False (with `bounded_numbers=False`) runs the stock
+            server unchanged.
     """
 
     def __init__(
@@ -352,6 +466,7 @@ class LocalLLMServer:
         model_alias: str = MODEL_ALIAS,
         seed: int = DEFAULT_SEED,
         bounded_numbers: bool = True,
+        grammar_first: bool = True,
     ) -> None:
         if n_ctx <= 0:
             raise ValueError(f"n_ctx must be a positive number of tokens, got {n_ctx}")
@@ -371,6 +486,7 @@ class LocalLLMServer:
         self.model_alias = model_alias
         self.seed = seed
         self.bounded_numbers = bounded_numbers
+        self.grammar_first = grammar_first
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_dir: Path | None = None
@@ -431,13 +547,16 @@ class LocalLLMServer:
             port = self.port or _free_port(self.host)
             threads = self.n_threads or _default_threads()
             launcher = [sys.executable, "-m", "llama_cpp.server"]
-            if self.bounded_numbers:
+            if self.bounded_numbers or self.grammar_first:
                 try:
-                    launcher = [sys.executable, "-c", _server_bootstrap()]
+                    launcher = [
+                        sys.executable, "-c", _server_bootstrap(self.bounded_numbers, self.grammar_first)
+                    ]
                 except OSError as e:  # no source files (e.g. a .pyc-only install)
                     logger.warning(
-                        "Serving with llama-cpp-python's stock grammar, which ignores number "
-                        "bounds: the bounded-number patch could not be prepared (%s).",
+                        "Serving with llama-cpp-python's stock grammar and sampler (number "
+                        "bounds ignored, slower constrained sampling): the patches could not be "
+                        "prepared (%s).",
                         e,
                     )
             settings: dict[str, object] = {

@@ -275,8 +275,11 @@ def test_patched_grammar_compiles_for_a_pydantic_schema(
     from langchain_core.utils.function_calling import convert_to_openai_tool
     from llama_cpp import llama_grammar
 
+    from llama_cpp.llama import Llama
+
     converter = llama_grammar.SchemaConverter
     monkeypatch.setattr(converter, "visit", converter.visit)  # restored afterwards
+    monkeypatch.setattr(Llama, "_init_sampler", Llama._init_sampler)
     # Run the server's bootstrap up to (not including) starting the server.
     exec(local._server_bootstrap().replace("main()", "pass"), {})  # noqa: S102
     schema = convert_to_openai_tool(StageWeights)["function"]["parameters"]
@@ -285,3 +288,42 @@ def test_patched_grammar_compiles_for_a_pydantic_schema(
     assert rules["l1"] == local._bounded_number_rule(schema["properties"]["l1"])
     assert "[eE]" not in rules["l1"]
     llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+@pytest.mark.local_llm
+@needs_local_llm
+def test_grammar_first_sampling_gives_the_stock_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's faster constrained sampler answers exactly as llama-cpp-python's own."""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+    from llama_cpp.llama import Llama
+
+    monkeypatch.setattr(Llama, "_init_sampler", Llama._init_sampler)  # restored afterwards
+    llm = Llama(
+        model_path=str(local_model_path()), n_ctx=2048, n_threads=1, n_threads_batch=1,
+        chat_format=local.DEFAULT_CHAT_FORMAT, verbose=False, seed=0,
+    )
+    tool = convert_to_openai_tool(StageWeights)
+    choice = {"type": "function", "function": {"name": tool["function"]["name"]}}
+    prompts = [
+        "Stage 1 of 4. PSNR went from 30.1 to 30.4 with l1=1. Choose the weights.",
+        "The images look blurry and the edges are soft; PIQE is 55. Choose the weights for sharper results.",
+        "Weights so far: l1 0.5, ssim 0.5, fft 0.0; the reward was -0.2. What next?",
+    ]
+
+    def answers() -> list[str]:
+        out = []
+        for text in prompts:
+            reply = llm.create_chat_completion(
+                messages=[{"role": "system", "content": "You choose loss weights."}, {"role": "user", "content": text}],
+                tools=[tool], tool_choice=choice, temperature=0.0, max_tokens=160, seed=0,
+            )
+            out.append(reply["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
+        return out
+
+    stock = answers()
+    local._install_grammar_first_sampling()
+    assert Llama._init_sampler.__name__ == "init_sampler"  # the patched one
+    fast = answers()
+    assert fast == stock
+    for text in fast:
+        StageWeights.model_validate_json(text)  # the grammar held: valid, in range
