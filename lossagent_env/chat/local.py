@@ -185,14 +185,17 @@ def local_model_path() -> Path:
     )
 
 
-def _bounded_number_rule(schema: Any) -> str | None:
+def _bounded_number_rule(schema: Any, decimals: int = 2) -> str | None:
     """GBNF rule body for a JSON number or integer with non-negative bounds.
 
     llama-cpp-python turns a JSON schema into a grammar but ignores `minimum` and
     `maximum`, so a forced tool call may hold `2.35` or `6.79e+29` for a weight in
-    [0, 1]. This rule allows only plain decimals (no exponent, at most 6 decimals) whose
-    integer part lies within the bounds; it is exact for integer bounds such as [0, 1]
-    and a tight superset otherwise (Pydantic still validates the value).
+    [0, 1]. This rule allows only plain decimals (no exponent, at most `decimals`
+    digits after the point) whose integer part lies within the bounds; it is exact for
+    integer bounds such as [0, 1] and a tight superset otherwise (Pydantic still
+    validates the value). Two decimals is the precision the LLM agent's history shows
+    weights in; every further digit is one more generated token (SmolLM2 otherwise
+    writes weights such as 0.256479, a third of its answer).
 
     This function is also shipped, by its source, into the server subprocess (see
     `_server_bootstrap`), so it must stay self-contained.
@@ -222,12 +225,12 @@ def _bounded_number_rule(schema: Any) -> str | None:
     first, last = math.floor(lo), math.ceil(hi)
     if last - first > 1000:
         return None
-    decimals = '("." [0-9] [0-9]? [0-9]? [0-9]? [0-9]? [0-9]?)?'
-    zeros = '("." "0" "0"? "0"? "0"? "0"? "0"?)?'
+    digits = '("." [0-9]' + " [0-9]?" * (decimals - 1) + ")?"
+    zeros = '("." "0"' + ' "0"?' * (decimals - 1) + ")?"
     options = []
     if last > first:
         integral = " | ".join(f'"{k}"' for k in range(first, last))
-        options.append(f"({integral}) {decimals}")
+        options.append(f"({integral}) {digits}")
     options.append(f'"{last}" {zeros}')
     return "(" + " | ".join(options) + ") space"
 
