@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Any
 
 from agents.bandits import EpsilonGreedyAgent, ThompsonAgent, UCBAgent
 from agents.base import Agent, AgentSpec, BaseAgent, InvalidActionError, Stage, Trajectory
-from agents.episode import run_episode
 from agents.dwa import DWAAgent
+from agents.episode import run_episode
 from agents.fixed import FixedAgent
 from agents.pbt import PBTAgent, run_pbt
 from agents.ppo import PPOAgent

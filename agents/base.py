@@ -57,12 +57,13 @@ class Agent(Protocol):
     def reset(self, spec: AgentSpec, seed: int | None) -> None:
         """Start a new episode: forget the last one, seed the agent's own RNG."""
 
-    def act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
-        """Return the next action: ``float32`` of shape ``(n_losses,)`` in ``[0, 1]``."""
+    def act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
+        """Return the next action: ``float32`` of shape ``(n_losses,)`` in ``[0, 1]``, or
+        on a preset env the index of a preset."""
 
     def observe(
         self,
-        action: np.ndarray,
+        action: np.ndarray | int,
         reward: float,
         observation: Mapping[str, Any],
         info: Mapping[str, Any],
@@ -133,7 +134,7 @@ class BaseAgent:
         self.rng = np.random.default_rng()
         self.t = 0
         self._notes: dict[str, Any] = {}
-        self._initial: np.ndarray | None = None
+        self._initial: np.ndarray | int | None = None
 
     def reset(self, spec: AgentSpec, seed: int | None) -> None:
         """Start an episode on an env described by ``spec``, with ``seed``."""
@@ -166,7 +167,7 @@ class BaseAgent:
 
     def observe(
         self,
-        action: np.ndarray,
+        action: np.ndarray | int,
         reward: float,
         observation: Mapping[str, Any],
         info: Mapping[str, Any],
@@ -189,7 +190,7 @@ class BaseAgent:
     def _reset(self) -> None:
         """Per-episode state of the subclass."""
 
-    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray:
+    def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
         raise NotImplementedError
 
     def _on_initial(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> None:

@@ -86,6 +86,7 @@ def run_episode(
     name = agent_name(agent)
     spec = AgentSpec.from_env(env)
     callbacks = tuple(callbacks)
+    first_action: np.ndarray | int | None
     if initial_action is None:
         first_action = None
     elif spec.discrete:
@@ -105,17 +106,18 @@ def run_episode(
         initial=_initial_record(info),
     )
     get_notes = getattr(agent, "notes", None)
+    answer: np.ndarray | int
     while True:
         t0 = time.perf_counter()
         if first_action is not None and not trajectory.stages:
-            action, notes = np.copy(first_action), {"source": "initial_action"}
+            answer, notes = np.copy(first_action), {"source": "initial_action"}
         else:
-            action = agent.act(observation, info)
+            answer = agent.act(observation, info)
             notes = get_notes() if callable(get_notes) else {}
         act_seconds = time.perf_counter() - t0
-        action = _check_action(action, spec, name)
+        action = _check_action(answer, spec, name)
         observation, reward, terminated, truncated, info = env.step(action)
-        played = spec.preset_vector(action) if spec.discrete else action
+        played = spec.preset_vector(int(action)) if spec.discrete else np.asarray(action)
         agent.observe(action, reward, observation, info, terminated, truncated)
         timings = {"act_seconds": act_seconds}
         timings.update({k: float(v) for k, v in getattr(env.unwrapped, "timings", {}).items()})

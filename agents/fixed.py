@@ -80,7 +80,7 @@ class FixedAgent(BaseAgent):
             if choice not in presets:
                 raise KeyError(unknown_name_message("weight preset", choice, presets))
             self._action, self._played = presets[choice].copy(), choice
-        elif isinstance(choice, int) and not isinstance(choice, bool):
+        elif isinstance(choice, int):  # bools are refused at construction
             raise ValueError(
                 f"FixedAgent(preset={choice!r}): a preset index needs a preset env. "
                 "Allowed here: a preset's name or weights."

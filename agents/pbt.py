@@ -339,16 +339,21 @@ def run_pbt(
     Returns:
         A :class:`PBTResult`; ``trajectory.agent`` is ``"pbt"``.
     """
-    given = list(env_fns) if isinstance(env_fns, Sequence) else None
+    if isinstance(env_fns, Sequence):
+        factories = list(env_fns)
+        population = len(factories)
+    else:
+        factories = [env_fns]
     options = _check_options(
         "run_pbt",
-        population=population if given is None else len(given),
+        population=population,
         quantile=quantile,
         perturb_factors=perturb_factors,
         resample_prob=resample_prob,
         interval=interval,
     )
-    factories = [env_fns] * options.population if given is None else given
+    if not isinstance(env_fns, Sequence):
+        factories *= options.population
     perturb_factors = options.perturb_factors
     envs = [make() for make in factories]
     try:
@@ -376,7 +381,7 @@ def _run_pbt(
         {"kind": "init", "member": m, "weights": [float(w) for w in weights[m]]} for m in range(n)
     ]
     members: list[Trajectory] = []
-    for member, env in enumerate(envs):
+    for env in envs:
         _, info = env.reset(seed=seed)
         members.append(
             Trajectory(
@@ -398,7 +403,7 @@ def _run_pbt(
         for member, env in enumerate(envs):
             _, reward, _, _, info = env.step(weights[member])
             trained += 1
-            notes = {"member": member}
+            notes: dict[str, Any] = {"member": member}
             if member in pending:
                 notes["exploited"] = pending.pop(member)
             record = Stage(

@@ -3,7 +3,7 @@
 Each env step is one training stage, so PPO learns a schedule ``observation -> weights``
 from many episodes. The Dict observation (metrics, weights, loss values, progress) is
 flattened into one vector and rescaled from each entry's finite bounds to ``[-1, 1]``
-(:class:`ScaledFlatObservation`), the same transform at training and acting time.
+(:func:`scaled_flat_observations`), the same transform at training and acting time.
 
 stable-baselines3 is an optional dependency (the ``rl`` extra) imported only when an
 agent is trained or loaded.
@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
 import importlib.util
 import inspect
 import json
@@ -30,7 +29,9 @@ from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
+from gymnasium.wrappers import TransformObservation
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -48,7 +49,7 @@ from lossagent_env.registry import unknown_name_message
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PPOAgent", "ScaledFlatObservation", "flatten_observation"]
+__all__ = ["PPOAgent", "scaled_flat_observations"]
 
 
 def _import_sb3() -> Any:
@@ -61,76 +62,98 @@ def _import_sb3() -> Any:
     return stable_baselines3
 
 
-def _flat_bounds(space: spaces.Space) -> tuple[np.ndarray, np.ndarray]:
-    flat = spaces.flatten_space(space)
-    low = np.asarray(flat.low, dtype=np.float64)
-    high = np.asarray(flat.high, dtype=np.float64)
+def _scaled_flat(space: spaces.Space) -> Callable[[Any], np.ndarray]:
+    """The map from an observation of ``space`` to the vector PPO sees.
+
+    Gymnasium's flat vector of the observation (:func:`gymnasium.spaces.flatten`),
+    each entry mapped from its bounds to ``[-1, 1]`` as ``2 * (x - low) / (high - low) - 1``
+    in float64, clipped to ``[-1, 1]`` and cast to ``float32``; an entry whose bounds
+    are equal maps to 0. (Gymnasium's ``RescaleObservation`` computes in the space's
+    float32 with another order of operations, which moves some entries by one float32
+    step, and divides by zero on equal bounds.)
+
+    Raises:
+        ValueError: ``space`` has an infinite bound.
+    """
+    flat_space = spaces.flatten_space(space)
+    low = np.asarray(getattr(flat_space, "low", np.inf), dtype=np.float64)
+    high = np.asarray(getattr(flat_space, "high", np.inf), dtype=np.float64)
     if not (np.isfinite(low).all() and np.isfinite(high).all()):
         raise ValueError(
-            "ScaledFlatObservation needs finite observation bounds; "
+            "PPOAgent needs finite observation bounds; "
             f"got low={low.tolist()!r}, high={high.tolist()!r}. Allowed: finite boxes."
         )
-    return low, high
+    span = high - low
+    wide = span > 0
+    divisor = np.where(wide, span, 1.0)
+
+    def scale(observation: Any) -> np.ndarray:
+        flat = np.asarray(spaces.flatten(space, observation), dtype=np.float64)
+        scaled = np.where(wide, 2.0 * (flat - low) / divisor - 1.0, 0.0)
+        return np.clip(scaled, -1.0, 1.0).astype(np.float32)
+
+    return scale
 
 
-def flatten_observation(space: spaces.Space, observation: Any) -> np.ndarray:
-    """Flatten ``observation`` of ``space`` and rescale every entry to ``[-1, 1]``.
+def scaled_flat_observations(env: gym.Env) -> gym.Env:
+    """``env`` with the observations PPO sees: flat ``float32`` vectors in ``[-1, 1]``.
 
     Args:
-        space: The env's (Dict) observation space, with finite bounds.
-        observation: One observation of it.
+        env: An env whose observation space (a Dict of Boxes) has finite bounds.
 
     Returns:
-        ``float32`` vector of length ``flatdim(space)``; an entry at its lower bound
-        maps to -1, at its upper bound to 1 (constant entries map to 0).
+        A :class:`gymnasium.wrappers.TransformObservation` of ``env`` (see
+        :func:`_scaled_flat` for the map), with observation space
+        ``Box(-1, 1, (flatdim,), float32)``.
+
+    Raises:
+        ValueError: The observation space has an infinite bound.
     """
-    low, high = _flat_bounds(space)
-    flat = np.asarray(spaces.flatten(space, observation), dtype=np.float64)
-    span = high - low
-    scaled = np.where(span > 0, 2.0 * (flat - low) / np.where(span > 0, span, 1.0) - 1.0, 0.0)
-    return np.clip(scaled, -1.0, 1.0).astype(np.float32)
-
-
-class ScaledFlatObservation(gym.ObservationWrapper):
-    """Observation wrapper: :func:`flatten_observation` of the wrapped env's space."""
-
-    def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
-        self._space = env.observation_space
-        n = spaces.flatdim(self._space)
-        _flat_bounds(self._space)
-        self.observation_space = spaces.Box(-1.0, 1.0, (n,), np.float32)
-
-    def observation(self, observation: Any) -> np.ndarray:
-        return flatten_observation(self._space, observation)
+    space = env.observation_space
+    box = spaces.Box(-1.0, 1.0, (spaces.flatdim(space),), np.float32)
+    return TransformObservation(env, _scaled_flat(space), box)
 
 
 @contextlib.contextmanager
-def _global_rngs_restored() -> Iterator[None]:
+def _global_rngs_restored(device: torch.device) -> Iterator[None]:
     """Leave Python's, NumPy's and torch's global RNGs, CUDA's included, as they were.
 
-    stable-baselines3 seeds them all globally (``set_random_seed``, whose
-    ``torch.manual_seed`` also seeds every GPU, or queues that seeding until CUDA
-    starts); the agent must not change the caller's global state.
+    stable-baselines3 draws from them all while it trains; the agent must not change
+    the caller's global state. A policy on a GPU starts CUDA before the states are
+    saved, so that its generators are restored too; while CUDA has not started, nothing
+    in the block may seed it (see :func:`_seed_globals`).
     """
-    import torch
-
+    if device.type == "cuda":
+        torch.cuda.init()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
     python_state = random.getstate()
     numpy_state = np.random.get_state()
-    cuda_live = torch.cuda.is_initialized()
-    devices = list(range(torch.cuda.device_count())) if cuda_live else []
-    # Seeding before CUDA starts is queued in torch.cuda's lazy-seed tracker and applied
-    # when CUDA starts: the queue is put back as it was too.
-    tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)
-    queued = None if tracker is None or cuda_live else {k: copy.copy(v) for k, v in vars(tracker).items()}
     with torch.random.fork_rng(devices=devices):
         try:
             yield
         finally:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
-            if queued is not None:
-                vars(tracker).update(queued)
+
+
+def _seed_globals(seed: int, device: torch.device) -> None:
+    """Seed the global RNGs as ``stable_baselines3.PPO(seed=seed)`` does, except CUDA
+    before it has started.
+
+    stable-baselines3 calls ``torch.manual_seed``, which seeds every GPU or, before CUDA
+    starts, queues that seeding until it does: the caller's GPUs would be reseeded
+    later, outside :func:`_global_rngs_restored`. So PPO is built with ``seed=None``
+    and seeded here (its env and action space in :meth:`PPOAgent._new_model`).
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    if torch.cuda.is_initialized():
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
 
 
 Count = Annotated[int, Field(strict=True, ge=1)]
@@ -354,16 +377,19 @@ class PPOAgent(BaseAgent):
             ``self``, trained.
         """
         sb3 = _import_sb3()
-        made = callable(env) and not isinstance(env, gym.Env)
-        base_env = env() if made else env
+        if isinstance(env, gym.Env) or not callable(env):
+            base_env, made = env, False
+        else:
+            base_env, made = env(), True
         steps = self.train_steps if steps is None else int(steps)
-        wrapped = ScaledFlatObservation(
+        wrapped = scaled_flat_observations(
             base_env if self.train_seeds is None else _SeedsInTurn(base_env, self.train_seeds, self.seed)
         )
+        device = sb3.common.utils.get_device(self.device)
         try:
-            with _global_rngs_restored():
+            with _global_rngs_restored(device):
                 if self.model is None:
-                    self.model = self._new_model(sb3, wrapped)
+                    self.model = self._new_model(sb3, wrapped, device)
                 else:
                     self.model.set_env(wrapped)
                 self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
@@ -374,10 +400,12 @@ class PPOAgent(BaseAgent):
         logger.info("PPOAgent trained for %d env steps (%d in all).", steps, self.trained_steps)
         return self
 
-    def _new_model(self, sb3: Any, env: gym.Env) -> Any:
-        """A stable-baselines3 PPO on ``env``; what it refuses is a ``ValueError`` here."""
+    def _new_model(self, sb3: Any, env: gym.Env, device: torch.device) -> Any:
+        """A stable-baselines3 PPO on ``env``, seeded with ``seed`` as ``PPO(seed=seed)``
+        would be (see :func:`_seed_globals`); what it refuses is a ``ValueError`` here."""
+        _seed_globals(self.seed, device)
         try:
-            return sb3.PPO(
+            model = sb3.PPO(
                 "MlpPolicy",
                 env,
                 n_steps=self.n_steps,
@@ -385,13 +413,16 @@ class PPOAgent(BaseAgent):
                 n_epochs=self.n_epochs,
                 learning_rate=self.learning_rate,
                 gamma=self.gamma,
-                seed=self.seed,
-                device=self.device,
+                seed=None,
+                device=device,
                 verbose=0,
                 **self.ppo_kwargs,
             )
         except AssertionError as e:  # stable-baselines3 checks its arguments with assert
             raise ValueError(f"stable-baselines3 refused the settings of {self!r}: {e}") from e
+        model.action_space.seed(self.seed)
+        model.env.seed(self.seed)
+        return model
 
     def prepare(self, env: gym.Env) -> None:
         """Train on ``env`` for ``train_steps`` if not trained yet (called by run_episode).
@@ -441,7 +472,10 @@ class PPOAgent(BaseAgent):
     def load(self, path: str | Path) -> PPOAgent:
         """Load a policy saved by :meth:`save`; returns ``self``."""
         sb3 = _import_sb3()
-        self.model = sb3.PPO.load(str(path), device=self.device)
+        device = sb3.common.utils.get_device(self.device)
+        with _global_rngs_restored(device):
+            # seed=None: stable-baselines3 would seed the global RNGs with the saved seed
+            self.model = sb3.PPO.load(str(path), device=device, seed=None)
         return self
 
     def _reset(self) -> None:
@@ -461,7 +495,7 @@ class PPOAgent(BaseAgent):
 
     def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
         assert self.spec is not None
-        flat = flatten_observation(self.spec.observation_space, observation)
+        flat = _scaled_flat(self.spec.observation_space)(observation)
         action, _ = self.model.predict(flat, deterministic=True)
         self._notes = {"trained_steps": self.trained_steps}
         if self.train_seeds is not None:

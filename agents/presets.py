@@ -91,7 +91,7 @@ def named_mixes(spec: AgentSpec) -> dict[str, np.ndarray]:
     """
     roles = loss_roles(spec)
 
-    def mix(*parts: tuple[str, float]) -> dict[str, float] | None:
+    def mix(*parts: tuple[str, float]) -> dict[str, float]:
         out: dict[str, float] = {}
         for role, weight in parts:
             for name, share in roles[role].items():

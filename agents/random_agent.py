@@ -57,7 +57,7 @@ class RandomAgent(BaseAgent):
         self.distribution = checked.distribution
         self.alpha = checked.alpha
         self.hold = checked.hold
-        self._current: np.ndarray | None = None
+        self._current: np.ndarray | int | None = None
 
     def _reset(self) -> None:
         self._current = None

@@ -97,7 +97,7 @@ class AgentSpec:
         env_spec = getattr(env, "spec", None)
         presets = None
         if isinstance(getattr(env, "action_space", None), gym_spaces.Discrete):
-            names_, weights = _wrapper_attr(env, "preset_names"), _wrapper_attr(env, "preset_weights")
+            names_, weights = env.get_wrapper_attr("preset_names"), env.get_wrapper_attr("preset_weights")
             presets = {str(k): tuple(float(w) for w in row) for k, row in zip(names_, weights)}
         return cls(
             loss_names=names,
@@ -130,8 +130,3 @@ def preset_choice(action: Any, names: Sequence[str]) -> int:
         return list(names).index(action)
     return preset_index(action, tuple(names))
 
-
-def _wrapper_attr(env: Any, name: str) -> Any:
-    """An attribute of the env or of one of its wrappers (gymnasium's lookup)."""
-    getter = getattr(env, "get_wrapper_attr", None)
-    return getter(name) if callable(getter) else getattr(env, name)

@@ -23,10 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.results import read_rows
-from benchmarks.runs import expand
-from benchmarks.suite import load_suite
-
 _CHILD = (
     "import json, sys\n"
     "from benchmarks.runner import run_suite\n"
@@ -57,6 +53,10 @@ def workers_ratio(
     Returns:
         ``{"runs", "serial_s", "parallel_s", "ratio", "max_rel_diff", "same_actions"}``.
     """
+    from benchmarks.results import read_rows
+    from benchmarks.runs import expand
+    from benchmarks.suite import load_suite
+
     suite = load_suite(suite_name)
     data = suite.to_dict()
     if agents:

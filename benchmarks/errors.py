@@ -1,6 +1,6 @@
 """The errors of a benchmark, and the record of a run that failed.
 
-They live below every other benchmark module (runs, results, backends, runner), so
+They live below every other benchmark module (runs, results, output, executor, runner), so
 each can raise or report them; :mod:`benchmarks.runner` exports them too.
 """
 

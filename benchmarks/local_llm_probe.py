@@ -23,10 +23,10 @@ import json
 import logging
 import statistics
 import time
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from lossagent_env.chat.local import DEFAULT_CHAT_FORMAT, LOCAL_API_KEY, LocalLLMServer
 
@@ -90,7 +90,7 @@ def history_prompt(rng: np.random.Generator, n_stages: int) -> str:
 
 def run_probe(
     n: int = 20,
-    method: str = "function_calling",
+    method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
     chat_format: str | None = DEFAULT_CHAT_FORMAT,
     threads: int | None = None,
     seed: int = 0,
@@ -126,10 +126,10 @@ def run_probe(
         startup_s = time.perf_counter() - t_start
         chat = ChatOpenAI(
             base_url=server.base_url,
-            api_key=LOCAL_API_KEY,
+            api_key=SecretStr(LOCAL_API_KEY),
             model=server.model_alias,
             temperature=0.0,
-            max_tokens=512,
+            max_completion_tokens=512,  # the field ``max_tokens``, by its alias
             timeout=120.0,
             max_retries=0,
             seed=0,
@@ -141,7 +141,7 @@ def run_probe(
             t0 = time.perf_counter()
             try:
                 out = structured.invoke(messages)
-            except Exception as e:  # noqa: BLE001 - a probe records every failure mode
+            except Exception as e:  # a probe records every failure mode
                 latencies.append(time.perf_counter() - t0)
                 failures.append(f"#{i}: request failed: {type(e).__name__}: {e}"[:300])
                 continue

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 import lossagent_env  # noqa: F401  (registers the ids)
-
+from lossagent_env.env import LossAgentEnv
 
 CONFIGS = ("smoke", "paper")
 
@@ -56,11 +56,6 @@ def suite_configuration(name: str = "smoke") -> tuple[str, dict]:
     kwargs = {**suite.env_kwargs, "stage_iters": suite.stage_iters, "objective": "psnr"}
     kwargs["dataset"] = "skimage"
     return suite.env_id, {**kwargs, "max_stages": 10_000}
-
-
-def smoke_configuration() -> tuple[str, dict]:
-    """The env id and keyword arguments of the smoke suite (benchmarks/suites/smoke.toml)."""
-    return suite_configuration("smoke")
 
 
 def _sync(device: torch.device) -> None:
@@ -101,6 +96,7 @@ def measure(env_id: str, kwargs: dict, repeats: int, action_value: float, seed: 
     env = gym.make(env_id, **kwargs)
     env.reset(seed=seed)
     u = env.unwrapped
+    assert isinstance(u, LossAgentEnv)  # the suites' ids all make one
     cfg = u.config
     action = np.full(len(u.loss_names), action_value, np.float32)
     weights = action.astype(np.float64) * np.array([u.losses[k].scale for k in u.loss_names])

@@ -31,13 +31,22 @@ import gymnasium as gym
 import numpy as np
 
 import lossagent_env  # noqa: F401  (registers the ids)
+from lossagent_env.tabular import TabularEnv
+
+
+def _tabular(env: gym.Env) -> TabularEnv:
+    """The :class:`TabularEnv` under the wrappers of ``gym.make``."""
+    unwrapped = env.unwrapped
+    assert isinstance(unwrapped, TabularEnv)  # the id's entry point
+    return unwrapped
 
 
 def measure(table: str, objective: str, steps: int, repeats: int, seed: int = 0) -> dict:
     """Median timings over ``repeats`` (see the module docstring)."""
     env = gym.make("LossAgent/Tabular-v0", table=table, objective=objective)
-    table_seed = env.unwrapped.seeds[0]
-    actions = np.random.default_rng(seed).integers(env.action_space.n, size=steps).tolist()
+    u = _tabular(env)
+    table_seed = u.seeds[0]
+    actions = np.random.default_rng(seed).integers(len(u.preset_names), size=steps).tolist()
     rates, oracle_ms, make_ms = [], [], []
     for _ in range(repeats):
         env.reset(seed=table_seed)
@@ -48,12 +57,11 @@ def measure(table: str, objective: str, steps: int, repeats: int, seed: int = 0)
                 env.reset()
         rates.append(steps / (time.perf_counter() - start))
         start = time.perf_counter()
-        env.unwrapped.oracle()
+        u.oracle()
         oracle_ms.append(1e3 * (time.perf_counter() - start))
         start = time.perf_counter()
         gym.make("LossAgent/Tabular-v0", table=table, objective=objective)
         make_ms.append(1e3 * (time.perf_counter() - start))
-    u = env.unwrapped
     return {
         "table": table,
         "presets": len(u.preset_names),
@@ -76,7 +84,7 @@ def ppo_train_seconds(table: str, objective: str) -> float:
     suite = load_suite("tabular", check_names=False)
     kwargs = next(a.kwargs for a in suite.agents if a.name == "ppo")
     env = gym.make("LossAgent/Tabular-v0", table=table, objective=objective)
-    seeds = list(env.unwrapped.seeds)
+    seeds = list(_tabular(env).seeds)
     kwargs = {**kwargs, "train_seeds": [s for s in kwargs.get("train_seeds", seeds[:1]) if s in seeds] or seeds[:1]}
     agent = make_agent("ppo", **kwargs)
     start = time.perf_counter()

@@ -4,7 +4,7 @@
 
 - ``summary.csv``: one row per (objective, agent) over the complete runs;
 - ``plots/<objective>__objective.png``: objective per stage per agent (mean over seeds,
-  95% bootstrap band);
+  95% stratified-bootstrap band);
 - ``plots/<objective>__weights.png``: each agent's effective loss weights over the
   stages as a stacked area (mean over seeds), one panel per agent;
 - ``report.md``: how many of the suite's runs are complete ("N of M"), the missing
@@ -12,6 +12,19 @@
   table of agents (the suite's agents without a complete run shown as such) and the
   two plots; for a table replay, the scores against the optimum
   (:mod:`benchmarks.tabular_report`) and ``scores.json``.
+
+The report is built in four steps: :func:`load_benchmark` reads and checks the rows,
+the stored suite and the table; :func:`aggregate` groups the complete runs, summarizes
+them and scores a table replay; :func:`render_markdown` fills in the Markdown
+templates (``benchmarks/templates/report.md``); :func:`build_report` writes the files.
+
+Statistics: every interval is rliable's 95% stratified-bootstrap percentile interval
+(:func:`benchmarks.tabular_report.interval_estimates`, 2,000 resamples, seed 0). The
+live tables show the **mean** over seeds: a group there is one agent on one objective,
+whose only runs are its seeds (2 or 3 in the shipped suites), and an interquartile
+mean of fewer than 4 runs trims nothing (it is the mean) while one of 4 to 7 keeps
+half of them or fewer. The scores of a table replay pool seeds and objectives (tens of
+runs per agent) and show the interquartile mean (:mod:`benchmarks.tabular_report`).
 
 Every file goes under ``out``: plot names come from :func:`plot_stems` (labels made
 file-system safe, so a crafted ``../../x`` cannot leave ``plots/``).
@@ -34,9 +47,9 @@ metrics enter it negated):
 ``agent``                agent label
 ``seeds``                number of complete runs (seeds)
 ``final_mean``           ``J`` after the last stage, mean over seeds
-``final_ci_low/high``    95% bootstrap interval of that mean (10,000 resamples, fixed rng)
+``final_ci_low/high``    95% stratified-bootstrap interval of that mean (rliable)
 ``best_mean``            best ``J`` seen in the run (best-so-far at the end), mean
-``best_ci_low/high``     its 95% bootstrap interval
+``best_ci_low/high``     its 95% stratified-bootstrap interval
 ``auc_mean``             area under the ``J``-per-stage curve divided by the number of
                          stages (= mean ``J`` over stages 1..T), mean over seeds
 ``diverged``             diverged stages, total over seeds
@@ -69,7 +82,8 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from string import Template
+from typing import Any, Literal
 
 import numpy as np
 
@@ -77,6 +91,7 @@ from benchmarks.errors import BenchmarkError
 from benchmarks.results import (
     RESULTS,
     SUITE_FILE,
+    ResultRow,
     complete_runs,
     distinct_rows,
     read_numbered_rows,
@@ -87,7 +102,10 @@ from benchmarks.results import (
 from benchmarks.runs import RunSpec, expand
 from benchmarks.suite import TABULAR_ENV_ID, Suite, safe_name
 from benchmarks.tabular_report import (
+    BOOTSTRAP_REPS,
+    TabularScores,
     VerifiedTable,
+    interval_estimates,
     plot_scores,
     save_figure,
     score_tabular,
@@ -100,16 +118,22 @@ from benchmarks.tabular_report import (
 from benchmarks.tabular_report import (
     plain_text as _plain,
 )
+from benchmarks.templates import fragments, join_blocks
 
 __all__ = [
     "SUMMARY_COLUMNS",
     "TIMING_COLUMNS",
+    "Aggregates",
+    "Benchmark",
     "LLMTime",
-    "bootstrap_ci",
+    "aggregate",
     "build_report",
     "llm_time",
     "llm_time_line",
+    "load_benchmark",
+    "mean_intervals",
     "read_summary",
+    "render_markdown",
     "summarize",
 ]
 
@@ -142,8 +166,6 @@ is left out of the means."""
 TIMING_COLUMNS = ("wall_s_mean",)
 """Columns that depend on wall-clock time (everything else is reproducible)."""
 
-N_BOOTSTRAP = 10_000
-
 # Agents that train the network beyond the episode's stages: said in the report so
 # that "equal budget" is read correctly.
 _EXTRA_TRAINING = {
@@ -154,45 +176,40 @@ _EXTRA_TRAINING = {
 }
 
 
-def bootstrap_ci(
-    values: Sequence[float], confidence: float = 0.95, n_resamples: int = N_BOOTSTRAP, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean.
+def mean_intervals(values: np.ndarray) -> np.ndarray:
+    """The mean over runs of every column of ``values``, with its 95% interval.
+
+    The interval is rliable's stratified bootstrap (:func:`benchmarks.tabular_report.interval_estimates`):
+    each column is a task whose runs are resampled. A NaN is a run a column lacks:
+    the columns measured by the same runs are estimated together on those runs.
 
     Args:
-        values: One value per seed.
-        confidence: Coverage of the interval, in (0, 1).
-        n_resamples: Bootstrap resamples.
-        seed: Seed of the resampling rng (fixed, so reports are reproducible).
+        values: ``(runs, columns)``.
 
     Returns:
-        ``(low, high)``; both equal the value when there is only one.
-
-    Raises:
-        ValueError: ``values`` is empty or ``confidence`` is outside (0, 1).
+        ``(3, columns)``: mean, low and high end of the interval (NaN for a column
+        without a finite value).
     """
-    x = np.asarray(values, dtype=np.float64)
-    if x.size == 0:
-        raise ValueError("bootstrap_ci needs at least one value, got none.")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence={confidence!r} is not allowed. Allowed: 0 < confidence < 1")
-    if x.size == 1 or np.all(x == x[0]):
-        return float(x[0]), float(x[0])
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_resamples, x.size))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(low), float(high)
+    values = np.asarray(values, dtype=np.float64)
+    out = np.full((3, values.shape[1]), np.nan)
+    finite = np.isfinite(values)
+    for mask in dict.fromkeys(map(tuple, finite.T)):
+        rows = np.array(mask, dtype=bool)
+        if not rows.any():
+            continue
+        columns = np.flatnonzero((finite.T == rows).all(axis=1))
+        out[:, columns] = interval_estimates({0: values[rows][:, columns]}, lambda x: np.mean(x, axis=0))[0]
+    return out
 
 
 # --------------------------------------------------------------------------- summary
 
 
-def _runs(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+def _runs(rows: Iterable[ResultRow]) -> dict[str, list[ResultRow]]:
     """Rows of complete runs, grouped by run and sorted by stage."""
     rows = list(rows)
     done = complete_runs(rows)
-    runs: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    runs: dict[str, list[ResultRow]] = defaultdict(list)
     for row in rows:
         if row["run"] in done:
             runs[row["run"]].append(row)
@@ -201,7 +218,7 @@ def _runs(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]
     return dict(runs)
 
 
-def _note_total(stages: Iterable[Mapping[str, Any]], key: str) -> float:
+def _note_total(stages: Iterable[ResultRow], key: str) -> float:
     total = 0.0
     for row in stages:
         value = (row.get("notes") or {}).get(key)
@@ -234,7 +251,7 @@ class LLMTime:
     share: float
 
 
-def llm_time(rows: Iterable[Mapping[str, Any]]) -> LLMTime | None:
+def llm_time(rows: Iterable[ResultRow]) -> LLMTime | None:
     """The latency of the chat model's decisions and its share of the runs' wall time.
 
     Args:
@@ -275,7 +292,7 @@ def llm_time_line(figures: LLMTime) -> str:
 
 
 def summarize(
-    rows: Iterable[Mapping[str, Any]],
+    rows: Iterable[ResultRow],
     agent_order: Sequence[str] | None = None,
     objective_order: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
@@ -290,7 +307,7 @@ def summarize(
     Returns:
         Dicts with the keys of :data:`SUMMARY_COLUMNS`.
     """
-    groups: dict[tuple[str, str], list[list[Mapping[str, Any]]]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[list[ResultRow]]] = defaultdict(list)
     for run_rows in _runs(rows).values():
         first = run_rows[0]
         groups[(first["objective"], first["agent"])].append(run_rows)
@@ -313,19 +330,18 @@ def summarize(
         final = [float(c[-1]) for c in curves]
         best = [float(np.max(c)) for c in curves]
         auc = [float(np.mean(c)) for c in curves]
-        final_ci = bootstrap_ci(final)
-        best_ci = bootstrap_ci(best)
+        (final_mean, best_mean), lows, highs = mean_intervals(np.column_stack([final, best]))
         out.append(
             {
                 "objective": objective,
                 "agent": agent,
                 "seeds": len(runs),
-                "final_mean": float(np.mean(final)),
-                "final_ci_low": final_ci[0],
-                "final_ci_high": final_ci[1],
-                "best_mean": float(np.mean(best)),
-                "best_ci_low": best_ci[0],
-                "best_ci_high": best_ci[1],
+                "final_mean": float(final_mean),
+                "final_ci_low": float(lows[0]),
+                "final_ci_high": float(highs[0]),
+                "best_mean": float(best_mean),
+                "best_ci_low": float(lows[1]),
+                "best_ci_high": float(highs[1]),
                 "auc_mean": float(np.mean(auc)),
                 "diverged": int(sum(bool(r.get("diverged")) for run in runs for r in run)),
                 "wall_s_mean": float(np.mean([_wall_s(run) for run in runs])),
@@ -341,7 +357,7 @@ def summarize(
     return out
 
 
-def _wall_s(run: Sequence[Mapping[str, Any]]) -> float:
+def _wall_s(run: Sequence[ResultRow]) -> float:
     """Wall time of a run: ``wall_s`` of its last stage (NaN where a row lacks it)."""
     value = run[-1].get("wall_s")
     return math.nan if value is None else float(value)
@@ -388,7 +404,7 @@ def read_summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- plots
 
 
-def _stage_curves(runs: Sequence[Sequence[Mapping[str, Any]]]) -> tuple[np.ndarray, np.ndarray]:
+def _stage_curves(runs: Sequence[Sequence[ResultRow]]) -> tuple[np.ndarray, np.ndarray]:
     """(stages, values[seed, stage]) of the objective."""
     stages = np.array([int(r["stage"]) for r in runs[0]])
     values = np.array([[float(r["objective_value"]) for r in run] for run in runs])
@@ -396,11 +412,11 @@ def _stage_curves(runs: Sequence[Sequence[Mapping[str, Any]]]) -> tuple[np.ndarr
 
 
 def plot_objective(
-    runs_by_agent: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+    runs_by_agent: Mapping[str, Sequence[Sequence[ResultRow]]],
     objective: str,
     path: str | os.PathLike[str],
 ) -> Path:
-    """Objective per stage per agent: mean over seeds with a 95% bootstrap band."""
+    """Objective per stage per agent: mean over seeds with a 95% stratified-bootstrap band."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -410,19 +426,17 @@ def plot_objective(
     ax = fig.add_subplot()
     for agent, runs in runs_by_agent.items():
         stages, values = _stage_curves(runs)
-        measured = np.isfinite(values)
-        keep = measured.any(axis=0)  # stages no seed could measure are not drawn
-        stages, values, measured = stages[keep], values[:, keep], measured[:, keep]
+        keep = np.isfinite(values).any(axis=0)  # stages no seed could measure are not drawn
+        stages, values = stages[keep], values[:, keep]
         if not stages.size:
             continue
-        mean = np.array([values[measured[:, j], j].mean() for j in range(values.shape[1])])
-        bands = np.array([bootstrap_ci(values[measured[:, j], j]) for j in range(values.shape[1])])
+        mean, low, high = mean_intervals(values)
         (line,) = ax.plot(stages, mean, marker="o", markersize=3, label=_plain(agent))
-        ax.fill_between(stages, bands[:, 0], bands[:, 1], color=line.get_color(), alpha=0.2)
+        ax.fill_between(stages, low, high, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("stage")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"objective J ({_plain(objective)}, higher is better)")
-    ax.set_title(f"Objective per stage: {_plain(objective)} (mean, 95% bootstrap interval)")
+    ax.set_title(f"Objective per stage: {_plain(objective)} (mean, 95% stratified bootstrap)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -430,7 +444,7 @@ def plot_objective(
 
 
 def plot_weights(
-    runs_by_agent: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+    runs_by_agent: Mapping[str, Sequence[Sequence[ResultRow]]],
     objective: str,
     path: str | os.PathLike[str],
 ) -> Path:
@@ -481,7 +495,7 @@ def plot_weights(
     return save_figure(fig, path)
 
 
-def _action_of(row: Mapping[str, Any], loss_names: Sequence[str]) -> list[float]:
+def _action_of(row: ResultRow, loss_names: Sequence[str]) -> list[float]:
     """A row's action in the order of ``loss_names`` (0 for a loss the row lacks)."""
     action = dict(zip(row.get("loss_names") or [], row.get("action") or [], strict=False))
     return [float(action.get(name, 0.0)) for name in loss_names]
@@ -496,6 +510,11 @@ def _fmt(value: float, digits: int = 4) -> str:
 
 def build_report(out: str | os.PathLike[str]) -> dict[str, Path]:
     """Rebuild ``summary.csv``, ``report.md`` and the plots of a benchmark directory.
+
+    Load and check everything (:func:`load_benchmark`), aggregate
+    (:func:`aggregate`), then write the summary, the plots, ``scores.json`` of a table
+    replay and the Markdown (:func:`render_markdown`). Nothing is written before every
+    check has passed.
 
     Args:
         out: A directory holding ``results.jsonl`` (and ``suite.json`` if written by
@@ -513,6 +532,57 @@ def build_report(out: str | os.PathLike[str]) -> dict[str, Path]:
             duplicate, a run the suite does not have; the message names the line), or
             a tabular benchmark whose table file is not the one it ran on.
     """
+    bench = load_benchmark(out)
+    plots_dir = _plots_dir(bench.out)
+    agg = aggregate(bench)
+    paths = {"summary": write_summary_csv(agg.summary, bench.out / "summary.csv")}
+    paths.update(_plot_objectives(agg.runs, agg.summary, agg.objectives, agg.stems, plots_dir))
+    score_plots: dict[str, str] = {}
+    if agg.scores is not None:
+        plots = plot_scores(agg.scores, plots_dir)
+        paths.update({f"tabular__{k}": v for k, v in plots.items()})
+        score_plots = {k: f"plots/{v.name}" for k, v in plots.items()}
+        write_json(bench.out / "scores.json", _scores_json(agg.scores))  # atomic: a link there is replaced
+        paths["scores"] = bench.out / "scores.json"
+    markdown = render_markdown(bench, agg, score_plots)
+    paths["report"] = write_atomic(bench.out / "report.md", markdown.encode("utf-8"))
+    logger.info("Report written to %s", paths["report"])
+    return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """A benchmark directory, read and checked (:func:`load_benchmark`).
+
+    Attributes:
+        out: The directory.
+        suite: Its stored suite (None without ``suite.json``).
+        expected: The suite's runs (empty without a suite).
+        rows: One row per (run, stage).
+        duplicates: Exact duplicate rows dropped.
+        table: The table file of a table replay, verified; else None.
+    """
+
+    out: Path
+    suite: Suite | None
+    expected: list[RunSpec]
+    rows: list[ResultRow]
+    duplicates: int
+    table: VerifiedTable | None
+
+    @property
+    def agent_order(self) -> list[str]:
+        """The suite's agent labels, in its order."""
+        return [a.display for a in self.suite.agents] if self.suite is not None else []
+
+    @property
+    def objective_order(self) -> list[str]:
+        """The suite's objective labels, in its order."""
+        return [o.label for o in self.suite.objectives] if self.suite is not None else []
+
+
+def load_benchmark(out: str | os.PathLike[str]) -> Benchmark:
+    """Read the rows and the stored suite of ``out`` and check them (see :func:`build_report`)."""
     out = Path(out)
     results = out / RESULTS
     # a benchmark killed before its first row has suite.json and no results.jsonl yet
@@ -530,33 +600,71 @@ def build_report(out: str | os.PathLike[str]) -> dict[str, Path]:
     table = None
     if suite is not None and suite.env_id == TABULAR_ENV_ID:
         table = verify_table(suite.env_kwargs["table"], recorded, out / SUITE_FILE)
-    runs = _runs(rows)
-    _check_equal_budgets(runs)
-    plots_dir = _plots_dir(out)  # everything is checked before anything is written
-    agent_order = [a.display for a in suite.agents] if suite is not None else []
-    objective_order = [o.label for o in suite.objectives] if suite is not None else []
-    summary = summarize(rows, agent_order, objective_order)
-    paths = {"summary": write_summary_csv(summary, out / "summary.csv")}
-    objectives = list(dict.fromkeys([*objective_order, *(r["objective"] for r in summary)]))
-    stems = plot_stems(objectives)
-    paths.update(_plot_objectives(runs, summary, objectives, stems, plots_dir))
+    return Benchmark(out, suite, expected, rows, duplicates, table)
 
-    lines = _header_lines(out, suite, table)
-    lines += _run_lines(out, rows, runs, expected, duplicates)
-    for objective in objectives:
-        lines += _objective_lines(objective, summary, runs, agent_order, stems)
-    if table is not None and runs:
-        scores = score_tabular(runs, suite.to_dict(), table=table.path)
-        plots = plot_scores(scores, plots_dir)
-        paths.update({f"tabular__{k}": v for k, v in plots.items()})
-        lines += tabular_markdown(scores, {k: f"plots/{v.name}" for k, v in plots.items()})
-        write_json(out / "scores.json", _scores_json(scores))  # atomic: a link there is replaced
-        paths["scores"] = out / "scores.json"
-    lines += [f"TensorBoard: `tensorboard --logdir {out / 'tb'}`", ""]
-    report = write_atomic(out / "report.md", "\n".join(lines).encode("utf-8"))
-    paths["report"] = report
-    logger.info("Report written to %s", report)
-    return paths
+
+@dataclasses.dataclass(frozen=True)
+class Aggregates:
+    """What the report shows (:func:`aggregate`).
+
+    Attributes:
+        runs: Rows of each complete run, sorted by stage.
+        summary: The rows of ``summary.csv`` (:func:`summarize`).
+        objectives: Objective labels in report order.
+        stems: Plot file stem of each objective (:func:`plot_stems`).
+        scores: Scores against the optimum of a table replay with complete runs; else None.
+    """
+
+    runs: dict[str, list[ResultRow]]
+    summary: list[dict[str, Any]]
+    objectives: list[str]
+    stems: dict[str, str]
+    scores: TabularScores | None
+
+
+def aggregate(bench: Benchmark) -> Aggregates:
+    """Group the complete runs, summarize them and, on a table replay, score them.
+
+    Raises:
+        BenchmarkError: Runs of one agent on one objective with different budgets, or
+            a run that played a preset its table does not have.
+    """
+    runs = _runs(bench.rows)
+    _check_equal_budgets(runs)
+    summary = summarize(bench.rows, bench.agent_order, bench.objective_order)
+    objectives = list(dict.fromkeys([*bench.objective_order, *(r["objective"] for r in summary)]))
+    scores = None
+    if bench.table is not None and bench.suite is not None and runs:
+        scores = score_tabular(runs, bench.suite.to_dict(), table=bench.table.path)
+    return Aggregates(runs, summary, objectives, plot_stems(objectives), scores)
+
+
+def render_markdown(bench: Benchmark, agg: Aggregates, score_plots: Mapping[str, str]) -> str:
+    """``report.md``: the fragments of ``benchmarks/templates/report.md`` filled in.
+
+    Args:
+        bench: The benchmark.
+        agg: Its aggregates.
+        score_plots: Title -> relative path of the plots of a table replay's scores.
+    """
+    title = bench.suite.name if bench.suite is not None else bench.out.name
+    blocks = [_T["title"].substitute(title=_md(title))]
+    if bench.suite is not None and bench.suite.description:
+        blocks.append(_md(bench.suite.description))
+    blocks.append("\n".join([*_header_lines(bench), *_run_lines(bench, agg.runs)]))
+    blocks.append(_T["how_to_read"].substitute(reps=f"{BOOTSTRAP_REPS:,}"))
+    if bench.expected and len(agg.runs) < len(bench.expected):
+        blocks.append(_missing_runs(agg.runs, bench.expected, {row["run"] for row in bench.rows}))
+    for objective in agg.objectives:
+        blocks += _objective_blocks(objective, agg, bench.agent_order)
+    if agg.scores is not None:
+        blocks.append(tabular_markdown(agg.scores, score_plots))
+    blocks.append(_T["tensorboard"].substitute(tb=bench.out / "tb"))
+    return join_blocks(blocks)
+
+
+_T: dict[str, Template] = fragments("report.md")
+"""The fragments of the report's Markdown."""
 
 
 def _plots_dir(out: Path) -> Path:
@@ -593,7 +701,7 @@ def plot_stems(labels: Iterable[str]) -> dict[str, str]:
 
 
 def _check_rows_of_suite(
-    numbered: Sequence[tuple[int, Mapping[str, Any]]], expected: Sequence[RunSpec], results: Path
+    numbered: Sequence[tuple[int, ResultRow]], expected: Sequence[RunSpec], results: Path
 ) -> None:
     """Every row belongs to a run of the stored suite and agrees with it."""
     specs = {spec.name: spec for spec in expected}
@@ -604,8 +712,10 @@ def _check_rows_of_suite(
                 f"{results}:{number}: run {row['run']!r} is not a run of the suite in "
                 f"{SUITE_FILE} (agents x objectives x seeds); remove its rows."
             )
-        for field, value in (("agent", spec.agent), ("objective", spec.objective), ("seed", spec.seed),
-                             ("max_stages", spec.max_stages)):
+        fields: dict[Literal["agent", "objective", "seed", "max_stages"], object] = {
+            "agent": spec.agent, "objective": spec.objective, "seed": spec.seed, "max_stages": spec.max_stages
+        }
+        for field, value in fields.items():
             if row[field] != value:
                 raise BenchmarkError(
                     f"{results}:{number}: field {field!r} is {row[field]!r}, but run {spec.name!r} of the "
@@ -613,7 +723,7 @@ def _check_rows_of_suite(
                 )
 
 
-def _check_equal_budgets(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+def _check_equal_budgets(runs: Mapping[str, Sequence[ResultRow]]) -> None:
     """The complete runs of one agent on one objective have the same number of stages."""
     seen: dict[tuple[str, str], tuple[str, int]] = {}
     for name, run_rows in runs.items():
@@ -629,7 +739,7 @@ def _check_equal_budgets(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Non
 
 
 def _plot_objectives(
-    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    runs: Mapping[str, Sequence[ResultRow]],
     summary: Sequence[Mapping[str, Any]],
     objectives: Sequence[str],
     stems: Mapping[str, str],
@@ -651,98 +761,71 @@ def _plot_objectives(
     return paths
 
 
-def _header_lines(out: Path, suite: Suite | None, table: VerifiedTable | None) -> list[str]:
-    """Title, description, environment and budget."""
-    lines = [f"# Benchmark report: {_md(suite.name if suite is not None else out.name)}", ""]
+def _header_lines(bench: Benchmark) -> list[str]:
+    """Environment, budget and seeds (nothing without a suite)."""
+    suite, table = bench.suite, bench.table
     if suite is None:
-        return lines
-    if suite.description:
-        lines += [_md(suite.description), ""]
+        return []
     if table is not None:
         header = table.header
-        built = json.dumps(header.get("env_kwargs", {}), sort_keys=True)
-        lines += [
-            f"- Environment: `{suite.env_id}`, a replay of table `{_md(table.identity.table)}` "
-            f"(`{_md(table.identity.path)}`, sha256 `{table.identity.sha256[:16]}`), built from "
-            f"`{header.get('env_id')}` with `{built}`",
-            f"- Budget (equal for every agent, fixed by the table): {suite.max_stages} stages x "
-            f"{table.stage_iters if table.stage_iters is not None else 'unknown'} iterations",
+        lines = [
+            _T["table_environment"].substitute(
+                env_id=suite.env_id, table=_md(table.identity.table), path=_md(table.identity.path),
+                sha256=table.identity.sha256[:16], built_id=header.get("env_id"),
+                built_kwargs=json.dumps(header.get("env_kwargs", {}), sort_keys=True),
+                max_stages=suite.max_stages,
+                stage_iters=table.stage_iters if table.stage_iters is not None else "unknown",
+            )
         ]
         if not table.recorded:
-            lines.append(
-                f"- Warning: {SUITE_FILE} records no table file (an earlier version started this "
-                "benchmark), so nothing shows that this is the table it ran on"
-            )
+            lines.append(_T["unrecorded_table"].substitute(suite_file=SUITE_FILE))
     else:
-        env_kwargs = json.dumps(suite.env_kwargs, sort_keys=True)
-        lines += [
-            f"- Environment: `{suite.env_id}` with `{env_kwargs}`",
-            f"- Budget (equal for every agent): {suite.max_stages} stages x {suite.stage_iters} iterations",
-        ]
-    lines.append(f"- Seeds: {suite.seeds}")
-    names = {a.name for a in suite.agents}
-    lines += [f"- Budget note: {note}" for name, note in _EXTRA_TRAINING.items() if name in names]
-    return lines
-
-
-def _run_lines(
-    out: Path,
-    rows: Sequence[Mapping[str, Any]],
-    runs: Mapping[str, Sequence[Mapping[str, Any]]],
-    expected: Sequence[RunSpec],
-    duplicates: int,
-) -> list[str]:
-    """How many runs are complete, and which are missing, per agent."""
-    started = {row["run"] for row in rows}
-    incomplete = sorted(started - set(runs))
-    resume = f"`lossagent bench --resume --out {out}`"
-    if not expected:  # no suite.json: the runs to expect are unknown
         lines = [
-            f"- Runs: {len(runs)} complete; incomplete: {len(incomplete)}"
-            + (f" ({', '.join(_md(r) for r in incomplete)}; rerun with `--resume`)" if incomplete else "")
-        ]
-    else:
-        not_started = [spec for spec in expected if spec.name not in started]
-        lines = [f"- Runs: {len(runs)} of {len(expected)} complete"]
-        if len(runs) < len(expected):
-            lines[0] += (
-                f"; {len(incomplete)} started but unfinished, {len(not_started)} not started "
-                f"(listed under \"Missing runs\"; finish them with {resume})"
+            _T["environment"].substitute(
+                env_id=suite.env_id, env_kwargs=json.dumps(suite.env_kwargs, sort_keys=True),
+                max_stages=suite.max_stages, stage_iters=suite.stage_iters,
             )
-    figures = llm_time(rows)
-    if figures is not None:
-        lines.append(f"- {llm_time_line(figures)}")
-    if duplicates:
-        lines.append(f"- {duplicates} exact duplicate row(s) of {RESULTS} ignored")
-    lines += [
-        "",
-        "Objective J is higher-is-better (lower-is-better metrics enter it negated). "
-        "Final and best-so-far: mean over seeds [95% bootstrap interval]; AUC: mean J over "
-        "the stages; wall time and LLM tokens: mean per run; retries, fallbacks and "
-        "diverged stages: totals.",
-        "",
-    ]
-    if expected and len(runs) < len(expected):
-        lines += _missing_lines(runs, expected, started)
+        ]
+    lines.append(_T["seeds"].substitute(seeds=suite.seeds))
+    names = {a.name for a in suite.agents}
+    lines += [_T["budget_note"].substitute(note=note) for name, note in _EXTRA_TRAINING.items() if name in names]
     return lines
 
 
-def _missing_lines(
-    runs: Mapping[str, Sequence[Mapping[str, Any]]], expected: Sequence[RunSpec], started: set[str]
-) -> list[str]:
+def _run_lines(bench: Benchmark, runs: Mapping[str, Sequence[ResultRow]]) -> list[str]:
+    """How many runs are complete, the LLM's time, and the duplicates dropped."""
+    started = {row["run"] for row in bench.rows}
+    incomplete = sorted(started - set(runs))
+    if not bench.expected:  # no suite.json: the runs to expect are unknown
+        lines = [
+            _T["runs_unknown_incomplete" if incomplete else "runs_unknown"].substitute(
+                complete=len(runs), incomplete=len(incomplete), runs=", ".join(_md(r) for r in incomplete)
+            )
+        ]
+    elif len(runs) < len(bench.expected):
+        not_started = [spec for spec in bench.expected if spec.name not in started]
+        lines = [
+            _T["runs_some"].substitute(
+                complete=len(runs), expected=len(bench.expected), unfinished=len(incomplete),
+                not_started=len(not_started), out=bench.out,
+            )
+        ]
+    else:
+        lines = [_T["runs_all"].substitute(complete=len(runs), expected=len(bench.expected))]
+    figures = llm_time(bench.rows)
+    if figures is not None:
+        lines.append(_T["llm_time"].substitute(line=llm_time_line(figures)))
+    if bench.duplicates:
+        lines.append(_T["duplicates"].substitute(count=bench.duplicates, results=RESULTS))
+    return lines
+
+
+def _missing_runs(runs: Mapping[str, Sequence[ResultRow]], expected: Sequence[RunSpec], started: set[str]) -> str:
     """The "Missing runs" table: per agent, its complete runs and the missing ones."""
-    lines = [
-        "## Missing runs",
-        "",
-        "Seeds of the runs without every stage in results.jsonl; * marks a run that "
-        "started but did not finish.",
-        "",
-        "| agent | complete runs | missing (objective: seeds) |",
-        "|---|---|---|",
-    ]
     by_agent: dict[str, list[RunSpec]] = defaultdict(list)
     for spec in expected:
         by_agent[spec.agent].append(spec)
+    rows = []
     for agent, specs in by_agent.items():
         done = sum(spec.name in runs for spec in specs)
         missing: dict[str, list[str]] = defaultdict(list)
@@ -751,54 +834,41 @@ def _missing_lines(
                 missing[spec.objective].append(f"{spec.seed}{'*' if spec.name in started else ''}")
         count = f"{done} of {len(specs)}" + (" (no complete run)" if done == 0 else "")
         shown = "; ".join(f"{_md(o)}: {', '.join(seeds)}" for o, seeds in missing.items()) or "-"
-        lines.append(f"| {_md(agent)} | {count} | {shown} |")
-    return [*lines, ""]
+        rows.append(_T["missing_row"].substitute(agent=_md(agent), count=count, missing=shown))
+    return _T["missing_runs"].substitute(rows="\n".join(rows))
 
 
-def _objective_lines(
-    objective: str,
-    summary: Sequence[Mapping[str, Any]],
-    runs: Mapping[str, Sequence[Mapping[str, Any]]],
-    agent_order: Sequence[str],
-    stems: Mapping[str, str],
-) -> list[str]:
+def _objective_blocks(objective: str, agg: Aggregates, agent_order: Sequence[str]) -> list[str]:
     """The section of one objective: a row per agent (the suite's agents without a
     complete, measured run shown as such) and the two plots."""
-    lines = [
-        f"## Objective: {_md(objective)}",
-        "",
-        "| agent | seeds | final J | best-so-far J | AUC | wall time (s) "
-        "| LLM tokens (prompt + completion) | retries | fallbacks | diverged |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    rows = {row["agent"]: row for row in summary if row["objective"] == objective}
-    complete = Counter(r[0]["agent"] for r in runs.values() if r[0]["objective"] == objective)
-    for agent in dict.fromkeys([*agent_order, *rows]):
-        row = rows.get(agent)
+    summary = {row["agent"]: row for row in agg.summary if row["objective"] == objective}
+    complete = Counter(r[0]["agent"] for r in agg.runs.values() if r[0]["objective"] == objective)
+    rows = []
+    for agent in dict.fromkeys([*agent_order, *summary]):
+        row = summary.get(agent)
         if row is None:
             why = "no measured stage" if complete[agent] else "no complete run"
-            lines.append(f"| {_md(agent)} | {complete[agent]} | {why} | - | - | - | - | - | - | - |")
+            rows.append(_T["objective_row_empty"].substitute(agent=_md(agent), seeds=complete[agent], why=why))
             continue
         prompt, completion = row["prompt_tokens_mean"], row["completion_tokens_mean"]
-        final = f"{_fmt(row['final_mean'])} [{_fmt(row['final_ci_low'])}, {_fmt(row['final_ci_high'])}]"
-        best = f"{_fmt(row['best_mean'])} [{_fmt(row['best_ci_low'])}, {_fmt(row['best_ci_high'])}]"
-        lines.append(
-            f"| {_md(agent)} | {row['seeds']} | {final} | {best} | {_fmt(row['auc_mean'])} "
-            f"| {row['wall_s_mean']:.1f} | {prompt + completion:.0f} ({prompt:.0f} + {completion:.0f}) "
-            f"| {row['retries']} | {row['fallbacks']} | {row['diverged']} |"
+        rows.append(
+            _T["objective_row"].substitute(
+                agent=_md(agent), seeds=row["seeds"],
+                final_mean=_fmt(row["final_mean"]), final_low=_fmt(row["final_ci_low"]),
+                final_high=_fmt(row["final_ci_high"]), best_mean=_fmt(row["best_mean"]),
+                best_low=_fmt(row["best_ci_low"]), best_high=_fmt(row["best_ci_high"]),
+                auc=_fmt(row["auc_mean"]), wall_s=f"{row['wall_s_mean']:.1f}",
+                tokens=f"{prompt + completion:.0f}", prompt=f"{prompt:.0f}", completion=f"{completion:.0f}",
+                retries=row["retries"], fallbacks=row["fallbacks"], diverged=row["diverged"],
+            )
         )
-    lines.append("")
-    if rows:
-        lines += [
-            f"![objective per stage](plots/{stems[objective]}__objective.png)",
-            "",
-            f"![loss weights per stage](plots/{stems[objective]}__weights.png)",
-            "",
-        ]
-    return lines
+    blocks = [_T["objective"].substitute(objective=_md(objective), rows="\n".join(rows))]
+    if summary:
+        blocks.append(_T["objective_plots"].substitute(stem=agg.stems[objective]))
+    return blocks
 
 
-def _scores_json(scores: Any) -> dict[str, Any]:
+def _scores_json(scores: TabularScores) -> dict[str, Any]:
     """The tabular scores as JSON (``scores.json``)."""
     return {
         "reference": scores.reference,

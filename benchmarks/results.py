@@ -15,25 +15,20 @@ benchmark directory. ``lossagent run --out`` writes ``results.jsonl`` and ``tb/`
 A tabular benchmark is resumed and reported only against the table file it started
 with: ``--resume`` and ``lossagent report`` hash the table again and refuse another.
 
-Rows are checked as they are read (:class:`RowModel`: the types of the fields that
-resume and the report use); a bad one is an error naming the file, the line and the
-field. For the report, a row that repeats an earlier one exactly is dropped with a
+A row is a :class:`ResultRow`; rows are checked against it as they are read (keys
+it does not declare pass as they are), and a bad one is an error naming the file, the
+line and the field. For the report, a row that repeats an earlier one exactly is dropped with a
 warning, and two different rows for one stage of a run are an error naming both lines
 (:func:`distinct_rows`).
 
 Durability: one process alone appends to ``results.jsonl``, through a
 :class:`ResultsWriter`, which flushes each row and calls ``os.fsync`` before it returns
 (rows of parallel runs reach that process through a queue as soon as their stage ends,
-see :mod:`benchmarks.backends`). A SIGKILL at any moment therefore loses at most the
+see :mod:`benchmarks.executor`). A SIGKILL at any moment therefore loses at most the
 stages in flight, and leaves at most one torn last line, which :func:`read_rows`
 ignores. JSON files (``suite.json``, ``runner.json``) are written atomically.
 
-Ownership: a process that writes into an output directory (``lossagent bench``, with
-or without ``--resume``, ``lossagent report``, ``lossagent run --out``, ``lossagent
-tabulate``) first takes :class:`OutputLock`, an OS file lock on ``<out>/.lock`` held
-until it ends; a second process is refused with a message naming the holder (its pid,
-command and start time). The OS drops the lock when its holder dies, even by SIGKILL,
-so a killed benchmark never blocks its own ``--resume``.
+Ownership, creation and clean-up of the directory: :mod:`benchmarks.output`.
 
 The resume rule (:func:`prepare_resume`): a run with all ``max_stages`` rows is
 complete and skipped; the rows of every incomplete run are dropped (``results.jsonl``
@@ -44,36 +39,30 @@ repeated run reproduces exactly what an uninterrupted run would have written.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import logging
 import os
-import re
 import shutil
-import stat
-import sys
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Annotated, Any, Literal, NotRequired, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
 from benchmarks.errors import BenchmarkError
 from benchmarks.suite import Suite, TableIdentity
 
 __all__ = [
-    "LOCK_FILE",
+    "ROW_ADAPTER",
     "ROW_KEYS",
-    "OutputLock",
     "RESULTS",
     "RUNNER_FILE",
     "SUITE_FILE",
     "TENSORBOARD",
+    "ResultRow",
     "ResultsWriter",
-    "RowModel",
     "TABLE_RECORD",
     "complete_runs",
     "distinct_rows",
@@ -93,145 +82,8 @@ RESULTS = "results.jsonl"
 SUITE_FILE = "suite.json"
 RUNNER_FILE = "runner.json"
 TENSORBOARD = "tb"
-LOCK_FILE = ".lock"
 TABLE_RECORD = "table_file"
 """Key of ``suite.json`` that records the table a tabular benchmark replays."""
-
-ROW_KEYS = ("run", "agent", "objective", "seed", "stage", "max_stages", "objective_value")
-"""Keys every row of ``results.jsonl`` must have (resume and the report read them)."""
-
-
-class OutputLock:
-    """An exclusive OS lock on an output directory, held for the life of a command.
-
-    The lock file is ``<out>/.lock`` (:meth:`for_file`: ``<file>.lock``), named after
-    the resolved path, so a folder or table reached through a symbolic link and through
-    its target is one lock. It is opened without following a symbolic link, and a file
-    there that is not a lock file (another kind of file, a hard link, or text other
-    than a holder line) is refused, never truncated.
-
-    Args:
-        out: The directory (it must exist).
-        what: What holds it, for the message of a refused second process.
-
-    Raises:
-        BenchmarkError (from :meth:`acquire`): another process holds the lock, or the
-            lock file cannot be created or is not one.
-
-    Example:
-        >>> with OutputLock(out, "lossagent bench"):
-        ...     run_everything()
-    """
-
-    def __init__(self, out: str | os.PathLike[str], what: str = "lossagent"):
-        self.target = Path(out)
-        self.path = self.target.resolve() / LOCK_FILE
-        self.what = what
-        self._file: Any = None
-
-    @classmethod
-    def for_file(cls, path: str | os.PathLike[str], what: str = "lossagent") -> OutputLock:
-        """A lock on one output file (a table), held in ``<file>.lock`` beside it."""
-        lock = cls(Path(path).parent, what)
-        lock.target = Path(path)
-        lock.path = Path(f"{Path(path).resolve()}.lock")
-        return lock
-
-    def acquire(self) -> OutputLock:
-        """Take the lock or raise :class:`BenchmarkError` naming its holder."""
-        handle = _open_lock_file(self.path, self.target)
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read(_LOCK_MAX_BYTES).strip() or "another process"
-            handle.close()
-            raise BenchmarkError(
-                f"{str(self.target)!r} is in use by {holder}. Wait for it to end (or stop it), "
-                "or choose another --out."
-            ) from None
-        handle.seek(0)
-        if not _is_holder_text(handle.read(_LOCK_MAX_BYTES + 1)):
-            handle.close()
-            raise BenchmarkError(
-                f"{str(self.path)!r} is not a lossagent lock file, and {str(self.target)!r} "
-                "needs that name for its lock. Move that file away, or choose another --out."
-            )
-        handle.seek(0)
-        handle.truncate()
-        command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
-        handle.write(
-            f"{self.what} (pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}, "
-            f"command: {command})\n"
-        )
-        handle.flush()
-        self._file = handle
-        return self
-
-    def release(self) -> None:
-        """Let go of the lock (closing the file releases it)."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> OutputLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-_LOCK_MAX_BYTES = 64 * 1024
-_HOLDER_LINE = re.compile(r"[^\n]* \(pid \d+, started [^\n]*\)\n?")
-
-
-def _is_holder_text(text: str) -> bool:
-    """Whether ``text`` is what :meth:`OutputLock.acquire` writes (or nothing yet)."""
-    return text == "" or (len(text) <= _LOCK_MAX_BYTES and _HOLDER_LINE.fullmatch(text) is not None)
-
-
-def _open_lock_file(path: Path, target: Path) -> Any:
-    """Open (or create) the lock file ``path`` of ``target`` for reading and writing,
-    refusing a symbolic link, a hard link and anything but a regular file."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(path, flags, 0o644)
-    except OSError as e:
-        raise BenchmarkError(_lock_open_error(path, target, e)) from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-        os.close(fd)
-        kind = "a hard link to another file" if stat.S_ISREG(info.st_mode) else "not a regular file"
-        raise BenchmarkError(
-            f"{str(path)!r} is {kind}, and {str(target)!r} needs that name for its lock file. "
-            "Move it away, or choose another --out."
-        )
-    return open(fd, "r+", encoding="utf-8", errors="replace")
-
-
-def _lock_open_error(path: Path, target: Path, error: OSError) -> str:
-    """What to tell a person whose lock file could not be opened."""
-    folder = path.parent
-    if error.errno == errno.ELOOP or path.is_symlink():
-        return (
-            f"{str(path)!r} is a symbolic link; the lock file of {str(target)!r} is never "
-            "written through a link. Remove the link, or choose another --out."
-        )
-    if error.errno == errno.ENOENT or not folder.exists():
-        return f"Cannot lock {str(target)!r}: the folder {str(folder)!r} does not exist. Create it, or choose another --out."
-    if error.errno == errno.EISDIR:
-        return (
-            f"{str(path)!r} is a folder, and {str(target)!r} needs that name for its lock file. "
-            "Move it away, or choose another --out."
-        )
-    if error.errno == errno.ENOTDIR or not folder.is_dir():
-        return f"Cannot lock {str(target)!r}: {str(folder)!r} is not a folder. Choose another --out."
-    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return (
-            f"Cannot create the lock file {str(path)!r} ({error.strerror}). Choose an --out "
-            "in a folder you can write."
-        )
-    return f"Cannot create the lock file {str(path)!r} ({error.strerror or error}). Choose another --out."
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
@@ -326,42 +178,91 @@ class ResultsWriter:
         self.close()
 
 
-class RowModel(BaseModel):
-    """The types of the fields of a row that resume and the report read (the module
-    docstring of :mod:`benchmarks.runs` documents every field). Other fields pass as
-    they are; the optional ones are checked when present."""
+@with_config(ConfigDict(extra="allow", strict=True, use_attribute_docstrings=True))
+class ResultRow(TypedDict):
+    """One line of ``results.jsonl``: one finished stage of one run, as
+    :func:`benchmarks.runs.execute_run` writes it (``json.dumps`` with sorted keys).
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    The keys without ``NotRequired`` (:data:`ROW_KEYS`) are the ones resume and the
+    report cannot do without; rows written by earlier versions may lack the others.
+    Keys it does not declare pass as they are. :data:`ROW_ADAPTER` checks a row read
+    back against this definition, documentation included.
+    """
 
     run: str
+    """The run's name, ``f"{env_id}__{agent}__{objective}__{seed}"`` made file-system safe."""
     agent: str
+    """The agent's label (its display name in the suite)."""
     objective: str
-    seed: int = Field(ge=0)
-    stage: int = Field(ge=1)
-    max_stages: int = Field(ge=1)
-    objective_value: float = Field(description="J; NaN (JSON NaN) where it was not measured.")
-    loss_names: list[str] | None = None
-    action: list[float] | None = None
-    wall_s: float | None = None
-    notes: dict[str, Any] | None = None
-    diverged: bool | None = None
-    preset: str | None = None
+    """The objective's label."""
+    seed: Annotated[int, Field(ge=0)]
+    """The episode's seed (the env's and the agent's)."""
+    stage: Annotated[int, Field(ge=1)]
+    """The stage number, 1-based, at most ``max_stages``."""
+    max_stages: Annotated[int, Field(ge=1)]
+    """The run's budget in stages."""
+    objective_value: float
+    """The objective ``J`` after the stage (higher is better; NaN where it was not measured)."""
+    suite: NotRequired[str]
+    """The suite's name."""
+    env_id: NotRequired[str]
+    """The Gymnasium id of the env."""
+    loss_names: NotRequired[list[str] | None]
+    """The losses, in the order of ``action``."""
+    action: NotRequired[list[float] | None]
+    """The agent's action, one entry per loss in ``loss_names``."""
+    weights: NotRequired[dict[str, float]]
+    """Effective loss weights (action times each loss's scale), ``{loss: weight}``."""
+    metrics: NotRequired[dict[str, float]]
+    """The objective's metrics after the stage, raw values, ``{metric: value}``."""
+    loss_values: NotRequired[dict[str, float]]
+    """Unweighted value of every loss on the evaluation set, ``{loss: value}``."""
+    reward: NotRequired[float]
+    """The env's reward: the change of ``J`` over the stage (or the divergence penalty)."""
+    notes: NotRequired[dict[str, Any] | None]
+    """The agent's notes: rationale, retries, fallback, tokens, latency."""
+    diverged: NotRequired[bool | None]
+    """Whether the stage diverged (and was rolled back)."""
+    feedback: NotRequired[str | None]
+    """The objective's text feedback (a judge's critique, a person's comment), or null."""
+    wall_s: NotRequired[float | None]
+    """Seconds since the episode started (after set-up), at the end of the stage."""
+    setup_s: NotRequired[float]
+    """Seconds spent building the env and the agent."""
+    act_s: NotRequired[float]
+    """Seconds of this stage's decision."""
+    train_s: NotRequired[float]
+    """Seconds of this stage's training."""
+    eval_s: NotRequired[float]
+    """Seconds of this stage's evaluation."""
+    device: NotRequired[str]
+    """The device the run trained on (``"cpu"``, ``"cuda:1"``)."""
+    preset: NotRequired[str | None]
+    """On a preset env (a table replay), the name of the preset played; else null."""
 
-    @model_validator(mode="after")
-    def _consistent(self) -> RowModel:
-        if self.stage > self.max_stages:
-            raise ValueError(f"stage {self.stage} is above max_stages {self.max_stages}")
-        if self.action is not None and self.loss_names is not None and len(self.action) != len(self.loss_names):
-            raise ValueError(
-                f"'action' has {len(self.action)} entries but 'loss_names' {len(self.loss_names)}; "
-                "they must match one to one"
-            )
-        return self
+
+def _consistent(row: ResultRow) -> ResultRow:
+    """A row's stage is within its budget and its action matches its losses."""
+    if row["stage"] > row["max_stages"]:
+        raise ValueError(f"stage {row['stage']} is above max_stages {row['max_stages']}")
+    action, names = row.get("action"), row.get("loss_names")
+    if action is not None and names is not None and len(action) != len(names):
+        raise ValueError(
+            f"'action' has {len(action)} entries but 'loss_names' {len(names)}; they must match one to one"
+        )
+    return row
 
 
-def read_numbered_rows(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, Any]]]:
+ROW_ADAPTER: TypeAdapter[ResultRow] = TypeAdapter(Annotated[ResultRow, AfterValidator(_consistent)])
+"""Validates a row read back against :class:`ResultRow`."""
+
+ROW_KEYS: tuple[str, ...] = tuple(ROW_ADAPTER.json_schema()["required"])
+"""Keys every row of ``results.jsonl`` must have (the required keys of :class:`ResultRow`)."""
+
+
+def read_numbered_rows(path: str | os.PathLike[str]) -> list[tuple[int, ResultRow]]:
     """``(line number, row)`` of every row of a ``results.jsonl``, each checked against
-    :class:`RowModel`; a torn last line (killed mid-write) is ignored.
+    :class:`ResultRow`; a torn last line (killed mid-write) is ignored.
 
     Raises:
         BenchmarkError: A line other than the last is not UTF-8, not a JSON object,
@@ -391,34 +292,38 @@ def read_numbered_rows(path: str | os.PathLike[str]) -> list[tuple[int, dict[str
         missing = [key for key in ROW_KEYS if key not in row]
         if missing:
             raise BenchmarkError(f"{path}:{number}: the row lacks the keys {missing}.")
-        _check_row(row, f"{path}:{number}")
-        rows.append((number, row))
+        rows.append((number, _check_row(row, f"{path}:{number}")))
     return rows
 
 
-def _check_row(row: dict[str, Any], where: str) -> None:
+def _check_row(row: dict[str, Any], where: str) -> ResultRow:
+    """``row`` itself (not a copy: it is written back byte for byte) once it is checked
+    against :class:`ResultRow`, or a :class:`BenchmarkError` naming ``where`` and the field."""
     try:
-        RowModel.model_validate(row)
+        ROW_ADAPTER.validate_python(row)
     except ValidationError as e:
         error = e.errors()[0]
         field = ".".join(str(part) for part in error["loc"])
         what = f"field {field!r}: " if field else ""
         got = f" (got {error['input']!r})" if field else ""
         raise BenchmarkError(f"{where}: {what}{error['msg']}{got}.") from None
+    return cast(ResultRow, row)
 
 
-def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def read_rows(path: str | os.PathLike[str]) -> list[ResultRow]:
     """Rows of a ``results.jsonl`` (:func:`read_numbered_rows` without the numbers)."""
     return [row for _, row in read_numbered_rows(path)]
 
 
-_RUN_FIELDS = ("agent", "objective", "seed", "max_stages")
+_RUN_FIELDS: tuple[Literal["agent", "objective", "seed", "max_stages"], ...] = (
+    "agent", "objective", "seed", "max_stages"
+)
 """Fields every row of one run shares."""
 
 
 def distinct_rows(
-    numbered: Iterable[tuple[int, Mapping[str, Any]]], path: str | os.PathLike[str]
-) -> tuple[list[Mapping[str, Any]], int]:
+    numbered: Iterable[tuple[int, ResultRow]], path: str | os.PathLike[str]
+) -> tuple[list[ResultRow], int]:
     """One row per (run, stage), for the report.
 
     A row that repeats an earlier one exactly (the same JSON) is dropped with a
@@ -438,8 +343,8 @@ def distinct_rows(
             names the run, the stage and both lines.
     """
     first: dict[tuple[str, int], tuple[int, str]] = {}
-    runs: dict[str, tuple[int, Mapping[str, Any]]] = {}
-    rows: list[Mapping[str, Any]] = []
+    runs: dict[str, tuple[int, ResultRow]] = {}
+    rows: list[ResultRow] = []
     dropped = 0
     for number, row in numbered:
         key = (row["run"], row["stage"])
@@ -471,7 +376,7 @@ def distinct_rows(
     return rows, dropped
 
 
-def complete_runs(rows: Iterable[Mapping[str, Any]]) -> set[str]:
+def complete_runs(rows: Iterable[ResultRow]) -> set[str]:
     """Names of runs whose stages ``1..max_stages`` are all present (rows as
     :func:`read_rows` gives them: stages in ``[1, max_stages]``)."""
     stages: dict[str, set[int]] = {}

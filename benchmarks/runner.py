@@ -3,7 +3,7 @@
 :func:`run_suite` expands a suite into its runs (:mod:`benchmarks.runs`), sets up or
 resumes the output directory (:mod:`benchmarks.results`: the layout, durability and
 the resume rule), executes the runs that are not complete on a backend
-(:mod:`benchmarks.backends`: inline, a process pool or Ray), appends every row to
+(:mod:`benchmarks.executor`: inline, a process pool or Ray), appends every row to
 ``results.jsonl`` in this process as it arrives, and rebuilds the report
 (:mod:`benchmarks.report`). A run that raises does not stop the others; the failures
 are raised together at the end (:class:`RunsFailedError`).
@@ -11,30 +11,29 @@ are raised together at the end (:class:`RunsFailedError`).
 The names the runner works with are importable from here too: :class:`RunSpec`,
 :func:`expand`, :func:`run_name`, :func:`execute_run` (runs), :func:`read_rows`,
 :func:`complete_runs`, ``RESULTS`` (results), ``BACKENDS``, :func:`threads_per_worker`
-(backends), and the errors.
+(executor), and the errors.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.backends import BACKENDS, run_inline, run_pool, run_ray, threads_per_worker
 from benchmarks.errors import BenchmarkError, RunFailure, RunsFailedError
+from benchmarks.executor import BACKENDS, Executor, threads_per_worker
+from benchmarks.output import Output, check_same
 from benchmarks.report import build_report
 from benchmarks.results import (
     RESULTS,
     RUNNER_FILE,
     SUITE_FILE,
     TABLE_RECORD,
-    OutputLock,
     ResultsWriter,
     complete_runs,
     prepare_resume,
@@ -43,7 +42,7 @@ from benchmarks.results import (
     read_stored_suite,
     write_json,
 )
-from benchmarks.runs import RunSpec, execute_run, expand, run_name
+from benchmarks.runs import RunSpec, execute_run, expand, run_name, run_task
 from benchmarks.suite import TABULAR_ENV_ID, Suite, identify_table, validate_values
 
 __all__ = [
@@ -127,119 +126,107 @@ def run_suite(
         A :class:`SuiteResult`.
 
     Raises:
-        ValueError: ``workers`` or ``backend`` is not allowed.
+        ValueError: ``workers``, ``backend`` or ``threads`` is not allowed.
         BenchmarkError: ``out`` exists without ``resume``, or is not a benchmark
             directory / belongs to another suite with ``resume``; or some runs failed
             (after every other run has finished; their rows are kept).
     """
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers={workers!r} is not allowed. Allowed: an integer >= 1")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not allowed. Allowed: {BACKENDS}")
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads={threads!r} is not allowed. Allowed: an integer >= 1")
-    out = Path(out)
     t0 = time.perf_counter()
+    if resume and threads is None:
+        threads = _stored_threads(Path(out))  # so that resumed runs reproduce the others
+    executor = Executor(
+        backend, workers=workers, threads=threads, device=str(suite.env_kwargs.get("device", "cpu")),
+        ray_address=ray_address,
+    )
     validate_values(suite)  # everything is checked before anything is created
     runs = expand(suite, image_every=image_every)
-    stored = suite.to_dict()
-    if suite.env_id == TABULAR_ENV_ID:  # the table it scores against, hashed once, now
-        stored[TABLE_RECORD] = identify_table(suite.env_kwargs["table"]).model_dump()
-    created = False
-    if resume:
-        if not out.is_dir():
-            raise BenchmarkError(
-                f"Cannot resume: {str(out)!r} does not exist or is not a folder. Start a new "
-                "benchmark without --resume."
-            )
-    else:
-        if out.exists():
-            raise BenchmarkError(
-                f"Output directory {str(out)!r} already exists. Pass --resume to continue "
-                "the benchmark in it, or choose another --out."
-            )
-        try:
-            out.mkdir(parents=True)
-        except OSError as e:
-            raise BenchmarkError(f"Cannot create the output directory {str(out)!r}: {e.strerror or e}.") from None
-        created = True
-    lock = OutputLock(out, "lossagent bench")
-    try:
-        lock.acquire()
-    except BenchmarkError:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    rows_written = 0
-    try:
-        if resume:
-            _check_resumable(out, stored)
-            done, dropped = prepare_resume(out, [r.name for r in runs])
-            if threads is None and (out / RUNNER_FILE).is_file():
-                # the same thread count as before, so resumed runs reproduce the others
-                threads = read_json(out / RUNNER_FILE, "The runner settings").get("threads")
-        else:
-            done, dropped = set(), 0
-        if threads is None:
-            threads = threads_per_worker(workers)
-        if not resume:
-            options = {"threads": threads, "workers": workers, "backend": backend}
-            write_json(out / RUNNER_FILE, options)
-            write_json(out / SUITE_FILE, stored)  # last: its presence marks a benchmark directory
+    record = _suite_record(suite)
+    output = Output(out, command="lossagent bench", kind="folder", resume=resume)
+    output.check()
+    settings = {"threads": executor.threads, "workers": workers, "backend": backend}
+    with executor, output.claim(
+        create=lambda path: _start_folder(path, record, settings),
+        check_resumable=lambda path: _check_resumable(path, record),
+    ):
+        done, dropped = prepare_resume(output.path, [r.name for r in runs]) if resume else (set(), 0)
         pending = [r for r in runs if r.name not in done]
-        result = SuiteResult(out=out, runs=[r.name for r in runs], skipped=sorted(done), dropped_rows=dropped)
         logger.info(
             "Suite %r: %d runs, %d already complete, %d to run (%s backend, %d worker(s)).",
             suite.name, len(runs), len(done), len(pending), backend, workers,
         )
-        with ResultsWriter(out / RESULTS) as writer:
-
-            def write(row: Mapping[str, Any]) -> None:
-                nonlocal rows_written
-                writer.write(row)
-                rows_written += 1
-                if on_row is not None:
-                    on_row(row)
-
-            if backend == "ray":
-                failures = run_ray(pending, out, write, threads, ray_address)
-            elif workers == 1:
-                failures = run_inline(pending, out, write, threads)
-            else:
-                failures = run_pool(pending, out, write, workers, threads)
-        result.executed = [r.name for r in pending]
-        result.failures = failures
-        result.wall_s = time.perf_counter() - t0
-        if created and rows_written == 0 and failures:
+        failures = _execute(executor, pending, output, on_row)
+        if failures and not output.kept:
             # Nothing was computed: leave nothing behind, so the fixed command runs as is.
-            lock.release()
-            shutil.rmtree(out, ignore_errors=True)
-            lines = "\n".join(f"  {f.run}: {f.error}" for f in failures)
             raise RunsFailedError(
-                f"All {len(failures)} runs failed before their first stage; nothing was kept "
-                f"and {str(out)!r} was removed:\n{lines}",
+                f"All {len(failures)} runs failed before their first stage; nothing was kept"
+                f"{f' and {str(output.path)!r} was removed' if output.created else ''}:\n"
+                + _failure_lines(failures),
                 failures,
             )
         if report:
-            build_report(out)
-    except BaseException:
-        if created and rows_written == 0 and out.exists():
-            lock.release()
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    finally:
-        lock.release()
+            build_report(output.path)
     if failures:
-        lines = "\n".join(f"  {f.run}: {f.error}" for f in failures)
         raise RunsFailedError(
             f"{len(failures)} of {len(pending)} runs failed (the others are saved; fix the "
-            f"cause and rerun with --resume --out {out}):\n{lines}",
+            f"cause and rerun with --resume --out {output.path}):\n" + _failure_lines(failures),
             failures,
         )
-    return result
+    return SuiteResult(
+        out=output.path, runs=[r.name for r in runs], skipped=sorted(done),
+        executed=[r.name for r in pending], dropped_rows=dropped, wall_s=time.perf_counter() - t0,
+    )
 
 
-def _check_resumable(out: Path, stored: dict[str, Any]) -> None:
+def _suite_record(suite: Suite) -> dict[str, Any]:
+    """What ``suite.json`` holds: the suite, and the table a replay scores against,
+    hashed once, now."""
+    record = suite.to_dict()
+    if suite.env_id == TABULAR_ENV_ID:
+        record[TABLE_RECORD] = identify_table(suite.env_kwargs["table"]).model_dump()
+    return record
+
+
+def _stored_threads(out: Path) -> int | None:
+    """The torch threads a benchmark was started with (``runner.json``), if recorded."""
+    if not (out / RUNNER_FILE).is_file():
+        return None
+    threads = read_json(out / RUNNER_FILE, "The runner settings").get("threads")
+    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
+
+
+def _start_folder(out: Path, record: dict[str, Any], settings: dict[str, Any]) -> None:
+    write_json(out / RUNNER_FILE, settings)
+    write_json(out / SUITE_FILE, record)  # last: its presence marks a benchmark directory
+
+
+def _execute(
+    executor: Executor, pending: list[RunSpec], output: Output,
+    on_row: Callable[[Mapping[str, Any]], None] | None,
+) -> list[RunFailure]:
+    """Run ``pending``; every row is appended to ``results.jsonl`` as it arrives."""
+    with ResultsWriter(output.path / RESULTS) as writer:
+
+        def write(_run: Any, row: Mapping[str, Any]) -> None:
+            writer.write(row)
+            output.keep()
+            if on_row is not None:
+                on_row(row)
+
+        failures = executor.map(
+            functools.partial(run_task, out=str(output.path.resolve())),
+            [(spec.name, spec) for spec in pending],
+            on_message=write,
+        )
+    for failure in failures:
+        logger.error("Run %s failed: %s", failure.key, failure.error)
+    return [RunFailure(f.key, f.error, f.traceback) for f in failures]
+
+
+def _failure_lines(failures: list[RunFailure]) -> str:
+    return "\n".join(f"  {f.run}: {f.error}" for f in failures)
+
+
+def _check_resumable(out: Path, record: dict[str, Any]) -> None:
     suite_file = out / SUITE_FILE
     if not suite_file.is_file():
         raise BenchmarkError(
@@ -249,18 +236,10 @@ def _check_resumable(out: Path, stored: dict[str, Any]) -> None:
     previous = read_json(suite_file, "The stored suite")
     if not isinstance(previous, dict):
         raise BenchmarkError(f"The stored suite {str(suite_file)!r} is corrupt (not a JSON object).")
-    if TABLE_RECORD in stored:
+    if TABLE_RECORD in record:
         # the same table by content; its path may read differently from another folder
-        _check_same_table(previous.get(TABLE_RECORD), stored[TABLE_RECORD], suite_file)
-        previous = {k: v for k, v in previous.items() if k != TABLE_RECORD}
-        stored = {k: v for k, v in stored.items() if k != TABLE_RECORD}
-    if previous != json.loads(json.dumps(stored)):
-        changed = sorted(k for k in set(previous) | set(stored) if previous.get(k) != stored.get(k))
-        raise BenchmarkError(
-            f"Cannot resume {str(out)!r}: it holds a benchmark of a different suite "
-            f"(differs in: {changed}). Resume with the same suite and options, or use a "
-            "new --out."
-        )
+        _check_same_table(previous.get(TABLE_RECORD), record[TABLE_RECORD], suite_file)
+    check_same(out, previous, record, what="suite", ignore=(TABLE_RECORD,))
 
 
 def _check_same_table(recorded: Any, now: dict[str, Any], suite_file: Path) -> None:

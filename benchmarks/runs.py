@@ -37,18 +37,19 @@ network, because the env's ``reset(seed=...)`` is deterministic.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.results import RESULTS, OutputLock, ResultsWriter, tensorboard_dir
+from benchmarks.executor import Context
+from benchmarks.output import Output
+from benchmarks.results import RESULTS, ResultsWriter, tensorboard_dir
 from benchmarks.suite import TABULAR_ENV_ID, Suite, safe_name
 from lossagent_env.jsonable import jsonable
 
@@ -59,6 +60,7 @@ __all__ = [
     "expand",
     "run_name",
     "run_one",
+    "run_task",
     "spec_to_dict",
 ]
 
@@ -230,7 +232,7 @@ def execute_run(spec: RunSpec, out: str | os.PathLike[str] | None, emit: Emit) -
                     "seed": spec.seed,
                     "stage": int(stage.stage),
                     "max_stages": spec.max_stages,
-                    "loss_names": list(stage_env.unwrapped.loss_names),
+                    "loss_names": list(stage_env.get_wrapper_attr("loss_names")),
                     "action": jsonable(stage.action),
                     "weights": jsonable(stage.weights),
                     "metrics": jsonable(stage.metrics),
@@ -261,6 +263,17 @@ def execute_run(spec: RunSpec, out: str | os.PathLike[str] | None, emit: Emit) -
     return count
 
 
+def run_task(spec: RunSpec, context: Context, *, out: str | None) -> int:
+    """The executor's task for one run: its rows go to ``context.send`` as they come.
+
+    Trains on ``context.device`` instead of the suite's device where the executor gives
+    this worker a GPU of its own.
+    """
+    if context.device is not None:
+        spec = dataclasses.replace(spec, env_kwargs={**spec.env_kwargs, "device": context.device})
+    return execute_run(spec, out, context.send)
+
+
 def run_one(
     spec: RunSpec, out: str | os.PathLike[str] | None = None, on_row: Emit | None = None
 ) -> list[dict[str, Any]]:
@@ -269,9 +282,9 @@ def run_one(
     Args:
         spec: The run.
         out: A new or empty directory for ``results.jsonl`` (each row appended and
-            fsync'ed as its stage ends) and ``tb/<run name>``, held with an
-            :class:`~benchmarks.results.OutputLock`; None writes nothing. If the run
-            fails before its first row, everything it created there is removed.
+            fsync'ed as its stage ends) and ``tb/<run name>``, owned by an
+            :class:`~benchmarks.output.Output`; None writes nothing. If the run fails
+            before its first row, everything it created there is removed.
         on_row: Called with each row after it is written (progress bars).
 
     Returns:
@@ -282,47 +295,22 @@ def run_one(
             or is in use; or the episode ended before ``spec.max_stages``.
     """
     rows: list[dict[str, Any]] = []
-    writer: ResultsWriter | None = None
-    lock: OutputLock | None = None
-    created = False
-    if out is not None:
-        out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise BenchmarkError(f"--out {str(out)!r} is a file. Allowed: a new or empty folder.")
-        if out.is_dir() and any(out.iterdir()):
-            raise BenchmarkError(f"--out {str(out)!r} exists and is not empty. Choose another --out.")
-        created = not out.exists()
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise BenchmarkError(f"Cannot create --out {str(out)!r}: {e.strerror or e}.") from None
-        lock = OutputLock(out, "lossagent run").acquire()
 
-    def emit(row: dict[str, Any]) -> None:
-        nonlocal writer
+    def keep(row: dict[str, Any]) -> None:
         rows.append(row)
-        if out is not None:
-            if writer is None:
-                writer = ResultsWriter(Path(out) / RESULTS)
-            writer.write(row)
         if on_row is not None:
             on_row(row)
 
-    try:
-        execute_run(spec, out, emit)
-    except BaseException:
-        if out is not None and not rows:  # nothing computed: leave nothing behind
-            if lock is not None:
-                lock.release()
-            if created:
-                shutil.rmtree(out, ignore_errors=True)
-            else:
-                for child in Path(out).iterdir():
-                    shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
-        raise
-    finally:
-        if writer is not None:
-            writer.close()
-        if lock is not None:
-            lock.release()
+    if out is None:
+        execute_run(spec, None, keep)
+        return rows
+    output = Output(out, command="lossagent run", kind="folder", empty_ok=True)
+    with output.claim(), ResultsWriter(output.path / RESULTS) as writer:
+
+        def write(row: dict[str, Any]) -> None:
+            writer.write(row)
+            output.keep()
+            keep(row)
+
+        execute_run(spec, output.path, write)
     return rows

@@ -43,13 +43,13 @@ import math
 import os
 import re
 import tomllib
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from benchmarks.tomlpos import decode_error_line, dotted, file_loc, locate
 from lossagent_env.registry import unknown_name_message
 
 __all__ = [
@@ -61,7 +61,6 @@ __all__ = [
     "Suite",
     "SuiteError",
     "TableIdentity",
-    "check_seeds",
     "file_sha256",
     "identify_table",
     "load_suite",
@@ -104,6 +103,12 @@ class SuiteError(ValueError):
 
     def __reduce__(self):  # picklable across worker processes
         return (type(self), (self.file, self.line, self.key, self.message))
+
+    @classmethod
+    def at(cls, source: str, text: str | None, loc: Sequence, message: str) -> SuiteError:
+        """The error of the key at ``loc`` (e.g. ``("env", "kwargs", "lr")``) of a file
+        whose text is ``text`` (None: no line)."""
+        return cls(source, locate(text, loc), dotted(loc), message)
 
 
 # --------------------------------------------------------------------------- schema
@@ -189,6 +194,8 @@ class SuiteModel(_Strict):
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        from lossagent_env.tabular.replay import check_seeds
+
         return check_seeds(seeds)
 
     @field_validator("objectives")
@@ -202,21 +209,6 @@ class SuiteModel(_Strict):
                 if bad:
                     raise ValueError(f"objective weights must be finite and non-zero, got {bad}")
         return objectives
-
-
-def check_seeds(seeds: list[int]) -> list[int]:
-    """``seeds`` if they are unique and ``>= 0`` (checked in linear time).
-
-    Raises:
-        ValueError: A repeated or negative seed.
-    """
-    duplicates = sorted(s for s, n in Counter(seeds).items() if n > 1)
-    if duplicates:
-        raise ValueError(f"seeds must be unique; repeated: {duplicates[:10]}")
-    negative = [s for s in seeds if s < 0]
-    if negative:
-        raise ValueError(f"seeds must be >= 0; got {negative[:10]}")
-    return seeds
 
 
 class Suite:
@@ -354,7 +346,7 @@ def load_suite(name_or_path: str | Path, *, check_names: bool = True) -> Suite:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        line = _line_of_decode_error(e)
+        line = decode_error_line(e)
         raise SuiteError(str(path), line, None, f"not valid TOML: {e}") from e
     suite = _validate(data, source=str(path), text=text, path=path)
     if check_names:
@@ -363,7 +355,7 @@ def load_suite(name_or_path: str | Path, *, check_names: bool = True) -> Suite:
     return suite
 
 
-def read_suite_file(name_or_path: str | Path) -> tuple[Path, str]:
+def read_suite_file(name_or_path: str | os.PathLike[str]) -> tuple[Path, str]:
     """The path and text of a suite file: a file of that path if one exists, else the
     shipped suite of that name (even where a folder has its name).
 
@@ -395,7 +387,7 @@ def load_suite_text(text: str, source: str = "<string>", *, check_names: bool = 
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise SuiteError(source, _line_of_decode_error(e), None, f"not valid TOML: {e}") from e
+        raise SuiteError(source, decode_error_line(e), None, f"not valid TOML: {e}") from e
     suite = _validate(data, source=source, text=text, path=None)
     if check_names:
         validate_names(suite, text=text, source=source)
@@ -410,7 +402,7 @@ def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path
         errors = e.errors()
         # an unknown key (often a typo) explains the "missing" error that comes with it
         err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
-        loc = _file_loc(data, tuple(err["loc"]), keep_missing=err["type"] == "missing")
+        loc = file_loc(data, tuple(err["loc"]), keep_missing=err["type"] == "missing")
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = unknown_name_message("key", loc[-1], _allowed_keys(loc))
@@ -422,11 +414,11 @@ def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path
                 "table of {metric = weight} numbers"
             )
         others = {
-            _dotted(_file_loc(data, tuple(x["loc"]), x["type"] in ("missing", "extra_forbidden")))
+            dotted(file_loc(data, tuple(x["loc"]), x["type"] in ("missing", "extra_forbidden")))
             for x in errors
-        } - {_dotted(loc)}
+        } - {dotted(loc)}
         more = f" (also check: {', '.join(sorted(others))})" if others else ""
-        raise SuiteError(source, _locate(text, loc), _dotted(loc), msg + more) from None
+        raise SuiteError.at(source, text, loc, msg + more) from None
     labels = [a.display for a in model.agents]
     _no_duplicates(labels, "agents", "agent label", source, text)
     _no_file_name_clash(labels, source, text)
@@ -434,12 +426,7 @@ def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path
     for reserved in ("objective", "max_stages", "stage_iters"):
         if reserved in model.env.kwargs:
             where = "`objectives`" if reserved == "objective" else "[budget]"
-            raise SuiteError(
-                source,
-                _locate(text, ("env", "kwargs", reserved)),
-                f"env.kwargs.{reserved}",
-                f"set by the suite's {where}, not in env kwargs",
-            )
+            raise SuiteError.at(source, text, ("env", "kwargs", reserved), f"set by the suite's {where}, not in env kwargs")
     return Suite(model, path=path)
 
 
@@ -449,7 +436,7 @@ def _no_duplicates(values: list[str], key: str, what: str, source: str, text: st
         if value in seen:
             hint = " (add `label = ...` to tell two entries apart)" if key == "agents" else ""
             message = f"duplicate {what} {value!r}; each must appear once{hint}"
-            raise SuiteError(source, _locate(text, (key, i)), f"{key}[{i}]", message)
+            raise SuiteError.at(source, text, (key, i), message)
         seen.add(value)
 
 
@@ -466,35 +453,15 @@ def _no_file_name_clash(labels: list[str], source: str, text: str | None) -> Non
                 "characters outside [A-Za-z0-9._+-] become '-'). Allowed: labels that differ "
                 "in those characters"
             )
-            raise SuiteError(source, _locate(text, ("agents", i, "label")), f"agents[{i}].label", message)
+            raise SuiteError.at(source, text, ("agents", i, "label"), message)
         seen[safe] = i
-
-
-def _file_loc(data: Any, loc: tuple, keep_missing: bool) -> tuple:
-    """The part of a pydantic error location that names keys of the file.
-
-    Union members add their type name (``'str'``, ``'dict[str,float]'``) to the
-    location; those are not keys and are cut off. A missing key is kept if
-    ``keep_missing`` (the error is about that key).
-    """
-    out: list = []
-    node = data
-    for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-        else:
-            if keep_missing and isinstance(node, dict) and isinstance(part, str):
-                out.append(part)
-            break
-        out.append(part)
-    return tuple(out)
 
 
 def _allowed_keys(loc: tuple) -> list[str]:
     parent = tuple(p for p in loc[:-1] if not isinstance(p, int))
-    model = {(): SuiteModel, ("env",): EnvEntry, ("budget",): Budget, ("agents",): AgentEntry}
+    model: dict[tuple, type[BaseModel]] = {
+        (): SuiteModel, ("env",): EnvEntry, ("budget",): Budget, ("agents",): AgentEntry
+    }
     return list(model[parent].model_fields) if parent in model else []
 
 
@@ -502,21 +469,6 @@ def _value_at(data: Any, loc: tuple) -> Any:
     for part in loc:
         data = data[part]
     return data
-
-
-def _dotted(loc: Iterable) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _line_of_decode_error(error: tomllib.TOMLDecodeError) -> int | None:
-    lineno = getattr(error, "lineno", None)
-    if lineno:
-        return int(lineno)
-    match = re.search(r"line (\d+)", str(error))
-    return int(match.group(1)) if match else None
 
 
 # --------------------------------------------------------------------------- names
@@ -538,7 +490,7 @@ def validate_names(suite: Suite, text: str | None = None, source: str | None = N
     source = source or str(suite.path or suite.name)
 
     def fail(loc: tuple, message: str) -> None:
-        raise SuiteError(source, _locate(text, loc), _dotted(loc), message)
+        raise SuiteError.at(source, text, loc, message)
 
     env_ids = [i for i in gym.registry if i.startswith("LossAgent/")]
     if suite.env_id not in gym.registry:
@@ -558,7 +510,7 @@ def validate_names(suite: Suite, text: str | None = None, source: str | None = N
         if backbone not in BACKBONES:
             fail(("env", "kwargs", "backbone"), unknown_name_message("backbone", backbone, BACKBONES.names()))
     losses = suite.env_kwargs.get("losses")
-    if losses is not None:
+    if isinstance(losses, list):  # other values are refused by validate_values
         from lossagent_env.losses import LOSSES
 
         for i, spec in enumerate(losses):
@@ -576,14 +528,23 @@ def validate_names(suite: Suite, text: str | None = None, source: str | None = N
 
 
 def _check_tabular_kwargs(suite: Suite, fail: Any) -> None:
-    """A table replay takes ``table`` (required) and ``seeds``; everything else about the
-    env (device, data, iterations per stage, ...) is fixed by the table."""
+    """A table replay takes ``table`` (required) and ``seeds``; an env setting (device,
+    data, ...) is refused by :func:`_validate_tabular`, which knows the table's value."""
+    import dataclasses
+
+    from lossagent_env.config import EnvConfig
+    from lossagent_env.tabular.replay import shipped_tables
+
+    settings = {f.name for f in dataclasses.fields(EnvConfig)}
     for key in suite.env_kwargs:
-        if key not in TABULAR_KWARGS:
+        if key not in TABULAR_KWARGS and key not in settings:
             message = unknown_name_message("argument of the tabular env", key, TABULAR_KWARGS)
             fail(("env", "kwargs", key), f"{message} (the table fixes every other env setting)")
     if "table" not in suite.env_kwargs:
-        fail(("env", "kwargs"), "a table replay needs `table = PATH` (a table file or a shipped table's name)")
+        fail(
+            ("env", "kwargs", "table"),
+            f"a table replay needs `table = NAME_OR_PATH`: a table file, or a shipped table {shipped_tables()}",
+        )
     if suite.requires_data:
         fail(("requires_data",), "a table replay reads no images; remove `requires_data` (allowed: false)")
 
@@ -598,6 +559,9 @@ def _check_agents(suite: Suite, fail: Any) -> None:
 def validate_values(suite: Suite, text: str | None = None, source: str | None = None) -> None:
     """Check the env settings with every objective, as the env would, before anything runs.
 
+    The env's refusals carry the field at fault (``ConfigError.loc``), which locates
+    the key in the file.
+
     Raises:
         SuiteError: A value the env refuses (``patch_size = 0``, a negative objective
             weight, an ``eval_size`` too small for a metric), located in the file.
@@ -606,6 +570,7 @@ def validate_values(suite: Suite, text: str | None = None, source: str | None = 
 
     import lossagent_env  # noqa: F401  (registers the env ids)
     from lossagent_env.env import check_settings
+    from lossagent_env.errors import ConfigError
 
     source = source or str(suite.path or suite.name)
     if text is None and suite.path is not None:  # to name the line of a bad value
@@ -618,18 +583,34 @@ def validate_values(suite: Suite, text: str | None = None, source: str | None = 
     base = {"max_stages": suite.max_stages, "stage_iters": suite.stage_iters, **suite.env_kwargs}
     if task is not None:
         base["task"] = task
-    try:
-        check_settings(**base)
-    except (ValueError, TypeError) as e:
-        key = next((k for k in suite.env_kwargs if f"EnvConfig.{k}=" in str(e)), None)
-        loc = ("env", "kwargs", key) if key else ("env", "kwargs")
-        raise SuiteError(source, _locate(text, loc), _dotted(loc), str(e)) from None
-    for i, objective in enumerate(suite.objectives):
+    for i, objective in [(None, None), *enumerate(suite.objectives)]:
         try:
-            check_settings(**base, objective=objective.spec)
-        except (ValueError, TypeError, KeyError) as e:
-            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            raise SuiteError(source, _locate(text, ("objectives", i)), f"objectives[{i}]", message) from None
+            check_settings(**base, **({} if objective is None else {"objective": objective.spec}))
+        except ConfigError as e:
+            raise SuiteError.at(source, text, suite_loc(suite, e.loc, i), str(e)) from None
+
+
+def suite_loc(suite: Suite, loc: Sequence, objective: int | None) -> tuple:
+    """Where in a suite file the value at ``loc`` of the env's arguments comes from.
+
+    Args:
+        suite: The suite.
+        loc: ``ConfigError.loc``: an argument of the env first (``"patch_size"``,
+            ``"objective"``, ``"max_stages"``), then the part within it.
+        objective: Index of the objective that was checked, or None.
+
+    Returns:
+        ``("objectives", i)``, ``("budget", key)``, ``("env", "kwargs", key)``, or
+        ``("env", "kwargs")`` for a key the suite does not give.
+    """
+    field = loc[0] if loc else None
+    if field == "objective" and objective is not None:
+        return ("objectives", objective)
+    if field in ("max_stages", "stage_iters"):
+        return ("budget", field)
+    if field in suite.env_kwargs:
+        return ("env", "kwargs", field)
+    return ("env", "kwargs")
 
 
 def _text_or_none(path: Path) -> str | None:
@@ -644,39 +625,42 @@ def _validate_tabular(suite: Suite, text: str | None, source: str) -> None:
     suite changes nothing the table fixes (env settings, iterations per stage)."""
     import gymnasium as gym
 
+    from lossagent_env.errors import ConfigError
+    from lossagent_env.tabular.replay import live_config, load_table
+
     def fail(loc: tuple, message: str) -> None:
-        raise SuiteError(source, _locate(text, loc), _dotted(loc), message)
+        raise SuiteError.at(source, text, loc, message)
 
     _check_tabular_kwargs(suite, fail)
+    name = str(suite.env_kwargs["table"])
+    try:
+        table = load_table(suite.env_kwargs["table"])
+    except (OSError, TypeError, ValueError) as e:
+        fail(("env", "kwargs", "table"), str(e))
+    built = live_config(table)  # the settings the table was built with
+    for key, value in suite.env_kwargs.items():
+        if key not in TABULAR_KWARGS:
+            fail(
+                ("env", "kwargs", key),
+                f"the table fixes it at {getattr(built, key)!r}, not {value!r} ({name!r} was built "
+                f"so, and a replay trains nothing: the table fixes every other env setting). "
+                f"Allowed: {list(TABULAR_KWARGS)}",
+            )
+    if suite.stage_iters != built.stage_iters:
+        fail(
+            ("budget", "stage_iters"),
+            f"the table fixes it at {built.stage_iters}, not {suite.stage_iters} ({name!r} was built "
+            f"with {built.stage_iters} iterations per stage, and a replay trains nothing). "
+            f"Allowed: {built.stage_iters}",
+        )
+    missing = [seed for seed in suite.seeds if seed not in table.seeds]
+    if missing:
+        fail(("seeds",), f"seeds {missing} are not in the table. Allowed: its seeds {list(table.seeds)}")
     for i, objective in enumerate(suite.objectives):
         try:
-            env = gym.make(TABULAR_ENV_ID, **suite.env_kwargs, objective=objective.spec, max_stages=suite.max_stages)
-        except FileNotFoundError as e:
-            raise SuiteError(source, _locate(text, ("env", "kwargs", "table")), "env.kwargs.table", str(e)) from None
-        except (ValueError, KeyError, TypeError) as e:
-            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            where = ("objectives", i) if "metric" in message.lower() or "objective" in message.lower() else ("budget",)
-            raise SuiteError(source, _locate(text, where), _dotted(where), message) from None
-        missing = [seed for seed in suite.seeds if seed not in env.unwrapped.table.seeds]
-        if missing:
-            raise SuiteError(
-                source, _locate(text, ("seeds",)), "seeds",
-                f"seeds {missing} are not in the table. Allowed: its seeds {list(env.unwrapped.table.seeds)}",
-            )
-        fixed = table_stage_iters(env.unwrapped)
-        if suite.stage_iters != fixed:
-            fail(
-                ("budget", "stage_iters"),
-                f"{suite.stage_iters} is not the table's: {str(suite.env_kwargs['table'])!r} was "
-                f"built with {fixed} iterations per stage, and a replay cannot change that. "
-                f"Allowed: {fixed}",
-            )
-
-
-def table_stage_iters(env: Any) -> int:
-    """Iterations per stage that the table of a ``TabularEnv`` was built with."""
-    built = env.table.header.get("env_config", {}).get("stage_iters")
-    return int(built if built is not None else env.config.stage_iters)
+            gym.make(TABULAR_ENV_ID, **suite.env_kwargs, objective=objective.spec, max_stages=suite.max_stages)
+        except ConfigError as e:
+            fail(suite_loc(suite, e.loc, i), str(e))
 
 
 class TableIdentity(_Strict):
@@ -714,71 +698,3 @@ def agent_names() -> list[str]:
     import agents
 
     return sorted(agents.AGENTS)
-
-
-# --------------------------------------------------------------------------- lines
-
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(
-    r"""^\s*((?:[A-Za-z0-9_\-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_\-]+|"[^"]*"|'[^']*'))*)\s*="""
-)
-
-
-def _split_key(dotted: str) -> list[str]:
-    parts = re.findall(r"""[A-Za-z0-9_\-]+|"[^"]*"|'[^']*'""", dotted)
-    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
-
-
-def _locate(text: str | None, loc: Sequence) -> int | None:
-    """1-based line of the key at ``loc`` (or of its nearest enclosing key/table).
-
-    A small scanner that follows table headers (``[a.b]``, ``[[a]]`` with their index)
-    and ``key = value`` lines; ``tomllib`` itself does not report positions.
-    """
-    if text is None or not loc:
-        return None
-    loc = tuple(loc)
-    best_line, best_len = None, 0
-    table: tuple = ()
-    array_index: dict[tuple[str, ...], int] = {}
-    in_multiline = False
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.count('"""') % 2 or line.count("'''") % 2:
-            in_multiline = not in_multiline
-            if not in_multiline:
-                continue
-        elif in_multiline:
-            continue
-        header = _HEADER.match(line)
-        if header and not _KEY.match(line):
-            names = _split_key(header.group(2))
-            if header.group(1) == "[[":
-                key = tuple(names)
-                array_index[key] = array_index.get(key, -1) + 1
-            path: list = []
-            for i in range(len(names)):
-                path.append(names[i])
-                index = array_index.get(tuple(names[: i + 1]))
-                if index is not None:
-                    path.append(index)
-            table = tuple(path)
-            candidate = table
-        else:
-            key_match = _KEY.match(line)
-            if not key_match:
-                continue
-            candidate = table + tuple(_split_key(key_match.group(1)))
-        n = _common_prefix(candidate, loc)
-        if n == len(candidate) and n > best_len:
-            best_line, best_len = number, n
-    return best_line
-
-
-def _common_prefix(a: tuple, b: tuple) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n

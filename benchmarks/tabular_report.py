@@ -31,21 +31,23 @@ import io
 import logging
 import math
 import os
+import warnings
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.results import write_atomic
+from benchmarks.results import ResultRow, write_atomic
 from benchmarks.suite import TABULAR_ENV_ID, TableIdentity, file_sha256, objective_label
 
 __all__ = [
     "TabularScores",
     "VerifiedTable",
+    "interval_estimates",
     "markdown_text",
     "plain_text",
     "plot_scores",
@@ -58,11 +60,49 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BOOTSTRAP_REPS = 2000
-"""Bootstrap resamples of the IQM intervals."""
+"""Bootstrap resamples of the IQM intervals (and of the live report's means)."""
 
 IMPROVEMENT_REPS = 500
 """Bootstrap resamples of the probability-of-improvement intervals (each resample runs
 a Mann-Whitney statistic per objective, so they cost far more than the IQM's)."""
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def interval_estimates(
+    scores: Mapping[K, Any], statistic: Callable[..., Any], reps: int = BOOTSTRAP_REPS
+) -> dict[K, np.ndarray]:
+    """Point estimates and 95% stratified-bootstrap percentile intervals, with rliable.
+
+    One call of :func:`rliable.library.get_interval_estimates` on every key, drawing
+    from one ``RandomState(0)``, so the result is the same at every call.
+
+    Args:
+        scores: Per key, a ``(runs, tasks)`` score matrix (runs are resampled within
+            each task), or a tuple of them for a statistic of several (probability of
+            improvement).
+        statistic: Maps a matrix (or the tuple's matrices) to a number or a 1-D array.
+        reps: Bootstrap resamples.
+
+    Returns:
+        Per key, an array ``(3, m)``: the point estimate, the low and the high end of
+        the interval of each of the ``m`` values of ``statistic``.
+    """
+    from rliable import library as rly
+
+    with warnings.catch_warnings():
+        # rliable hands its RandomState to arch, which asks for the newer keyword
+        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            scores, lambda *x: np.atleast_1d(statistic(*x)), reps=reps, random_state=np.random.RandomState(0)
+        )
+    return {key: np.vstack([np.atleast_1d(point[key]), np.reshape(interval[key], (2, -1))]) for key in scores}
+
+
+def _triple(estimate: np.ndarray) -> tuple[float, float, float]:
+    """(point, low, high) of the first value of an :func:`interval_estimates` entry."""
+    return float(estimate[0, 0]), float(estimate[1, 0]), float(estimate[2, 0])
 
 
 @dataclass
@@ -164,7 +204,7 @@ def verify_table(
 
 
 def score_tabular(
-    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    runs: Mapping[str, Sequence[ResultRow]],
     suite: Mapping[str, Any],
     table: str | os.PathLike[str] | None = None,
 ) -> TabularScores:
@@ -183,6 +223,7 @@ def score_tabular(
     import gymnasium as gym
 
     import lossagent_env  # noqa: F401  (registers the ids)
+    from lossagent_env.tabular import TabularEnv
 
     if suite.get("env", {}).get("id") != TABULAR_ENV_ID:
         raise ValueError(f"score_tabular needs a suite on {TABULAR_ENV_ID}; got {suite.get('env')}.")
@@ -191,10 +232,12 @@ def score_tabular(
         kwargs["table"] = str(table)
     depth = int(suite["budget"]["max_stages"])
     result = TabularScores()
-    envs = {}
+    envs: dict[str, TabularEnv] = {}
     for spec in suite["objectives"]:
         label = objective_label(spec)
-        envs[label] = gym.make(TABULAR_ENV_ID, **kwargs, objective=spec, max_stages=depth).unwrapped
+        env = gym.make(TABULAR_ENV_ID, **kwargs, objective=spec, max_stages=depth).unwrapped
+        assert isinstance(env, TabularEnv)  # the id's entry point
+        envs[label] = env
     cells: dict[tuple[str, int], dict[str, Any]] = {}
     for run_rows in runs.values():
         first = run_rows[0]
@@ -270,35 +313,21 @@ def _aggregate(result: TabularScores) -> None:
     np.random.seed(0)  # rliable's profile intervals draw from NumPy's global RNG: fixed, restored
     try:
         if complete:
-            point, interval = rly.get_interval_estimates(
-                matrices, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=BOOTSTRAP_REPS,
-                random_state=np.random.RandomState(0),
-            )
-            result.iqm = {a: (float(point[a][0]), float(interval[a][0, 0]), float(interval[a][1, 0])) for a in matrices}
+            result.iqm = {a: _triple(e) for a, e in interval_estimates(matrices, metrics.aggregate_iqm).items()}
             for j, objective in enumerate(complete):
                 per = {a: m[:, j : j + 1] for a, m in matrices.items()}
-                point, interval = rly.get_interval_estimates(
-                    per, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=BOOTSTRAP_REPS,
-                    random_state=np.random.RandomState(0),
-                )
                 result.iqm_by_objective[objective] = {
-                    a: (float(point[a][0]), float(interval[a][0, 0]), float(interval[a][1, 0])) for a in per
+                    a: _triple(e) for a, e in interval_estimates(per, metrics.aggregate_iqm).items()
                 }
             agents = list(matrices)
             # P(y > x) = 1 - P(x > y) (ties count one half): one estimate per unordered pair,
             # keyed by the pair itself (labels may hold any character)
             pairs = {(x, y): (matrices[x], matrices[y]) for i, x in enumerate(agents) for y in agents[i + 1 :]}
-            if pairs:
-                point, interval = rly.get_interval_estimates(
-                    pairs, metrics.probability_of_improvement, reps=IMPROVEMENT_REPS,
-                    random_state=np.random.RandomState(0),
-                )
-                for key in pairs:
-                    x, y = key
-                    p = float(np.asarray(point[key]).reshape(-1)[0])
-                    low, high = (float(v) for v in np.asarray(interval[key]).reshape(-1)[:2])
-                    result.improvement[(x, y)] = (p, low, high)
-                    result.improvement[(y, x)] = (1.0 - p, 1.0 - high, 1.0 - low)
+            improvement = interval_estimates(pairs, metrics.probability_of_improvement, reps=IMPROVEMENT_REPS)
+            for (x, y), estimate in improvement.items():
+                p, low, high = _triple(estimate)
+                result.improvement[(x, y)] = (p, low, high)
+                result.improvement[(y, x)] = (1.0 - p, 1.0 - high, 1.0 - low)
             tau = np.linspace(-0.5, 1.0, 61)
             profiles, _ = rly.create_performance_profile(matrices, tau, reps=100)  # curves only
             result.profiles = {"tau": tau.tolist(), **{a: np.asarray(p).tolist() for a, p in profiles.items()}}
@@ -306,8 +335,8 @@ def _aggregate(result: TabularScores) -> None:
         np.random.set_state(rng_state)
 
 
-def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> list[str]:
-    """The report's section on scores against the optimum (Markdown lines)."""
+def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> str:
+    """The report's section on scores against the optimum (one Markdown block)."""
     lines = ["## Scores against the optimum (test split)", ""]
     undefined = [c for c in scores.cells if not c["defined"]]
     lines += [
@@ -377,19 +406,19 @@ def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> list[st
             "",
         ]
     if scores.improvement:
-        agents = sorted({x for x, _ in scores.improvement})
+        names = sorted({x for x, _ in scores.improvement})
         lines += ["Probability of improvement P(row > column) [95% interval]:", "",
-                  "| | " + " | ".join(map(markdown_text, agents)) + " |", "|---|" + "---|" * len(agents)]
-        for x in agents:
+                  "| | " + " | ".join(map(markdown_text, names)) + " |", "|---|" + "---|" * len(names)]
+        for x in names:
             cells_ = []
-            for y in agents:
+            for y in names:
                 p = scores.improvement.get((x, y))
                 cells_.append("-" if p is None else f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]")
             lines.append(f"| {markdown_text(x)} | " + " | ".join(cells_) + " |")
         lines.append("")
     for title, path in plots.items():
         lines += [f"![{title}]({path})", ""]
-    return lines
+    return "\n".join(lines).strip("\n")
 
 
 def plot_scores(scores: TabularScores, out_dir: str | os.PathLike[str]) -> dict[str, Path]:

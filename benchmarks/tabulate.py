@@ -1,97 +1,53 @@
 """Building tables for ``LossAgent/Tabular-v0``: a suite's ``[table]`` -> one SQLite file.
 
-Suite file section (every key is documented in :class:`TableModel`)::
-
-    [table]
-    description = "What the table is for."
-    stages = 4
-    seeds = [0, 1, 2]
-    metrics = ["psnr", "ssim", "piqe"]      # the panel, measured at every node
-    threads = 1                             # torch threads per unit (default 1)
-
-    [table.env]
-    id = "LossAgent/SuperResolution-v0"
-    kwargs = { scale = 2, losses = ["l1", "ssim", "gradient"], stage_iters = 40 }
-
-    [table.presets]                         # in action order
-    pixel = { l1 = 1.0 }
-    structure = { l1 = 1.0, ssim = 1.0 }
-    edges = [1.0, 0.0, 0.5]                 # or one weight per loss, in loss order
-
-Other sections of the file (a bench suite's agents, objectives) are not read here.
+The suite file's ``[table]`` section is read by :mod:`benchmarks.suite_table` (every key
+is documented in :class:`~benchmarks.suite_table.TableModel`).
 
 How a build runs (:func:`tabulate`): the parent process makes the env once (which
 checks the configuration and gives the header), creates the file, then hands out the
 units of work, the subtrees of each ``(seed, first preset)``
-(:func:`lossagent_env.tabular.build.compute_unit`), to ``workers`` spawned processes
-(``backend="local"``) or to Ray tasks (``backend="ray"``, each reserving ``threads``
-Ray CPUs). Finished units come back to the parent, which alone writes the file, one
-transaction per unit; a kill at any moment loses at most the units in flight.
-``resume=True`` skips the units already stored. Every unit runs ``threads`` torch
-threads whatever the number of workers, so a resumed or parallel build equals an
-uninterrupted one in every column but the wall-clock seconds.
+(:func:`lossagent_env.tabular.build.compute_unit`), to the executor
+(:mod:`benchmarks.executor`: inline, ``workers`` spawned processes, or Ray tasks
+reserving ``threads`` Ray CPUs each). Finished units come back to the parent, which
+alone writes the file, one transaction per unit; a kill at any moment loses at most the
+units in flight. ``resume=True`` skips the units already stored. Every unit runs
+``threads`` torch threads whatever the number of workers, so a resumed or parallel build
+equals an uninterrupted one in every column but the wall-clock seconds.
 
 Before it creates anything, a build checks its size (at most ``max_nodes`` nodes,
 default :data:`MAX_NODES`; the refusal gives the count and an estimated time), the
-output path (a file name in an existing folder; no file of the names SQLite uses beside
-it, ``<out>-journal``, ``-wal`` and ``-shm``, unless it resumes; the new file is first
-written under a temporary name of its own, so no other file of the user's is touched)
-and starts the backend (a Ray address that does not answer within ``ray_timeout``
-seconds is an error). Only then does it take the lock ``<out>.lock`` (see
-:class:`benchmarks.results.OutputLock`) and create the file.
+output path (:class:`benchmarks.output.Output`: a file name in an existing folder; no
+file of the names SQLite uses beside it, ``<out>-journal``, ``-wal`` and ``-shm``,
+unless it resumes; the new file is first written under a temporary name of its own, so
+no other file of the user's is touched) and starts the backend (a Ray address that
+does not answer within ``ray_timeout`` seconds is an error). Only then does it take the
+lock ``<out>.lock`` and create the file. A build in which no unit could be stored
+removes the file it created.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import contextlib
 import dataclasses
+import functools
 import logging
 import math
-import multiprocessing as mp
 import os
-import queue as queue_module
 import sqlite3
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-import lossagent_env
-from benchmarks.backends import (
-    RAY_CONNECT_TIMEOUT_S,
-    check_backend,
-    die_with_parent,
-    import_ray,
-    start_ray,
-)
 from benchmarks.errors import BenchmarkError, RunsFailedError
-from benchmarks.results import OutputLock
-from benchmarks.suite import (
-    EnvEntry,
-    SuiteError,
-    check_seeds,
-    read_suite_file,
-    _dotted,
-    _file_loc,
-    _line_of_decode_error,
-    _locate,
-)
+from benchmarks.executor import RAY_CONNECT_TIMEOUT_S, Context, Executor
+from benchmarks.output import Output, check_same
+from benchmarks.suite_table import TableModel, load_table_spec, table_spec_from_text
 from lossagent_env.config import EnvConfig
-from lossagent_env.losses import offline_losses
-from lossagent_env.metrics import metric_info, metric_names
-from lossagent_env.registry import unknown_name_message
 from lossagent_env.tabular.build import (
-    RESERVED_ENV_KWARGS,
+    HEADER_NOT_COMPARED,
     TableSpec,
     cached_build_env,
     compute_unit,
-    header_differences,
     table_header,
     unit_size,
     units,
@@ -104,7 +60,6 @@ from lossagent_env.tabular.format import (
     read_header,
     write_unit,
 )
-from lossagent_env.wrappers import resolve_presets
 
 __all__ = [
     "MAX_NODES",
@@ -116,6 +71,7 @@ __all__ = [
     "UnitsFailedError",
     "load_table_spec",
     "table_nodes",
+    "table_spec_from_text",
     "tabulate",
 ]
 
@@ -153,125 +109,6 @@ class UnitsFailedError(TabulateError, RunsFailedError):
 
 
 # --------------------------------------------------------------------------- the spec
-
-
-class TableModel(BaseModel):
-    """The ``[table]`` section of a suite file."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    description: str = Field(default="", description="What the table is for.")
-    env: EnvEntry = Field(
-        description="Env id and gym.make kwargs, as a bench suite's [env]; stage_iters "
-        "goes here too. Not objective or max_stages: the table sets them."
-    )
-    stages: int = Field(ge=1, description="Depth T: stages of every preset sequence.")
-    seeds: list[int] = Field(min_length=1, description="Episode seeds, one tree each.")
-    presets: dict[str, dict[str, float] | list[float]] = Field(
-        min_length=1,
-        description="Ordered name -> {loss = weight} (others 0) or a full weight vector, "
-        "weights in [0, 1]; action i plays the i-th preset.",
-    )
-    metrics: list[str] = Field(
-        min_length=1, description="The panel: metrics measured at every node, on both splits."
-    )
-    threads: int = Field(default=1, ge=1, description="torch threads of every unit.")
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        return check_seeds(seeds)
-
-    @field_validator("metrics")
-    @classmethod
-    def _unique_metrics(cls, metrics: list[str]) -> list[str]:
-        repeated = sorted(m for m, n in Counter(metrics).items() if n > 1)
-        if repeated:
-            raise ValueError(f"metrics must be unique; repeated: {repeated}")
-        return metrics
-
-
-def load_table_spec(name_or_path: str | os.PathLike[str]) -> TableSpec:
-    """Load and check the ``[table]`` section of a suite file.
-
-    Args:
-        name_or_path: A shipped suite name, or the path of a ``.toml`` file.
-
-    Returns:
-        The table's :class:`~lossagent_env.tabular.build.TableSpec`.
-
-    Raises:
-        SuiteError: The file is not UTF-8, or the section is missing or malformed, or
-            names an unknown env, EnvConfig field, metric or loss; the message names
-            file, line and key.
-        FileNotFoundError: No such file.
-        KeyError: An unknown suite name (with a "Did you mean" hint).
-    """
-    path, text = read_suite_file(name_or_path)
-    return table_spec_from_text(text, source=str(path))
-
-
-def table_spec_from_text(text: str, source: str = "<string>") -> TableSpec:
-    """Like :func:`load_table_spec`, for TOML given as a string."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SuiteError(source, _line_of_decode_error(e), None, f"not valid TOML: {e}") from e
-
-    def fail(loc: tuple, message: str) -> SuiteError:
-        return SuiteError(source, _locate(text, loc), _dotted(loc), message)
-
-    if not isinstance(data.get("table"), dict):
-        raise fail(("table",), "no [table] section; a table needs one (see benchmarks.tabulate)")
-    section = data["table"]
-    try:
-        model = TableModel.model_validate(section)
-    except ValidationError as e:
-        error = next((x for x in e.errors() if x["type"] == "extra_forbidden"), e.errors()[0])
-        loc = ("table", *_file_loc(section, tuple(error["loc"]), keep_missing=True))
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            parent = {("table",): TableModel, ("table", "env"): EnvEntry}.get(loc[:-1])
-            message = unknown_name_message("key", loc[-1], list(parent.model_fields) if parent else [])
-        elif error["type"] == "missing":
-            message = "required key is missing"
-        raise fail(loc, message) from None
-    _check_names(model, fail)
-    return TableSpec(
-        env_id=model.env.id,
-        env_kwargs=dict(model.env.kwargs),
-        presets=dict(model.presets),
-        metrics=tuple(model.metrics),
-        seeds=tuple(model.seeds),
-        stages=model.stages,
-        threads=model.threads,
-        description=model.description,
-    )
-
-
-def _check_names(model: TableModel, fail: Callable[[tuple, str], SuiteError]) -> None:
-    """Env id, env kwargs, metric and loss names against the registries."""
-    if model.env.id not in lossagent_env.ENV_IDS:
-        raise fail(("table", "env", "id"), unknown_name_message("env id", model.env.id, lossagent_env.ENV_IDS))
-    fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"task", *RESERVED_ENV_KWARGS}
-    for key in model.env.kwargs:
-        if key in RESERVED_ENV_KWARGS:
-            raise fail(("table", "env", "kwargs", key), "set by the table (metrics, stages), not in env kwargs")
-        if key not in fields:
-            raise fail(("table", "env", "kwargs", key), unknown_name_message("EnvConfig field", key, fields))
-    known = metric_names()
-    for i, metric in enumerate(model.metrics):
-        if metric not in known:
-            raise fail(("table", "metrics", i), unknown_name_message("metric", metric, known))
-        if metric_info(metric).set_level:
-            raise fail(("table", "metrics", i), f"metric {metric!r} compares sets of images and cannot score a node")
-    losses = model.env.kwargs.get("losses") or offline_losses()
-    loss_names = [spec.get("type") if isinstance(spec, dict) else spec for spec in losses]
-    for name, weights in model.presets.items():
-        try:
-            resolve_presets({name: weights}, loss_names)
-        except (KeyError, ValueError) as e:
-            raise fail(("table", "presets", name), str(e.args[0])) from None
 
 
 # --------------------------------------------------------------------------- the build
@@ -346,32 +183,31 @@ def tabulate(
             or its folder does not exist; ``out`` exists without ``resume`` (or one of
             :data:`SIDE_FILES` beside it); with ``resume``, it does not exist, is not a
             table or its header differs from ``spec`` (the message says where); or
-            some units failed (after every other unit is stored).
+            some units failed (after every other unit is stored; when none could be
+            stored, the new file is removed).
         BenchmarkError: The Ray cluster does not answer, or the lock is refused.
     """
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"workers={workers!r} is not allowed. Allowed: an integer >= 1")
-    check_backend(backend, ray_address)
     if max_nodes is not None and (not isinstance(max_nodes, int) or isinstance(max_nodes, bool) or max_nodes < 1):
         raise ValueError(f"max_nodes={max_nodes!r} is not allowed. Allowed: an integer >= 1, or None")
     if not isinstance(spec, TableSpec):
         spec = load_table_spec(spec)
-    out = Path(out)
+    executor = Executor(
+        backend, workers=workers, threads=spec.threads, device=str(spec.env_kwargs.get("device", "cpu")),
+        ray_address=ray_address, ray_timeout=ray_timeout,
+    )
     t0 = time.perf_counter()
     _check_size(spec, workers, max_nodes)
-    _check_out(out, resume)
+    output = Output(out, command="lossagent tabulate", kind="file", resume=resume, error=TabulateError,
+                    noun="table file")
+    _check_out(output)
     header = table_header(spec, cached_build_env(spec))
-    with _backend_up(backend, ray_address, workers * spec.threads, ray_timeout):
-        lock = OutputLock.for_file(out, "lossagent tabulate").acquire()
-        try:
-            if resume:
-                _check_resumable(out, header)
-            else:
-                create_table(out, header)
-            return _build(spec, out, db_path=out, workers=workers, backend=backend,
-                          progress=progress, t0=t0)
-        finally:
-            lock.release()
+    with executor, output.claim(
+        create=lambda path: create_table(path, header),
+        check_resumable=lambda path: _check_resumable(path, header),
+    ):
+        result = _build(spec, executor, output, progress=progress)
+    result.wall_s = time.perf_counter() - t0
+    return result
 
 
 def table_nodes(spec: TableSpec) -> int:
@@ -426,49 +262,19 @@ def _duration(log10_seconds: float) -> str:
     return f"{seconds:.3g} seconds"
 
 
-def _check_out(out: Path, resume: bool) -> None:
+def _check_out(output: Output) -> None:
     """Refuse an ``out`` a build cannot use, with a message that says what will work."""
-    folder = out.parent
-    if out.is_dir():
-        raise TabulateError(
-            f"--out {str(out)!r} is a folder; --out is the table file to write, e.g. "
-            f"{str(out / 'table.sqlite')!r}."
-        )
-    if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise TabulateError(
-            f"Cannot write the table {str(out)!r}: its folder {str(folder)!r} {what}. Create the "
-            "folder, or choose another --out."
-        )
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise TabulateError(
-            f"Cannot write the table {str(out)!r}: the folder {str(folder)!r} is not writable. "
-            "Choose an --out in a folder you can write."
-        )
-    if resume:
-        if not out.exists():
-            dangling = " (a symbolic link to a missing file)" if out.is_symlink() else ""
-            raise TabulateError(
-                f"Cannot resume: {str(out)!r} does not exist{dangling}. Start without --resume "
-                "to build a new table."
-            )
-        return
-    if out.is_symlink() and not out.exists():
-        raise TabulateError(
-            f"--out {str(out)!r} is a symbolic link to a missing file. Remove the link, or "
-            "choose another --out."
-        )
-    if out.exists():
+    out = output.path
+    if not output.resume and out.is_file():
         problem = _not_a_table(out)
         if problem:
             raise TabulateError(
                 f"{str(out)!r} already exists and is not a table ({problem}); a build never "
                 "overwrites a file. Move it away, or choose another --out."
             )
-        raise TabulateError(
-            f"{str(out)!r} already exists. Pass --resume to finish the table in it, or "
-            "choose another --out."
-        )
+    output.check()
+    if output.resume:
+        return
     for suffix in SIDE_FILES:
         side = Path(f"{out}{suffix}")
         if side.exists() or side.is_symlink():
@@ -495,26 +301,25 @@ def _not_a_table(path: Path) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _backend_up(backend: str, ray_address: str | None, cpus: int, timeout: float) -> Iterator[None]:
-    """Start (and at the end stop) what ``backend`` needs: nothing, or Ray."""
-    if backend != "ray":
-        yield
-        return
-    ray = import_ray()
-    started_here = start_ray(ray_address, cpus, timeout=timeout)
+def _check_resumable(out: Path, header: dict[str, Any]) -> None:
+    problem = _not_a_table(out)
+    if problem:
+        raise TabulateError(
+            f"Cannot resume {str(out)!r}: it is not a table that a build can finish ({problem}). "
+            "Build a new table with another --out (without --resume)."
+        )
+    db = connect_readonly(out)
     try:
-        yield
+        stored = read_header(db, source=repr(str(out)))
     finally:
-        if started_here:
-            ray.shutdown()
+        db.close()
+    check_same(out, stored, header, what="table header", ignore=HEADER_NOT_COMPARED, error=TabulateError)
 
 
-def _build(
-    spec: TableSpec, out: Path, *, db_path: Path, workers: int, backend: str, progress: bool,
-    t0: float,
-) -> TabulateResult:
-    db = sqlite3.connect(db_path)
+def _build(spec: TableSpec, executor: Executor, output: Output, *, progress: bool) -> TabulateResult:
+    """Compute the units not yet stored in ``output``; this process alone writes the file."""
+    out = output.path
+    db = sqlite3.connect(out)
     try:
         all_units = units(spec)
         done = done_units(db)
@@ -531,7 +336,8 @@ def _build(
             disable=not progress, dynamic_ncols=True,
         )
 
-        def store(seed: int, first: int, records: list[NodeRecord]) -> None:
+        def store(unit: tuple[int, int], records: list[NodeRecord]) -> None:
+            seed, first = unit
             try:
                 write_unit(db, seed, first, records)
             except sqlite3.IntegrityError as e:
@@ -541,163 +347,43 @@ def _build(
                     "too (through another path to the same file, e.g. a hard link). Let one build "
                     "end (or stop both), then finish with --resume."
                 ) from None
+            output.keep()
             result.computed += 1
             result.nodes += len(records)
 
-        def tick(count: int = 1) -> None:
-            bar.update(count)
-
         try:
-            if backend == "ray":
-                failures = _run_ray(spec, pending, store, tick)
-            elif workers == 1:
-                failures = _run_inline(spec, pending, store, tick)
-            else:
-                failures = _run_pool(spec, pending, store, tick, workers)
+            failed = executor.map(
+                functools.partial(_unit_task, spec),
+                [(unit, unit) for unit in pending],
+                on_message=lambda _unit, nodes: bar.update(nodes),
+                on_result=store,
+            )
         finally:
             bar.close()
     finally:
         db.close()
-    result.failures = failures
-    result.wall_s = time.perf_counter() - t0
-    if failures:
-        lines = "\n".join(f"  seed {f.seed}, first preset {f.first}: {f.error}" for f in failures)
+    result.failures = [_unit_failure(f.key, f.error) for f in failed]
+    if result.failures:
+        lines = "\n".join(f"  seed {f.seed}, first preset {f.first}: {f.error}" for f in result.failures)
+        kept = "the others are stored; fix the cause and rerun with --resume" if output.kept else (
+            "nothing was stored, and the new table file is removed; fix the cause and rerun"
+        )
         raise UnitsFailedError(
-            f"{len(failures)} of {len(pending)} units failed (the others are stored; fix the "
-            f"cause and rerun with --resume):\n{lines}",
-            failures,
+            f"{len(result.failures)} of {len(pending)} units failed ({kept}):\n{lines}",
+            result.failures,
         )
     return result
 
 
-def _check_resumable(out: Path, header: dict[str, Any]) -> None:
-    problem = _not_a_table(out)
-    if problem:
-        raise TabulateError(
-            f"Cannot resume {str(out)!r}: it is not a table that a build can finish ({problem}). "
-            "Build a new table with another --out (without --resume)."
-        )
-    db = connect_readonly(out)
-    try:
-        stored = read_header(db, source=repr(str(out)))
-    finally:
-        db.close()
-    changed = header_differences(stored, header)
-    if changed:
-        details = "; ".join(
-            f"{key}: table has {stored.get(key)!r}, this build {header.get(key)!r}"
-            for key in changed
-        )
-        raise TabulateError(
-            f"Cannot resume {str(out)!r}: its header differs from this build in {changed} "
-            f"({details}). Resume with the same suite and environment, or use a new --out."
-        )
+def _unit_task(spec: TableSpec, unit: tuple[int, int], context: Context) -> list[NodeRecord]:
+    """The executor's task for one unit: its nodes; one message per node (the progress bar)."""
+    if context.device is not None:  # a GPU of this worker's own
+        spec = dataclasses.replace(spec, env_kwargs={**spec.env_kwargs, "device": context.device})
+    seed, first = unit
+    return compute_unit(spec, seed, first, on_node=lambda _: context.send(1))
 
 
-Store = Callable[[int, int, list[NodeRecord]], None]
-Tick = Callable[..., None]
-
-
-def _failure(seed: int, first: int, error: BaseException) -> UnitFailure:
-    logger.error("Unit (seed %d, first preset %d) failed: %s: %s", seed, first, type(error).__name__, error)
-    return UnitFailure(seed, first, f"{type(error).__name__}: {error}")
-
-
-def _run_inline(spec: TableSpec, pending: list[tuple[int, int]], store: Store, tick: Tick) -> list[UnitFailure]:
-    failures = []
-    for seed, first in pending:
-        try:
-            records = compute_unit(spec, seed, first, on_node=lambda _: tick())
-        except Exception as e:  # recorded, reported at the end; other units go on
-            failures.append(_failure(seed, first, e))
-            continue
-        store(seed, first, records)
-    return failures
-
-
-# Worker-process state (set by the pool initializer).
-_TICKS: Any = None
-
-
-def _init_worker(ticks: Any, threads: int) -> None:
-    global _TICKS
-    _TICKS = ticks
-    die_with_parent()
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _pool_unit(spec: TableSpec, seed: int, first: int) -> list[NodeRecord]:
-    return compute_unit(spec, seed, first, on_node=lambda _: _TICKS.put(1))
-
-
-def _drain(ticks: Any, tick: Tick) -> None:
-    """Count the node ticks waiting in the queue."""
-    count = 0
-    while True:
-        try:
-            count += ticks.get_nowait()
-        except queue_module.Empty:  # also ray.util.queue.Empty, a subclass
-            break
-    if count:
-        tick(count)
-
-
-def _run_pool(
-    spec: TableSpec, pending: list[tuple[int, int]], store: Store, tick: Tick, workers: int
-) -> list[UnitFailure]:
-    if not pending:
-        return []
-    ctx = mp.get_context("spawn")
-    ticks = ctx.Queue()
-    failures: list[UnitFailure] = []
-    with cf.ProcessPoolExecutor(
-        max_workers=min(workers, len(pending)),
-        mp_context=ctx,
-        initializer=_init_worker,
-        initargs=(ticks, spec.threads),
-    ) as pool:
-        futures = {pool.submit(_pool_unit, spec, seed, first): (seed, first) for seed, first in pending}
-        while futures:
-            done, _ = cf.wait(futures, timeout=0.2, return_when=cf.FIRST_COMPLETED)
-            _drain(ticks, tick)
-            for future in done:
-                seed, first = futures.pop(future)
-                error = future.exception()
-                if error is not None:
-                    failures.append(_failure(seed, first, error))
-                else:
-                    store(seed, first, future.result())
-    _drain(ticks, tick)
-    return failures
-
-
-def _ray_unit(spec: TableSpec, seed: int, first: int, ticks: Any) -> list[NodeRecord]:
-    return compute_unit(spec, seed, first, on_node=lambda _: ticks.put(1))
-
-
-def _run_ray(spec: TableSpec, pending: list[tuple[int, int]], store: Store, tick: Tick) -> list[UnitFailure]:
-    """Compute ``pending`` as Ray tasks of ``spec.threads`` CPUs each (Ray is up)."""
-    ray = import_ray()
-    from ray.util.queue import Queue
-
-    if not pending:
-        return []
-    ticks = Queue()
-    task = ray.remote(num_cpus=spec.threads)(_ray_unit)
-    refs = {task.remote(spec, seed, first, ticks): (seed, first) for seed, first in pending}
-    failures: list[UnitFailure] = []
-    while refs:
-        ready, _ = ray.wait(list(refs), timeout=0.2, num_returns=1)
-        _drain(ticks, tick)
-        for ref in ready:
-            seed, first = refs.pop(ref)
-            try:
-                records = ray.get(ref)
-            except Exception as e:  # the unit raised, or its worker died
-                failures.append(_failure(seed, first, e))
-                continue
-            store(seed, first, records)
-    _drain(ticks, tick)
-    return failures
+def _unit_failure(unit: tuple[int, int], error: str) -> UnitFailure:
+    seed, first = unit
+    logger.error("Unit (seed %d, first preset %d) failed: %s", seed, first, error)
+    return UnitFailure(seed, first, error)

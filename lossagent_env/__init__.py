@@ -10,42 +10,95 @@ Each accepts the keyword arguments of :class:`lossagent_env.config.EnvConfig`.
 
     LossAgent/Tabular-v0           replay of a precomputed table (``table=``,
                                    ``objective=``); see :mod:`lossagent_env.tabular`
+
+The package itself imports neither Gymnasium nor torch, so a light submodule (the
+registry, the asset catalogue) stays light: the ids are registered at once if Gymnasium is
+already imported, else as soon as it is. ``EnvConfig``, ``ENV_IDS`` and ``ALL_ENV_IDS``
+load on first access.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
-import gymnasium as gym
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
 
-from lossagent_env.config import EnvConfig
-from lossagent_env.tasks import TASKS
+    from lossagent_env.config import EnvConfig
 
 __version__ = "0.1.0"
 __all__ = ["ALL_ENV_IDS", "ENV_IDS", "TABULAR_ENV_ID", "EnvConfig", "__version__"]
 
-ENV_IDS = {task.env_id: key for key, task in TASKS.items()}
-"""Env id -> task key of the live envs, from the task registry (:data:`lossagent_env.tasks.TASKS`)."""
-
 TABULAR_ENV_ID = "LossAgent/Tabular-v0"
 """The id of table replays (:mod:`lossagent_env.tabular`)."""
 
-ALL_ENV_IDS = (*sorted(ENV_IDS), TABULAR_ENV_ID)
-"""Every id this package registers: what "did you mean" hints choose from."""
 
-for _env_id, _task in ENV_IDS.items():
-    if _env_id not in gym.registry:
-        gym.register(
-            id=_env_id,
-            entry_point="lossagent_env.env:make_env",
-            kwargs={"task": _task},
-        )
-if TABULAR_ENV_ID not in gym.registry:
-    gym.register(
-        id=TABULAR_ENV_ID,
-        entry_point="lossagent_env.tabular.replay:TabularEnv",
-    )
+def _env_ids() -> dict[str, str]:
+    from lossagent_env.tasks import TASKS
+
+    return {task.env_id: key for key, task in TASKS.items()}
+
+
+def __getattr__(name: str) -> Any:
+    # ENV_IDS: env id -> task key of the live envs, from lossagent_env.tasks.TASKS.
+    # ALL_ENV_IDS: every id this package registers (what "did you mean" hints choose from).
+    if name == "ENV_IDS":
+        return _env_ids()
+    if name == "ALL_ENV_IDS":
+        return (*sorted(_env_ids()), TABULAR_ENV_ID)
+    if name == "EnvConfig":
+        from lossagent_env.config import EnvConfig
+
+        return EnvConfig
+    raise AttributeError(f"module 'lossagent_env' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+def _register(gym: ModuleType) -> None:
+    """Register every id of this package with Gymnasium (ids already there are kept)."""
+    for env_id, task in _env_ids().items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point="lossagent_env.env:make_env", kwargs={"task": task})
+    if TABULAR_ENV_ID not in gym.registry:
+        gym.register(id=TABULAR_ENV_ID, entry_point="lossagent_env.tabular.replay:TabularEnv")
+
+
+class _RegisterWhenGymnasiumLoads:
+    """A meta path finder: registers the ids right after ``gymnasium`` is imported, then
+    steps aside."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname != "gymnasium":
+            return None
+        import importlib.util
+
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module: ModuleType) -> None:
+            exec_module(module)
+            _register(module)
+
+        spec.loader.exec_module = exec_then_register  # type: ignore[method-assign]
+        return spec
+
+
+if "gymnasium" in sys.modules:
+    _register(sys.modules["gymnasium"])
+elif not any(isinstance(finder, _RegisterWhenGymnasiumLoads) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWhenGymnasiumLoads())
 
 
 def _after_fork_in_child() -> None:

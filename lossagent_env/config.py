@@ -1,156 +1,193 @@
-"""Configuration of a LossAgent environment: one dataclass, validated on creation."""
+"""Configuration of a LossAgent environment: one dataclass, validated by pydantic on creation.
+
+:class:`EnvConfig` is a pydantic dataclass: ``dataclasses.fields``, ``to_dict`` and
+``gym.make(id, **fields)`` work as for any dataclass, and every refused value raises
+:class:`~lossagent_env.errors.ConfigError`, whose ``field`` names the key and whose
+message is one line ending in what is allowed (each field's :class:`Allowed` text).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+
+from pydantic import BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic.dataclasses import dataclass, is_pydantic_dataclass
 
 from lossagent_env.device import check_device
+from lossagent_env.errors import ConfigError, UnknownNameError
+from lossagent_env.registry import unknown_name_message
 from lossagent_env.tasks import TASKS
 
+__all__ = ["Allowed", "EnvConfig"]
 
-@dataclass
+
+@dataclasses.dataclass(frozen=True)
+class Allowed:
+    """What a field accepts, in words: the end of the message that refuses a value."""
+
+    text: str
+
+
+PositiveInt = Annotated[int, Field(ge=1), Allowed("a positive integer")]
+Side = Annotated[int, Field(ge=1), Allowed("a positive integer, a multiple of scale")]
+if TYPE_CHECKING:
+    TaskName = str  # the names are known at run time only, from the TASKS registry
+else:
+    TaskName = Literal[tuple(TASKS.names())]
+
+_C = TypeVar("_C")
+
+
+def _one_line_errors(cls: type[_C]) -> type[_C]:
+    """Make ``cls(...)`` raise :class:`ConfigError` (one line, with the field) instead
+    of pydantic's multi-line ``ValidationError``."""
+    validate = cls.__init__
+
+    @functools.wraps(validate)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            validate(self, *args, **kwargs)
+        except ValidationError as e:
+            raise _config_error(cls, e, kwargs) from None
+
+    cls.__init__ = __init__  # type: ignore[method-assign]
+    return cls
+
+
+def _config_error(cls: type, error: ValidationError, given: dict[str, Any]) -> ConfigError:
+    """The first refusal of ``error`` as a :class:`ConfigError` (an unknown key first:
+    it is often a typo of a key that another error is about)."""
+    errors = error.errors()
+    first = next((e for e in errors if e["type"] == "unexpected_keyword_argument"), errors[0])
+    name = first["loc"][0] if first["loc"] else None
+    fields = [f.name for f in dataclasses.fields(cls)]
+    if first["type"] == "unexpected_keyword_argument":
+        return UnknownNameError((str(name),), unknown_name_message(f"{cls.__name__} field", str(name), fields))
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    if name not in fields:  # e.g. too many positional arguments
+        return ConfigError((), f"{cls.__name__}: {first['msg']}. Allowed: keyword arguments {fields}")
+    if isinstance(cause, Exception):  # a validator's own message names the field
+        return ConfigError((name,), str(cause))
+    assert is_pydantic_dataclass(cls)  # _one_line_errors decorates pydantic dataclasses
+    info = cls.__pydantic_fields__[name]
+    allowed = next((m.text for m in info.metadata if isinstance(m, Allowed)), first["msg"].lower())
+    value = given.get(name, first.get("input"))
+    return ConfigError((name,), f"{cls.__name__}.{name}={value!r} is not {allowed}.")
+
+
+def _device(value: Any) -> str:
+    return check_device(value, "EnvConfig.device")
+
+
+@_one_line_errors
+@dataclass(config=ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True))
 class EnvConfig:
     """Everything that defines one environment. Every field can be passed to ``gym.make``.
 
     The env ids fix ``task``; the other fields keep their defaults unless given.
+
+    Raises:
+        ConfigError: A refused value or an unknown field (a ``ValueError``; an unknown
+            field is a ``KeyError`` too); ``field`` names it.
     """
 
-    task: str = "sr"
+    task: Annotated[TaskName, Allowed(f"one of {TASKS.names()}")] = "sr"
     """Degradation to undo: ``"sr"`` (bicubic down-sampling), ``"denoise"`` (Gaussian
     noise) or ``"jpeg"`` (JPEG compression)."""
 
     objective: Any = "psnr"
     """What the agent optimises: a metric name, a ``{metric: weight}`` dict, an
-    ``Objective``, or a callable ``(restored, target) -> float`` (higher is better)."""
+    ``Objective``, or a callable ``(restored, target) -> float`` (higher is better).
+    Checked when the env is made (see :func:`lossagent_env.objectives.make_objective`)."""
 
-    losses: tuple[Any, ...] | None = None
+    losses: Annotated[
+        tuple[Any, ...] | None,
+        Field(strict=False, min_length=1),
+        Allowed("a list of loss names or {'type': name, ...} specs, e.g. ['l1', 'ssim'], or None"),
+    ] = None
     """The loss repository: names or ``{"type": name, **kwargs}`` specs, in action order.
     ``None`` means every loss that needs no downloaded weights."""
 
     backbone: Any = "tiny"
     """Restoration network: a registered name (``"tiny"``, ``"edsr"``) or an ``nn.Module``."""
 
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    backbone_kwargs: Annotated[
+        dict[str, Any], Allowed("a dict of options of the backbone, e.g. {'channels': 64}")
+    ] = field(default_factory=dict)
     """Extra keyword arguments for a named backbone (e.g. ``{"channels": 64}``)."""
 
-    dataset: str = "skimage"
+    dataset: Annotated[str, Allowed("'skimage', an image folder, or 'paired:<lr_dir>:<hr_dir>'")] = "skimage"
     """``"skimage"`` (colour photographs shipped with scikit-image, offline), a folder of
     images (DIV2K-style), or ``"paired:<lr_dir>:<hr_dir>"`` for paired LR/HR folders."""
 
-    scale: int = 2
-    """Super-resolution factor, 2 or 4 (``task="sr"`` only)."""
+    scale: Annotated[int, Allowed("2 or 4")] = 2
+    """Super-resolution factor, 2 or 4 (``task="sr"`` only; 1 for the other tasks)."""
 
-    sigma: float = 25.0
+    sigma: Annotated[float, Field(ge=0, le=255, allow_inf_nan=False), Allowed("a number in [0, 255]")] = 25.0
     """Noise standard deviation on the 0-255 scale (``task="denoise"`` only)."""
 
-    quality: int = 20
+    quality: Annotated[int, Field(ge=1, le=95), Allowed("an integer in [1, 95]")] = 20
     """JPEG quality, 1-95 (``task="jpeg"`` only)."""
 
-    patch_size: int = 32
+    patch_size: Side = 32
     """Side of a training target patch in pixels (the network input is ``patch_size /
     scale`` for super-resolution)."""
 
-    batch_size: int = 4
+    batch_size: PositiveInt = 4
     """Patches per training iteration."""
 
-    stage_iters: int = 20
+    stage_iters: PositiveInt = 20
     """Optimiser iterations per stage (per ``env.step``)."""
 
-    max_stages: int = 5
+    max_stages: PositiveInt = 5
     """Stages per episode; the episode is truncated after this many steps."""
 
-    lr: float = 1e-3
+    lr: Annotated[float, Field(gt=0, allow_inf_nan=False), Allowed("a finite number > 0")] = 1e-3
     """Adam learning rate of the restoration network."""
 
-    device: str = "cpu"
+    device: Annotated[str, BeforeValidator(_device)] = "cpu"
     """``"cpu"``, ``"cuda"`` (or ``"cuda:N"``) or ``"auto"`` (CUDA when available)."""
 
-    amp: bool = False
+    amp: Annotated[bool, Allowed("True or False")] = False
     """Mixed precision (bfloat16 autocast) for training on CUDA; ignored on CPU."""
 
-    eval_images: int = 4
+    eval_images: PositiveInt = 4
     """Number of evaluation crops the objective is measured on."""
 
-    eval_size: int = 96
+    eval_size: Side = 96
     """Side of an evaluation target crop in pixels."""
 
-    init_checkpoint: str | None = None
+    init_checkpoint: Annotated[
+        str | os.PathLike[str] | None, Allowed("None or the path of a state_dict file")
+    ] = None
     """Path of a network ``state_dict`` to start every episode from, instead of a
     seeded initialisation."""
 
-    divergence_penalty: float = -1.0
+    divergence_penalty: Annotated[
+        float, Field(allow_inf_nan=False), Allowed("a finite number (the reward of a diverged stage), e.g. -1.0")
+    ] = -1.0
     """Reward of a stage whose training diverged (non-finite loss or parameters)."""
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(
-                f"EnvConfig.task={self.task!r} is not supported. Allowed: {TASKS.names()}"
-            )
+        """The checks that read two fields: ``scale`` with ``task``, sides with ``scale``."""
         if self.task == "sr" and self.scale not in (2, 4):
-            raise ValueError(f"EnvConfig.scale={self.scale!r} is not supported. Allowed: 2 or 4")
+            raise ConfigError(("scale",), f"EnvConfig.scale={self.scale!r} is not allowed. Allowed: 2 or 4.")
         if self.task != "sr":
             self.scale = 1
-        _positive_int(self, "batch_size", "stage_iters", "max_stages", "eval_images")
-        _positive_int(self, "patch_size", "eval_size")
         for name in ("patch_size", "eval_size"):
             value = getattr(self, name)
             if value % self.scale or value // self.scale < 4:
-                raise ValueError(
-                    f"EnvConfig.{name}={value!r} must be a multiple of scale={self.scale} "
-                    f"and at least {4 * self.scale}."
+                raise ConfigError(
+                    (name,),
+                    f"EnvConfig.{name}={value!r} is not allowed. Allowed: a multiple of "
+                    f"scale={self.scale} and at least {4 * self.scale}.",
                 )
-        if not (isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"EnvConfig.lr={self.lr!r} must be a finite number > 0.")
-        if not (isinstance(self.sigma, (int, float)) and 0 <= self.sigma <= 255):
-            raise ValueError(f"EnvConfig.sigma={self.sigma!r} must be in [0, 255].")
-        if not (isinstance(self.quality, int) and not isinstance(self.quality, bool) and 1 <= self.quality <= 95):
-            raise ValueError(f"EnvConfig.quality={self.quality!r} must be an integer in [1, 95].")
-        if (
-            isinstance(self.divergence_penalty, bool)
-            or not isinstance(self.divergence_penalty, (int, float))
-            or not math.isfinite(self.divergence_penalty)
-        ):
-            raise ValueError(
-                f"EnvConfig.divergence_penalty={self.divergence_penalty!r} is not allowed. "
-                "Allowed: a finite number (the reward of a diverged stage), e.g. -1.0."
-            )
-        if not isinstance(self.amp, bool):
-            raise ValueError(f"EnvConfig.amp={self.amp!r} is not allowed. Allowed: True or False.")
-        if not isinstance(self.backbone_kwargs, dict):
-            raise ValueError(
-                f"EnvConfig.backbone_kwargs={self.backbone_kwargs!r} is not a dict. "
-                "Allowed: options of the backbone, e.g. {'channels': 64}."
-            )
-        if self.init_checkpoint is not None and not isinstance(self.init_checkpoint, (str, os.PathLike)):
-            raise ValueError(
-                f"EnvConfig.init_checkpoint={self.init_checkpoint!r} is not a path. "
-                "Allowed: None or the path of a state_dict file."
-            )
-        if not isinstance(self.dataset, str):
-            raise ValueError(
-                f"EnvConfig.dataset={self.dataset!r} is not a string. Allowed: 'skimage', "
-                "an image folder, or 'paired:<lr_dir>:<hr_dir>'."
-            )
-        self.device = check_device(self.device, "EnvConfig.device")
-        if isinstance(self.losses, (str, dict)):
-            raise ValueError(
-                f"EnvConfig.losses={self.losses!r} is one loss, not a list of them. "
-                f"Allowed: a list of names or specs, e.g. [{self.losses!r}], or None."
-            )
-        if self.losses is not None:
-            try:
-                self.losses = tuple(self.losses)
-            except TypeError:
-                raise ValueError(
-                    f"EnvConfig.losses={self.losses!r} is not a list. "
-                    "Allowed: a list of names or specs, e.g. ['l1', 'ssim'], or None."
-                ) from None
-            if not self.losses:
-                raise ValueError("EnvConfig.losses=() is empty; give at least one loss or None.")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, printable values (objects are shown by their ``repr``)."""
@@ -162,9 +199,3 @@ class EnvConfig:
             out[f.name] = value
         return out
 
-
-def _positive_int(config: EnvConfig, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"EnvConfig.{name}={value!r} must be a positive integer.")

@@ -17,6 +17,7 @@ from lossagent_env.backbones import build_backbone
 from lossagent_env.config import EnvConfig
 from lossagent_env.data import PatchSampler, load_dataset, make_eval_set, make_test_set
 from lossagent_env.device import resolve_device
+from lossagent_env.errors import ConfigError
 from lossagent_env.losses import build_loss, offline_losses
 from lossagent_env.objectives import Objective, make_objective
 from lossagent_env.tasks import TASKS, make_degradation
@@ -187,19 +188,23 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
 
         n = len(self.loss_names)
         self.action_space = spaces.Box(0.0, 1.0, (n,), np.float32)
-        metric_spaces = {
+        metric_boxes = {
             name: spaces.Box(
                 np.float32(low), np.float32(high), (1,), np.float32
             )
             for name, (low, high) in self.objective.bounds.items()
         }
+        metric_space = spaces.Dict(dict(metric_boxes))
         loss_low = np.array([self.losses[k].value_range[0] for k in names], np.float32)
         loss_high = np.array([self.losses[k].value_range[1] for k in names], np.float32)
+        # the boxes that observations are clipped into, metrics in the space's key order
+        self._metric_boxes = {name: metric_boxes[name] for name in metric_space.keys()}
+        self._loss_box = spaces.Box(loss_low, loss_high, (n,), np.float32)
         self.observation_space = spaces.Dict(
             {
-                "metrics": spaces.Dict(metric_spaces),
+                "metrics": metric_space,
                 "weights": spaces.Box(0.0, 1.0, (n,), np.float32),
-                "loss_values": spaces.Box(loss_low, loss_high, (n,), np.float32),
+                "loss_values": self._loss_box,
                 "progress": spaces.Box(0.0, 1.0, (1,), np.float32),
             }
         )
@@ -333,7 +338,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
                 self._set_training_state(saved)
         t2 = time.perf_counter()
 
-        if diverged:
+        if evaluation is None:  # diverged
             reward = float(config.divergence_penalty)
             self._last = {**self._last}
         else:
@@ -545,12 +550,13 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         }
 
     def _observation(self) -> ObsType:
+        assert self._stage is not None  # called after reset()
         last = self._last
         metrics = {}
-        for name, box in self.observation_space["metrics"].items():
+        for name, box in self._metric_boxes.items():
             value = np.nan_to_num(last["metrics"][name], nan=box.low[0])
             metrics[name] = np.clip(np.array([value], np.float32), box.low, box.high)
-        loss_box = self.observation_space["loss_values"]
+        loss_box = self._loss_box
         loss_values = np.array([last["loss_values"][k] for k in self.loss_names], np.float32)
         loss_values = np.clip(np.nan_to_num(loss_values, nan=0.0), loss_box.low, loss_box.high)
         return {
@@ -596,8 +602,10 @@ def check_settings(**kwargs: Any) -> EnvConfig:
         The validated :class:`EnvConfig`.
 
     Raises:
-        ValueError: A field's value, a bad objective, or an ``eval_size`` too small.
-        KeyError: An unknown metric name (with a "Did you mean" hint).
+        ConfigError: A refused value; its ``loc`` names the field (``("objective",
+            metric)`` for the objective and for an ``eval_size`` too small for a
+            metric). An unknown field or metric name is an ``UnknownNameError``, a
+            ``KeyError`` too (with a "Did you mean" hint).
     """
     config = EnvConfig(**kwargs)
     _checked_objective(config)
@@ -607,11 +615,12 @@ def check_settings(**kwargs: Any) -> EnvConfig:
 def _checked_objective(config: EnvConfig) -> Objective:
     objective = make_objective(config.objective)
     size, metric = objective.min_image_size()
-    if config.eval_size < size:
-        raise ValueError(
+    if metric is not None and config.eval_size < size:  # no metric: any size works
+        raise ConfigError(
+            ("objective", metric),
             f"EnvConfig.eval_size={config.eval_size} is too small for the metric {metric!r}, "
             f"which needs images of at least {size} px. Allowed: eval_size >= {size}, or "
-            "another metric."
+            "another metric.",
         )
     return objective
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MissingWeightsError"]
+__all__ = ["ConfigError", "ConfigTypeError", "MissingWeightsError", "UnknownNameError"]
 
 
 class MissingWeightsError(RuntimeError):
@@ -44,3 +44,44 @@ class MissingWeightsError(RuntimeError):
             type(self),
             (self.what, self.filename, self.expected_path, self.install_hint),
         )
+
+
+class ConfigError(ValueError):
+    """A configuration value refused, with the path of that value.
+
+    The env's configuration (:class:`~lossagent_env.config.EnvConfig`) and the
+    objective raise it, so that a caller that holds the settings in a file (a suite)
+    locates the bad key from :attr:`loc`, never from the message.
+
+    Attributes:
+        loc: Path of the refused value: the ``EnvConfig`` field first (``"objective"``
+            for the objective), then the part within it, e.g. ``("objective", "ssmi")``.
+        message: One line that names the value and what is allowed.
+    """
+
+    def __init__(self, loc: tuple[str | int, ...] | str, message: str | None = None) -> None:
+        if message is None:  # ConfigError(message), as code that re-raises type(e)(text) builds it
+            loc, message = (), str(loc)
+        self.loc = tuple(loc)
+        self.message = message
+        super().__init__(message)
+
+    @property
+    def field(self) -> str | int | None:
+        """The ``EnvConfig`` field at fault (the first part of :attr:`loc`)."""
+        return self.loc[0] if self.loc else None
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self):  # keeps the error picklable across worker processes
+        return (type(self), (self.loc, self.message))
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A configuration value that names nothing known (e.g. a metric); the message has
+    a "Did you mean" hint. A ``KeyError`` too, as every unknown name in this project."""
+
+
+class ConfigTypeError(ConfigError, TypeError):
+    """A configuration value of the wrong type (a ``TypeError`` too)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -70,7 +72,8 @@ class Trainer:
             with self._autocast(inputs.device):
                 output = model(inputs[t])
             output = output.float()
-            loss = sum(w * self._value(term, output, target) for term, w in active)
+            # sum of the weighted terms (``active`` is not empty, so no start value of 0)
+            loss = functools.reduce(operator.add, (w * self._value(term, output, target) for term, w in active))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -388,7 +388,7 @@ class TensorBoardLogger(gym.Wrapper):
         if config is not None:
             if hasattr(config, "to_dict"):
                 items.update(config.to_dict())
-            elif dataclasses.is_dataclass(config):
+            elif dataclasses.is_dataclass(config) and not isinstance(config, type):
                 items.update(dataclasses.asdict(config))
         names = getattr(self.env.unwrapped, "loss_names", None)
         if names is not None:

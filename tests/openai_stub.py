@@ -19,8 +19,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from typing_extensions import Self
+from typing import Self
 
 #: The token usage reported with every successful reply.
 USAGE = {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150}

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from agents.llm.agent import BASE_URL_ENV_VAR, METHODS, MODEL_ENV_VAR, LLMAgent, resolve_chat_model  # noqa: F401
+from agents.llm.agent import BASE_URL_ENV_VAR, METHODS, MODEL_ENV_VAR, LLMAgent, resolve_chat_model
 from agents.llm.prompts import HistoryRecord, PromptParts, build_messages, render_parts
 from agents.llm.schema import make_answer_schema, validate_answer
 

@@ -32,7 +32,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,7 @@ from agents.llm.schema import (
     validate_answer,
     validate_preset_answer,
 )
+from agents.spec import AgentSpec
 from lossagent_env.chat import (
     BASE_URL_ENV_VAR,
     METHODS,
@@ -65,6 +66,72 @@ from lossagent_env.chat.structured import check_retry_settings
 logger = logging.getLogger(__name__)
 
 __all__ = ["BASE_URL_ENV_VAR", "METHODS", "MODEL_ENV_VAR", "LLMAgent", "resolve_chat_model"]
+
+
+class _Weights:
+    """The answer on a ``Box`` env: one weight per loss."""
+
+    def __init__(self, spec: AgentSpec) -> None:
+        self.loss_names = spec.loss_names
+        self.wanted = f"one weight in [0, 1] for each of {', '.join(self.loss_names)}"  # in a re-ask
+
+    def schema(self, rationale_chars: int) -> type[BaseModel]:
+        # The loss descriptions are in the system prompt's loss table; the schema (which
+        # the model sees too) names the losses only, so the prompt holds them once.
+        return make_answer_schema(self.loss_names, rationale_chars=rationale_chars)
+
+    def fallback(self, previous: np.ndarray | None) -> np.ndarray:
+        """The previous weights, or :data:`DEFAULT_WEIGHT` everywhere at the first decision."""
+        if previous is not None:
+            return previous.copy()
+        return np.full(len(self.loss_names), DEFAULT_WEIGHT, np.float32)
+
+    def check(
+        self, parsed: Any, previous: np.ndarray | None
+    ) -> tuple[np.ndarray, dict[str, Any], list[dict[str, Any]]]:
+        """The action, the notes and the corrections of a parsed answer (see
+        :func:`validate_answer`; ``ValueError`` when it is unusable)."""
+        action, corrections, rationale = validate_answer(parsed, self.loss_names, previous)
+        return action, {"rationale": rationale}, corrections
+
+    def shown(self, action: Any) -> Any:
+        """The action as the fallback warning shows it."""
+        return [round(float(w), 4) for w in action]
+
+    def played(self, action: np.ndarray) -> tuple[str | None, np.ndarray, np.ndarray]:
+        """The preset (None), the weights and what the next fallback plays, after ``action``."""
+        weights = np.asarray(action, dtype=np.float32)
+        return None, weights, weights.copy()
+
+
+class _Presets:
+    """The answer on a preset env (a ``Discrete`` action space): one preset by name."""
+
+    def __init__(self, spec: AgentSpec) -> None:
+        self.spec = spec
+        self.wanted = f"the name of one preset ({', '.join(spec.preset_names)})"  # in a re-ask
+
+    def schema(self, rationale_chars: int) -> type[BaseModel]:
+        return make_preset_schema(self.spec.preset_names, rationale_chars=rationale_chars)
+
+    def fallback(self, previous: int | None) -> int:
+        """The previous preset, or the first one at the first decision."""
+        return 0 if previous is None else int(previous)
+
+    def check(self, parsed: Any, previous: int | None) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
+        """The preset index and the notes of a parsed answer (``ValueError`` when it
+        names no preset); a preset needs no corrections."""
+        index, rationale = validate_preset_answer(parsed, self.spec.preset_names)
+        return index, {"rationale": rationale, "preset": self.spec.preset_names[index]}, []
+
+    def shown(self, action: Any) -> Any:
+        """The action as the fallback warning shows it."""
+        return f"preset {self.spec.preset_names[action]!r}"
+
+    def played(self, action: Any) -> tuple[str | None, np.ndarray, int]:
+        """The preset's name, its weights and what the next fallback plays, after ``action``."""
+        index = int(np.asarray(action).reshape(()))
+        return self.spec.preset_names[index], self.spec.preset_vector(index), index
 
 
 class LLMAgent(BaseAgent):
@@ -149,8 +216,9 @@ class LLMAgent(BaseAgent):
         self.model_name = model_name(self.model) if self.model is not None else str(model or "")
         self.records: list[HistoryRecord] = []
         self._schema: type[BaseModel] | None = None
+        self._kind: _Weights | _Presets | None = None
         self._chat: StructuredChat | None = None
-        self._previous: np.ndarray | int | None = None
+        self._previous: Any = None  # the last action played: weights, or a preset's index
 
     # ------------------------------------------------------------ setup
     def _build_model(self) -> BaseChatModel:
@@ -170,13 +238,8 @@ class LLMAgent(BaseAgent):
         assert self.spec is not None
         if self.model is None:
             self.model = self._build_model()
-        # The loss descriptions are in the system prompt's loss table; the schema (which
-        # the model sees too) names the losses only, so the prompt holds them once.
-        self._schema = (
-            make_preset_schema(self.spec.preset_names, rationale_chars=self.rationale_chars)
-            if self.spec.discrete
-            else make_answer_schema(self.spec.loss_names, rationale_chars=self.rationale_chars)
-        )
+        self._kind = _Presets(self.spec) if self.spec.discrete else _Weights(self.spec)
+        self._schema = self._kind.schema(self.rationale_chars)
         self._chat = StructuredChat(
             self.model,
             self._schema,
@@ -221,18 +284,32 @@ class LLMAgent(BaseAgent):
         )
 
     def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
-        assert self.spec is not None
+        assert self._chat is not None and self._kind is not None
         self._record_start(info)
-        names = self.spec.loss_names
-        previous = self._previous
-        discrete = self.spec.discrete
-        if discrete:  # the previous preset, or the first one at the first decision
-            fallback_weights: np.ndarray | int = 0 if previous is None else int(previous)
-        else:
-            fallback_weights = (
-                previous.copy() if previous is not None else np.full(len(names), DEFAULT_WEIGHT, np.float32)
-            )
-        notes: dict[str, Any] = {
+        self._notes = notes = self._new_notes()
+        messages = self.messages()
+        started = time.perf_counter()
+        answer = self._chat.ask(
+            messages,
+            self._checker(notes),
+            what=f"LLMAgent ({self.model_name}) stage {self.t + 1}",
+            reask=self._reask,
+            logger=logger,
+        )
+        notes.update(
+            retries=answer.retries,
+            transport_retries=answer.transport_retries,
+            errors=list(answer.errors),
+            prompt_tokens=answer.prompt_tokens,
+            completion_tokens=answer.completion_tokens,
+        )
+        action = answer.value if answer.ok else self._fallback(notes)
+        notes["latency_s"] = time.perf_counter() - started
+        return action
+
+    def _new_notes(self) -> dict[str, Any]:
+        """The notes of a decision before the model answers."""
+        return {
             "model": self.model_name,
             "method": self.method,
             "rationale": None,
@@ -245,20 +322,17 @@ class LLMAgent(BaseAgent):
             "latency_s": 0.0,
             "errors": [],
         }
-        self._notes = notes
-        messages = self.messages()
-        started = time.perf_counter()
-        assert self._chat is not None
+
+    def _checker(self, notes: dict[str, Any]) -> Callable[[Any], np.ndarray | int]:
+        """The check of a parsed answer: its action, with its rationale (and
+        corrections, logged) in ``notes``; ``ValueError`` makes the chat ask again."""
+        assert self._kind is not None
+        kind, previous = self._kind, self._previous
 
         def check(parsed: Any) -> np.ndarray | int:
-            if discrete:
-                index, rationale = validate_preset_answer(parsed, self.spec.preset_names)
-                notes["rationale"] = rationale
-                notes["preset"] = self.spec.preset_names[index]
-                return index
-            action, corrections, rationale = validate_answer(parsed, names, previous)
+            action, found, corrections = kind.check(parsed, previous)
             notes["corrections"].extend(corrections)
-            notes["rationale"] = rationale
+            notes.update(found)
             if corrections:
                 logger.warning(
                     "LLMAgent (%s) stage %d: corrected the answer: %s",
@@ -266,58 +340,37 @@ class LLMAgent(BaseAgent):
                 )
             return action
 
-        wanted = (
-            f"the name of one preset ({', '.join(self.spec.preset_names)})"
-            if discrete
-            else f"one weight in [0, 1] for each of {', '.join(names)}"
+        return check
+
+    def _reask(self, reason: str, preview: str) -> str:
+        """The message that asks again after an unusable answer."""
+        assert self._kind is not None
+        return (
+            f"Your previous answer could not be used: {reason}\n"
+            + (f"Your previous answer was: {preview}\n" if preview else "")
+            + f"Answer again: {self._kind.wanted}, and a short rationale, in the required format."
         )
 
-        def reask(reason: str, preview: str) -> str:
-            return (
-                f"Your previous answer could not be used: {reason}\n"
-                + (f"Your previous answer was: {preview}\n" if preview else "")
-                + f"Answer again: {wanted}, and a short rationale, in the required format."
-            )
-
-        answer = self._chat.ask(
-            messages, check, what=f"LLMAgent ({self.model_name}) stage {self.t + 1}",
-            reask=reask, logger=logger,
+    def _fallback(self, notes: dict[str, Any]) -> np.ndarray | int:
+        """The previous action, played when the model gave no usable answer (counted
+        in ``notes`` and logged)."""
+        assert self._kind is not None
+        notes["fallback"] = True
+        action = self._kind.fallback(self._previous)
+        logger.warning(
+            "LLMAgent (%s) stage %d: no usable answer after %d re-asks and %d transport retries; "
+            "falling back to the previous weights %s.",
+            self.model_name, self.t + 1, notes["retries"], notes["transport_retries"], self._kind.shown(action),
         )
-        notes.update(
-            retries=answer.retries,
-            transport_retries=answer.transport_retries,
-            errors=list(answer.errors),
-            prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens,
-        )
-        action = answer.value if answer.ok else None
-        if action is None:
-            notes["fallback"] = True
-            action = fallback_weights
-            shown = (
-                f"preset {self.spec.preset_names[action]!r}"
-                if discrete
-                else [round(float(w), 4) for w in action]
-            )
-            logger.warning(
-                "LLMAgent (%s) stage %d: no usable answer after %d re-asks and %d transport retries; "
-                "falling back to the previous weights %s.",
-                self.model_name, self.t + 1, notes["retries"], notes["transport_retries"], shown,
-            )
-        notes["latency_s"] = time.perf_counter() - started
         return action
 
     def _observe(self, action: np.ndarray, reward: float, observation: Any, info: Mapping[str, Any]) -> None:
-        assert self.spec is not None
-        preset = None
-        if self.spec.discrete:
-            index = int(np.asarray(action).reshape(()))
-            preset, action = self.spec.preset_names[index], self.spec.preset_vector(index)
-            self._previous = index
+        assert self._kind is not None
+        preset, weights, self._previous = self._kind.played(action)
         self.records.append(
             HistoryRecord(
                 stage=int(info.get("stage", self.t + 1)),
-                weights=tuple(float(w) for w in action),
+                weights=tuple(float(w) for w in weights),
                 preset=preset,
                 metrics={k: float(v) for k, v in info.get("metrics", {}).items()},
                 objective=float(info.get("objective", math.nan)),
@@ -326,8 +379,6 @@ class LLMAgent(BaseAgent):
                 feedback=info.get("feedback"),
             )
         )
-        if not self.spec.discrete:
-            self._previous = np.asarray(action, dtype=np.float32).copy()
 
     def __repr__(self) -> str:
         return f"LLMAgent(model={self.model_name!r}, method={self.method!r}, history={self.history!r})"

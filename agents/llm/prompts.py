@@ -39,7 +39,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder, Prom
 from pydantic import BaseModel
 
 from agents.base import AgentSpec
-from agents.llm.schema import ANSWER_SCHEMA_NAME, PRESET_SCHEMA_NAME, summary
+from agents.llm.schema import ANSWER_SCHEMA_NAME, PRESET_SCHEMA_NAME
 
 __all__ = [
     "FORMAT_TEMPLATE",
@@ -415,8 +415,3 @@ def build_messages(
     )
     prompt = PRESET_PROMPT if spec.discrete else PROMPT
     return prompt.format_messages(**variables, reask=list(reask))
-
-
-def loss_summaries(spec: AgentSpec) -> dict[str, str]:
-    """Loss name -> first sentence of its description."""
-    return {n: summary(spec.descriptions.get(n, "")) for n in spec.loss_names}

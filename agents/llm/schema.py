@@ -226,12 +226,14 @@ def make_preset_schema(
         ``rationale: str``.
     """
     names = tuple(str(n) for n in preset_names)
+    # A Literal over names known only at run time: a valid type for Pydantic, not for mypy.
+    preset_type: Any = Literal[names]
     return create_model(
         PRESET_SCHEMA_NAME,
         __base__=_AnswerBase,
         __doc__="The preset of loss weights for the next training stage, and a short rationale.",
         preset=(
-            Literal[names],  # type: ignore[valid-type]
+            preset_type,
             Field(description=f"The name of one preset: {', '.join(names)}."),
         ),
         rationale=(
@@ -257,6 +259,6 @@ def validate_preset_answer(
         name, rationale = getattr(answer, "preset", None), getattr(answer, "rationale", "")
     else:
         name, rationale = answer.get("preset"), answer.get("rationale", "")
-    if name not in preset_names:
+    if not isinstance(name, str) or name not in preset_names:
         raise ValueError(f"{name!r} is not a preset. Allowed: one of {list(preset_names)}.")
     return list(preset_names).index(name), str(rationale or "")

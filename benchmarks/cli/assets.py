@@ -9,17 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lossagent_env.assets import (
-    ASSETS,
-    BASICSR_SDIST,
-    basicsr_download_shell,
-    install,
-    status,
-)
-
 __all__ = ["register"]
 
-_EPILOG = f"""\
+_EPILOG = """\
 Assets are weight files that learned metrics and some losses need. This project never
 downloads them at run time: install each once from a local copy.
 
@@ -27,9 +19,22 @@ examples:
   lossagent assets list
   lossagent assets install perceptual --from /media/usb/vgg19-dcbb9e9d.pth
   lossagent assets install lpips --from ~/weights/          # a folder: searched by file name
-  {basicsr_download_shell("~/assets")}
-  lossagent assets install niqe --from ~/assets/{BASICSR_SDIST}
+  {download}
+  lossagent assets install niqe --from ~/assets/{sdist}
 """
+"""The help's closing text; :class:`_HelpFormatter` fills ``{download}`` and ``{sdist}``."""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Fills the basicsr download hints in when help is shown, so the asset catalogue (and
+    the libraries it imports) loads only then."""
+
+    def _format_text(self, text: str) -> str:
+        if "{" in text:
+            from lossagent_env.assets import BASICSR_SDIST, basicsr_download_shell
+
+            text = text.format(download=basicsr_download_shell("~/assets"), sdist=BASICSR_SDIST)
+        return super()._format_text(text)
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,14 +54,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="list and install weight files of learned metrics and losses (offline)",
         description="List and install the weight files of learned metrics and losses.",
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     _add_commands(parser)
     return parser
 
 
 def _add_commands(parser: argparse.ArgumentParser) -> None:
-    formatter = argparse.RawDescriptionHelpFormatter
+    formatter = _HelpFormatter
     commands = parser.add_subparsers(
         dest="assets_command", metavar="{list,install}", required=True
     )
@@ -97,6 +102,8 @@ def _add_commands(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from lossagent_env.assets import status
+
     for row in status():
         state = "installed" if row["installed"] else "missing"
         if row["installed"] and not row["usable_offline"]:
@@ -109,6 +116,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_install(args: argparse.Namespace) -> int:
+    from lossagent_env.assets import ASSETS, install
+
     try:
         paths = install(args.name, args.source, checksum=args.checksum)
     except KeyError as error:

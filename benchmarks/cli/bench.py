@@ -7,12 +7,11 @@ import os
 import sys
 import textwrap
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.backends import check_backend
 from benchmarks.cli.common import EXIT_OK, Formatter, UsageError, parse_seeds
-from benchmarks.results import SUITE_FILE
 
 __all__ = ["register"]
 
@@ -68,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _existing_out(out: str) -> str:
     """Why an existing ``--out`` cannot start a benchmark, and what will work."""
+    from benchmarks.results import SUITE_FILE
+
     if not os.path.isdir(out):
         return f"--out {out!r} exists and is not a folder; --out is a new folder for the benchmark. Choose another --out."
     if not os.path.isfile(os.path.join(out, SUITE_FILE)):
@@ -82,6 +83,7 @@ def _existing_out(out: str) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    from benchmarks.executor import check_backend
     from benchmarks.runner import run_suite, stored_suite
     from benchmarks.suite import load_suite, safe_name
 
@@ -129,7 +131,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     bar = tqdm(total=n_runs * suite.max_stages, unit="stage", desc="bench", file=sys.stderr)
     runs_done: set[str] = set()
 
-    def on_row(row: dict[str, Any]) -> None:
+    def on_row(row: Mapping[str, Any]) -> None:
         bar.update(1)
         if int(row["stage"]) == int(row["max_stages"]):
             runs_done.add(row["run"])

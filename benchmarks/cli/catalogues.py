@@ -86,7 +86,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 def _info_dict(info: Any) -> dict[str, Any]:
     if isinstance(info, dict):
         return dict(info)
-    if dataclasses.is_dataclass(info):
+    if dataclasses.is_dataclass(info) and not isinstance(info, type):
         return dataclasses.asdict(info)
     if hasattr(info, "model_dump"):
         return info.model_dump()

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import tomllib
 from collections.abc import Sequence
 from typing import Any
-
-import tomllib
 
 __all__ = [
     "EXIT_FAILED",

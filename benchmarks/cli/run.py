@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import sys
 import textwrap
@@ -11,16 +10,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli.common import EXIT_OK, Formatter, UsageError, parse_objective, parse_pairs
+from benchmarks.cli.common import (
+    EXIT_OK,
+    Formatter,
+    UsageError,
+    parse_objective,
+    parse_pairs,
+)
 
 __all__ = ["register"]
 
 LIVE_DEFAULTS: dict[str, Any] = {"stages": 5, "iters": 20, "seed": 0, "device": "cpu"}
 """What ``run`` uses on a live env for the flags left out (a table fixes its own)."""
-
-TABLE_ARGUMENTS = ("table", "seeds")
-"""The ``--set`` keys of a table replay; every other env setting is the table's."""
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``run`` subcommand."""
@@ -94,136 +95,85 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 
-def _check_env_id(env_id: str) -> str:
-    import gymnasium as gym
+def _one_run_suite(args: argparse.Namespace, env_id: str, objective: Any, env_kwargs: dict[str, Any],
+                   agent_kwargs: dict[str, Any]) -> Any:
+    """The run as a suite of one agent, one objective and one seed, checked as every
+    suite is (names, then values); a refusal names the flag it comes from."""
+    from benchmarks.suite import Suite, SuiteError, validate_names, validate_values
 
-    import lossagent_env
-    from lossagent_env.registry import unknown_name_message
-
-    if env_id in gym.registry:
-        return env_id
-    if f"LossAgent/{env_id}" in gym.registry:
-        return f"LossAgent/{env_id}"
-    raise KeyError(unknown_name_message("env id", env_id, lossagent_env.ALL_ENV_IDS))
-
-
-def _check_metrics(objective: str | dict[str, float]) -> None:
-    from lossagent_env.metrics import metric_names
-    from lossagent_env.registry import unknown_name_message
-
-    known = metric_names()
-    for name in [objective] if isinstance(objective, str) else objective:
-        if name not in known:
-            raise KeyError(unknown_name_message("metric", name, known))
-
-
-def _check_agent(name: str) -> None:
-    from benchmarks.suite import agent_names
-    from lossagent_env.registry import unknown_name_message
-
-    known = agent_names()
-    if name not in known:
-        raise KeyError(unknown_name_message("agent", name, known))
-
-
-def _check_losses(losses: Any) -> None:
-    from lossagent_env.losses import LOSSES
-    from lossagent_env.registry import unknown_name_message
-
-    if losses is None:
-        return
-    if isinstance(losses, str) or not isinstance(losses, (list, tuple)):
-        raise UsageError(f'losses={losses!r} is not a list. Allowed: e.g. --set \'losses=["l1", "ssim"]\'')
-    for spec in losses:
-        name = spec.get("type") if isinstance(spec, dict) else spec
-        if name not in LOSSES:
-            raise KeyError(unknown_name_message("loss", name, LOSSES.names()))
-
-
-def _load_run_table(env_id: str, env_kwargs: dict[str, Any]) -> Any:
-    """The table that ``--set table=...`` names."""
-    from lossagent_env.tabular.replay import load_table, shipped_tables
-
-    if "table" not in env_kwargs:
-        raise UsageError(f"--env {env_id} needs --set table=NAME_OR_PATH. Shipped tables: {shipped_tables()}.")
+    data = {
+        "name": "run",
+        "env": {"id": env_id, "kwargs": env_kwargs},
+        "budget": {"max_stages": args.stages, "stage_iters": args.iters},
+        "objectives": [objective],
+        "agents": [{"name": args.agent, "kwargs": agent_kwargs}],
+        "seeds": [args.seed],
+    }
     try:
-        return load_table(env_kwargs["table"])
-    except (TypeError, ValueError, OSError) as e:
-        raise UsageError(str(e)) from e
+        suite = Suite.from_dict(data, source="lossagent run")
+        validate_names(suite)
+        validate_values(suite)
+    except SuiteError as e:
+        raise UsageError(f"{_flag(args, e.key)}: {e.message}") from None
+    return suite
 
 
-def _refuse_what_the_table_fixes(args: argparse.Namespace, env_kwargs: dict[str, Any], built: dict[str, Any]) -> None:
-    """An env setting, ``--iters`` or ``--device`` other than the table's is refused:
-    a replay trains nothing, so it could only be ignored."""
-    from lossagent_env.config import EnvConfig
-    from lossagent_env.registry import unknown_name_message
-
-    fields = {f.name for f in dataclasses.fields(EnvConfig)}
-    for key in env_kwargs:
-        if key in fields:
-            raise UsageError(
-                f"--set {key}=...: the table fixes {key} at {built.get(key)!r} (it was built so). "
-                f"Allowed on a table replay: --set {', --set '.join(f'{k}=...' for k in TABLE_ARGUMENTS)}"
-            )
-        if key not in TABLE_ARGUMENTS:
-            raise KeyError(unknown_name_message("argument of the tabular env", key, TABLE_ARGUMENTS))
-    for flag, given, key in (("--iters", args.iters, "stage_iters"), ("--device", args.device, "device")):
-        if given is not None and given != built.get(key):
-            raise UsageError(
-                f"{flag} {given}: the table fixes it at {built.get(key)!r} (its {key}; a replay "
-                f"trains nothing). Leave {flag} out on a table replay."
-            )
+def _flag(args: argparse.Namespace, key: str | None) -> str:
+    """The flag (with its value) that set the suite key ``key``, e.g. ``--stages 0``."""
+    flags = {
+        "env.id": f"--env {args.env}",
+        "agents[0].name": f"--agent {args.agent}",
+        "agents[0].kwargs": "--agent-arg",
+        "objectives[0]": f"--objective {args.objective}",
+        "budget.max_stages": f"--stages {args.stages}",
+        "budget.stage_iters": f"--iters {args.iters}",
+        "seeds": f"--seed {args.seed}",
+    }
+    if args.device is not None:  # else a table replay's --set device=...
+        flags["env.kwargs.device"] = f"--device {args.device}"
+    if key in flags:
+        return flags[key]
+    setting = (key or "").removeprefix("env.kwargs").lstrip(".").split(".")[0].split("[")[0]
+    return f"--set {setting}=..." if setting else "--set"
 
 
-def _check_table_run(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, Any], objective: Any) -> None:
-    """Fill ``args.stages`` (the table's depth), ``args.seed`` (its first seed) and
-    ``args.iters`` from the table; refuse what the table fixes or lacks."""
-    import gymnasium as gym
+def _table_defaults(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
+    """Fill the flags left out with the table's own settings: its depth, its first seed
+    and its iterations per stage; a ``--device`` equal to the table's changes nothing.
 
-    table = _load_run_table(env_id, env_kwargs)
-    built = {**table.header.get("env_config", {}), **table.header.get("env_kwargs", {})}
-    _refuse_what_the_table_fixes(args, env_kwargs, built)
-    if args.stages is not None and not 1 <= args.stages <= table.stages:
-        raise UsageError(
-            f"--stages {args.stages} is not allowed. Allowed: an integer in [1, {table.stages}] (the table's depth)."
-        )
-    if args.seed is not None and args.seed not in table.seeds:
-        raise UsageError(f"--seed {args.seed} is not in the table. Allowed: its seeds {list(table.seeds)}.")
-    args.stages = table.stages if args.stages is None else args.stages
-    args.seed = table.seeds[0] if args.seed is None else args.seed
-    args.iters = built.get("stage_iters", 0)
+    What the table fixes or lacks is refused by the suite's check of the one-run suite,
+    which also says why a table cannot be read (the flags then stay at
+    :data:`LIVE_DEFAULTS`, never used)."""
+    from lossagent_env.tabular.replay import live_config, load_table
+
+    name = env_kwargs.get("table")
     try:
-        gym.make(env_id, **env_kwargs, objective=objective, max_stages=args.stages)
-    except (TypeError, ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from e
+        if name is None:
+            raise ValueError("no table")
+        table = load_table(name)
+    except (TypeError, ValueError, OSError):
+        own = {flag: LIVE_DEFAULTS[flag] for flag in ("stages", "iters", "seed")}
+    else:
+        built = live_config(table)
+        if args.device is not None and args.device != built.device:
+            env_kwargs["device"] = args.device  # refused by the suite's check, with the table's device
+        own = {"stages": table.stages, "iters": built.stage_iters, "seed": table.seeds[0]}
+    for flag, default in own.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, default)
 
 
-def _check_live_run(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, Any], objective: Any) -> None:
-    """Fill the flags left out with :data:`LIVE_DEFAULTS` and check the env's settings
-    before anything heavy is built or written."""
-    import gymnasium as gym
-
-    from lossagent_env.config import EnvConfig
+def _live_defaults(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None:
+    """Fill the flags left out with :data:`LIVE_DEFAULTS`; check that the device exists."""
     from lossagent_env.device import resolve_device
-    from lossagent_env.env import check_settings
-    from lossagent_env.registry import unknown_name_message
 
     for flag, default in LIVE_DEFAULTS.items():
         if getattr(args, flag) is None:
             setattr(args, flag, default)
-    fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"task"}
-    for key in env_kwargs:
-        if key in ("objective", "max_stages", "stage_iters"):
-            raise UsageError(f"--set {key}=...: use --objective, --stages or --iters instead.")
-        if key not in fields:
-            raise KeyError(unknown_name_message("EnvConfig field", key, fields))
-    _check_losses(env_kwargs.get("losses"))
     env_kwargs["device"] = args.device
-    task = gym.registry[env_id].kwargs.get("task", "sr")
     try:
-        check_settings(task=task, objective=objective, max_stages=args.stages, stage_iters=args.iters, **env_kwargs)
         resolve_device(args.device, "--device")
-    except (TypeError, ValueError) as e:
+    except ValueError as e:
         raise UsageError(str(e)) from e
 
 
@@ -233,10 +183,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from benchmarks.runs import RunSpec, run_name, run_one
     from benchmarks.suite import TABULAR_ENV_ID, objective_label
 
-    env_id = _check_env_id(args.env)
-    _check_agent(args.agent)
+    env_id = args.env if "/" in args.env else f"LossAgent/{args.env}"
     objective = parse_objective(args.objective)
-    _check_metrics(objective)
     for flag, value, low in (("--stages", args.stages, 1), ("--iters", args.iters, 1), ("--seed", args.seed, 0)):
         if value is not None and value < low:
             raise UsageError(f"{flag} {value!r} is not allowed. Allowed: an integer >= {low}")
@@ -246,10 +194,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if args.agent != "llm":
             raise UsageError(f"--llm {args.llm!r} applies to --agent llm only (got --agent {args.agent!r}).")
         agent_kwargs["model"] = args.llm
-    if env_id == TABULAR_ENV_ID:  # a table replay: its own arguments, no training
-        _check_table_run(args, env_id, env_kwargs, objective)
+    for key in ("objective", "max_stages", "stage_iters"):
+        if key in env_kwargs:
+            raise UsageError(f"--set {key}=...: use --objective, --stages or --iters instead.")
+    if env_id == TABULAR_ENV_ID:  # a table replay: its own settings, no training
+        _table_defaults(args, env_kwargs)
     else:
-        _check_live_run(args, env_id, env_kwargs, objective)
+        _live_defaults(args, env_kwargs)
+    _one_run_suite(args, env_id, objective, env_kwargs, agent_kwargs)
     try:
         make_agent(args.agent, **agent_kwargs)  # builds no model yet: checks the arguments
     except (TypeError, ValueError) as e:

@@ -8,10 +8,21 @@ import shlex
 import sys
 import textwrap
 
-from benchmarks.backends import RAY_CONNECT_TIMEOUT_S
 from benchmarks.cli.common import EXIT_OK, Formatter, UsageError
 
 __all__ = ["register"]
+
+
+class _HelpFormatter(Formatter):
+    """Fills ``{ray_timeout}`` in when help is shown, so the executor loads only then."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        if text is not None and "{ray_timeout}" in text:
+            from benchmarks.executor import RAY_CONNECT_TIMEOUT_S
+
+            text = text.replace("{ray_timeout}", f"{RAY_CONNECT_TIMEOUT_S:g}")
+        return text
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "real, and store the panel metrics of each node in one SQLite file. Subtrees are "
         "independent: --workers N processes or --backend ray; --resume finishes an "
         "interrupted build, giving the same table.",
-        formatter_class=Formatter,
+        formatter_class=_HelpFormatter,
         epilog=textwrap.dedent(
             """\
             examples:
@@ -43,8 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--ray-timeout", type=float, default=None, metavar="SECONDS",
-        help=f"give up on a --ray-address that does not answer within SECONDS [default: "
-        f"{RAY_CONNECT_TIMEOUT_S:g}]",
+        help="give up on a --ray-address that does not answer within SECONDS [default: {ray_timeout}]",
     )
     parser.add_argument(
         "--max-nodes", type=int, default=None, metavar="N",
@@ -58,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_tabulate(args: argparse.Namespace) -> int:
-    from benchmarks.backends import check_backend
+    from benchmarks.executor import RAY_CONNECT_TIMEOUT_S, check_backend
     from benchmarks.tabulate import load_table_spec, tabulate
 
     if args.workers < 1:

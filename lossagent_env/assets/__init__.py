@@ -17,7 +17,7 @@ network source this project uses, and only on request).
 
 Modules, each importing only ones listed before it:
 
-* :mod:`~lossagent_env.assets.table`: the asset table (:data:`ASSETS`), the basicsr
+* :mod:`~lossagent_env.assets.catalog`: the asset catalogue (:data:`ASSETS`), the basicsr
   sdist and its download command, :func:`install_command`;
 * :mod:`~lossagent_env.assets.guard`: :func:`no_downloads` and the errors it raises;
 * :mod:`~lossagent_env.assets.verify`: checksum and format checks;
@@ -29,10 +29,7 @@ The command line (``lossagent assets``) is :mod:`benchmarks.cli.assets`.
 
 from __future__ import annotations
 
-from lossagent_env.assets.guard import no_downloads
-from lossagent_env.assets.installer import install, status
-from lossagent_env.assets.niqe import fetch_basicsr_sdist
-from lossagent_env.assets.table import (
+from lossagent_env.assets.catalog import (
     ASSETS,
     BASICSR_SDIST,
     BASICSR_SDIST_SHA256,
@@ -43,6 +40,9 @@ from lossagent_env.assets.table import (
     basicsr_download_shell,
     install_command,
 )
+from lossagent_env.assets.guard import no_downloads
+from lossagent_env.assets.installer import install, status
+from lossagent_env.assets.niqe import fetch_basicsr_sdist
 
 __all__ = [
     "ASSETS",

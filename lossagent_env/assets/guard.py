@@ -3,7 +3,7 @@
 A library's real constructor runs inside the block; the functions through which it
 would download a missing file are replaced by ones that raise
 :class:`~lossagent_env.errors.MissingWeightsError`, naming the file, where it belongs
-and the command from the asset table that installs it.
+and the command from the asset catalogue that installs it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 
-from lossagent_env.assets.table import (
+from lossagent_env.assets.catalog import (
     ASSETS,
     AssetFile,
     hf_repo_cache,
@@ -115,9 +115,9 @@ def no_downloads(what: str, asset: str | None = None) -> Iterator[None]:
 # --------------------------------------------------------------- missing-file errors
 def _find_asset_file(
     asset: str | None, filename: str | None, hf_repo: str | None = None
-) -> tuple[str | None, AssetFile | None]:
-    """The (asset, file) of the table that matches; ``asset`` is looked at first."""
-    names = ([asset] if asset in ASSETS else []) + [
+) -> tuple[str, AssetFile] | None:
+    """The (asset, file) of the catalogue that matches; ``asset`` is looked at first."""
+    names = ([asset] if asset is not None and asset in ASSETS else []) + [
         n for n in ASSETS.names() if n != asset
     ]
     for name in names:
@@ -126,7 +126,7 @@ def _find_asset_file(
                 return name, file
             if hf_repo is not None and file.hf_repo == hf_repo:
                 return name, file
-    return None, None
+    return None
 
 
 def _missing_error(
@@ -134,16 +134,17 @@ def _missing_error(
 ) -> MissingWeightsError:
     """The error for a refused download of ``url`` to ``dst`` (None: not known)."""
     filename = url_basename(url) or url
-    found_asset, file = _find_asset_file(asset, filename)
-    # ``dst`` is exactly where the library looks; the table says it when ``dst`` is not known.
+    found = _find_asset_file(asset, filename)
+    # ``dst`` is exactly where the library looks; the catalogue says it when ``dst`` is not known.
+    expected: str | os.PathLike
     if dst is not None:
-        expected: object = dst
-    elif file is not None:
-        expected = file.path()
+        expected = dst
+    elif found is not None:
+        expected = found[1].path()
     else:
         expected = f"(a cache folder of the library that asked for {url})"
-    if file is not None:
-        hint = install_command(found_asset)
+    if found is not None:
+        hint = install_command(found[0])
     elif dst is not None:
         hint = f"cp /path/to/{filename} {dst}"
     else:
@@ -182,15 +183,16 @@ def _missing_hf_error(
     what: str, asset: str | None, cause: BaseException
 ) -> MissingWeightsError:
     """The error for a Hugging Face file that is not in the local cache."""
-    if asset in ASSETS:
+    if asset is not None and asset in ASSETS:
         missing = [f for f in ASSETS.get(asset).missing() if f.hf_repo is not None]
         if missing:
             return MissingWeightsError(
                 what, missing[0].filename, missing[0].path(), install_command(asset)
             )
     repo_id, filename = _hf_request(cause)
-    found_asset, file = _find_asset_file(asset, None, hf_repo=repo_id)
-    if file is not None:
+    found = _find_asset_file(asset, None, hf_repo=repo_id)
+    if found is not None:
+        found_asset, file = found
         return MissingWeightsError(
             what, file.filename, file.path(), install_command(found_asset)
         )

@@ -17,14 +17,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from lossagent_env.assets.niqe import find_niqe_source, read_niqe_params, write_niqe_mat
-from lossagent_env.assets.table import (
+from lossagent_env.assets.catalog import (
     ASSETS,
     Asset,
     AssetFile,
     hf_repo_cache,
     install_command,
 )
+from lossagent_env.assets.niqe import find_niqe_source, read_niqe_params, write_niqe_mat
 from lossagent_env.assets.verify import check_niqe_params, verify
 
 __all__ = ["install", "status"]
@@ -93,7 +93,7 @@ def install(
             os.replace(temp, dest)
         for file, _, _ in plan:
             if file.hf_repo is not None:
-                _write_hf_ref(file)
+                _write_hf_ref(file.hf_repo, file.folder().name)
     except BaseException:
         for temp, _ in staged:
             temp.unlink(missing_ok=True)
@@ -210,9 +210,10 @@ def _make_dirs(folder: Path) -> list[Path]:
     return list(reversed(new))
 
 
-def _write_hf_ref(file: AssetFile) -> None:
-    """Point the Hugging Face cache's ``main`` ref at the snapshot the file went to."""
-    ref = hf_repo_cache(file.hf_repo) / "refs" / "main"
+def _write_hf_ref(repo_id: str, snapshot: str) -> None:
+    """Point the Hugging Face cache's ``main`` ref of ``repo_id`` at ``snapshot`` (the
+    snapshot folder a file went to)."""
+    ref = hf_repo_cache(repo_id) / "refs" / "main"
     if not ref.is_file():
         ref.parent.mkdir(parents=True, exist_ok=True)
-        ref.write_text(file.folder().name)
+        ref.write_text(snapshot)

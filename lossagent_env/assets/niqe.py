@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lossagent_env.assets.table import (
+from lossagent_env.assets.catalog import (
     BASICSR_SDIST,
     BASICSR_SDIST_SHA256,
     NIQE_SOURCES,
@@ -88,11 +88,9 @@ def read_niqe_params(source: Path) -> tuple[np.ndarray, np.ndarray]:
                 for m in archive.getmembers()
                 if m.name.endswith(_NIQE_NPZ_MEMBER) and m.isfile()
             ]
-            if members:
-                with np.load(
-                    io.BytesIO(archive.extractfile(members[0]).read()),
-                    allow_pickle=False,
-                ) as data:
+            member = archive.extractfile(members[0]) if members else None
+            if member is not None:
+                with np.load(io.BytesIO(member.read()), allow_pickle=False) as data:
                     return data["mu_pris_param"], data["cov_pris_param"]
     except (
         KeyError,
@@ -125,7 +123,7 @@ def fetch_basicsr_sdist(dest: str | os.PathLike[str]) -> Path:
     """Get ``basicsr-1.4.2.tar.gz`` (NIQE's parameters) into ``dest`` with pip.
 
     Reuses a copy already in ``dest``. Runs
-    :func:`~lossagent_env.assets.table.basicsr_download_command` with the running
+    :func:`~lossagent_env.assets.catalog.basicsr_download_command` with the running
     interpreter (``python -m pip ...``), and checks the file's sha256 against PyPI's.
 
     Args:

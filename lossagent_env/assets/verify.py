@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lossagent_env.assets.table import AssetFile
+from lossagent_env.assets.catalog import AssetFile
 
 __all__ = ["check_niqe_params", "sha256_of", "verify"]
 

@@ -8,7 +8,6 @@ itself otherwise), so a fresh network starts from the plain interpolation.
 from __future__ import annotations
 
 import inspect
-
 from typing import Any
 
 import torch
@@ -60,8 +59,11 @@ class ResidualRestorer(nn.Module):
         self.body = nn.Sequential(*[ResidualBlock(channels, res_scale) for _ in range(blocks)])
         self.body_tail = nn.Conv2d(channels, channels, 3, padding=1)
         self.tail = Upsampler(channels, scale)
-        nn.init.zeros_(self.tail[-1].weight)
-        nn.init.zeros_(self.tail[-1].bias)
+        last = self.tail[-1]
+        assert isinstance(last, nn.Conv2d)  # an Upsampler ends in a convolution
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = x if self.scale == 1 else F.interpolate(
@@ -117,7 +119,3 @@ def build_backbone(spec: Any, scale: int, **kwargs: Any) -> nn.Module:
     if res_scale is not None and (isinstance(res_scale, bool) or not isinstance(res_scale, (int, float)) or not res_scale > 0):
         raise ValueError(f"backbone_kwargs['res_scale']={res_scale!r} is not allowed. Allowed: a number > 0.")
     return factory(scale, **kwargs)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -211,8 +211,8 @@ def _bounded_number_rule(schema: Any, decimals: int = 2) -> str | None:
 
     if not isinstance(schema, dict) or schema.get("type") not in ("number", "integer"):
         return None
-    lo = schema.get("minimum", schema.get("exclusiveMinimum"))
-    hi = schema.get("maximum", schema.get("exclusiveMaximum"))
+    lo: Any = schema.get("minimum", schema.get("exclusiveMinimum"))  # JSON: checked just below
+    hi: Any = schema.get("maximum", schema.get("exclusiveMaximum"))
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lo, hi)):
         return None
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi < lo:
@@ -243,7 +243,7 @@ def _install_bounded_number_grammar() -> None:
     """
     from llama_cpp import llama_grammar
 
-    converter = llama_grammar.SchemaConverter
+    converter: Any = llama_grammar.SchemaConverter  # its method is replaced below
     original = converter.visit
 
     def visit(self: Any, schema: Any, name: str) -> str:
@@ -278,7 +278,8 @@ def _install_grammar_first_sampling() -> None:
     import numpy as np
     from llama_cpp import llama as llama_module
 
-    stock = llama_module.Llama._init_sampler
+    llama_class: Any = llama_module.Llama  # its method is replaced below
+    stock = llama_class._init_sampler
     token_data = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
     if token_data.itemsize != ctypes.sizeof(llama_cpp.llama_token_data):
         raise RuntimeError("llama_token_data has an unexpected layout")
@@ -348,7 +349,7 @@ def _install_grammar_first_sampling() -> None:
         )
         return GrammarFirstGreedy(self, kwargs["grammar"], penalties)
 
-    llama_module.Llama._init_sampler = init_sampler
+    llama_class._init_sampler = init_sampler
 
 
 def _server_bootstrap(bounded_numbers: bool = True, grammar_first: bool = True) -> str:
@@ -688,7 +689,7 @@ class LocalLLMServer:
 def _models_answer(url: str, timeout: float) -> bool:
     """Whether GET `url` returns 200 with a JSON model list."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # a loopback URL
             if resp.status != 200:
                 return False
             json.loads(resp.read().decode("utf-8"))

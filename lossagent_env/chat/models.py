@@ -67,8 +67,8 @@ def resolve_chat_model(
 
     Returns:
         The chat model. Models built here have their client's own retries off
-        (``max_retries=0``) so that :func:`lossagent_env.chat.ask_structured` counts
-        every retry exactly.
+        (``max_retries=0``) so that :meth:`lossagent_env.chat.StructuredChat.ask`
+        counts every retry exactly.
 
     Raises:
         TypeError: ``model`` is neither a string nor a chat model.
@@ -89,7 +89,7 @@ def resolve_chat_model(
     if model == "local":
         from lossagent_env.chat.local import local_chat_model
 
-        extra = {"timeout": timeout} if timeout is not None else {}
+        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
         return local_chat_model(temperature=temperature, max_retries=0, **extra)
     if ":" in model:
         provider = model.split(":", 1)[0]

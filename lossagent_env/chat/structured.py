@@ -158,8 +158,8 @@ def reply_preview(raw: Any) -> str:
         parts.append(raw.content if isinstance(raw.content, str) else json.dumps(raw.content))
     for call in raw.tool_calls:
         parts.append(json.dumps(call.get("args", {})))
-    for call in raw.invalid_tool_calls:
-        parts.append(str(call.get("args", "")))
+    for bad_call in raw.invalid_tool_calls:
+        parts.append(str(bad_call.get("args", "")))
     return _clip(" ".join(parts))
 
 

@@ -184,7 +184,7 @@ def loss_catalogue(iqa_metrics: Iterable[str] = ()) -> list[dict[str, Any]]:
 def _iqa_row(metric: str) -> dict[str, Any]:
     """A catalogue row for ``iqa:<metric>``.
 
-    Whether it is usable now comes from the asset table when the metric is listed
+    Whether it is usable now comes from the asset catalogue when the metric is listed
     there; otherwise the loss is built (without measuring its scale) to find out.
     """
     value_range = IQALoss.value_range_for(metric)  # KeyError with suggestions if unknown

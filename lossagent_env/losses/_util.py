@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
 
-LossForward = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+_M = TypeVar("_M", bound=nn.Module)
 
 
 def check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -24,7 +25,9 @@ def check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
-def float32_forward(forward: LossForward) -> LossForward:
+def float32_forward(
+    forward: Callable[[_M, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> Callable[[_M, torch.Tensor, torch.Tensor], torch.Tensor]:
     """Decorate a loss ``forward``: check the inputs and compute in float32.
 
     Autocast is switched off inside (for the input's device type) and both inputs are
@@ -33,7 +36,7 @@ def float32_forward(forward: LossForward) -> LossForward:
     """
 
     @functools.wraps(forward)
-    def wrapper(self: nn.Module, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def wrapper(self: _M, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_pair(pred, target)
         with torch.autocast(device_type=pred.device.type, enabled=False):
             return forward(self, pred.float(), target.float())

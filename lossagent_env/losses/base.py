@@ -23,7 +23,8 @@ class Loss(nn.Module):
     images ``pred`` and targets ``target``, both ``(N, C, H, W)`` in ``[0, 1]``. The
     weighted sum ``sum_i w_i * scale_i * L_i`` is formed in one place only, the trainer.
 
-    Class attributes (plain data, read by the env, the agents and the CLI):
+    Class attributes (plain data, read by the env, the agents and the CLI; a loss
+    built from options, such as ``iqa:<metric>``, sets the first five per instance):
         name: registry key, short and lowercase.
         description: one paragraph for a reader (person or LLM) deciding its weight.
         scale: the effective weight of loss ``i`` is ``action[i] * scale``; chosen so
@@ -38,17 +39,25 @@ class Loss(nn.Module):
             with ``amp`` they run under bfloat16 autocast like the restoration network.
     """
 
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
-    scale: ClassVar[float] = 1.0
-    value_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
-    needs_weights: ClassVar[bool] = False
+    name: str = ""
+    description: str = ""
+    scale: float = 1.0
+    value_range: tuple[float, float] = (0.0, 1.0)
+    needs_weights: bool = False
     trainable: ClassVar[bool] = False
     role: ClassVar[str] = ""
     autocast_safe: ClassVar[bool] = False
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    @classmethod
+    def weights_installed(cls) -> bool | None:
+        """True/False if the weight files are (not) installed, None if unknown.
+
+        Losses with ``needs_weights`` override it; the others need no files.
+        """
+        return True
 
     def reset(self, generator: torch.Generator) -> None:
         """Re-initialise any trainable state (e.g. a discriminator) from ``generator``."""

@@ -1,7 +1,7 @@
 """Losses that need downloaded weight files: ``perceptual``, ``lpips`` and ``iqa:<metric>``.
 
 This project never downloads at run time. Where the files of a loss are known (the
-asset table :data:`lossagent_env.assets.ASSETS`: ``perceptual``, ``lpips`` and the
+asset catalogue :data:`lossagent_env.assets.ASSETS`: ``perceptual``, ``lpips`` and the
 learned pyiqa metrics listed there), building it first checks that every file is
 installed and otherwise raises :class:`lossagent_env.errors.MissingWeightsError` naming
 the file, the folder it must be put in and the command that installs it
@@ -26,7 +26,7 @@ import math
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -34,6 +34,9 @@ from torch import nn
 from lossagent_env.errors import MissingWeightsError
 from lossagent_env.losses._util import float32_forward
 from lossagent_env.losses.base import LOSSES, Loss
+
+if TYPE_CHECKING:
+    from lossagent_env.metrics import MetricInfo
 
 __all__ = ["IQALoss", "LPIPSLoss", "PerceptualLoss", "require_asset"]
 
@@ -120,6 +123,9 @@ class PerceptualLoss(Loss):
     # exists, so the bound leaves a wide margin.
     value_range = (0.0, 100.0)
     needs_weights = True
+
+    mean: torch.Tensor  # buffer (1, 3, 1, 1), ImageNet normalisation
+    std: torch.Tensor  # buffer (1, 3, 1, 1)
 
     def __init__(self, layers: Mapping[str, float] | None = None, scale: float | None = None):
         super().__init__()
@@ -245,8 +251,9 @@ class IQALoss(Loss):
         super().__init__()
         import pyiqa
 
-        metric = metric if metric is not None else self.metric_name
-        info = _metric_info(metric)  # KeyError with suggestions for unknown names
+        # KeyError with suggestions for unknown names (None included)
+        info = _metric_info(metric if metric is not None else self.metric_name)
+        metric = info.name
         if self.metric_name is None:
             self.name = f"iqa:{metric}"
             self.description = self.describe_metric(metric)
@@ -306,7 +313,7 @@ class IQALoss(Loss):
         return f"metric={self.metric_id!r}, scale={self.scale:.4g}"
 
 
-def _metric_info(metric: Any):
+def _metric_info(metric: Any) -> MetricInfo:
     from lossagent_env.metrics import metric_info
 
     return metric_info(metric)

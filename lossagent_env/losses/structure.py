@@ -42,6 +42,8 @@ def _gaussian_window(window_size: int, sigma: float) -> torch.Tensor:
 class _SSIMBase(Loss):
     """Holds the Gaussian window as a non-persistent buffer (it moves with ``.to()``)."""
 
+    window: torch.Tensor  # buffer (1, 1, k, k)
+
     def __init__(self, window_size: int = 11, sigma: float = 1.5):
         super().__init__()
         from pyiqa.archs.ssim_arch import ssim
@@ -133,6 +135,8 @@ class MSSSIMLoss(_SSIMBase):
     scale = 1.0
     value_range = (0.0, 1.0)
 
+    scale_weights: torch.Tensor  # buffer, one weight per scale
+
     def __init__(self, window_size: int = 11, sigma: float = 1.5):
         super().__init__(window_size, sigma)
         self.register_buffer("scale_weights", torch.tensor(MS_SSIM_WEIGHTS), persistent=False)
@@ -194,6 +198,8 @@ class GradientLoss(Loss):
     # Measured gradient ratio vs l1: median 18.0 (seeds 0-4: 14.1-24.8).
     scale = 18.0
     value_range = (0.0, 2.0)
+
+    kernels: torch.Tensor  # buffer (2, 1, 3, 3)
 
     def __init__(self):
         super().__init__()

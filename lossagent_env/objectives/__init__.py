@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from lossagent_env.errors import ConfigError, UnknownNameError
 from lossagent_env.objectives.base import Objective, ObjectiveResult
 from lossagent_env.objectives.composite import CompositeObjective
 from lossagent_env.objectives.function import CallableObjective
@@ -72,9 +73,25 @@ def make_objective(spec: object) -> Objective:
         The objective.
 
     Raises:
-        KeyError: Unknown metric name (with a "Did you mean" hint).
-        ValueError: Anything else; the message says what is allowed.
+        UnknownNameError: Unknown metric name (a ``KeyError`` with a "Did you mean"
+            hint).
+        ConfigError: Anything else (a ``ValueError``); the message says what is
+            allowed.
+
+        Both carry ``loc``: ``("objective", metric)`` where one metric is at fault
+        (unknown, set-level, a bad weight), else ``("objective",)``.
     """
+    try:
+        return _make_objective(spec)
+    except ConfigError:
+        raise
+    except KeyError as e:
+        raise UnknownNameError(("objective",), e.args[0] if e.args else str(e)) from None
+    except ValueError as e:
+        raise ConfigError(("objective",), str(e)) from None
+
+
+def _make_objective(spec: object) -> Objective:
     if isinstance(spec, Objective):
         return spec
     if isinstance(spec, str):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lossagent_env.errors import ConfigError
+
 __all__ = [
     "MAX_ABS_J",
     "Objective",
@@ -138,19 +140,32 @@ class Objective:
         return f"{type(self).__name__}({list(self.metric_names)})"
 
 
-def check_weight(metric: object, weight: object) -> float:
+def check_weight(metric: str | Objective, weight: object) -> float:
+    """``weight`` as a float if it is finite and ``>= 0``.
+
+    Args:
+        metric: The metric name (or the part of a composite) that ``weight`` belongs to.
+        weight: The weight to check.
+
+    Raises:
+        ConfigError: Any other weight; ``loc`` is ``("objective", metric)`` for a metric
+            name, ``("objective",)`` for an objective.
+    """
+    loc: tuple[str, ...] = ("objective", metric) if isinstance(metric, str) else ("objective",)
     if (
         isinstance(weight, bool)
         or not isinstance(weight, numbers.Real)
         or not math.isfinite(float(weight))
     ):
-        raise ValueError(
-            f"Weight of metric {metric!r} is {weight!r}. Allowed: a finite number >= 0."
+        raise ConfigError(
+            loc,
+            f"Weight of metric {metric!r} is {weight!r}. Allowed: a finite number >= 0.",
         )
     if weight < 0:
-        raise ValueError(
+        raise ConfigError(
+            loc,
             f"Weight of metric {metric!r} is {weight!r}. Allowed: a finite number >= 0 "
-            "(the direction of each metric is known; lower-is-better metrics are negated automatically)."
+            "(the direction of each metric is known; lower-is-better metrics are negated automatically).",
         )
     return float(weight)
 

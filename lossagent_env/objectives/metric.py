@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
+from lossagent_env.errors import ConfigError, UnknownNameError
 from lossagent_env.metrics import Metric, create_metric, metric_info
 from lossagent_env.objectives.base import (
     Objective,
@@ -33,29 +34,37 @@ class MetricObjective(Objective):
             at least one ``> 0``. A weight of 0 reports the metric without scoring it.
 
     Raises:
-        KeyError: Unknown metric name (with a "Did you mean" hint).
-        ValueError: Empty dict, bad weight, weights so large that ``J`` could overflow
+        UnknownNameError: Unknown metric name (a ``KeyError`` with a "Did you mean"
+            hint); its ``loc`` is ``("objective", name)``.
+        ConfigError: Empty dict, bad weight, weights so large that ``J`` could overflow
             (``|J|`` above :data:`~lossagent_env.objectives.base.MAX_ABS_J` over the
-            metrics' bounds), or a metric that cannot score single images.
+            metrics' bounds), or a metric that cannot score single images; its ``loc`` is
+            ``("objective", name)`` where one metric is at fault, else ``("objective",)``.
     """
 
     def __init__(self, weights: Mapping[str, float]):
         super().__init__()
         if not isinstance(weights, Mapping) or not weights:
-            raise ValueError(
+            raise ConfigError(
+                ("objective",),
                 f"MetricObjective needs a non-empty dict {{metric: weight}}; got {weights!r}. "
                 "Example: {'psnr': 1.0, 'niqe': 0.5}."
             )
         checked: dict[str, float] = {}
         for name, weight in weights.items():
-            info = metric_info(name)
+            try:
+                info = metric_info(name)
+            except KeyError as e:
+                raise UnknownNameError(("objective", name), e.args[0]) from None
             if info.set_level:
-                raise ValueError(
-                    f"Metric {name!r} compares sets of images and cannot score a stage."
+                raise ConfigError(
+                    ("objective", name),
+                    f"Metric {name!r} compares sets of images and cannot score a stage.",
                 )
             checked[name] = check_weight(name, weight)
         if not any(w > 0 for w in checked.values()):
-            raise ValueError(
+            raise ConfigError(
+                ("objective",),
                 f"All weights are 0 in {weights!r}. Allowed: at least one weight > 0."
             )
         self.weights = checked
@@ -103,6 +112,7 @@ class MetricObjective(Objective):
         """
         if self._metrics is None:
             self.setup(restored.device)
+        assert self._metrics is not None  # set by setup()
         values: dict[str, float] = {}
         invalid: list[str] = []
         for name, metric in self._metrics.items():

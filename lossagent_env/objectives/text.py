@@ -363,7 +363,7 @@ class JudgeObjective(TextObjective):
         """
 
         count = min(self.images, restored.shape[0])
-        content: list[dict[str, Any]] = [
+        content: list[str | dict[str, Any]] = [
             {
                 "type": "text",
                 "text": (

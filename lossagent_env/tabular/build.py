@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import lossagent_env
+from lossagent_env.env import LossAgentEnv
 from lossagent_env.metrics import metric_info
 from lossagent_env.objectives import MetricObjective
 from lossagent_env.tabular.format import NodeRecord
@@ -36,7 +37,7 @@ __all__ = [
     "TableSpec",
     "cached_build_env",
     "compute_unit",
-    "header_differences",
+    "HEADER_NOT_COMPARED",
     "make_build_env",
     "package_versions",
     "panel_objective",
@@ -125,6 +126,18 @@ def make_build_env(spec: TableSpec) -> PresetActions:
     return PresetActions(env, spec.presets)
 
 
+def _live(env: PresetActions) -> LossAgentEnv:
+    """The live env under the wrappers of ``env``.
+
+    Raises:
+        TypeError: ``env`` does not wrap a :class:`~lossagent_env.env.LossAgentEnv`.
+    """
+    live = env.unwrapped
+    if not isinstance(live, LossAgentEnv):
+        raise TypeError(f"A table is built from a LossAgentEnv; got a {type(live).__name__}.")
+    return live
+
+
 def units(spec: TableSpec) -> list[tuple[int, int]]:
     """Every unit ``(seed, first preset)``, seeds in order, then presets."""
     return [(seed, first) for seed in spec.seeds for first in range(spec.n_presets)]
@@ -161,7 +174,7 @@ def table_header(spec: TableSpec, env: PresetActions) -> dict[str, Any]:
         spec: The table.
         env: ``make_build_env(spec)``: where loss scales and ranges come from.
     """
-    u = env.unwrapped
+    u = _live(env)
     config = u.config
     header = {
         "env_id": spec.env_id,
@@ -196,10 +209,9 @@ def table_header(spec: TableSpec, env: PresetActions) -> dict[str, Any]:
     return json.loads(json.dumps(header))  # as it reads back from the file
 
 
-def header_differences(stored: Mapping[str, Any], fresh: Mapping[str, Any]) -> list[str]:
-    """Header keys whose values differ (``build``, how it was started, is not compared)."""
-    keys = (set(stored) | set(fresh)) - {"build", "format", "format_version"}
-    return sorted(k for k in keys if stored.get(k) != fresh.get(k))
+HEADER_NOT_COMPARED = ("build", "format", "format_version")
+"""Header keys that do not define what a table holds (how a build was started, the file
+format), so a resumed build may differ in them."""
 
 
 # --------------------------------------------------------------------------- one unit
@@ -241,7 +253,7 @@ def compute_unit(
         The unit's nodes, the root first, then depth first.
     """
     env = cached_build_env(spec)
-    u = env.unwrapped
+    u = _live(env)
     test_panel = panel_objective(spec.metrics)
     records: list[NodeRecord] = []
 

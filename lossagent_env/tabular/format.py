@@ -504,9 +504,9 @@ class _Arrays:
         seed_index = _lookup(self.seed_of, columns[0])
         node_index = _lookup(self.node_of, columns[1])
         bad = (seed_index < 0) | (node_index < 0)
-        bad = np.flatnonzero(bad if keep is None else bad & keep)
-        if bad.size:
-            row = rows[int(bad[0])]
+        bad_rows = np.flatnonzero(bad if keep is None else bad & keep)
+        if bad_rows.size:
+            row = rows[int(bad_rows[0])]
             raise TableFormatError(
                 f"Table {self.source}: {table} row {row!r} names seed {row[0]!r} and path "
                 f"{row[1]!r}; the header's seeds are {list(self.model.seeds)} and paths are "

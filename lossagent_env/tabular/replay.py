@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from lossagent_env.config import EnvConfig
+from lossagent_env.errors import ConfigError, ConfigTypeError, UnknownNameError
 from lossagent_env.losses import LOSSES
 from lossagent_env.objectives import (
     CallableObjective,
@@ -29,7 +31,7 @@ from lossagent_env.tabular.format import SPLITS, Table, TableFormatError, read_t
 from lossagent_env.tasks import TASKS
 from lossagent_env.wrappers import preset_index
 
-__all__ = ["TABLES_DIR", "TabularEnv", "load_table", "resolve_table", "shipped_tables"]
+__all__ = ["TABLES_DIR", "TabularEnv", "check_seeds", "load_table", "resolve_table", "shipped_tables"]
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 """Where shipped tables live: ``<name>.sqlite``."""
@@ -107,6 +109,42 @@ def live_config(table: Table, source: str = "<table>", **fields: Any) -> EnvConf
             f"Table {source}: header field 'env_kwargs' is not a configuration of the live "
             f"env ({e}). The file is damaged; rebuild it with `lossagent tabulate`."
         ) from None
+
+
+@contextlib.contextmanager
+def _located(field: str) -> Iterator[None]:
+    """Give a refusal of argument ``field`` its ``loc``: a ``ValueError`` becomes a
+    :class:`ConfigError`, a ``TypeError`` a :class:`ConfigTypeError`, same message."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, KeyError) as e:
+        kind = ConfigTypeError if isinstance(e, TypeError) else ConfigError
+        kind = UnknownNameError if isinstance(e, KeyError) else kind
+        raise kind((field,), e.args[0] if e.args else str(e)) from None
+
+
+def check_seeds(seeds: Sequence[int], what: str = "seeds") -> list[int]:
+    """``seeds`` as a list if each is ``>= 0`` and appears once (checked in linear time).
+
+    The one check of a list of episode seeds: a table's, a replay's ``seeds=``, a
+    benchmark suite's.
+
+    Args:
+        seeds: Integer seeds.
+        what: How the message names the list (e.g. ``"seeds=[1, 1]"``).
+
+    Raises:
+        ValueError: A repeated or negative seed; the message names them.
+    """
+    repeated = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)
+    if repeated:
+        raise ValueError(f"{what} must be unique; repeated: {repeated[:10]}")
+    negative = [s for s in seeds if s < 0]
+    if negative:
+        raise ValueError(f"{what} must be >= 0; got {negative[:10]}")
+    return list(seeds)
 
 
 class TabularEnv(gym.Env[ObsType, np.int64]):
@@ -205,7 +243,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             whose ``J`` would overflow (see ``check_j_bound`` in the objectives).
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(
         self,
@@ -226,12 +264,14 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         if max_stages is None:
             max_stages = depth
         if not isinstance(max_stages, int) or isinstance(max_stages, bool) or not 1 <= max_stages <= depth:
-            raise ValueError(
+            raise ConfigError(
+                ("max_stages",),
                 f"max_stages={max_stages!r} is not allowed. Allowed: an integer in [1, {depth}] "
                 "(the table's depth)."
             )
         self.max_stages = max_stages
-        self.seeds = t.seeds if seeds is None else self._checked_seeds(seeds)
+        with _located("seeds"):
+            self.seeds = t.seeds if seeds is None else self._checked_seeds(seeds)
         self.preset_names = t.preset_names
         self.preset_weights = t.preset_weights
         self.loss_names = t.loss_names
@@ -243,7 +283,8 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         self.config = live_config(t, objective=objective, max_stages=max_stages)
         self._penalty = float(self.config.divergence_penalty)
 
-        self.objective, metric_names, compute, self._panel_columns = _replay_objective(objective, t.metrics)
+        with _located("objective"):
+            self.objective, metric_names, compute, self._panel_columns = _replay_objective(objective, t.metrics)
         self.metric_names = metric_names
         # J and the objective's metric values of every node, on both splits
         self._objective_values: dict[str, np.ndarray] = {}
@@ -254,28 +295,29 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
 
         n = len(t.loss_names)
         self.action_space = spaces.Discrete(len(t.preset_names))
-        metric_spaces = {
+        metric_boxes = {
             name: spaces.Box(np.float32(low), np.float32(high), (1,), np.float32)
             for name, (low, high) in self.objective.bounds.items()
         }
+        metric_space = spaces.Dict(dict(metric_boxes))
         loss_low = t.loss_ranges[:, 0].astype(np.float32)
         loss_high = t.loss_ranges[:, 1].astype(np.float32)
         self.observation_space = spaces.Dict(
             {
-                "metrics": spaces.Dict(metric_spaces),
+                "metrics": metric_space,
                 "weights": spaces.Box(0.0, 1.0, (n,), np.float32),
                 "loss_values": spaces.Box(loss_low, loss_high, (n,), np.float32),
                 "progress": spaces.Box(0.0, 1.0, (1,), np.float32),
             }
         )
         # observation arrays of every node, as the live env forms them
-        self._obs_order = list(self.observation_space["metrics"].keys())
+        self._obs_order = list(metric_space.keys())
         self._obs_metrics = np.empty((*t.diverged.shape, len(self._obs_order)), np.float32)
-        for j, name in enumerate(self._obs_order):
-            box = self.observation_space["metrics"][name]
+        for k, name in enumerate(self._obs_order):
+            box = metric_boxes[name]
             column = self._objective_values["val"][..., metric_names.index(name)]
             value = np.nan_to_num(column, nan=box.low[0]).astype(np.float32)
-            self._obs_metrics[..., j] = np.clip(value, box.low[0], box.high[0])
+            self._obs_metrics[..., k] = np.clip(value, box.low[0], box.high[0])
         losses = np.nan_to_num(t.losses.astype(np.float32), nan=0.0)
         self._obs_losses = np.clip(losses, loss_low, loss_high)
         self._info_weights = [
@@ -424,12 +466,13 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             raise ValueError(f"seeds={seeds!r} is empty: reset() would have no seed to draw. {allowed}.")
         for seed in chosen:
             self._seed_index(seed)
-        repeated = sorted(int(s) for s, c in collections.Counter(int(s) for s in chosen).items() if c > 1)
-        if repeated:
-            raise ValueError(f"seeds={seeds!r} repeats {repeated}. {allowed}.")
-        return tuple(int(s) for s in chosen)
+        try:
+            return tuple(check_seeds([int(s) for s in chosen], what=f"seeds={seeds!r}"))
+        except ValueError as e:
+            raise ValueError(f"{e}. {allowed}.") from None
 
     def _observe(self, index: int | None) -> ObsType:
+        assert self._stage is not None  # called after reset()
         at = (self._s, self._node)
         row = self._obs_metrics[at]
         weights = (
@@ -519,7 +562,7 @@ def _replay_objective(
     if callable(spec) and not isinstance(spec, Objective):
         name = getattr(spec, "__name__", "")
         name = name if name.isidentifier() else "custom"
-        objective = CallableObjective(
+        objective: Objective = CallableObjective(
             spec, name=name,
             description=f"a user-supplied function {name}(metrics) of the metrics {list(panel)}",
         )

@@ -21,6 +21,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import GenericAlias
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -161,7 +162,8 @@ class RowSchema:
 
     @functools.cached_property
     def adapter(self) -> TypeAdapter:
-        return TypeAdapter(list[tuple[self.types]])  # type: ignore[valid-type]
+        rows: Any = GenericAlias(list, GenericAlias(tuple, self.types))  # list[tuple[*types]], built at run time
+        return TypeAdapter(rows)
 
     @property
     def select(self) -> str:

@@ -39,7 +39,7 @@ def make_env(env_id: str = "LossAgent/SuperResolution-v0", **overrides):
 
 
 def _llm_agent(spec_names):
-    args = {name: 0.5 for name in spec_names} | {"rationale": "balanced"}
+    args = dict.fromkeys(spec_names, 0.5) | {"rationale": "balanced"}
     reply = tool_message("LossWeights", args)
     return make_agent("llm", model=ScriptedChatModel(messages=iter([reply] * 10)))
 
@@ -97,7 +97,7 @@ def test_same_seed_same_trajectory_on_the_real_env(env):
 
 
 def test_initial_action_gives_every_agent_the_same_start(env):
-    start = {name: 0.0 for name in env.unwrapped.loss_names} | {env.unwrapped.loss_names[0]: 1.0}
+    start = dict.fromkeys(env.unwrapped.loss_names, 0.0) | {env.unwrapped.loss_names[0]: 1.0}
     objectives = {
         name: run_episode(env, make_agent(name), seed=1, initial_action=start).stages[0].objective
         for name in ("random", "ucb", "dwa")

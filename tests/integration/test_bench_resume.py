@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.backends import threads_per_worker
+from benchmarks.executor import threads_per_worker
 from benchmarks.report import TIMING_COLUMNS, read_summary
 from benchmarks.results import complete_runs, read_rows
 

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from benchmarks.cli import main
-from benchmarks.results import LOCK_FILE, RESULTS, read_rows
+from benchmarks.output import LOCK_FILE
+from benchmarks.results import RESULTS, read_rows
 from benchmarks.suite import load_suite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -316,10 +317,10 @@ def test_run_on_a_table_refuses_training_iterations(tmp_path):
     "args, expected",
     [
         (["--device", "cuda"], "--device cuda: the table fixes it at 'cpu'"),
-        (["--set", "patch_size=48"], "--set patch_size=...: the table fixes patch_size at 32"),
-        (["--set", 'dataset="div2k"'], "the table fixes dataset at 'skimage'"),
-        (["--stages", "5"], "--stages 5 is not allowed. Allowed: an integer in [1, 4]"),
-        (["--seed", "99"], "--seed 99 is not in the table. Allowed: its seeds [0, 1, 2"),
+        (["--set", "patch_size=48"], "--set patch_size=...: the table fixes it at 32"),
+        (["--set", 'dataset="div2k"'], "--set dataset=...: the table fixes it at 'skimage'"),
+        (["--stages", "5"], "--stages 5: max_stages=5 is not allowed. Allowed: an integer in [1, 4]"),
+        (["--seed", "99"], "--seed 99: seeds [99] are not in the table. Allowed: its seeds [0, 1, 2"),
         (["--agent", "fixed", "--agent-arg", "presett=edges"], "Known: ['initial_weights', 'preset', 'weights']"),
         (["--agent", "ppo", "--agent-arg", "batch_size=1"], "PPOAgent: batch_size=1"),
         (["--agent", "ppo", "--agent-arg", "learning_rate=-1"], "PPOAgent(learning_rate=-1)"),
@@ -337,7 +338,9 @@ def test_run_on_a_table_refuses_what_the_table_fixes_and_bad_agent_arguments(arg
 
 def test_run_on_a_table_without_a_table_says_how_to_name_one(capsys):
     code = main(["run", "--env", "LossAgent/Tabular-v0"])
-    _one_line_error(capsys, code, "needs --set table=NAME_OR_PATH. Shipped tables: ['smoke']")
+    _one_line_error(
+        capsys, code, "--set table=...: a table replay needs `table = NAME_OR_PATH`: a table file, or a shipped table ['smoke']"
+    )
 
 
 def test_run_on_a_table_accepts_the_table_s_own_settings(capsys):

@@ -105,7 +105,7 @@ def test_critique_reaches_the_agent_prompt_and_bad_answers_make_a_missing_stage(
             **{**tiny_kwargs, "max_stages": 2, "objective": objective},
         )
         names = env.unwrapped.loss_names
-        answer = {name: 0.5 for name in names} | {"rationale": "balanced"}
+        answer = dict.fromkeys(names, 0.5) | {"rationale": "balanced"}
         reply = tool_message("LossWeights", answer)
         model = ScriptedChatModel(messages=iter([reply, reply]))
         traj = run_episode(env, LLMAgent(model), seed=0)

@@ -18,8 +18,8 @@ import pytest
 
 from agents import Trajectory, run_episode
 from agents.llm import LLMAgent
-from tests.toy_env import ToyLossEnv
 from tests.openai_stub import ScriptedServer, content, delayed, status, tool_call
+from tests.toy_env import ToyLossEnv
 
 SECRET = "sk-test-SECRET-9f8e7d6c5b4a-do-not-log"
 VALID = {"l1": 0.8, "ssim": 0.5, "gradient": 0.2, "gan": 0.0, "rationale": "start with pixels"}

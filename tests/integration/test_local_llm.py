@@ -274,14 +274,13 @@ def test_patched_grammar_compiles_for_a_pydantic_schema(
 ) -> None:
     from langchain_core.utils.function_calling import convert_to_openai_tool
     from llama_cpp import llama_grammar
-
     from llama_cpp.llama import Llama
 
     converter = llama_grammar.SchemaConverter
     monkeypatch.setattr(converter, "visit", converter.visit)  # restored afterwards
     monkeypatch.setattr(Llama, "_init_sampler", Llama._init_sampler)
     # Run the server's bootstrap up to (not including) starting the server.
-    exec(local._server_bootstrap().replace("main()", "pass"), {})  # noqa: S102
+    exec(local._server_bootstrap().replace("main()", "pass"), {})
     schema = convert_to_openai_tool(StageWeights)["function"]["parameters"]
     gbnf = llama_grammar.json_schema_to_gbnf(json.dumps(schema))
     rules = dict(line.split(" ::= ", 1) for line in gbnf.strip().splitlines())

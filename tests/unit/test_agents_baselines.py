@@ -18,7 +18,7 @@ def _spec(names):
     return AgentSpec(
         loss_names=tuple(names),
         descriptions={n: f"{n} loss." for n in names},
-        scales={n: 1.0 for n in names},
+        scales=dict.fromkeys(names, 1.0),
         roles={n: LOSSES.get(n.split(":")[0]).role for n in names if n.split(":")[0] in LOSSES},
         objective="Maximise PSNR.",
         metric_names=("psnr",),
@@ -38,7 +38,7 @@ def test_esrgan_on_the_offline_repository_falls_back_to_gradient_and_fft():
     assert _as_dict(spec, mixes["esrgan"]) == pytest.approx({"l1": 1.0, "gradient": 0.5, "fft": 0.5, "gan": 0.1})
     assert _as_dict(spec, mixes["pixel"]) == {"l1": 1.0}
     assert _as_dict(spec, mixes["pixel+structure"]) == {"l1": 1.0, "ssim": 1.0}
-    assert _as_dict(spec, mixes["uniform"]) == {n: 1.0 for n in OFFLINE}
+    assert _as_dict(spec, mixes["uniform"]) == dict.fromkeys(OFFLINE, 1.0)
 
 
 def test_esrgan_uses_a_real_perceptual_loss_when_present():

@@ -16,8 +16,8 @@ from pydantic import SecretStr
 
 from agents import run_episode
 from agents.llm import LLMAgent, resolve_chat_model
-from tests.toy_env import ToyLossEnv
 from tests import fake_chat
+from tests.toy_env import ToyLossEnv
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "sk-test-SECRET-fake-key-0123456789"

@@ -113,7 +113,7 @@ def test_llm_agent_chooses_presets_by_name_with_retries_and_fallback(small_table
     assert first.notes["rationale"] == "sharper edges"
     assert second.notes["fallback"] is True and second.preset == "edges"  # the previous preset
     assert "Input should be 'pixel', 'structure' or 'edges'" in model.seen[1][-1].content
-    system, human = model.seen[0][0].content, model.seen[0][1].content
+    system = model.seen[0][0].content
     assert "| preset | l1 | ssim | gradient |" in system and "| edges | 1.00 | 0.00 | 0.50 |" in system
     assert "Choose exactly one preset by its name: pixel, structure, edges." in system
     later = model.seen[2][1].content  # the history of the second decision names the preset

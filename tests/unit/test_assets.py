@@ -1,4 +1,4 @@
-"""Weight-file assets: the table, offline installs that refuse wrong files, the guard."""
+"""Weight-file assets: the catalogue, offline installs that refuse wrong files, the guard."""
 
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ def test_missing_weights_error_message_and_attributes():
     assert str(copy) == str(error) and copy.install_hint == error.install_hint
 
 
-# --------------------------------------------------------------------- table
-def test_table_names_the_files_each_library_loads(homes):
+# ----------------------------------------------------------------- catalogue
+def test_catalogue_names_the_files_each_library_loads(homes):
     hub = homes / "torch" / "hub"
     perceptual = ASSETS.get("perceptual")
     assert perceptual.kind == "loss"
@@ -305,5 +305,5 @@ def test_asset_modules_import_only_siblings_below_them():
         assert "lossagent_env.assets" not in imported, path.name  # the package itself
         prefix = "lossagent_env.assets."
         graph[path.stem] = {n[len(prefix) :] for n in imported if n.startswith(prefix)}
-    assert set(graph) == {"guard", "installer", "niqe", "table", "verify"}
+    assert set(graph) == {"catalog", "guard", "installer", "niqe", "verify"}
     graphlib.TopologicalSorter(graph).prepare()  # raises CycleError on a cycle

@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 
 import lossagent_env  # noqa: F401  (registers the env ids)
+from lossagent_env.objectives import HumanObjective
 from lossagent_env.objectives.human import (
     FileRater,
     TerminalRater,
     check_score,
     comparison_image,
 )
-from lossagent_env.objectives import HumanObjective
 
 
 @pytest.fixture

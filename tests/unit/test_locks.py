@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.results import LOCK_FILE, OutputLock
+from benchmarks.output import LOCK_FILE, OutputLock
 
 
 def test_a_released_lock_can_be_taken_again_and_names_its_holder(tmp_path):

@@ -474,7 +474,7 @@ def test_missing_weights_raise_one_clear_error(empty_torch_home, spec, filename,
 
 
 def test_unlisted_metric_download_is_intercepted(empty_torch_home):
-    """A metric outside the asset table is stopped at its download, before any network."""
+    """A metric outside the asset catalogue is stopped at its download, before any network."""
     import torch.hub
     import torchvision.models._api as tv_api
 

@@ -10,10 +10,10 @@ import pytest
 
 from benchmarks.report import (
     SUMMARY_COLUMNS,
-    bootstrap_ci,
     build_report,
     llm_time,
     llm_time_line,
+    mean_intervals,
     read_summary,
     summarize,
 )
@@ -74,22 +74,26 @@ def rows() -> list[dict]:
     return rows
 
 
-def test_bootstrap_ci_brackets_the_mean_and_is_reproducible():
-    x = [1.0, 2.0, 3.0, 10.0]
-    low, high = bootstrap_ci(x)
-    assert low < np.mean(x) < high
-    assert (low, high) == bootstrap_ci(x)
-    assert min(x) <= low and high <= max(x)
-    assert bootstrap_ci([5.0]) == (5.0, 5.0)
+def test_mean_intervals_are_rliables_stratified_bootstrap_and_reproducible():
+    from rliable import library as rly
+
+    x = np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [10.0, 5.0]])
+    estimates = mean_intervals(x)
+    point, interval = rly.get_interval_estimates(
+        {"x": x}, lambda m: np.mean(m, axis=0), reps=2000, random_state=np.random.RandomState(0)
+    )
+    np.testing.assert_array_equal(estimates, np.vstack([point["x"], interval["x"]]))
+    assert estimates[1, 0] < np.mean(x[:, 0]) < estimates[2, 0]
+    np.testing.assert_array_equal(estimates[:, 1], [5.0, 5.0, 5.0])
+    np.testing.assert_array_equal(estimates, mean_intervals(x))
 
 
-@pytest.mark.parametrize("bad", [[], "conf"])
-def test_bootstrap_ci_rejects_bad_input(bad):
-    with pytest.raises(ValueError, match="bootstrap_ci|confidence"):
-        if bad == "conf":
-            bootstrap_ci([1.0, 2.0], confidence=1.5)
-        else:
-            bootstrap_ci(bad)
+def test_mean_intervals_bootstrap_each_column_on_the_runs_that_measured_it():
+    x = np.array([[1.0, np.nan, np.nan], [2.0, 4.0, np.nan], [3.0, 6.0, np.nan]])
+    estimates = mean_intervals(x)
+    np.testing.assert_array_equal(estimates[:, 0], mean_intervals(x[:, :1])[:, 0])
+    np.testing.assert_array_equal(estimates[:, 1], mean_intervals(x[1:, 1:2])[:, 0])
+    assert np.isnan(estimates[:, 2]).all()
 
 
 def test_complete_runs_needs_every_stage(rows):
@@ -137,6 +141,7 @@ def test_build_report_writes_csv_plots_and_markdown(tmp_path: Path, rows):
     assert "(plots/psnr__objective.png)" in text and "(plots/psnr__weights.png)" in text
     assert "| ucb | 3 |" in text and "| llm | 3 |" in text
     assert "incomplete: 1" in text and "Env__random__psnr__0" in text
+    assert "mean over seeds [95% stratified bootstrap interval of the mean, rliable, 2,000 resamples]" in text
 
 
 def test_build_report_needs_results(tmp_path: Path):

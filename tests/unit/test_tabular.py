@@ -16,12 +16,11 @@ import torch
 from gymnasium.utils.env_checker import check_env, data_equivalence
 
 import lossagent_env  # noqa: F401  (registers the env ids)
-from benchmarks.suite import SuiteError
 from benchmarks.cli import main as lossagent
+from benchmarks.suite import SuiteError
 from benchmarks.tabulate import TabulateError, table_spec_from_text, tabulate
-from lossagent_env.objectives import CompositeObjective
 from lossagent_env.data import eval_crop_positions, heldout_crop_positions, load_dataset
-from lossagent_env.objectives import MetricObjective
+from lossagent_env.objectives import CompositeObjective, MetricObjective
 from lossagent_env.tabular import load_table
 from lossagent_env.wrappers import PresetActions
 from tests.conftest import SMALL_TABLE_TOML
@@ -326,7 +325,7 @@ def test_a_table_is_never_overwritten_nor_resumed_with_another_spec(small_table,
     with pytest.raises(TabulateError, match="already exists. Pass --resume"):
         tabulate(small_table["suite"], small_table["path"], progress=False)
     other = table_spec_from_text(SMALL_TABLE_TOML.replace("stage_iters = 2", "stage_iters = 3"))
-    with pytest.raises(TabulateError, match=r"header differs from this build in \['env_config', 'env_kwargs'\]"):
+    with pytest.raises(TabulateError, match=r"table header differs from this one in \['env_config', 'env_kwargs'\]"):
         tabulate(other, small_table["path"], resume=True, progress=False)
     result = tabulate(small_table["suite"], small_table["path"], resume=True, progress=False)
     assert (result.units, result.skipped, result.computed) == (6, 6, 0)
@@ -341,7 +340,7 @@ def test_the_command_line_reports_errors_with_exit_status_2(small_table, tmp_pat
 
 def test_a_table_being_built_is_locked(small_table, tmp_path):
     from benchmarks.errors import BenchmarkError
-    from benchmarks.results import OutputLock
+    from benchmarks.output import OutputLock
 
     out = tmp_path / "locked.sqlite"
     with OutputLock.for_file(out, "lossagent tabulate"):
@@ -356,3 +355,18 @@ def test_a_shipped_table_suite_wins_over_a_folder_of_that_name(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tabular").mkdir()  # a folder named like the shipped suite
     assert load_table_spec("tabular").stages == 4
+
+
+def test_a_build_that_stores_no_unit_removes_its_new_file(tmp_path, monkeypatch):
+    import benchmarks.tabulate as tabulate_module
+    from benchmarks.tabulate import UnitsFailedError
+
+    def broken(spec, seed, first, on_node=None):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(tabulate_module, "compute_unit", broken)
+    out = tmp_path / "t.sqlite"
+    with pytest.raises(UnitsFailedError, match="6 of 6 units failed .nothing was stored") as info:
+        tabulate(table_spec_from_text(SMALL_TABLE_TOML), out, progress=False)
+    assert [(f.seed, f.first) for f in info.value.failures][:2] == [(123, 0), (123, 1)]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["t.sqlite.lock"]

@@ -200,7 +200,7 @@ def test_a_seed_that_is_not_an_integer_is_refused(seed):
         ("12", TypeError, r"seeds='12' \(str\) is not allowed"),
         ({3: 1}, TypeError, r"seeds=\{3: 1\} \(dict\) is not allowed"),
         ([], ValueError, r"seeds=\[\] is empty: reset\(\) would have no seed to draw"),
-        ([1, 1], ValueError, r"seeds=\[1, 1\] repeats \[1\]"),
+        ([1, 1], ValueError, r"seeds=\[1, 1\] must be unique; repeated: \[1\]"),
         ([True], TypeError, r"seed=True \(bool\) is not a seed"),
         ([99], ValueError, r"Seed 99 is not in the table. Allowed: its seeds \[0, 1, 2"),
     ],

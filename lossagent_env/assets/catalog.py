@@ -1,4 +1,4 @@
-"""The asset table: which weight files each learned metric or loss needs, and where.
+"""The asset catalogue: which weight files each learned metric or loss needs, and where.
 
 :data:`ASSETS` maps a metric or loss name to an :class:`Asset`, the files it needs
 (:class:`AssetFile`), the folder its library looks in and the format the installer
