@@ -1,11 +1,12 @@
 """The LLM agent's prompt, in the three parts of LossAgent (Li et al., 2024).
 
-1. **System prompt** (:data:`SYSTEM_TEMPLATE`): the role (choose loss weights for
-   training an image-restoration network), the loss repository as a table (name, scale,
-   description), the rules (one weight per loss, in ``[0, 1]``, 0 switches a loss off),
-   and the optimisation objective in words and as metrics with their directions. On a
-   preset env (:data:`PRESET_SYSTEM_TEMPLATE`) the presets' weights come with the loss
-   table and the rule is to choose one preset by name.
+1. **System prompt** (:data:`SYSTEM_TEMPLATE` and :data:`OBJECTIVE_TEMPLATE`): the
+   role (choose loss weights for training an image-restoration network), the loss
+   repository as a table (name, scale, description), the rules (one weight per loss, in
+   ``[0, 1]``, 0 switches a loss off), and the optimisation objective in words and as
+   metrics with their directions. On a preset env (:data:`PRESET_SYSTEM_TEMPLATE`) the
+   presets' weights come with the loss table and the rule is to choose one preset by
+   name.
 2. **History prompt** (:data:`HISTORY_TEMPLATE`): the trajectory so far as a compact
    table ``stage | weights (or preset) | metrics | objective | reward``, in chronological order or
    sorted by objective ascending (best last, as OPRO does), trimmed oldest-first to fit
@@ -15,16 +16,18 @@
    use (function call, JSON schema, or plain-text JSON).
 
 The parts are ordered for speed on servers that reuse the longest common prefix of
-consecutive prompts (llama.cpp): what every objective shares comes first, the objective
-after it, then the format (the same at every decision), and last the history, which
-extends the previous decision's (the progress line last). A decision then evaluates
-only its new history row and the progress line (about 80 tokens on the embedded model,
-instead of the whole prompt of about 1,300).
+consecutive prompts (llama.cpp). The system message holds only what every objective
+shares (role, losses, rules), so that it and the tool schema a server appends to it are
+evaluated once for a whole benchmark. The user message starts with the objective, then
+the format (the same at every decision), and last the history, which extends the
+previous decision's (the progress line last). A decision then evaluates only its new
+history row and the progress line (about 80 tokens on the embedded model, instead of the
+whole prompt of about 1,500), and a new objective only the user message.
 
 :data:`PROMPT` assembles them with LangChain's ``ChatPromptTemplate``: the system prompt
-as the system message, format and history as the user message, then any re-ask
-messages. Each part is also a ``PromptTemplate`` of its own so it can be rendered and
-reviewed alone (see ``tests/unit/snapshots/``).
+as the system message, objective, format and history as the user message, then any
+re-ask messages. Each part is also a ``PromptTemplate`` of its own so it can be rendered
+and reviewed alone (see ``tests/unit/snapshots/``).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ __all__ = [
     "FORMAT_TEMPLATE",
     "HISTORY_ORDERS",
     "HISTORY_TEMPLATE",
+    "OBJECTIVE_TEMPLATE",
     "PROMPT",
     "SYSTEM_TEMPLATE",
     "HistoryRecord",
@@ -55,6 +59,7 @@ __all__ = [
     "prompt_variables",
     "render_format",
     "render_history",
+    "render_objective",
     "render_parts",
     "render_system",
 ]
@@ -77,8 +82,12 @@ result is measured on held-out images.
 1.0 comparable across losses.
 - A weight of 0 switches the loss off. If every weight is 0 the network does not train \
 during that stage.
-- Aim for the highest J at the end of training, not only after the next stage.
+- Aim for the highest J at the end of training, not only after the next stage."""
+"""The system prompt: everything that is the same for every objective, so that a server
+that reuses the longest common prefix of consecutive prompts (llama.cpp does) evaluates
+it once for a whole benchmark, not once per objective."""
 
+OBJECTIVE_TEMPLATE = """\
 ## Optimisation objective
 {objective}
 
@@ -87,9 +96,10 @@ Metrics measured after every stage:
 
 The objective value J combines these metrics (a lower-is-better metric enters J with a \
 minus sign), so a higher J is always better. The reward of a stage is the change of J."""
-"""The system prompt. What is the same for every objective comes first, so that a server
-that reuses the longest common prefix of consecutive prompts (llama.cpp does) evaluates
-it once for a whole benchmark, not once per objective."""
+"""The objective, first in the user message: LossAgent puts it in the system prompt,
+but there it would come before the tool schema that a server adds to the system
+message (llama.cpp's ``chatml-function-calling`` does), and a new objective would
+invalidate that schema in the server's prompt cache too."""
 
 PRESET_SYSTEM_TEMPLATE = """\
 You are LossAgent, an expert in training image-restoration networks. You choose the \
@@ -107,19 +117,8 @@ losses, and the result is measured on held-out images.
 ## Rules
 - Choose exactly one preset by its name: {preset_list}.
 - You may choose a different preset at every stage.
-- Aim for the highest J at the end of training, not only after the next stage.
-
-## Optimisation objective
-{objective}
-
-Metrics measured after every stage:
-{metrics_table}
-
-The objective value J combines these metrics (a lower-is-better metric enters J with a \
-minus sign), so a higher J is always better. The reward of a stage is the change of J."""
-"""The system prompt on a preset env. What is the same for every objective comes first,
-so that a server that reuses the longest common prefix of consecutive prompts (llama.cpp
-does) evaluates it once for a whole benchmark."""
+- Aim for the highest J at the end of training, not only after the next stage."""
+"""The system prompt on a preset env, again without the objective."""
 
 HISTORY_TEMPLATE = """\
 ## History
@@ -138,20 +137,24 @@ PRESET_SYSTEM_PROMPT = PromptTemplate.from_template(PRESET_SYSTEM_TEMPLATE)
 
 HISTORY_PROMPT = PromptTemplate.from_template(HISTORY_TEMPLATE)
 FORMAT_PROMPT = PromptTemplate.from_template(FORMAT_TEMPLATE)
+OBJECTIVE_PROMPT = PromptTemplate.from_template(OBJECTIVE_TEMPLATE)
+
+USER_TEMPLATE = OBJECTIVE_TEMPLATE + "\n\n" + FORMAT_TEMPLATE + "\n\n" + HISTORY_TEMPLATE
+"""The user message: objective, format, history (what changes least comes first)."""
 
 PROMPT = ChatPromptTemplate.from_messages(
     [
         ("system", SYSTEM_TEMPLATE),
-        ("human", FORMAT_TEMPLATE + "\n\n" + HISTORY_TEMPLATE),
+        ("human", USER_TEMPLATE),
         MessagesPlaceholder("reask", optional=True),
     ]
 )
-"""The whole prompt: system message, then format + history as the user message."""
+"""The whole prompt: system message, then objective + format + history as the user message."""
 
 PRESET_PROMPT = ChatPromptTemplate.from_messages(
     [
         ("system", PRESET_SYSTEM_TEMPLATE),
-        ("human", FORMAT_TEMPLATE + "\n\n" + HISTORY_TEMPLATE),
+        ("human", USER_TEMPLATE),
         MessagesPlaceholder("reask", optional=True),
     ]
 )
@@ -185,11 +188,12 @@ class HistoryRecord:
 
 @dataclass(frozen=True)
 class PromptParts:
-    """The three rendered parts of the prompt."""
+    """The rendered parts of the prompt."""
 
     system: str
     history: str
     format: str
+    objective: str
 
 
 def estimate_tokens(text: str) -> int:
@@ -239,6 +243,11 @@ def render_system(spec: AgentSpec) -> str:
     """The system prompt for ``spec``."""
     template = PRESET_SYSTEM_PROMPT if spec.discrete else SYSTEM_PROMPT
     return template.format(**_system_variables(spec))
+
+
+def render_objective(spec: AgentSpec) -> str:
+    """The objective part (the start of the user message) for ``spec``."""
+    return OBJECTIVE_PROMPT.format(**_system_variables(spec))
 
 
 def _row(record: HistoryRecord, spec: AgentSpec) -> str:
@@ -391,11 +400,12 @@ def render_parts(
     order: str = "chronological",
     max_history_tokens: int | None = None,
 ) -> PromptParts:
-    """The three parts, rendered."""
+    """The parts, rendered."""
     return PromptParts(
         system=render_system(spec),
         history=render_history(spec, records, order, max_history_tokens),
         format=render_format(spec, method, schema),
+        objective=render_objective(spec),
     )
 
 

@@ -148,9 +148,9 @@ def make_answer_schema(
             default="",
             description="One or two short sentences: why these weights, given the history.",
             # In the JSON schema only: constrained decoders (the local model's grammar)
-            # enforce it, so a small model cannot ramble until its token limit; longer
-            # answers from other models are still accepted.
-            json_schema_extra={"maxLength": check_rationale_chars(rationale_chars)},
+            # enforce it, so a small model can neither ramble until its token limit nor
+            # leave the rationale empty; other models' answers are still accepted.
+            json_schema_extra={"minLength": 1, "maxLength": check_rationale_chars(rationale_chars)},
         ),
     )
     model = create_model(
@@ -241,7 +241,7 @@ def make_preset_schema(
             Field(
                 default="",
                 description="One or two short sentences: why this preset, given the history.",
-                json_schema_extra={"maxLength": check_rationale_chars(rationale_chars)},
+                json_schema_extra={"minLength": 1, "maxLength": check_rationale_chars(rationale_chars)},
             ),
         ),
     )

@@ -401,12 +401,26 @@ def _free_port(host: str) -> int:
         return int(sock.getsockname()[1])
 
 
-def _default_threads() -> int:
+def _cpus() -> int:
     """Number of CPUs this process may run on."""
     try:
         return max(len(os.sched_getaffinity(0)), 1)
     except AttributeError:  # not Linux
         return max(os.cpu_count() or 1, 1)
+
+
+def _default_threads() -> int:
+    """The server's threads: this process's torch threads, at most its CPUs.
+
+    The server answers while its caller waits, so it may use the caller's CPU budget,
+    and no more: `lossagent bench --workers W` gives each worker cores // W torch
+    threads, and each worker's server then uses as many. More threads than that would
+    share cores with the other workers' training, and llama.cpp's threads, which meet
+    at a barrier after every operation, stall whenever one of them is descheduled.
+    """
+    import torch
+
+    return max(min(torch.get_num_threads(), _cpus()), 1)
 
 
 def _tail(path: Path | None, max_lines: int = 40) -> str:
@@ -424,8 +438,10 @@ class LocalLLMServer:
     few lines that first make its grammar honour number bounds and sample grammar-first,
     see `bounded_numbers` and `grammar_first`);
     its output goes to `server.log` in a temporary folder (see `log_path`), never to the
-    console. OpenMP threads wait passively (`OMP_WAIT_POLICY=passive` unless set), which
-    keeps the server fast on a machine whose cores are busy training. `start()` is
+    console. It uses this process's torch threads (see `n_threads`) and OpenMP's own
+    wait policy: its threads spin briefly between operations, which halves the time of
+    a generated token against `OMP_WAIT_POLICY=passive` (1.2 s against 2.3 s for one
+    decision of the smoke suite); set that variable to override it. `start()` is
     idempotent and may follow `stop()`; `stop()` is registered with `atexit`, so a
     forgotten server does not outlive the interpreter (it does outlive a `SIGKILL`).
 
@@ -440,8 +456,9 @@ class LocalLLMServer:
             authentication.
         port: TCP port; `None` picks a free one at each start.
         n_ctx: Context window in tokens (prompt plus answer).
-        n_threads: CPU threads for generation and prompt processing; `None` uses every
-            CPU this process may run on.
+        n_threads: CPU threads for generation and prompt processing; `None` uses as
+            many as this process's torch (`torch.get_num_threads()`, which `lossagent
+            bench` sets to cores // workers), at most the CPUs this process may run on.
         chat_format: llama-cpp-python chat handler. `"chatml-function-calling"` shows
             the tool's schema to the model and constrains a forced tool call by a
             grammar built from it. `None` uses the chat template stored in the GGUF file.
@@ -582,8 +599,6 @@ class LocalLLMServer:
             self._command = " ".join(["python -m llama_cpp.server", *args])
             env = {k: v for k, v in os.environ.items() if k.lower() not in _SERVER_SETTING_NAMES}
             env.setdefault("HF_HUB_OFFLINE", "1")
-            # Spinning OpenMP workers on oversubscribed cores made one answer 3-6x slower.
-            env.setdefault("OMP_WAIT_POLICY", "passive")
             self._log_dir = Path(tempfile.mkdtemp(prefix="lossagent-llama-"))
             self._log_path = self._log_dir / "server.log"
             logger.info(

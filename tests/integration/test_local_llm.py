@@ -326,3 +326,37 @@ def test_grammar_first_sampling_gives_the_stock_answers(monkeypatch: pytest.Monk
     assert fast == stock
     for text in fast:
         StageWeights.model_validate_json(text)  # the grammar held: valid, in range
+
+
+@pytest.mark.local_llm
+@needs_local_llm
+def test_server_threads_follow_torch_and_openmp_keeps_its_wait_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bench worker's server uses that worker's torch threads (cores // workers), and
+    its OpenMP threads spin as OpenMP's default has them (a passive wait policy doubled
+    the time of every generated token)."""
+    import torch
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        srv = LocalLLMServer()
+        srv.start()
+        try:
+            assert "--n_threads 1 --n_threads_batch 1 " in srv._command
+            assert srv._proc is not None
+            environ = Path(f"/proc/{srv._proc.pid}/environ").read_bytes().split(b"\0")
+            assert not any(item.startswith(b"OMP_WAIT_POLICY=") for item in environ)
+        finally:
+            srv.stop()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_default_threads_are_torch_threads_at_most_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 512)
+    assert local._default_threads() == local._cpus() < 512
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert local._default_threads() == 1

@@ -77,6 +77,7 @@ def test_snapshot_of_the_three_parts():
     schema = make_answer_schema(SPEC.loss_names, SPEC.descriptions)
     parts = render_parts(SPEC, HISTORY, method="function_calling", schema=schema)
     _check_snapshot("llm_prompt_system.txt", parts.system)
+    _check_snapshot("llm_prompt_objective.txt", parts.objective)
     _check_snapshot("llm_prompt_history.txt", parts.history)
     _check_snapshot("llm_prompt_format.txt", parts.format)
 
@@ -108,8 +109,9 @@ def test_the_prompt_sent_holds_descriptions_objective_and_the_table():
     for loss, description in SPEC.descriptions.items():
         assert description in system
         assert f"| {loss} |" in system
-    assert SPEC.objective in system
-    assert "| lpips | lower |" in system and "| psnr | higher |" in system
+    # the objective opens the user message: the system message is the same for every objective
+    assert SPEC.objective not in system and user.startswith("## Optimisation objective\n" + SPEC.objective)
+    assert "| lpips | lower |" in user and "| psnr | higher |" in user
     assert "| stage | weights (l1, ssim, gradient, gan) | metrics | objective J | reward |" in user
     assert "| 2 | 0.50 0.50 0.25 0.00 | psnr=25.9 lpips=0.33 | 22.6 | +1.1 |" in user
     assert "| 0 | (start) | psnr=24.1 lpips=0.41 | 19.99 | - |" in user
@@ -216,6 +218,7 @@ def test_the_schema_names_the_losses_once_and_caps_the_rationale():
     agent.reset(SPEC, seed=0)
     js = agent._schema.model_json_schema()
     assert js["properties"]["rationale"]["maxLength"] == 80
+    assert js["properties"]["rationale"]["minLength"] == 1  # the grammar forbids an empty one
     for loss, description in SPEC.descriptions.items():
         assert description.split(".")[0] not in js["properties"][loss]["description"]
         assert f"'{loss}'" in js["properties"][loss]["description"]
@@ -225,3 +228,16 @@ def test_the_schema_names_the_losses_once_and_caps_the_rationale():
     for bad in (0, -5, 2.5, True, "80"):
         with pytest.raises(ValueError, match=f"rationale_chars={bad!r}"):
             LLMAgent(model, rationale_chars=bad)
+
+
+def test_objectives_share_the_system_message():
+    """A prefix-caching server evaluates the system message (and the tool schema it may
+    append to it) once for every objective of a benchmark."""
+    import dataclasses
+
+    schema = make_answer_schema(SPEC.loss_names, SPEC.descriptions)
+    other = dataclasses.replace(SPEC, objective="Maximise SSIM.", metric_names=("ssim",), lower_better={"ssim": False})
+    first = render_parts(SPEC, HISTORY[:2], method="function_calling", schema=schema)
+    second = render_parts(other, HISTORY[:2], method="function_calling", schema=schema)
+    assert first.system == second.system
+    assert first.objective != second.objective and "Maximise SSIM." in second.objective
