@@ -274,8 +274,7 @@ def _history_variables(
         raise ValueError(f"history={order!r} is unknown. Allowed: {HISTORY_ORDERS}")
     done = max((r.stage for r in records), default=0)
     progress = (
-        f"Stage {done + 1} of {spec.max_stages} comes next "
-        f"({spec.max_stages - done} left, including this one)."
+        f"Next: stage {done + 1} of {spec.max_stages}."  # short: evaluated again at every decision
     )
     start = [r for r in records if r.weights is None]
     stages = [r for r in records if r.weights is not None]

@@ -23,7 +23,9 @@ Greedy constrained answers are sampled grammar-first (`grammar_first=True`): the
 sampler checks all 49,152 tokens of the vocabulary against the grammar at every
 generated token; the server checks the best token first and the whole vocabulary only
 when the grammar rejects it, as llama.cpp's own tools do. The answers are the same
-(a test compares them with the stock sampler's).
+(a test compares them with the stock sampler's). The keys of the answer, which the
+grammar fixes, are written for the model and evaluated in one batch each
+(`jump_forward=True`): about half of an answer's tokens, and a fifth of its time.
 
 `method="json_schema"` does not work with this server: it accepts only
 `response_format={"type": "json_object", "schema": ...}` and answers OpenAI's
@@ -302,8 +304,32 @@ def _install_grammar_first_sampling() -> None:
                 self.data.ctypes.data_as(pointer), self.n_vocab, -1, False
             )
             self.single = llama_cpp.llama_token_data_array(self.one.ctypes.data_as(pointer), 1, -1, False)
+            self.pending: list[int] = []
+
+        def force(self, tokens: list[int]) -> list[int]:
+            """Queue ``tokens`` as the next samples, as far as the grammar allows them
+            (checked on a copy of its state); returns the queued ones."""
+            allowed: list[int] = []
+            probe = llama_cpp.llama_sampler_clone(self.grammar)
+            try:
+                for token in tokens:
+                    self.one[0] = (token, 0.0, 0.0)
+                    self.single.size, self.single.selected = 1, -1
+                    llama_cpp.llama_sampler_apply(probe, ctypes.byref(self.single))
+                    if not self.one["logit"][0] > -np.inf:
+                        break
+                    llama_cpp.llama_sampler_accept(probe, token)
+                    allowed.append(token)
+            finally:
+                llama_cpp.llama_sampler_free(probe)
+            self.pending.extend(allowed)
+            return allowed
 
         def sample(self, ctx: Any, idx: int = -1) -> int:
+            if self.pending:  # a forced token (see `_install_jump_forward`)
+                token = self.pending.pop(0)
+                self.accept(token)
+                return token
             logits = llama_cpp.llama_get_logits_ith(ctx.ctx, idx)
             self.data["logit"] = np.ctypeslib.as_array(logits, shape=(self.n_vocab,))
             self.everything.size, self.everything.selected = self.n_vocab, -1
@@ -352,11 +378,125 @@ def _install_grammar_first_sampling() -> None:
     llama_class._init_sampler = init_sampler
 
 
-def _server_bootstrap(bounded_numbers: bool = True, grammar_first: bool = True) -> str:
+def _install_jump_forward() -> None:
+    """Write the keys of a forced tool call for the model, several tokens per step.
+
+    In the answer to a forced tool call, an object whose properties are all required,
+    the text between two values is fixed by the grammar: after ``{`` or a ``,`` comes
+    the next key, `` "ssim": ``, with the single spaces SmolLM2 writes itself (the
+    grammar allows each space or none). Generated one token at a time, these keys are
+    about half of the answer's tokens (23 of 47 in the smoke suite) and of its time.
+    Here they are appended to the answer as a whole and evaluated in one batch with the
+    token before them (jump-forward decoding), after a check that the grammar accepts
+    each of them; the model still chooses every value and every character that has an
+    alternative.
+
+    This wraps `LlamaGrammar.from_json_schema` (to keep the key texts of a flat object
+    schema with the grammar) and `Llama.generate` (to hand the key tokens to the
+    sampler of `_install_grammar_first_sampling`, which must be installed too, through
+    the `send` of llama-cpp-python's own generator, which evaluates them in one batch).
+    Other requests are served unchanged. Runs inside the server subprocess, before the
+    server starts; it is shipped there by its source, so it must stay self-contained.
+    """
+    import json
+
+    from llama_cpp import llama as llama_module
+    from llama_cpp import llama_grammar
+
+    grammar_class: Any = llama_grammar.LlamaGrammar
+    stock_from_schema = grammar_class.from_json_schema.__func__
+    llama_class: Any = llama_module.Llama
+    stock_generate = llama_class.generate
+
+    def key_texts(json_schema: str) -> list[str] | None:
+        schema = json.loads(json_schema)
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            return None
+        properties, required = schema.get("properties"), schema.get("required")
+        if not isinstance(properties, dict) or not properties or not isinstance(required, list):
+            return None
+        if set(properties) - set(required) or any('"' in k or "\\" in k for k in properties):
+            return None
+        texts = []
+        for name, value in properties.items():
+            plain_string = isinstance(value, dict) and value.get("type") == "string" and not (
+                {"enum", "const", "pattern", "format"} & set(value)
+            )
+            texts.append(" " + json.dumps(name) + ": " + ('"' if plain_string else ""))
+        return texts
+
+    def from_json_schema(cls: Any, json_schema: str, verbose: bool = True) -> Any:
+        grammar = stock_from_schema(cls, json_schema, verbose=verbose)
+        grammar.lossagent_keys = key_texts(json_schema)
+        return grammar
+
+    class Keys:
+        """Follows the answer's JSON text; after ``{`` or a top-level ``,`` it names the
+        key that must come next."""
+
+        def __init__(self, texts: list[str]) -> None:
+            self.texts, self.depth, self.commas = texts, 0, 0
+            self.in_string = self.escaped = False
+
+        def after(self, text: str) -> str | None:
+            last = None
+            for char in text:
+                if self.in_string:
+                    if self.escaped:
+                        self.escaped = False
+                    elif char == "\\":
+                        self.escaped = True
+                    elif char == '"':
+                        self.in_string = False
+                    last = None
+                elif char == '"':
+                    self.in_string, last = True, None
+                elif char in "{[":
+                    self.depth += 1
+                    last = char if self.depth == 1 and char == "{" else None
+                elif char in "}]":
+                    self.depth, last = self.depth - 1, None
+                elif char == "," and self.depth == 1:
+                    self.commas, last = self.commas + 1, char
+                else:
+                    last = None
+            if last is None or self.commas >= len(self.texts):
+                return None
+            return self.texts[self.commas]
+
+    def jump_forward(llm: Any, inner: Any, texts: list[str]) -> Any:
+        keys = Keys(texts)
+        try:
+            token = next(inner)
+            sampler = llm._sampler
+            while True:
+                yield token
+                text = keys.after(llm.detokenize([token]).decode("utf-8", errors="ignore"))
+                forced = []
+                if text is not None and hasattr(sampler, "force"):
+                    forced = sampler.force(llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+                token = inner.send(forced) if forced else next(inner)
+        except StopIteration:
+            return
+        finally:
+            inner.close()
+
+    def generate(self: Any, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        texts = getattr(kwargs.get("grammar"), "lossagent_keys", None)
+        inner = stock_generate(self, tokens, *args, **kwargs)
+        if not texts or args or kwargs.get("stopping_criteria") is not None or self.draft_model is not None:
+            return inner
+        return jump_forward(self, inner, texts)
+
+    grammar_class.from_json_schema = classmethod(from_json_schema)
+    llama_class.generate = generate
+
+
+def _server_bootstrap(bounded_numbers: bool = True, grammar_first: bool = True, jump_forward: bool = True) -> str:
     """Python source run by the server subprocess (`python -c`): patch, then serve.
 
-    It installs `_install_bounded_number_grammar` and `_install_grammar_first_sampling`
-    as asked (a failure is written to the server log, and the stock behaviour is kept)
+    It installs `_install_bounded_number_grammar`, `_install_grammar_first_sampling` and
+    `_install_jump_forward` as asked (a failure is written to the server log, and the stock behaviour is kept)
     and then runs `llama_cpp.server`'s own `main()`, which reads the command-line
     arguments as `python -m llama_cpp.server` would.
     """
@@ -368,6 +508,9 @@ def _server_bootstrap(bounded_numbers: bool = True, grammar_first: bool = True) 
     if grammar_first:
         lines.append(inspect.getsource(_install_grammar_first_sampling))
         patches.append("_install_grammar_first_sampling")
+        if jump_forward:
+            lines.append(inspect.getsource(_install_jump_forward))
+            patches.append("_install_jump_forward")
     for patch in patches:
         lines += [
             "try:",
@@ -436,7 +579,7 @@ class LocalLLMServer:
 
     The server is llama-cpp-python's own (`python -m llama_cpp.server`, run through a
     few lines that first make its grammar honour number bounds and sample grammar-first,
-    see `bounded_numbers` and `grammar_first`);
+    see `bounded_numbers`, `grammar_first` and `jump_forward`);
     its output goes to `server.log` in a temporary folder (see `log_path`), never to the
     console. It uses this process's torch threads (see `n_threads`) and OpenMP's own
     wait policy: its threads spin briefly between operations, which halves the time of
@@ -473,6 +616,10 @@ class LocalLLMServer:
             rejects that token): the same answers as the stock sampler, with less work
             per generated token. False (with `bounded_numbers=False`) runs the stock
             server unchanged.
+        jump_forward: With `grammar_first`, write the keys of a forced tool call (an
+            object whose properties are all required) for the model, with the single
+            spaces it writes itself, each key in one batch with the token before it;
+            the model still chooses every value. See `_install_jump_forward`.
     """
 
     def __init__(
@@ -488,6 +635,7 @@ class LocalLLMServer:
         seed: int = DEFAULT_SEED,
         bounded_numbers: bool = True,
         grammar_first: bool = True,
+        jump_forward: bool = True,
     ) -> None:
         if n_ctx <= 0:
             raise ValueError(f"n_ctx must be a positive number of tokens, got {n_ctx}")
@@ -508,6 +656,7 @@ class LocalLLMServer:
         self.seed = seed
         self.bounded_numbers = bounded_numbers
         self.grammar_first = grammar_first
+        self.jump_forward = jump_forward
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_dir: Path | None = None
@@ -571,7 +720,7 @@ class LocalLLMServer:
             if self.bounded_numbers or self.grammar_first:
                 try:
                     launcher = [
-                        sys.executable, "-c", _server_bootstrap(self.bounded_numbers, self.grammar_first)
+                        sys.executable, "-c", _server_bootstrap(self.bounded_numbers, self.grammar_first, self.jump_forward)
                     ]
                 except OSError as e:  # no source files (e.g. a .pyc-only install)
                     logger.warning(

@@ -360,3 +360,72 @@ def test_default_threads_are_torch_threads_at_most_the_cpus(monkeypatch: pytest.
     assert local._default_threads() == local._cpus() < 512
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert local._default_threads() == 1
+
+
+class _Optional(BaseModel):
+    """Weights with an optional field: its key is not fixed, so nothing is written ahead."""
+
+    l1: float = Field(ge=0.0, le=1.0)
+    note: str | None = None
+
+
+@pytest.mark.local_llm
+@needs_local_llm
+def test_jump_forward_writes_the_keys_in_batches_and_keeps_the_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keys of a forced tool call are evaluated in one batch each; the model's
+    values stay those of token-by-token decoding, and every answer is valid."""
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+    from llama_cpp import llama_grammar
+    from llama_cpp.llama import Llama
+
+    for name in ("_init_sampler", "generate", "eval"):
+        monkeypatch.setattr(Llama, name, getattr(Llama, name))  # restored afterwards
+    monkeypatch.setattr(llama_grammar.LlamaGrammar, "from_json_schema", llama_grammar.LlamaGrammar.from_json_schema)
+    local._install_grammar_first_sampling()
+    llm = Llama(
+        model_path=str(local_model_path()), n_ctx=2048, n_threads=2, n_threads_batch=2,
+        chat_format=local.DEFAULT_CHAT_FORMAT, verbose=False, seed=0,
+    )
+    batches: list[int] = []
+    stock_eval = Llama.eval
+
+    def counting_eval(self: Llama, tokens: list[int]) -> None:
+        batches.append(len(tokens))
+        stock_eval(self, tokens)
+
+    monkeypatch.setattr(Llama, "eval", counting_eval)
+    prompts = [
+        "Stage 1 of 4. PSNR went from 30.1 to 30.4 with l1=1. Choose the weights.",
+        "The images look blurry, the edges are soft, and PIQE is 55. Choose the weights for sharper results.",
+        "Weights so far: l1 0.5, ssim 0.5, fft 0.0; the reward was -0.2. What next?",
+    ]
+
+    def answers(schema: type[BaseModel]) -> list[tuple[str, list[int]]]:
+        tool = convert_to_openai_tool(schema)
+        choice = {"type": "function", "function": {"name": tool["function"]["name"]}}
+        out = []
+        for text in prompts:
+            llm.reset()  # the same start for both decodings: no cached prompt
+            batches.clear()
+            reply = llm.create_chat_completion(
+                messages=[{"role": "system", "content": "You choose loss weights."}, {"role": "user", "content": text}],
+                tools=[tool], tool_choice=choice, temperature=0.0, max_tokens=160, seed=0,
+            )
+            out.append((reply["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], batches[1:]))
+        return out
+
+    plain, plain_optional = answers(StageWeights), answers(_Optional)
+    local._install_jump_forward()
+    fast, fast_optional = answers(StageWeights), answers(_Optional)
+    for (slow_text, slow_batches), (text, batches_) in zip(plain, fast):
+        assert set(slow_batches) == {1}  # token by token
+        # one batch per key written ahead: the token before it and the key's tokens, such
+        # as ' "ssim": '; the first key is not, when the model's own token is '{"'
+        written_ahead = [size for size in batches_ if size > 1]
+        assert len(StageWeights.model_fields) - 1 <= len(written_ahead) <= len(StageWeights.model_fields)
+        assert min(written_ahead) >= 4
+        answer, slow = StageWeights.model_validate_json(text), StageWeights.model_validate_json(slow_text)
+        assert (answer.l1, answer.ssim, answer.fft) == (slow.l1, slow.ssim, slow.fft)
+        assert re.match(r'\{ ?"l1": [0-9.]+, "ssim": [0-9.]+, "fft": [0-9.]+, "rationale": "', text)
+    # an optional key is not fixed: nothing is written ahead there, the answers are the same
+    assert fast_optional == plain_optional

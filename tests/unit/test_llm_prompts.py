@@ -116,7 +116,7 @@ def test_the_prompt_sent_holds_descriptions_objective_and_the_table():
     assert "| 2 | 0.50 0.50 0.25 0.00 | psnr=25.9 lpips=0.33 | 22.6 | +1.1 |" in user
     assert "| 0 | (start) | psnr=24.1 lpips=0.41 | 19.99 | - |" in user
     assert "after stage 3: Edges are crisp now, but the fur looks noisy." in user
-    assert "Stage 4 of 5 comes next" in user
+    assert user.endswith("Next: stage 4 of 5.")
     assert "Call the function `LossWeights`" in user
 
 
@@ -205,10 +205,10 @@ def test_each_decision_extends_the_previous_prompt_up_to_the_progress_line():
     agent.act({}, info)
     for k in (1, 2):
         before, after = _sent_text(model, k - 1), _sent_text(model, k)
-        shared = before[: before.index(f"\n\nStage {k} of 5 comes next")]
+        shared = before[: before.index(f"\n\nNext: stage {k} of 5.")]
         assert after.startswith(shared)
         new = after[len(shared):]
-        assert new.count("\n| ") == 1 and new.endswith("including this one).")
+        assert new.count("\n| ") == 1 and new.endswith(f"Next: stage {k + 1} of 5.")
         assert "## Your answer" not in new and "## Loss repository" not in new
 
 
