@@ -301,3 +301,41 @@ def test_missing_weights_leave_downloaders_as_they_were(empty_hub):
 
     assert torch.hub.download_url_to_file is before
     assert download_util.download_url_to_file is before
+
+
+# ------------------------------------------------------------ SSIM's separable window
+@pytest.mark.parametrize("name", ["ssim", "ms_ssim"])
+def test_ssim_scores_with_the_separable_window_equal_pyiqas_own(name, monkeypatch):
+    """The metric's float64 filters run as two 1-D passes; the scores are pyiqa's."""
+    import pyiqa
+    from pyiqa.archs import ssim_arch
+
+    generator = torch.Generator().manual_seed(0)
+    size = 256 if name == "ms_ssim" else 96  # MS-SSIM needs 256 px (see the catalogue)
+    target = torch.rand(2, 3, size, size, generator=generator)
+    restored = (target + 0.1 * torch.randn(2, 3, size, size, generator=generator)).clamp(0, 1)
+    # pyiqa's own filter (put back afterwards), whatever an earlier test installed
+    monkeypatch.setattr(ssim_arch, "filter2", pyiqa.matlab_utils.filter2)
+    clear_cache()
+    plain = pyiqa.create_metric(name, as_loss=False, device="cpu")(restored, target)
+    fast = create_metric(name, "cpu")(restored, target)
+    assert getattr(ssim_arch.filter2, "separable", False)
+    assert torch.allclose(fast.double(), plain.double().cpu(), rtol=0, atol=1e-7), (fast, plain)
+
+
+def test_the_separable_window_leaves_float32_and_other_windows_to_pyiqa():
+    """The SSIM losses call pyiqa's function in float32: they train exactly as before."""
+    from pyiqa.archs import ssim_arch
+    from pyiqa.matlab_utils import filter2, fspecial
+
+    create_metric("ssim", "cpu")  # installs the separable path
+    window = fspecial(11, 1.5, 3)
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(ssim_arch.filter2(image, window, "valid"), filter2(image, window, "valid"))
+    uneven = torch.rand(1, 1, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    as_double = image[:, :1].double()
+    assert torch.equal(ssim_arch.filter2(as_double, uneven, "valid"), filter2(as_double, uneven, "valid"))
+    gaussian = fspecial(11, 1.5, 1).double()
+    separable = ssim_arch.filter2(as_double, gaussian, "valid")
+    assert not torch.equal(separable, filter2(as_double, gaussian, "valid"))  # the fast path ran
+    assert torch.allclose(separable, filter2(as_double, gaussian, "valid"), rtol=0, atol=1e-8)
