@@ -877,4 +877,8 @@ def _scores_json(scores: TabularScores) -> dict[str, Any]:
         "probability_of_improvement": {f"{x} > {y}": list(v) for (x, y), v in scores.improvement.items()},
         "cells": scores.cells,
         "runs": scores.runs,
+        "scheduling": {
+            o: {**entry, "value": {split: list(v) for split, v in entry["value"].items()}}
+            for o, entry in scores.scheduling.items()
+        },
     }

@@ -62,6 +62,10 @@ logger = logging.getLogger(__name__)
 BOOTSTRAP_REPS = 2000
 """Bootstrap resamples of the IQM intervals (and of the live report's means)."""
 
+SCHEDULING_Z = 3.0
+"""A value of scheduling counts as beyond noise when it is at least this many standard
+errors (of the paired difference over the table's seeds) from zero."""
+
 IMPROVEMENT_REPS = 500
 """Bootstrap resamples of the probability-of-improvement intervals (each resample runs
 a Mann-Whitney statistic per objective, so they cost far more than the IQM's)."""
@@ -75,8 +79,9 @@ def interval_estimates(
 ) -> dict[K, np.ndarray]:
     """Point estimates and 95% stratified-bootstrap percentile intervals, with rliable.
 
-    One call of :func:`rliable.library.get_interval_estimates` on every key, drawing
-    from one ``RandomState(0)``, so the result is the same at every call.
+    One call of :func:`rliable.library.get_interval_estimates` on every key, with
+    NumPy's global RNG (which rliable's stratified bootstrap draws from) seeded with 0
+    and restored afterwards, so the result is the same at every call.
 
     Args:
         scores: Per key, a ``(runs, tasks)`` score matrix (runs are resampled within
@@ -91,12 +96,19 @@ def interval_estimates(
     """
     from rliable import library as rly
 
-    with warnings.catch_warnings():
-        # rliable hands its RandomState to arch, which asks for the newer keyword
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        point, interval = rly.get_interval_estimates(
-            scores, lambda *x: np.atleast_1d(statistic(*x)), reps=reps, random_state=np.random.RandomState(0)
-        )
+    # rliable's stratified bootstrap draws its resamples from NumPy's global RNG, not from
+    # the RandomState it is given: that is seeded here, and given back as it was.
+    outside = np.random.get_state()
+    np.random.seed(0)
+    try:
+        with warnings.catch_warnings():
+            # rliable hands its RandomState to arch, which asks for the newer keyword
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            point, interval = rly.get_interval_estimates(
+                scores, lambda *x: np.atleast_1d(statistic(*x)), reps=reps, random_state=np.random.RandomState(0)
+            )
+    finally:
+        np.random.set_state(outside)
     return {key: np.vstack([np.atleast_1d(point[key]), np.reshape(interval[key], (2, -1))]) for key in scores}
 
 
@@ -121,6 +133,9 @@ class TabularScores:
         improvement: ``{(x, y): (p, low, high)}``: probability that agent x improves on y.
         profiles: ``{"tau": [...], agent: [fraction of runs with score > tau]}``.
         reference: Name of the reference preset.
+        scheduling: ``{objective: TabularEnv.oracle_on_means() over every seed of the
+            table}``: the value of scheduling on replicate means, with its noise band
+            (see :data:`SCHEDULING_Z`).
     """
 
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -130,6 +145,7 @@ class TabularScores:
     improvement: dict[tuple[str, str], tuple[float, float, float]] = field(default_factory=dict)
     profiles: dict[str, list[float]] = field(default_factory=dict)
     reference: str = ""
+    scheduling: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -271,6 +287,9 @@ def score_tabular(
             }
         )
     result.cells = sorted(cells.values(), key=lambda c: (c["objective"], c["seed"]))
+    for label, env in envs.items():
+        if len(env.table.seeds) >= 2:
+            result.scheduling[label] = env.oracle_on_means()
     _aggregate(result)
     return result
 
@@ -405,6 +424,7 @@ def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> str:
             f"{value_val:.4g} on validation.",
             "",
         ]
+    lines += _scheduling_markdown(scores.scheduling)
     if scores.improvement:
         names = sorted({x for x, _ in scores.improvement})
         lines += ["Probability of improvement P(row > column) [95% interval]:", "",
@@ -419,6 +439,40 @@ def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> str:
     for title, path in plots.items():
         lines += [f"![{title}]({path})", ""]
     return "\n".join(lines).strip("\n")
+
+
+def _scheduling_markdown(scheduling: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Per objective: is the best schedule better than the best static preset, beyond noise?"""
+    if not scheduling:
+        return []
+    replicates = sorted({int(entry["replicates"]) for entry in scheduling.values()})
+    lines = [
+        "### Does scheduling beat the best static preset, beyond noise?",
+        "",
+        f"The table's {', '.join(map(str, replicates))} seeds differ only in training randomness, so "
+        "they are replicates of one problem. On the mean over them, the oracle and the best "
+        "static preset are chosen on validation and compared on test, paired by seed: the value "
+        "of scheduling (oracle - best static) ± its standard error. It is beyond noise when "
+        f"it is at least {SCHEDULING_Z:g} standard errors from zero. Ties: other sequences "
+        "within 2 standard errors of the oracle on validation.",
+        "",
+        "| objective | oracle (on means) | best static | value, test | value, validation | z (test) | verdict | ties |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for objective, entry in scheduling.items():
+        (test, test_se), (val, val_se) = entry["value"]["test"], entry["value"]["val"]
+        z = test / test_se if test_se > 0 else math.copysign(math.inf, test) if test else 0.0
+        if z >= SCHEDULING_Z:
+            verdict = "scheduling wins"
+        elif z <= -SCHEDULING_Z:
+            verdict = "static wins on test"
+        else:
+            verdict = "within noise"
+        lines.append(
+            f"| {markdown_text(objective)} | {' > '.join(entry['presets'])} | {entry['best_static']['preset']} | "
+            f"{test:.4g} ± {test_se:.2g} | {val:.4g} ± {val_se:.2g} | {z:.1f} | {verdict} | {entry['ties']} |"
+        )
+    return [*lines, ""]
 
 
 def plot_scores(scores: TabularScores, out_dir: str | os.PathLike[str]) -> dict[str, Path]:

@@ -420,6 +420,67 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             },
         }
 
+    def oracle_on_means(self, seeds: Sequence[int] | None = None, z: float = 2.0) -> dict[str, Any]:
+        """The best preset sequence by the mean over replicates, with its noise band.
+
+        The seeds of a table differ only in training randomness (minibatch order, the
+        discriminator's start), not in the network's start or the crops, so they are
+        replicates of one problem. The sequence is chosen on the mean of the validation
+        ``J`` over ``seeds`` and scored on the test split; each comparison is paired by
+        seed (the same replicate under both sequences), with the standard error of the
+        mean difference.
+
+        Args:
+            seeds: The replicates, at least two of the table's seeds; default all.
+            z: Width of the band in standard errors: a sequence whose validation mean is
+                within ``z`` standard errors of the oracle's counts as a tie.
+
+        Returns:
+            ``{"actions", "presets", "best_static": {"preset", "actions"},
+            "value": {"val": (mean, se), "test": (mean, se)}, "ties": n, "replicates": r}``:
+            ``value`` is the oracle's mean ``J`` minus the best static preset's (the
+            value of scheduling) with its standard error, ``ties`` the number of other
+            sequences within the band of the oracle on validation. NaN counts as the worst.
+
+        Raises:
+            ValueError: Fewer than two seeds, a seed not in the table, or ``z`` < 0.
+        """
+        chosen = list(self.table.seeds) if seeds is None else list(self._checked_seeds(seeds))
+        if len(chosen) < 2:
+            raise ValueError(f"seeds={chosen!r}: a noise band needs at least two replicates.")
+        if not (isinstance(z, (int, float)) and math.isfinite(z) and z >= 0):
+            raise ValueError(f"z={z!r} is not allowed. Allowed: a finite number >= 0.")
+        rows = [self._seed_index(s) for s in chosen]
+        k, m = len(self.preset_names), self.max_stages
+        end = self._offsets[m]
+        leaves = {
+            split: np.where(np.isnan(j := self._j[split][rows, end : end + k**m]), -np.inf, j)
+            for split in SPLITS
+        }  # (replicates, sequences)
+        with np.errstate(invalid="ignore"):
+            means = leaves["val"].mean(axis=0)
+        best = int(np.argmax(means))
+        static = np.arange(k) * sum(k**d for d in range(m))  # local index of (p, ..., p)
+        preset = int(np.argmax(means[static]))
+
+        def paired(split: str, a: int, b: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+            with np.errstate(invalid="ignore"):
+                d = leaves[split][:, [a]] - leaves[split][:, np.atleast_1d(b)]
+                return d.mean(axis=0), d.std(axis=0, ddof=1) / math.sqrt(len(rows))
+
+        gap, se = paired("val", best, np.arange(k**m))
+        ties = int(np.sum(gap <= z * np.nan_to_num(se, nan=0.0))) - 1  # the oracle itself is no tie
+        value = {split: tuple(float(v[0]) for v in paired(split, best, int(static[preset]))) for split in SPLITS}
+        actions = [int(d) for d in np.unravel_index(best, (k,) * m)]
+        return {
+            "actions": actions,
+            "presets": [self.preset_names[a] for a in actions],
+            "best_static": {"preset": self.preset_names[preset], "actions": [preset] * m},
+            "value": value,
+            "ties": ties,
+            "replicates": len(rows),
+        }
+
     def final_objective(
         self, actions: Sequence[Any], split: str = "test", seed: int | None = None
     ) -> float:

@@ -74,6 +74,14 @@ def test_bench_on_a_table_scores_against_the_oracle(small_table, tmp_path, capsy
     assert all(r["normalized"] == 0.0 for r in fixed)  # fixed plays the reference preset
     report = (out / "report.md").read_text()
     assert "| **oracle** |" in report and "Value of scheduling" in report
+    # the value of scheduling on replicate means (the table's seeds), with its band
+    assert set(scores["scheduling"]) == {"psnr", "ssim+0.1piqe"}
+    expected = gym.make("LossAgent/Tabular-v0", table=str(small_table["path"]), objective="psnr",
+                        max_stages=2).unwrapped.oracle_on_means()
+    assert scores["scheduling"]["psnr"]["presets"] == expected["presets"]
+    assert scores["scheduling"]["psnr"]["value"]["test"] == list(expected["value"]["test"])
+    assert "Does scheduling beat the best static preset, beyond noise?" in report
+    assert f"| psnr | {' > '.join(expected['presets'])} | {expected['best_static']['preset']} |" in report
     assert "IQM normalized score" in report
     assert (out / "plots" / "tabular__normalized_score.png").is_file()
 

@@ -78,11 +78,19 @@ def test_mean_intervals_are_rliables_stratified_bootstrap_and_reproducible():
     from rliable import library as rly
 
     x = np.array([[1.0, 5.0], [2.0, 5.0], [3.0, 5.0], [10.0, 5.0]])
+    np.random.seed(12345)
+    outside = np.random.get_state()
     estimates = mean_intervals(x)
+    assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state(), outside))  # given back
+    # rliable's stratified bootstrap draws from NumPy's global RNG (not from random_state)
+    np.random.seed(0)
     point, interval = rly.get_interval_estimates(
         {"x": x}, lambda m: np.mean(m, axis=0), reps=2000, random_state=np.random.RandomState(0)
     )
     np.testing.assert_array_equal(estimates, np.vstack([point["x"], interval["x"]]))
+    for seed in range(5):  # whatever the global state, the same intervals
+        np.random.seed(seed)
+        np.testing.assert_array_equal(mean_intervals(x), estimates)
     assert estimates[1, 0] < np.mean(x[:, 0]) < estimates[2, 0]
     np.testing.assert_array_equal(estimates[:, 1], [5.0, 5.0, 5.0])
     np.testing.assert_array_equal(estimates, mean_intervals(x))
@@ -187,3 +195,20 @@ def test_llm_time_is_the_median_decision_and_its_share_of_the_runs_wall_time(tmp
     with open(tmp_path / "results.jsonl", "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
     assert line in build_report(tmp_path)["report"].read_text()
+
+
+def test_scheduling_verdicts_follow_the_band():
+    from benchmarks.tabular_report import SCHEDULING_Z, _scheduling_markdown
+
+    def entry(test: float, se: float) -> dict:
+        return {"presets": ["a", "b"], "best_static": {"preset": "a"}, "ties": 2, "replicates": 5,
+                "value": {"test": (test, se), "val": (test, se)}}
+
+    lines = _scheduling_markdown({"wins": entry(3.0, 1.0), "loses": entry(-0.4, 0.1), "noise": entry(0.29, 0.1)})
+    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ") and "---" not in line}
+    assert SCHEDULING_Z == 3.0
+    assert "| 3.0 | scheduling wins | 2 |" in rows["wins"]
+    assert "| -4.0 | static wins on test |" in rows["loses"]
+    assert "| 2.9 | within noise |" in rows["noise"]
+    assert "The table's 5 seeds" in "\n".join(lines)
+    assert _scheduling_markdown({}) == []

@@ -370,3 +370,46 @@ def test_a_build_that_stores_no_unit_removes_its_new_file(tmp_path, monkeypatch)
         tabulate(table_spec_from_text(SMALL_TABLE_TOML), out, progress=False)
     assert [(f.seed, f.first) for f in info.value.failures][:2] == [(123, 0), (123, 1)]
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["t.sqlite.lock"]
+
+
+# ------------------------------------------------------------ oracle on replicate means
+@pytest.mark.parametrize("objective", ["psnr", "piqe"])
+def test_oracle_on_means_matches_brute_force_over_every_sequence(objective):
+    import itertools
+    import statistics
+
+    env = gym.make("LossAgent/Tabular-v0", table="smoke", objective=objective, max_stages=2).unwrapped
+    seeds = [3, 4, 5, 6, 7]
+    k = len(env.preset_names)
+    sequences = list(itertools.product(range(k), repeat=2))
+    j = {split: {q: [env.final_objective(q, split=split, seed=s) for s in seeds] for q in sequences}
+         for split in ("val", "test")}
+    best = max(sequences, key=lambda q: (statistics.fmean(j["val"][q]), [-a for a in q]))
+    static = max(range(k), key=lambda p: (statistics.fmean(j["val"][(p, p)]), -p))
+    result = env.oracle_on_means(seeds=seeds)
+    assert tuple(result["actions"]) == best and result["best_static"]["actions"] == [static, static]
+    for split in ("val", "test"):
+        differences = [a - b for a, b in zip(j[split][best], j[split][(static, static)])]
+        mean, se = result["value"][split]
+        assert mean == pytest.approx(statistics.fmean(differences), abs=1e-12)
+        assert se == pytest.approx(statistics.stdev(differences) / len(seeds) ** 0.5, abs=1e-12)
+
+    def tied(q):
+        d = [a - b for a, b in zip(j["val"][best], j["val"][q])]
+        return statistics.fmean(d) <= 2.0 * statistics.stdev(d) / len(seeds) ** 0.5
+
+    assert result["ties"] == sum(tied(q) for q in sequences if q != best)
+    assert result["replicates"] == 5
+    assert env.oracle_on_means(seeds=seeds, z=0.0)["ties"] <= result["ties"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seeds": [3]}, "at least two replicates"),
+    ({"seeds": [3, 99]}, "Allowed"),
+    ({"z": -1.0}, "z=-1.0 is not allowed"),
+    ({"z": float("nan")}, "z=nan is not allowed"),
+])
+def test_oracle_on_means_refuses_bad_arguments(kwargs, message):
+    env = gym.make("LossAgent/Tabular-v0", table="smoke", max_stages=2).unwrapped
+    with pytest.raises(ValueError, match=message):
+        env.oracle_on_means(**kwargs)
