@@ -14,6 +14,7 @@ depend on the thread count), so a table does not depend on how many workers buil
 from __future__ import annotations
 
 import json
+import os
 import platform
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ __all__ = [
     "cached_build_env",
     "compute_unit",
     "HEADER_NOT_COMPARED",
+    "machine_info",
     "make_build_env",
     "package_versions",
     "panel_objective",
@@ -167,6 +169,38 @@ def package_versions() -> dict[str, str | None]:
     }
 
 
+_SIMD_FLAGS = (
+    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+    "avx_vnni", "amx_tile", "asimd", "sve",
+)
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a table is built on: CPU model, its vector instruction sets, cores,
+    and the instruction set torch's CPU kernels use. Values of chaotic training are
+    equal bit for bit only on the same kind of machine (and package versions)."""
+    model, flags = platform.processor() or None, set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features"):
+                    flags.update(value.split())
+                if model and flags:
+                    break
+    except OSError:  # not Linux
+        pass
+    return {
+        "cpu": model,
+        "arch": platform.machine(),
+        "simd": [flag for flag in _SIMD_FLAGS if flag in flags],
+        "cores": os.cpu_count(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
 def table_header(spec: TableSpec, env: PresetActions) -> dict[str, Any]:
     """The header of ``spec``'s table (see :mod:`lossagent_env.tabular.format`).
 
@@ -204,7 +238,7 @@ def table_header(spec: TableSpec, env: PresetActions) -> dict[str, Any]:
         },
         "torch_threads": spec.threads,
         "versions": package_versions(),
-        "build": {"command": spec.command, "description": spec.description},
+        "build": {"command": spec.command, "description": spec.description, "machine": machine_info()},
     }
     return json.loads(json.dumps(header))  # as it reads back from the file
 

@@ -69,7 +69,9 @@ Header keys (JSON values):
 ``torch_threads``      torch threads every unit ran with (results depend on it)
 ``versions``           ``python``, ``torch``, ``numpy``, ``pyiqa``, ``gymnasium``,
                        ``lossagent_env``
-``build``              ``{"command", "description"}``: how the table was built
+``build``              ``{"command", "description", "machine"}``: how and where the table
+                       was built (``machine``: CPU model, its vector instruction sets,
+                       cores, the instruction set of torch's CPU kernels)
 =====================  ===============================================================
 
 Reading (:func:`read_table`) checks the header and every row against the pydantic

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import platform
 import re
 import sqlite3
 import warnings
@@ -90,6 +92,10 @@ def test_the_file_is_plain_sqlite_with_every_node(small_table, table):
     assert header["stages"] == stages and header["torch_threads"] == 1
     assert header["env_config"]["stage_iters"] == 2 and header["env_config"]["max_stages"] == 2
     assert set(header["versions"]) == {"python", "torch", "numpy", "pyiqa", "gymnasium", "lossagent_env"}
+    machine = header["build"]["machine"]  # where it was built: bit-equal replays hold only there
+    assert set(machine) == {"cpu", "arch", "simd", "cores", "torch_cpu_capability"}
+    assert machine["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["arch"] == platform.machine() and machine["cores"] == os.cpu_count()
     nodes = db.execute("SELECT seed, path, depth FROM nodes ORDER BY seed, depth, path").fetchall()
     paths = [""] + [str(a) for a in range(k)] + [f"{a}.{b}" for a in range(k) for b in range(k)]
     assert nodes == [(s, p, p.count(".") + (p != "")) for s in seeds for p in paths]
