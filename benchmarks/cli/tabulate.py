@@ -8,7 +8,7 @@ import shlex
 import sys
 import textwrap
 
-from benchmarks.cli.common import EXIT_OK, Formatter, UsageError
+from benchmarks.cli.common import EXIT_FAILED, EXIT_OK, Formatter, UsageError
 
 __all__ = ["register"]
 
@@ -41,11 +41,23 @@ def register(sub: argparse._SubParsersAction) -> None:
               lossagent tabulate --suite tabular --out smoke.sqlite --workers 2
               lossagent tabulate --suite tabular --out smoke.sqlite --resume
               lossagent tabulate --suite my_table.toml --out t.sqlite --backend ray --ray-address auto
+              lossagent tabulate --verify smoke --samples 5     # does live training here agree?
             """
         ),
     )
-    parser.add_argument("--suite", required=True, help="suite name or .toml file with a [table] section")
-    parser.add_argument("--out", required=True, help="the table file to write (.sqlite)")
+    parser.add_argument("--suite", help="suite name or .toml file with a [table] section (to build)")
+    parser.add_argument("--out", help="the table file to write (.sqlite) (to build)")
+    parser.add_argument(
+        "--verify", metavar="TABLE", default=None,
+        help="instead of building: train --samples random preset sequences of TABLE (a shipped "
+        "name or a file) live here and print each one's distance from the table, in units of "
+        "the difference between two of its seeds (sqrt(2) x their standard deviation); exit 1 "
+        "if any value lies beyond 3",
+    )
+    parser.add_argument("--samples", type=int, default=3, help="sequences trained by --verify [default: 3]")
+    parser.add_argument("--stages", type=int, default=None,
+                        help="length of each --verify sequence [default: the table's depth]")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --verify draw [default: 0]")
     parser.add_argument("--workers", type=int, default=1, help="units computed at once [default: 1]")
     parser.add_argument("--backend", choices=("local", "ray"), default="local", help="[default: local]")
     parser.add_argument(
@@ -67,9 +79,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_cmd_tabulate)
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from lossagent_env.tabular.check import check_against_live, summary
+
+    building = [f"--{name.replace('_', '-')}" for name in ("suite", "out", "ray_address", "ray_timeout", "max_nodes")
+                if getattr(args, name) is not None]
+    building += [flag for flag, on in (("--resume", args.resume), ("--backend", args.backend != "local"),
+                                       ("--workers", args.workers != 1)) if on]
+    if building:
+        raise UsageError(f"--verify trains a few sequences and builds nothing; leave out {', '.join(building)}.")
+    if args.samples < 1:
+        raise UsageError(f"--samples {args.samples} is not allowed. Allowed: an integer >= 1")
+    try:
+        checks = check_against_live(args.verify, samples=args.samples, stages=args.stages, seed=args.seed)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    print(summary(checks))
+    return EXIT_OK if all(c.inside for c in checks) else EXIT_FAILED
+
+
 def _cmd_tabulate(args: argparse.Namespace) -> int:
     from benchmarks.executor import RAY_CONNECT_TIMEOUT_S, check_backend
     from benchmarks.tabulate import load_table_spec, tabulate
+
+    if args.verify is not None:
+        return _cmd_verify(args)
+    if args.suite is None or args.out is None:
+        raise UsageError("tabulate builds a table from --suite into --out (both needed), or checks one with --verify TABLE.")
+    if (args.samples, args.stages, args.seed) != (3, None, 0):
+        raise UsageError("--samples, --stages and --seed go with --verify TABLE.")
 
     if args.workers < 1:
         raise UsageError(f"--workers {args.workers} is not allowed. Allowed: an integer >= 1")

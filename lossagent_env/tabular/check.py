@@ -1,0 +1,163 @@
+"""Does a table agree with live training here? Distances in units of its replicate noise.
+
+Chaotic training gives equal values bit for bit only on the machine (and package
+versions) that built a table. Elsewhere the question is whether live training lands
+within the table's noise: the seeds of a table differ only in training randomness, so
+the spread of a node's values over the seeds is the noise a reproduction may show: a
+live run that has drifted from the table is, at worst, one more replicate, and differs
+from the table's value by about sqrt(2) times the standard deviation over the seeds.
+
+:func:`check_against_live` trains a few preset sequences live, from the table's own
+header (env configuration, presets, panel, torch threads), and gives each node's
+distance from the table in units of that difference (``|live - table| / (sqrt(2) *
+sd over the seeds)``), per metric and split. ``lossagent tabulate --verify TABLE``
+prints it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lossagent_env.tabular.build import TableSpec, _live, make_build_env, panel_objective
+from lossagent_env.tabular.format import Table
+from lossagent_env.tabular.replay import load_table
+
+__all__ = ["BAND", "LiveCheck", "check_against_live", "spec_of", "summary"]
+
+BAND = 3.0
+"""A live node agrees with the table when every metric on both splits is within this
+distance: a new replicate would lie beyond it for about 0.3% of values."""
+
+
+@dataclass
+class LiveCheck:
+    """One preset sequence trained live and compared with the table.
+
+    Attributes:
+        seed: The table seed (replicate) it was trained with.
+        presets: The preset names played.
+        rows: One dict per (split, metric): ``live``, ``table``, ``sd`` (over the
+            table's seeds at that node) and ``distance`` (``|live - table| /
+            (sqrt(2) * sd)``; 0 where both are equal, infinite where ``sd`` is 0 and
+            they differ).
+        seconds: Wall-clock time of the live training and measuring.
+    """
+
+    seed: int
+    presets: list[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def distance(self) -> float:
+        """The largest distance of any metric on either split (NaN counts as infinite)."""
+        return max((r["distance"] for r in self.rows), default=0.0)
+
+    @property
+    def inside(self) -> bool:
+        """Whether every distance is within :data:`BAND`."""
+        return self.distance <= BAND
+
+
+def spec_of(table: Table) -> TableSpec:
+    """The :class:`TableSpec` a table was built from, read back from its header."""
+    h = table.header
+    return TableSpec(
+        env_id=h["env_id"],
+        env_kwargs=dict(h["env_kwargs"]),
+        presets={p["name"]: p["weights"] for p in h["presets"]},
+        metrics=list(h["metrics"]),
+        seeds=list(h["seeds"]),
+        stages=int(h["stages"]),
+        threads=int(h.get("torch_threads") or 1),
+    )
+
+
+def check_against_live(
+    table: str | Any, samples: int = 3, stages: int | None = None, seed: int = 0
+) -> list[LiveCheck]:
+    """Train ``samples`` random preset sequences live and compare them with ``table``.
+
+    Args:
+        table: A shipped table name or a table file.
+        samples: Sequences to train; each draws a table seed and one preset per stage
+            from ``numpy.random.default_rng(seed)``.
+        stages: Length of each sequence, 1 to the table's depth; default the depth.
+        seed: Seed of the draw.
+
+    Returns:
+        One :class:`LiveCheck` per sequence.
+
+    Raises:
+        ValueError: ``samples`` < 1, ``stages`` out of range, or a table with fewer than
+            two seeds (no noise band).
+    """
+    import time
+
+    t = load_table(table)
+    depth = t.stages if stages is None else stages
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise ValueError(f"samples={samples!r} is not allowed. Allowed: an integer >= 1.")
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= t.stages:
+        raise ValueError(f"stages={stages!r} is not allowed. Allowed: an integer in [1, {t.stages}] (the table's depth).")
+    if len(t.seeds) < 2:
+        raise ValueError(f"The table holds {len(t.seeds)} seed: a noise band needs at least two replicates.")
+    spec = spec_of(t)
+    rng = np.random.default_rng(seed)
+    draws = [(int(rng.choice(t.seeds)), [int(a) for a in rng.integers(t.n_presets, size=depth)]) for _ in range(samples)]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    env = make_build_env(spec)
+    checks = []
+    try:
+        live = _live(env)
+        test_panel = panel_objective(spec.metrics)
+        for table_seed, actions in draws:
+            started = time.perf_counter()
+            info = env.reset(seed=table_seed)[-1]
+            for action in actions:
+                info = env.step(action)[-1]
+            measured = {"val": dict(info["metrics"]), "test": live.measure(test_panel, split="test")["metrics"]}
+            node = t.node_index(actions)
+            check = LiveCheck(table_seed, [t.preset_names[a] for a in actions], seconds=time.perf_counter() - started)
+            for split, values in measured.items():
+                for k, metric in enumerate(t.metrics):
+                    across = t.values[split][:, node, k]
+                    stored = float(across[t.seeds.index(table_seed)])
+                    value = float(values[metric])
+                    sd = float(np.std(across, ddof=1))
+                    gap = abs(value - stored)
+                    distance = 0.0 if gap == 0 else gap / (math.sqrt(2.0) * sd) if sd > 0 else math.inf
+                    check.rows.append(
+                        {"split": split, "metric": metric, "live": value, "table": stored, "sd": sd,
+                         "distance": distance if not math.isnan(distance) else math.inf}
+                    )
+            checks.append(check)
+    finally:
+        env.close()
+        torch.set_num_threads(previous)
+    return checks
+
+
+def summary(checks: Sequence[LiveCheck]) -> str:
+    """One line per check and a last line: how many of how many lie inside the band."""
+    lines = []
+    for c in checks:
+        worst = max(c.rows, key=lambda r: r["distance"])
+        lines.append(
+            f"seed {c.seed}, {' > '.join(c.presets)}: largest distance {c.distance:.2f} "
+            f"({worst['metric']} on {worst['split']}: live {worst['live']:.6g}, table {worst['table']:.6g}, "
+            f"sd {worst['sd']:.3g}) {'inside' if c.inside else 'OUTSIDE'} the band ({c.seconds:.0f} s)"
+        )
+    inside = sum(c.inside for c in checks)
+    lines.append(
+        f"{inside} of {len(checks)} live sequences inside the band: every value within {BAND:g} x sqrt(2) x "
+        "the standard deviation over the table's seeds of the table's value"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,88 @@
+"""``lossagent tabulate --verify``: live training here against a table, in units of the
+spread of its seeds (replicates)."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lossagent_env.tabular.check import BAND, check_against_live
+from tests.conftest import REPO
+
+
+def test_a_table_built_here_agrees_bit_for_bit(small_table):
+    """On the machine (and code) that built a table, live training gives its very values."""
+    checks = check_against_live(small_table["path"], samples=2, seed=1)
+    assert len(checks) == 2
+    for check in checks:
+        assert len(check.presets) == 2 and check.seed in (123, 456)
+        assert {(r["split"], r["metric"]) for r in check.rows} == {
+            (s, m) for s in ("val", "test") for m in ("psnr", "ssim", "piqe")
+        }
+        assert all(r["live"] == r["table"] and r["distance"] == 0.0 for r in check.rows), check.rows
+        assert check.inside and check.distance == 0.0
+
+
+def test_distances_are_in_standard_deviations_over_the_seeds(small_table, monkeypatch):
+    import lossagent_env.tabular.check as check_module
+
+    stock = check_module.make_build_env
+
+    def shifted(spec):  # a "machine" whose PSNR reads 0.5 dB higher than the table's
+        env = stock(spec)
+        live = env.unwrapped
+        measure = live.measure
+
+        def measure_shifted(objective, split="test"):
+            out = measure(objective, split=split)
+            out["metrics"] = {**out["metrics"], "psnr": out["metrics"]["psnr"] + 0.5}
+            return out
+
+        live.measure = measure_shifted
+        return env
+
+    monkeypatch.setattr(check_module, "make_build_env", shifted)
+    (check,) = check_against_live(small_table["path"], samples=1, stages=1, seed=2)
+    row = next(r for r in check.rows if (r["split"], r["metric"]) == ("test", "psnr"))
+    assert row["live"] == pytest.approx(row["table"] + 0.5)
+    assert row["distance"] == pytest.approx(0.5 / (math.sqrt(2) * row["sd"])) and row["sd"] > 0
+    assert check.distance == row["distance"] and check.inside == (row["distance"] <= BAND)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"samples": 0}, "samples=0 is not allowed"),
+    ({"stages": 3}, r"stages=3 is not allowed. Allowed: an integer in \[1, 2\]"),
+])
+def test_bad_arguments_name_the_value(small_table, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        check_against_live(small_table["path"], **kwargs)
+
+
+def test_the_shipped_table_agrees_within_its_band_here(torch_home):
+    """The command a user runs on a new machine: one short sequence of the shipped table,
+    trained live, lies within the band of its seeds (NIQE is in its panel,
+    so its parameters are installed first, by the documented command)."""
+    from lossagent_env.assets import fetch_basicsr_sdist
+
+    env = {**os.environ, "TORCH_HOME": str(torch_home), "HF_HUB_OFFLINE": "1"}
+    sdist = fetch_basicsr_sdist(REPO / ".cache" / "assets")
+    run = [sys.executable, "-m", "benchmarks"]
+    installed = subprocess.run([*run, "assets", "install", "niqe", "--from", str(sdist)],
+                               capture_output=True, text=True, env=env, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    done = subprocess.run([*run, "tabulate", "--verify", "smoke", "--samples", "1", "--stages", "2"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 of 1 live sequences inside the band" in done.stdout
+    distance = float(done.stdout.split("largest distance ")[1].split(" ")[0])
+    assert math.isfinite(distance) and distance <= BAND
+
+
+def test_verify_refuses_build_options():
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "tabulate", "--verify", "smoke", "--workers", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "leave out --workers" in done.stderr
