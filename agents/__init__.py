@@ -19,6 +19,7 @@ thompson    :class:`ThompsonAgent`       bandit (Gaussian Thompson sampling)
 dwa         :class:`DWAAgent`            Dynamic Weight Average
 ppo         :class:`PPOAgent`            stable-baselines3 PPO (``rl`` extra)
 pbt         :class:`PBTAgent`            population-based training
+transfer    :class:`TransferAgent`       the training seeds' best sequence (tables)
 llm         :class:`LLMAgent`            LangChain chat model (LossAgent)
 ==========  ===========================  =====================================
 
@@ -47,6 +48,7 @@ from agents.pbt import PBTAgent, run_pbt
 from agents.ppo import PPOAgent
 from agents.presets import weight_presets
 from agents.random_agent import RandomAgent
+from agents.transfer import TransferAgent
 from lossagent_env.registry import unknown_name_message
 
 if TYPE_CHECKING:
@@ -68,6 +70,7 @@ __all__ = [
     "Stage",
     "ThompsonAgent",
     "Trajectory",
+    "TransferAgent",
     "UCBAgent",
     "check_agent_arguments",
     "make_agent",
@@ -85,6 +88,7 @@ AGENTS: dict[str, str] = {
     "dwa": "agents.dwa:DWAAgent",
     "ppo": "agents.ppo:PPOAgent",
     "pbt": "agents.pbt:PBTAgent",
+    "transfer": "agents.transfer:TransferAgent",
     "llm": "agents.llm.agent:LLMAgent",
 }
 """Short name -> ``"module:Class"``, imported on demand by :func:`make_agent`."""
