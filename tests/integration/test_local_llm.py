@@ -278,7 +278,9 @@ def test_patched_grammar_compiles_for_a_pydantic_schema(
 
     converter = llama_grammar.SchemaConverter
     monkeypatch.setattr(converter, "visit", converter.visit)  # restored afterwards
-    monkeypatch.setattr(Llama, "_init_sampler", Llama._init_sampler)
+    for name in ("_init_sampler", "generate"):
+        monkeypatch.setattr(Llama, name, getattr(Llama, name))
+    monkeypatch.setattr(llama_grammar.LlamaGrammar, "from_json_schema", llama_grammar.LlamaGrammar.from_json_schema)
     # Run the server's bootstrap up to (not including) starting the server.
     exec(local._server_bootstrap().replace("main()", "pass"), {})
     schema = convert_to_openai_tool(StageWeights)["function"]["parameters"]
@@ -297,6 +299,7 @@ def test_grammar_first_sampling_gives_the_stock_answers(monkeypatch: pytest.Monk
     from llama_cpp.llama import Llama
 
     monkeypatch.setattr(Llama, "_init_sampler", Llama._init_sampler)  # restored afterwards
+    assert Llama.generate.__module__ == "llama_cpp.llama"  # no jump-forward: token by token
     llm = Llama(
         model_path=str(local_model_path()), n_ctx=2048, n_threads=1, n_threads_batch=1,
         chat_format=local.DEFAULT_CHAT_FORMAT, verbose=False, seed=0,
