@@ -312,22 +312,30 @@ def _install_grammar_first_sampling() -> None:
             allowed: list[int] = []
             probe = llama_cpp.llama_sampler_clone(self.grammar)
             try:
-                for token in tokens:
-                    self.one[0] = (token, 0.0, 0.0)
-                    self.single.size, self.single.selected = 1, -1
-                    llama_cpp.llama_sampler_apply(probe, ctypes.byref(self.single))
-                    if not self.one["logit"][0] > -np.inf:
+                for token in [*self.pending, *tokens]:  # from the state after what is queued
+                    if not self.allows(probe, token):
                         break
                     llama_cpp.llama_sampler_accept(probe, token)
                     allowed.append(token)
+                allowed = allowed[len(self.pending):]
             finally:
                 llama_cpp.llama_sampler_free(probe)
             self.pending.extend(allowed)
             return allowed
 
+        def allows(self, grammar: Any, token: int) -> bool:
+            """Whether ``grammar`` (a sampler in some state) accepts ``token`` next."""
+            self.one[0] = (token, 0.0, 0.0)
+            self.single.size, self.single.selected = 1, -1
+            llama_cpp.llama_sampler_apply(grammar, ctypes.byref(self.single))
+            return bool(self.one["logit"][0] > -np.inf)
+
         def sample(self, ctx: Any, idx: int = -1) -> int:
             if self.pending:  # a forced token (see `_install_jump_forward`)
                 token = self.pending.pop(0)
+                if not self.allows(self.grammar, token):  # llama.cpp would abort on accept
+                    self.pending.clear()
+                    raise RuntimeError(f"a token written ahead ({token}) does not fit the grammar")
                 self.accept(token)
                 return token
             logits = llama_cpp.llama_get_logits_ith(ctx.ctx, idx)
@@ -404,8 +412,10 @@ def _install_jump_forward() -> None:
     from llama_cpp import llama_grammar
 
     grammar_class: Any = llama_grammar.LlamaGrammar
-    stock_from_schema = grammar_class.from_json_schema.__func__
     llama_class: Any = llama_module.Llama
+    if getattr(llama_class.generate, "lossagent_jump_forward", False):
+        return  # installed already: a second wrapper would write every key twice
+    stock_from_schema = grammar_class.from_json_schema.__func__
     stock_generate = llama_class.generate
 
     def key_texts(json_schema: str) -> list[str] | None:
@@ -488,6 +498,7 @@ def _install_jump_forward() -> None:
             return inner
         return jump_forward(self, inner, texts)
 
+    generate.lossagent_jump_forward = True  # type: ignore[attr-defined]
     grammar_class.from_json_schema = classmethod(from_json_schema)
     llama_class.generate = generate
 

@@ -419,6 +419,9 @@ def test_jump_forward_writes_the_keys_in_batches_and_keeps_the_answers(monkeypat
 
     plain, plain_optional = answers(StageWeights), answers(_Optional)
     local._install_jump_forward()
+    installed = Llama.generate
+    local._install_jump_forward()  # once only: a second wrapper would write every key twice
+    assert Llama.generate is installed
     fast, fast_optional = answers(StageWeights), answers(_Optional)
     for (slow_text, slow_batches), (text, batches_) in zip(plain, fast):
         assert set(slow_batches) == {1}  # token by token
