@@ -31,8 +31,9 @@ from typing import Any
 import torch
 
 from benchmarks.suite_table import load_table_spec
+from lossagent_env.env import LossAgentEnv
 from lossagent_env.metrics.pyiqa_metric import Metric
-from lossagent_env.tabular.build import _live, make_build_env, panel_objective
+from lossagent_env.tabular.build import make_build_env, panel_objective
 
 
 def measure(suite: str, nodes: int) -> dict[str, float]:
@@ -53,7 +54,8 @@ def measure(suite: str, nodes: int) -> dict[str, float]:
     samples: dict[str, list[float]] = defaultdict(list)
     env = make_build_env(spec)
     try:
-        live = _live(env)
+        live = env.unwrapped
+        assert isinstance(live, LossAgentEnv)  # what make_build_env wraps
         test_panel = panel_objective(spec.metrics)
         env.reset(seed=spec.seeds[0])
         env.step(0)  # a trained network, as below the root of a unit

@@ -26,6 +26,7 @@ a dataset folder); without ``--instance`` the only instance is the table's env, 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -35,13 +36,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import gymnasium as gym
 import torch
 
 from benchmarks.suite_table import load_table_spec
+from lossagent_env.env import LossAgentEnv
 from lossagent_env.metrics import metric_info
-from lossagent_env.tabular.build import _live, panel_objective
-from lossagent_env.wrappers import PresetActions
+from lossagent_env.tabular.build import make_build_env, panel_objective
 
 
 def sequences(presets: Sequence[str], stages: int) -> dict[str, tuple[int, ...]]:
@@ -57,19 +57,21 @@ def run_instance(
     suite: str, overrides: Mapping[str, Any], stages: int, replicates: int, presets: Sequence[str] | None
 ) -> dict[str, dict[str, list[float]]]:
     """``{sequence: {metric: [test value per replicate]}}`` for one instance."""
-    spec = load_table_spec(suite)
-    chosen = {name: spec.presets[name] for name in (presets or list(spec.presets))}
-    torch.set_num_threads(spec.threads)
-    env = PresetActions(
-        gym.make(spec.env_id, **{**spec.env_kwargs, **overrides}, objective=panel_objective(spec.metrics),
-                 max_stages=stages),
-        chosen,
+    table = load_table_spec(suite)
+    spec = dataclasses.replace(
+        table,
+        env_kwargs={**table.env_kwargs, **overrides},
+        presets={name: table.presets[name] for name in (presets or list(table.presets))},
+        stages=stages,
     )
-    live = _live(env)
+    torch.set_num_threads(spec.threads)
+    env = make_build_env(spec)
+    live = env.unwrapped
+    assert isinstance(live, LossAgentEnv)  # what make_build_env wraps
     test_panel = panel_objective(spec.metrics)
     results: dict[str, dict[str, list[float]]] = {}
     try:
-        for label, sequence in sequences(list(chosen), stages).items():
+        for label, sequence in sequences(list(spec.presets), stages).items():
             values: dict[str, list[float]] = {m: [] for m in spec.metrics}
             for seed in range(replicates):
                 env.reset(seed=seed)

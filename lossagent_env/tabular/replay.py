@@ -408,7 +408,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         scores = np.where(np.isnan(leaves), -np.inf, leaves)
         best = int(np.argmax(scores))
         actions = [int(d) for d in np.unravel_index(best, (k,) * m)]
-        static = np.arange(k) * sum(k**d for d in range(m))  # local index of (i, ..., i)
+        static = _static_leaves(k, m)
         i = int(np.argmax(scores[static]))
         return {
             "actions": actions,
@@ -460,7 +460,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         with np.errstate(invalid="ignore"):
             means = leaves["val"].mean(axis=0)
         best = int(np.argmax(means))
-        static = np.arange(k) * sum(k**d for d in range(m))  # local index of (p, ..., p)
+        static = _static_leaves(k, m)
         preset = int(np.argmax(means[static]))
 
         def paired(split: str, a: int, b: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
@@ -582,6 +582,12 @@ class LossInfo:
     value_range: tuple[float, float]
     description: str
     role: str
+
+
+def _static_leaves(k: int, m: int) -> np.ndarray:
+    """Index among the ``k**m`` leaves of depth ``m`` of each static sequence
+    ``(p, p, ..., p)``, in preset order."""
+    return np.arange(k) * sum(k**d for d in range(m))
 
 
 def _loss_text(name: str) -> tuple[str, str]:
