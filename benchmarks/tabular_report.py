@@ -27,13 +27,14 @@ score), plotted.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -97,19 +98,26 @@ def interval_estimates(
     from rliable import library as rly
 
     # rliable's stratified bootstrap draws its resamples from NumPy's global RNG, not from
-    # the RandomState it is given: that is seeded here, and given back as it was.
+    # the RandomState it is given
+    with _global_rng_seeded(), warnings.catch_warnings():
+        # rliable hands its RandomState to arch, which asks for the newer keyword
+        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            scores, lambda *x: np.atleast_1d(statistic(*x)), reps=reps, random_state=np.random.RandomState(0)
+        )
+    return {key: np.vstack([np.atleast_1d(point[key]), np.reshape(interval[key], (2, -1))]) for key in scores}
+
+
+@contextlib.contextmanager
+def _global_rng_seeded(seed: int = 0) -> Iterator[None]:
+    """NumPy's global RNG seeded with ``seed`` inside, and given back as it was after
+    (rliable draws from it in places): the same statistics at every call."""
     outside = np.random.get_state()
-    np.random.seed(0)
+    np.random.seed(seed)
     try:
-        with warnings.catch_warnings():
-            # rliable hands its RandomState to arch, which asks for the newer keyword
-            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-            point, interval = rly.get_interval_estimates(
-                scores, lambda *x: np.atleast_1d(statistic(*x)), reps=reps, random_state=np.random.RandomState(0)
-            )
+        yield
     finally:
         np.random.set_state(outside)
-    return {key: np.vstack([np.atleast_1d(point[key]), np.reshape(interval[key], (2, -1))]) for key in scores}
 
 
 def _triple(estimate: np.ndarray) -> tuple[float, float, float]:
@@ -328,30 +336,26 @@ def _aggregate(result: TabularScores) -> None:
         agent: np.array([[scores[(o, s)] for o in complete] for s in seeds], np.float64)
         for agent, scores in by_agent.items()
     }  # (runs = seeds, tasks = objectives), as rliable expects
-    rng_state = np.random.get_state()
-    np.random.seed(0)  # rliable's profile intervals draw from NumPy's global RNG: fixed, restored
-    try:
-        if complete:
-            result.iqm = {a: _triple(e) for a, e in interval_estimates(matrices, metrics.aggregate_iqm).items()}
-            for j, objective in enumerate(complete):
-                per = {a: m[:, j : j + 1] for a, m in matrices.items()}
-                result.iqm_by_objective[objective] = {
-                    a: _triple(e) for a, e in interval_estimates(per, metrics.aggregate_iqm).items()
-                }
-            agents = list(matrices)
-            # P(y > x) = 1 - P(x > y) (ties count one half): one estimate per unordered pair,
-            # keyed by the pair itself (labels may hold any character)
-            pairs = {(x, y): (matrices[x], matrices[y]) for i, x in enumerate(agents) for y in agents[i + 1 :]}
-            improvement = interval_estimates(pairs, metrics.probability_of_improvement, reps=IMPROVEMENT_REPS)
-            for (x, y), estimate in improvement.items():
-                p, low, high = _triple(estimate)
-                result.improvement[(x, y)] = (p, low, high)
-                result.improvement[(y, x)] = (1.0 - p, 1.0 - high, 1.0 - low)
-            tau = np.linspace(-0.5, 1.0, 61)
+    if complete:
+        result.iqm = {a: _triple(e) for a, e in interval_estimates(matrices, metrics.aggregate_iqm).items()}
+        for j, objective in enumerate(complete):
+            per = {a: m[:, j : j + 1] for a, m in matrices.items()}
+            result.iqm_by_objective[objective] = {
+                a: _triple(e) for a, e in interval_estimates(per, metrics.aggregate_iqm).items()
+            }
+        agents = list(matrices)
+        # P(y > x) = 1 - P(x > y) (ties count one half): one estimate per unordered pair,
+        # keyed by the pair itself (labels may hold any character)
+        pairs = {(x, y): (matrices[x], matrices[y]) for i, x in enumerate(agents) for y in agents[i + 1 :]}
+        improvement = interval_estimates(pairs, metrics.probability_of_improvement, reps=IMPROVEMENT_REPS)
+        for (x, y), estimate in improvement.items():
+            p, low, high = _triple(estimate)
+            result.improvement[(x, y)] = (p, low, high)
+            result.improvement[(y, x)] = (1.0 - p, 1.0 - high, 1.0 - low)
+        tau = np.linspace(-0.5, 1.0, 61)
+        with _global_rng_seeded():  # its intervals draw from NumPy's global RNG
             profiles, _ = rly.create_performance_profile(matrices, tau, reps=100)  # curves only
-            result.profiles = {"tau": tau.tolist(), **{a: np.asarray(p).tolist() for a, p in profiles.items()}}
-    finally:
-        np.random.set_state(rng_state)
+        result.profiles = {"tau": tau.tolist(), **{a: np.asarray(p).tolist() for a, p in profiles.items()}}
 
 
 def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> str:

@@ -179,21 +179,20 @@ def machine_info() -> dict[str, Any]:
     """The machine a table is built on: CPU model, its vector instruction sets, cores,
     and the instruction set torch's CPU kernels use. Values of chaotic training are
     equal bit for bit only on the same kind of machine (and package versions)."""
-    model, flags = platform.processor() or None, set()
+    model: str | None = None
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
+            for line in f:  # the first processor's entries
                 key, _, value = line.partition(":")
-                if key.strip() == "model name":
+                if key.strip() == "model name" and model is None:
                     model = value.strip()
-                elif key.strip() in ("flags", "Features"):
+                elif key.strip() in ("flags", "Features") and not flags:
                     flags.update(value.split())
-                if model and flags:
-                    break
     except OSError:  # not Linux
         pass
     return {
-        "cpu": model,
+        "cpu": model or platform.processor() or None,
         "arch": platform.machine(),
         "simd": [flag for flag in _SIMD_FLAGS if flag in flags],
         "cores": os.cpu_count(),
