@@ -21,7 +21,7 @@ import inspect
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import (
@@ -36,6 +36,8 @@ from pydantic import (
 from agents.arguments import Positive, check_arguments
 from agents.base import BaseAgent, resolve_weights
 from agents.presets import weight_presets
+from agents.spec import AgentSpec
+from agents.tuning import play, training_env
 from lossagent_env.registry import unknown_name_message
 
 __all__ = [
@@ -340,11 +342,31 @@ class _BanditArguments(BaseModel):
         return presets
 
 
+class _TuningArguments(BaseModel):
+    """A bandit agent's training budget (see :class:`_BanditAgent`)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    train_episodes: Annotated[int, Field(ge=0)] = 0
+    per_stage: StrictBool = True
+    on_test: Literal["frozen", "continue"] = "frozen"
+
+
 class _BanditAgent(BaseAgent):
     """An agent that pulls preset arms with a :class:`BanditCore`.
 
     On a preset env (``PresetActions``, ``LossAgent/Tabular-v0``) the arms are the env's
     presets (``presets`` may name a subset).
+
+    Without a training budget (``train_episodes=0``, the default) the bandit starts
+    afresh every episode and learns within it. With ``train_episodes=N`` on a table of
+    problem instances, it first plays ``N`` episodes (seeds ``0 .. N-1``) on the
+    table's *training* instances (:func:`agents.tuning.training_env`), with statistics
+    that persist across them: one arm table per stage index (``per_stage``, default),
+    or one for all stages. On the episode itself (a test instance) the tables are then
+    ``frozen`` (default: the arm with the best mean reward at each stage, no update) or
+    ``continue`` to be pulled and updated by the bandit's own rule. The budget is
+    :meth:`budget`, recorded in every result row.
 
     Args:
         presets: Arm names from :func:`agents.presets.weight_presets` (None = all), or
@@ -353,6 +375,9 @@ class _BanditAgent(BaseAgent):
         window: Sliding window, see :class:`BanditCore`.
         initial_weights: Weights of the first stage (not an arm; its reward is not
             credited to any arm).
+        train_episodes: Training episodes on the training instances (0: none).
+        per_stage: One arm table per stage index (True) or one for all stages.
+        on_test: ``"frozen"`` or ``"continue"`` (see above).
     """
 
     core_class: ClassVar[type[BanditCore]] = BanditCore
@@ -364,6 +389,9 @@ class _BanditAgent(BaseAgent):
         discount: float | None = None,
         window: int | None = None,
         initial_weights: Mapping[str, float] | Sequence[float] | None = None,
+        train_episodes: int = 0,
+        per_stage: bool = True,
+        on_test: str = "frozen",
         **core_kwargs: Any,
     ) -> None:
         super().__init__(initial_weights=initial_weights)
@@ -378,18 +406,54 @@ class _BanditAgent(BaseAgent):
         for key in core_kwargs:
             if key not in allowed:
                 raise KeyError(
-                    unknown_name_message(f"argument of {type(self).__name__}", key,
-                                         ["presets", "discount", "window", "initial_weights", *allowed])
+                    unknown_name_message(
+                        f"argument of {type(self).__name__}", key,
+                        ["presets", "discount", "window", "initial_weights", *_TuningArguments.model_fields, *allowed],
+                    )
                 )
         # Fail early on bad values, naming this agent.
         owner = type(self).__name__
         check_arguments(_BanditArguments, owner, {"presets": presets})
         check_arguments(_CoreArguments, owner, {"n_arms": 1, "discount": discount, "window": window})
         check_arguments(self.core_class.options, owner, core_kwargs)
+        tuning = check_arguments(
+            _TuningArguments, owner, {"train_episodes": train_episodes, "per_stage": per_stage, "on_test": on_test}
+        )
+        self.train_episodes, self.per_stage, self.on_test = tuning.train_episodes, tuning.per_stage, tuning.on_test
         self.arm_names: list[str] = []
         self.arms = np.zeros((0, 0), np.float32)
         self.core: BanditCore | None = None
+        self.cores: list[BanditCore] = []
+        """The arm tables: one per stage index (``per_stage``) or one; kept across
+        episodes when the agent has a training budget."""
         self._arm: int | None = None
+        self._trained_on: list[str] | None = None
+        self._train_steps = 0
+        self._frozen = False
+
+    def prepare(self, env: Any) -> None:
+        """Train the arm tables on the training instances (once; see the class docstring)."""
+        if self.train_episodes == 0 or self._trained_on is not None:
+            return
+        view = training_env(env, f"{type(self).__name__}(train_episodes={self.train_episodes})")
+        spec = AgentSpec.from_env(view)
+        self.cores = []
+        for seed in range(self.train_episodes):
+            play(view, self, seed, spec)
+        self._trained_on = [i.name for i in view.instances]
+        self._train_steps = self.train_episodes * spec.max_stages
+        self._frozen = self.on_test == "frozen"
+
+    def budget(self) -> dict[str, Any] | None:
+        """The training budget spent before the episode (None without one)."""
+        if self._trained_on is None:
+            return None
+        return {
+            "train_episodes": self.train_episodes,
+            "train_steps": self._train_steps,
+            "train_instances": list(self._trained_on),
+            "on_test": self.on_test,
+        }
 
     def _reset(self) -> None:
         assert self.spec is not None
@@ -401,10 +465,7 @@ class _BanditAgent(BaseAgent):
                 raise KeyError(unknown_name_message("preset of this env", (missing or wanted)[0], names))
             self.arm_names = wanted
             self.arms = np.array([names.index(n) for n in wanted])
-            self.core = self.core_class(
-                len(wanted), discount=self.discount, window=self.window, rng=self.rng, **self.core_kwargs
-            )
-            self._arm = None
+            self._new_cores()
             return
         if isinstance(self.presets, Mapping):
             arms = {k: resolve_weights(self.spec, v, what=f"preset {k!r}") for k, v in self.presets.items()}
@@ -419,27 +480,48 @@ class _BanditAgent(BaseAgent):
             raise ValueError(f"presets={self.presets!r} gives no arm. Allowed: one or more presets.")
         self.arm_names = list(arms)
         self.arms = np.stack(list(arms.values())).astype(np.float32)
-        self.core = self.core_class(
-            len(arms), discount=self.discount, window=self.window, rng=self.rng, **self.core_kwargs
-        )
+        self._new_cores()
+
+    def _new_cores(self) -> None:
+        """Fresh arm tables for the episode, or the kept ones (a training budget)."""
+        assert self.spec is not None
+        tables = self.spec.max_stages if self.train_episodes and self.per_stage else 1
+        if not (self.train_episodes and len(self.cores) == tables and self.cores[0].n_arms == len(self.arm_names)):
+            self.cores = [
+                self.core_class(
+                    len(self.arm_names), discount=self.discount, window=self.window, rng=self.rng, **self.core_kwargs
+                )
+                for _ in range(tables)
+            ]
+        for core in self.cores:
+            core.rng = self.rng  # this episode's generator
+        self.core = self.cores[0]
         self._arm = None
 
     def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
-        assert self.core is not None
-        self._arm = self.core.select_arm()
+        self.core = self.cores[min(self.t, len(self.cores) - 1)]
+        means = self.core.means
+        if self._frozen and not np.isnan(means).all():
+            self._arm = self.core._argmax(np.nan_to_num(means, nan=-np.inf))
+        else:
+            self._arm = self.core.select_arm()
         self._notes = {"arm": self.arm_names[self._arm], "arm_index": self._arm}
+        if self.train_episodes:
+            self._notes["table"] = "frozen" if self._frozen else "continued"
         return np.copy(self.arms[self._arm])
 
     def _on_initial(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         self._arm = None
 
     def _observe(self, action: np.ndarray, reward: float, observation: Any, info: Any) -> None:
-        if self._arm is not None and self.core is not None:
+        if self._arm is not None and self.core is not None and not self._frozen:
             self.core.update(self._arm, reward)
         self._arm = None
 
     def __repr__(self) -> str:
         options = {"discount": self.discount, "window": self.window, **self.core_kwargs}
+        if self.train_episodes:
+            options.update(train_episodes=self.train_episodes, per_stage=self.per_stage, on_test=self.on_test)
         shown = ", ".join(f"{k}={v!r}" for k, v in options.items() if v is not None)
         return f"{type(self).__name__}({shown})"
 

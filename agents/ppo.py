@@ -44,6 +44,7 @@ from pydantic import (
 
 from agents.arguments import Finite, Positive, check_arguments
 from agents.base import BaseAgent
+from agents.tuning import training_env
 from lossagent_env.device import check_device
 from lossagent_env.registry import unknown_name_message
 
@@ -259,8 +260,14 @@ PPO_ARGUMENTS = tuple(k for k in _PPOArguments.model_fields if k not in ("train_
 """The ``stable_baselines3.PPO`` arguments that PPOAgent takes itself."""
 
 
-_TRAINED: dict[str, tuple[Any, int]] = {}
+_TRAINED: dict[str, tuple[Any, int, list[str] | None, int | None]] = {}
 """Policies trained on designated seeds, by settings and env configuration (see PPOAgent)."""
+
+
+def _on_instances(env: Any) -> bool:
+    """Whether ``env`` replays a table of problem instances (format 2)."""
+    table = getattr(getattr(env, "unwrapped", env), "table", None)
+    return getattr(table, "format_version", 1) >= 2
 
 
 class _SeedsInTurn(gym.Wrapper):
@@ -300,7 +307,10 @@ class PPOAgent(BaseAgent):
         gamma: Discount of future rewards.
         seed: Seed of PPO's training (its global seeding is undone afterwards).
         device: Torch device of the policy (``"cpu"`` suits a small MLP).
-        train_seeds: Seeds of the training episodes (None: the env's own resets).
+        train_seeds: Seeds of the training episodes (None: the env's own resets). On a
+            table of problem instances (format 2) PPO trains on the table's training
+            instances (:func:`agents.tuning.training_env`) whatever the episode's env
+            plays, and ``train_seeds`` must be None.
         ppo_kwargs: Further ``stable_baselines3.PPO`` arguments.
         initial_weights: Weights of the first stage (see :class:`BaseAgent`).
 
@@ -360,6 +370,8 @@ class PPOAgent(BaseAgent):
         self.train_seeds = checked.train_seeds
         self.model: Any = None
         self.trained_steps = 0
+        self._train_instances: list[str] | None = None
+        self._stages: int | None = None
 
     @property
     def is_trained(self) -> bool:
@@ -382,6 +394,15 @@ class PPOAgent(BaseAgent):
         else:
             base_env, made = env(), True
         steps = self.train_steps if steps is None else int(steps)
+        if _on_instances(base_env):
+            if self.train_seeds is not None:
+                raise ValueError(
+                    f"PPOAgent(train_seeds={self.train_seeds!r}) on a table of problem instances: it "
+                    "trains on the table's training instances. Allowed: train_seeds=None."
+                )
+            base_env = training_env(base_env, "PPOAgent")
+            self._train_instances = [i.name for i in base_env.instances]
+            self._stages = base_env.max_stages
         wrapped = scaled_flat_observations(
             base_env if self.train_seeds is None else _SeedsInTurn(base_env, self.train_seeds, self.seed)
         )
@@ -432,9 +453,9 @@ class PPOAgent(BaseAgent):
         """
         if self.is_trained:
             return
-        key = self._cache_key(env) if self.train_seeds is not None else None
+        key = self._cache_key(env) if self.train_seeds is not None or _on_instances(env) else None
         if key is not None and key in _TRAINED:
-            self.model, self.trained_steps = _TRAINED[key]
+            self.model, self.trained_steps, self._train_instances, self._stages = _TRAINED[key]
             logger.info("PPOAgent reuses a policy trained for %d steps on this configuration.", self.trained_steps)
             return
         logger.info(
@@ -446,14 +467,27 @@ class PPOAgent(BaseAgent):
         self.train(env)
         self.train_seconds = time.perf_counter() - started
         if key is not None:
-            _TRAINED[key] = (self.model, self.trained_steps)
+            _TRAINED[key] = (self.model, self.trained_steps, self._train_instances, self._stages)
+
+    def budget(self) -> dict[str, Any] | None:
+        """The training budget: env steps (and episodes) before the episode, and where."""
+        if not self.trained_steps:
+            return None
+        out: dict[str, Any] = {"train_steps": self.trained_steps}
+        if self._stages:
+            out["train_episodes"] = self.trained_steps // self._stages
+        if self._train_instances is not None:
+            out["train_instances"] = list(self._train_instances)
+        elif self.train_seeds is not None:
+            out["train_seeds"] = list(self.train_seeds)
+        return out
 
     def _cache_key(self, env: gym.Env) -> str:
         """The settings and the env's configuration, as one string."""
         u = env.unwrapped
         table = getattr(u, "table", None)
         settings = {
-            "agent": {k: v for k, v in vars(self).items() if k not in ("model", "trained_steps", "spec", "rng", "_notes", "t")},
+            "agent": {k: v for k, v in vars(self).items() if k not in ("model", "trained_steps", "spec", "rng", "_notes", "t", "_train_instances", "_stages")},
             "env": [type(u).__name__, getattr(getattr(env, "spec", None), "id", None)],
             "config": u.config.to_dict() if hasattr(u, "config") else None,
             "objective": u.objective.describe() if hasattr(u, "objective") else None,

@@ -13,42 +13,51 @@ import gymnasium as gym
 import numpy as np
 
 from agents.base import BaseAgent
+from agents.tuning import training_env
 
 __all__ = ["TransferAgent"]
 
 
 class TransferAgent(BaseAgent):
-    """Plays, at every episode, the sequence that is best on average over ``train_seeds``.
+    """Plays, at every episode, the sequence that is best on average over the training trees.
 
     On a table replay (``LossAgent/Tabular-v0``), :meth:`prepare` searches every preset
-    sequence of the env's horizon exhaustively on the training seeds' validation values
-    (:meth:`~lossagent_env.tabular.TabularEnv.oracle_on_means`; with one seed, that
-    seed's oracle) and keeps the best one; each episode plays it stage by stage and
-    ignores what it observes. Its training budget is every sequence of every training
-    seed (``K**T x len(train_seeds)`` episodes, read from the table), recorded in its
-    notes.
+    sequence of the env's horizon exhaustively on the training trees' validation values
+    (:meth:`~lossagent_env.tabular.TabularEnv.oracle_on_means`; with one tree, its
+    oracle) and keeps the best one; each episode plays it stage by stage and ignores
+    what it observes. The training trees are every replicate of the table's training
+    instances (a table of instances, format 2), or ``train_seeds``. Its training budget
+    is every sequence of every training tree (``K**T x trees`` episodes, read from the
+    table): :meth:`budget`, recorded in every result row.
 
     Args:
-        train_seeds: Seeds of the table to learn the sequence on (at least one).
+        train_seeds: Table seeds (trees) to learn the sequence on (at least one);
+            None: the training instances' replicates on a table of instances, the
+            seeds 0, 1, 2 on a table of format 1. On a table of instances, a seed of a
+            test instance is refused.
 
     Raises:
         ValueError: No train seeds, a seed that is not a non-negative integer (at
-            construction); at :meth:`prepare`, an env that is not a table replay or a
-            seed the table does not hold.
+            construction); at :meth:`prepare`, an env that is not a table replay, a
+            seed the table does not hold, or the seed of a test instance.
     """
 
     name = "transfer"
 
-    def __init__(self, train_seeds: Sequence[int] = (0, 1, 2)) -> None:
+    def __init__(self, train_seeds: Sequence[int] | None = None) -> None:
         super().__init__()
         seeds = list(train_seeds) if isinstance(train_seeds, (list, tuple)) else None
-        if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        if train_seeds is not None and (
+            not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        ):
             raise ValueError(
-                f"TransferAgent(train_seeds={train_seeds!r}) is not allowed. Allowed: a non-empty "
-                "list of table seeds (integers >= 0)."
+                f"TransferAgent(train_seeds={train_seeds!r}) is not allowed. Allowed: None, or a "
+                "non-empty list of table seeds (integers >= 0)."
             )
         self.train_seeds = seeds
         self.sequence: list[int] | None = None
+        self._trees: list[int] = []
+        self._instances: list[str] | None = None
         self._budget = 0
 
     def prepare(self, env: gym.Env) -> None:
@@ -61,12 +70,46 @@ class TransferAgent(BaseAgent):
                 f"TransferAgent searches the training seeds' sequences in a table; {type(table).__name__} "
                 "is not one. Allowed: LossAgent/Tabular-v0."
             )
-        if len(self.train_seeds) == 1:
-            best = table.oracle(seed=self.train_seeds[0])
+        trees = self._training_trees(table)
+        if len(trees) == 1:
+            best = table.oracle(seed=trees[0])
         else:
-            best = table.oracle_on_means(seeds=self.train_seeds)
+            best = table.oracle_on_means(seeds=trees)
         self.sequence = [int(a) for a in best["actions"]]
-        self._budget = len(table.preset_names) ** table.max_stages * len(self.train_seeds)
+        self._trees = trees
+        self._budget = len(table.preset_names) ** table.max_stages * len(trees)
+
+    def _training_trees(self, table: Any) -> list[int]:
+        """The table seeds to learn on (see ``train_seeds``)."""
+        if table.table.format_version == 1:
+            return list(self.train_seeds or (0, 1, 2))
+        if self.train_seeds is None:
+            view = training_env(table, "TransferAgent")
+            self._instances = [i.name for i in view.instances]
+            return list(view.seeds)
+        for seed in self.train_seeds:
+            try:
+                instance = table.table.instance_of(seed)
+            except KeyError as e:
+                raise ValueError(e.args[0]) from None
+            if instance.split != "train":
+                raise ValueError(
+                    f"TransferAgent(train_seeds={self.train_seeds!r}): seed {seed} is a replicate of "
+                    f"the {instance.split} instance {instance.name!r}; tuning on it would read what "
+                    f"the agent is scored on. Allowed: seeds of the training instances {table.splits['train']}, "
+                    "or None for all of them."
+                )
+        self._instances = sorted({table.table.instance_of(s).name for s in self.train_seeds})
+        return list(self.train_seeds)
+
+    def budget(self) -> dict[str, Any] | None:
+        """The training budget: every sequence of every training tree, read from the table."""
+        if self.sequence is None:
+            return None
+        out: dict[str, Any] = {"train_episodes": self._budget, "train_trees": list(self._trees)}
+        if self._instances is not None:
+            out["train_instances"] = list(self._instances)
+        return out
 
     def _reset(self) -> None:
         assert self.spec is not None
@@ -80,7 +123,7 @@ class TransferAgent(BaseAgent):
         action = self.sequence[min(self.t, len(self.sequence) - 1)]
         self._notes = {
             "preset": self.spec.preset_names[action],
-            "train_seeds": list(self.train_seeds),
+            "train_seeds": list(self._trees),
             "train_episodes": self._budget,
         }
         return action

@@ -881,4 +881,7 @@ def _scores_json(scores: TabularScores) -> dict[str, Any]:
             o: {**entry, "value": {split: list(v) for split, v in entry["value"].items()}}
             for o, entry in scores.scheduling.items()
         },
+        "by_instance": scores.by_instance,
+        "admission": scores.admission,
+        "beats_static": scores.beats_static,
     }

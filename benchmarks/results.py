@@ -239,6 +239,12 @@ class ResultRow(TypedDict):
     """The device the run trained on (``"cpu"``, ``"cuda:1"``)."""
     preset: NotRequired[str | None]
     """On a preset env (a table replay), the name of the preset played; else null."""
+    instance: NotRequired[str | None]
+    """On a table of problem instances, the instance the episode played; else null."""
+    budget: NotRequired[dict[str, Any] | None]
+    """The agent's training budget before the episode (``train_episodes``,
+    ``train_steps``, ``examples``, what it read of the training instances), from its
+    ``budget()``; null for an agent that trains on nothing."""
 
 
 def _consistent(row: ResultRow) -> ResultRow:

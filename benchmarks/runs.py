@@ -32,6 +32,8 @@ network, because the env's ``reset(seed=...)`` is deterministic.
 ``train_s``, ``eval_s``     seconds of this stage's training and evaluation
 ``device``                  the device the run trained on (``"cpu"``, ``"cuda:1"``)
 ``preset``                  on a preset env (a table replay), the preset played, else null
+``instance``                on a table of problem instances, the instance played, else null
+``budget``                  the agent's training budget (its ``budget()``), else null
 ==========================  ===========================================================
 """
 
@@ -215,6 +217,8 @@ def execute_run(spec: RunSpec, out: str | os.PathLike[str] | None, emit: Emit) -
             # only; run_episode calls prepare again, which is then a no-op / rebinding.
             prepare(logger_env.env)
 
+        budget = getattr(agent, "budget", None)
+
         def on_stage(stage: Any, stage_env: gym.Env) -> None:
             nonlocal count
             count += 1
@@ -249,6 +253,8 @@ def execute_run(spec: RunSpec, out: str | os.PathLike[str] | None, emit: Emit) -
                     "eval_s": float(timings.get("eval_seconds", 0.0)),
                     "device": str(getattr(stage_env.unwrapped, "device", "cpu")),
                     "preset": stage.preset,
+                    "instance": _instance(stage_env),
+                    "budget": jsonable(budget()) if callable(budget) else None,
                 }
             )
 
@@ -261,6 +267,12 @@ def execute_run(spec: RunSpec, out: str | os.PathLike[str] | None, emit: Emit) -
             f"{spec.max_stages}. The agent or env stopped the episode early."
         )
     return count
+
+
+def _instance(env: Any) -> str | None:
+    """The problem instance a table replay of format 2 plays, else None."""
+    table = getattr(env.unwrapped, "table", None)
+    return str(env.unwrapped.instance) if getattr(table, "format_version", 1) >= 2 else None
 
 
 def run_task(spec: RunSpec, context: Context, *, out: str | None) -> int:

@@ -18,6 +18,19 @@ Suite file section (every key is documented in :class:`TableModel`)::
     structure = { l1 = 1.0, ssim = 1.0 }
     edges = [1.0, 0.0, 0.5]                 # or one weight per loss, in loss order
 
+A table of problem instances (format 2) lists them instead of ``seeds``, with the
+number of replicates of each; instance ``i`` gets the seeds ``i * replicates`` to
+``(i + 1) * replicates - 1``::
+
+    [table]
+    replicates = 3
+
+    [[table.instances]]
+    name = "photos"
+    split = "train"                         # or "test"
+    kwargs = { dataset = "skimage:photos" } # added to (or replacing) [table.env]'s kwargs
+    # id = "LossAgent/Denoising-v0"         # another env id (default: [table.env]'s)
+
 Other sections of the file (a bench suite's agents, objectives) are read by
 :mod:`benchmarks.suite`; errors are the same :class:`~benchmarks.suite.SuiteError`,
 located by file, line and key. The build itself is :mod:`benchmarks.tabulate`.
@@ -31,7 +44,9 @@ import tomllib
 from collections import Counter
 from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import lossagent_env
 from benchmarks.suite import EnvEntry, SuiteError, read_suite_file
@@ -40,11 +55,24 @@ from lossagent_env.config import EnvConfig
 from lossagent_env.losses import offline_losses
 from lossagent_env.metrics import metric_info, metric_names
 from lossagent_env.registry import unknown_name_message
-from lossagent_env.tabular.build import RESERVED_ENV_KWARGS, TableSpec
+from lossagent_env.tabular.build import RESERVED_ENV_KWARGS, InstanceSpec, TableSpec
 from lossagent_env.tabular.replay import check_seeds
 from lossagent_env.wrappers import resolve_presets
 
 __all__ = ["TableModel", "load_table_spec", "table_spec_from_text"]
+
+
+class InstanceModel(BaseModel):
+    """One ``[[table.instances]]`` entry: a problem instance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Unique name of the instance.")
+    split: Literal["train", "test"] = Field(description="'train': agents tune on it; 'test': scored only.")
+    id: str | None = Field(default=None, description="Env id (default: [table.env]'s).")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="gym.make kwargs added to (or replacing) [table.env]'s."
+    )
 
 
 class TableModel(BaseModel):
@@ -58,7 +86,16 @@ class TableModel(BaseModel):
         "goes here too. Not objective or max_stages: the table sets them."
     )
     stages: int = Field(ge=1, description="Depth T: stages of every preset sequence.")
-    seeds: list[int] = Field(min_length=1, description="Episode seeds, one tree each.")
+    seeds: list[int] | None = Field(
+        default=None, min_length=1,
+        description="Episode seeds, one tree each (a table without instances; required there).",
+    )
+    replicates: int | None = Field(
+        default=None, ge=1, description="Seeds per instance (a table with instances; required there)."
+    )
+    instances: list[InstanceModel] | None = Field(
+        default=None, min_length=1, description="Problem instances (format 2), in order."
+    )
     presets: dict[str, dict[str, float] | list[float]] = Field(
         min_length=1,
         description="Ordered name -> {loss = weight} (others 0) or a full weight vector, "
@@ -71,8 +108,31 @@ class TableModel(BaseModel):
 
     @field_validator("seeds")
     @classmethod
-    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        return check_seeds(seeds)
+    def _unique_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        return None if seeds is None else check_seeds(seeds)
+
+    @field_validator("instances")
+    @classmethod
+    def _unique_names(cls, instances: list[InstanceModel] | None) -> list[InstanceModel] | None:
+        repeated = sorted(n for n, c in Counter(i.name for i in instances or ()).items() if c > 1)
+        if repeated:
+            raise ValueError(f"instance names must be unique; repeated: {repeated}")
+        return instances
+
+    @model_validator(mode="after")
+    def _seeds_or_instances(self) -> TableModel:
+        if self.instances is None:
+            if self.seeds is None:
+                raise ValueError("give seeds (one tree each), or instances with replicates")
+            if self.replicates is not None:
+                raise ValueError("replicates is for a table with instances; give instances, or drop it")
+        else:
+            if self.seeds is not None:
+                raise ValueError("a table with instances takes replicates, not seeds (each instance's "
+                                 "seeds follow from its position)")
+            if self.replicates is None:
+                raise ValueError("a table with instances needs replicates (seeds per instance)")
+        return self
 
     @field_validator("metrics")
     @classmethod
@@ -124,34 +184,43 @@ def table_spec_from_text(text: str, source: str = "<string>") -> TableSpec:
         message = error["msg"]
         if error["type"] == "extra_forbidden":
             models: dict[tuple, type[BaseModel]] = {("table",): TableModel, ("table", "env"): EnvEntry}
-            parent = models.get(loc[:-1])
+            parent = models.get(loc[:-1]) or (InstanceModel if "instances" in loc[:-1] else None)
             message = unknown_name_message("key", loc[-1], list(parent.model_fields) if parent else [])
         elif error["type"] == "missing":
             message = "required key is missing"
         raise fail(loc, message) from None
     _check_names(model, fail)
+    r = model.replicates or 0
     return TableSpec(
         env_id=model.env.id,
         env_kwargs=dict(model.env.kwargs),
         presets=dict(model.presets),
         metrics=tuple(model.metrics),
-        seeds=tuple(model.seeds),
+        seeds=tuple(model.seeds or ()),
         stages=model.stages,
         threads=model.threads,
         description=model.description,
+        instances=tuple(
+            InstanceSpec(inst.name, inst.split, dict(inst.kwargs), tuple(range(i * r, (i + 1) * r)), inst.id)
+            for i, inst in enumerate(model.instances or ())
+        ),
     )
 
 
 def _check_names(model: TableModel, fail: Callable[[tuple, str], SuiteError]) -> None:
     """Env id, env kwargs, metric and loss names against the registries."""
-    if model.env.id not in lossagent_env.ENV_IDS:
-        raise fail(("table", "env", "id"), unknown_name_message("env id", model.env.id, lossagent_env.ENV_IDS))
     fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"task", *RESERVED_ENV_KWARGS}
-    for key in model.env.kwargs:
-        if key in RESERVED_ENV_KWARGS:
-            raise fail(("table", "env", "kwargs", key), "set by the table (metrics, stages), not in env kwargs")
-        if key not in fields:
-            raise fail(("table", "env", "kwargs", key), unknown_name_message("EnvConfig field", key, fields))
+    envs = [(("table", "env"), model.env.id, model.env.kwargs)] + [
+        (("table", "instances", i), inst.id, inst.kwargs) for i, inst in enumerate(model.instances or ())
+    ]
+    for where, env_id, kwargs in envs:
+        if env_id is not None and env_id not in lossagent_env.ENV_IDS:
+            raise fail((*where, "id"), unknown_name_message("env id", env_id, lossagent_env.ENV_IDS))
+        for key in kwargs:
+            if key in RESERVED_ENV_KWARGS:
+                raise fail((*where, "kwargs", key), "set by the table (metrics, stages), not in env kwargs")
+            if key not in fields:
+                raise fail((*where, "kwargs", key), unknown_name_message("EnvConfig field", key, fields))
     known = metric_names()
     for i, metric in enumerate(model.metrics):
         if metric not in known:

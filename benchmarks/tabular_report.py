@@ -144,6 +144,15 @@ class TabularScores:
         scheduling: ``{objective: TabularEnv.oracle_on_means() over every seed of the
             table}``: the value of scheduling on replicate means, with its noise band
             (see :data:`SCHEDULING_Z`).
+        by_instance: Scored on a table of problem instances (format 2): ``cells`` are
+            per (objective, instance), with ``value``, ``se``, ``z`` of scheduling;
+            ``runs`` have ``instance``, ``replicate``, ``normalized`` (against the best
+            static preset), ``normalized_ref`` (against the reference preset),
+            ``gain_vs_static`` and ``budget``.
+        admission: ``{objective: admission(env)}`` (format 2).
+        beats_static: ``{objective: {agent: {"gain", "se", "z", "runs", "verdict"}}}``:
+            the mean gain of the agent's runs over the best static preset on the same
+            trees (format 2).
     """
 
     runs: list[dict[str, Any]] = field(default_factory=list)
@@ -154,6 +163,9 @@ class TabularScores:
     profiles: dict[str, list[float]] = field(default_factory=dict)
     reference: str = ""
     scheduling: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_instance: bool = False
+    admission: dict[str, dict[str, Any]] = field(default_factory=dict)
+    beats_static: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -262,6 +274,8 @@ def score_tabular(
         env = gym.make(TABULAR_ENV_ID, **kwargs, objective=spec, max_stages=depth).unwrapped
         assert isinstance(env, TabularEnv)  # the id's entry point
         envs[label] = env
+    if next(iter(envs.values()), None) is not None and next(iter(envs.values())).table.format_version >= 2:
+        return _score_instances(runs, envs, depth, result)
     cells: dict[tuple[str, int], dict[str, Any]] = {}
     for run_rows in runs.values():
         first = run_rows[0]
@@ -274,17 +288,8 @@ def score_tabular(
         if key not in cells:
             cells[key] = _cell(env, label, seed, depth)
         cell = cells[key]
-        presets = [row.get("preset") for row in run_rows]
-        if None in presets:
-            raise ValueError(f"Run {first['run']!r} has rows without a preset; it did not run on a table.")
-        unknown = [(row["stage"], p) for row, p in zip(run_rows, presets, strict=True) if p not in env.preset_names]
-        if unknown:
-            stage, preset = unknown[0]
-            raise BenchmarkError(
-                f"Stage {stage} of run {first['run']!r} played preset {preset!r}, which the table "
-                f"does not have. Allowed: {list(env.preset_names)}"
-            )
-        indices = [env.preset_names.index(p) for p in presets]
+        indices = _played(env, run_rows)
+        presets = [env.preset_names[i] for i in indices]
         j = env.final_objective(indices, split="test", seed=seed)
         normalized = (j - cell["J_ref"]) / (cell["J_oracle"] - cell["J_ref"]) if cell["defined"] else None
         result.runs.append(
@@ -302,6 +307,153 @@ def score_tabular(
     return result
 
 
+def _played(env: Any, run_rows: Sequence[ResultRow]) -> list[int]:
+    """The preset indices a run played.
+
+    Raises:
+        ValueError: A row without a preset (the run did not play a table).
+        BenchmarkError: A preset the table does not have.
+    """
+    first = run_rows[0]
+    presets = [row.get("preset") for row in run_rows]
+    if None in presets:
+        raise ValueError(f"Run {first['run']!r} has rows without a preset; it did not run on a table.")
+    unknown = [(row["stage"], p) for row, p in zip(run_rows, presets, strict=True) if p not in env.preset_names]
+    if unknown:
+        stage, preset = unknown[0]
+        raise BenchmarkError(
+            f"Stage {stage} of run {first['run']!r} played preset {preset!r}, which the table "
+            f"does not have. Allowed: {list(env.preset_names)}"
+        )
+    return [env.preset_names.index(p) for p in presets]
+
+
+def _score_instances(
+    runs: Mapping[str, Sequence[ResultRow]], envs: Mapping[str, Any], depth: int, result: TabularScores
+) -> TabularScores:
+    """Scores on a table of problem instances (format 2): against the best static preset.
+
+    Per (objective, instance) cell, on the instance's replicate means: the oracle and the
+    best static preset chosen on validation, compared on test, paired by replicate
+    (:meth:`~lossagent_env.tabular.TabularEnv.oracle_on_means`). A run's score is
+    ``(J - J_static) / (J_oracle - J_static)`` with the means of its instance; cells where
+    the oracle does not beat the best static preset by :data:`SCHEDULING_Z` standard
+    errors on test have none. Objectives must pass :func:`admission`.
+    """
+    result.by_instance = True
+    for label, env in envs.items():
+        result.reference = env.preset_names[0]
+        result.admission[label] = admission(env)
+        for inst in env.instances:
+            entry = env.oracle_on_means(instance=inst.name, z=SCHEDULING_Z)
+            (value, se), (value_val, se_val) = entry["value"]["test"], entry["value"]["val"]
+            j_oracle, j_static = entry["means"]["oracle"]["test"], entry["means"]["static"]["test"]
+            j_ref = float(np.mean([env.final_objective([0] * depth, "test", tree=t) for t in inst.seeds]))
+            result.cells.append(
+                {
+                    "objective": label, "instance": inst.name, "oracle": entry["presets"],
+                    "static": entry["best_static"]["preset"], "J_oracle": j_oracle, "J_static": j_static,
+                    "J_ref": j_ref, "value": value, "se": se, "value_val": value_val, "se_val": se_val,
+                    "z": _z(value, se), "ties": entry["ties"], "replicates": entry["replicates"],
+                    "defined": bool(value > 0 and _z(value, se) >= SCHEDULING_Z),
+                }
+            )
+    cells = {(c["objective"], c["instance"]): c for c in result.cells}
+    for run_rows in runs.values():
+        first = run_rows[0]
+        label, seed = first["objective"], int(first["seed"])
+        if label not in envs:
+            continue
+        env = envs[label]
+        indices = _played(env, run_rows)
+        tree = env.tree_of(seed)
+        instance = env.table.instance_of(tree)
+        cell = cells[(label, instance.name)]
+        j = env.final_objective(indices, "test", tree=tree)
+        static = env.final_objective([env.preset_names.index(cell["static"])] * depth, "test", tree=tree)
+        spread, spread_ref = cell["J_oracle"] - cell["J_static"], cell["J_oracle"] - cell["J_ref"]
+        result.runs.append(
+            {
+                "agent": first["agent"], "objective": label, "seed": seed, "instance": instance.name,
+                "replicate": instance.seeds.index(tree), "presets": [env.preset_names[i] for i in indices],
+                "J": j, "J_val": env.final_objective(indices, "val", tree=tree),
+                "normalized": (j - cell["J_static"]) / spread if cell["defined"] else None,
+                "normalized_ref": (j - cell["J_ref"]) / spread_ref if spread_ref > 0 else None,
+                "gain_vs_static": j - static, "regret": cell["J_oracle"] - j,
+                "budget": first.get("budget"),
+            }
+        )
+    _beats_static(result)
+    _aggregate(result, task_of=lambda run: (run["objective"], run["instance"]), run_of=lambda run: run["replicate"],
+               admitted={o for o, a in result.admission.items() if a["admitted"]})
+    return result
+
+
+ADMIT_RANK = 0.8
+"""An objective is kept in a table's aggregate only where validation ranks the sequences
+as test does: the mean over instances of the Spearman correlation of their replicate-mean
+``J`` on the two splits is at least this (agents choose on validation; they are scored on
+test)."""
+
+
+def admission(env: Any) -> dict[str, Any]:
+    """Whether an objective passes the admission rule of a table of instances.
+
+    The rule: (1) the val/test rank agreement (:data:`ADMIT_RANK`), measured on every
+    instance of the table, train and test; (2) on at least one of the env's (test)
+    instances, the oracle beats the best static preset by :data:`SCHEDULING_Z` standard
+    errors on test (else no run has a score).
+
+    Returns:
+        ``{"rank_agreement": mean, "per_instance": {name: rho}, "beyond_noise": n,
+        "instances": m, "admitted": bool, "reason": text}``.
+    """
+    from scipy.stats import spearmanr
+
+    every = env.with_instances("all")
+    per_instance: dict[str, float] = {}
+    for inst in every.instances:
+        means = every.sequence_means(inst.name)
+        ok = np.isfinite(means["val"]) & np.isfinite(means["test"])
+        per_instance[inst.name] = float(spearmanr(means["val"][ok], means["test"][ok]).statistic) if ok.sum() > 2 else math.nan
+    rank = float(np.nanmean(list(per_instance.values()))) if per_instance else math.nan
+    beyond = 0
+    for inst in env.instances:
+        (value, se) = env.oracle_on_means(instance=inst.name, z=SCHEDULING_Z)["value"]["test"]
+        beyond += value > 0 and _z(value, se) >= SCHEDULING_Z
+    reasons = []
+    if not rank >= ADMIT_RANK:
+        reasons.append(f"val/test rank agreement {rank:.2f} < {ADMIT_RANK:g}")
+    if not beyond:
+        reasons.append(f"scheduling beats the best static preset beyond noise on none of {len(env.instances)} instances")
+    return {
+        "rank_agreement": rank, "per_instance": per_instance, "beyond_noise": int(beyond),
+        "instances": len(env.instances), "admitted": not reasons, "reason": "; ".join(reasons) or "passes",
+    }
+
+
+def _z(value: float, se: float) -> float:
+    """``value / se``, infinite for a nonzero value without noise."""
+    if se > 0:
+        return value / se
+    return math.copysign(math.inf, value) if value else 0.0
+
+
+def _beats_static(result: TabularScores) -> None:
+    """Per objective and agent: the mean gain over the best static preset, paired by tree."""
+    gains: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for run in result.runs:
+        gains[(run["objective"], run["agent"])].append(run["gain_vs_static"])
+    for (objective, agent), values in gains.items():
+        mean = float(np.mean(values))
+        se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+        z = _z(mean, se) if math.isfinite(se) else math.nan
+        verdict = "beats" if z >= SCHEDULING_Z else "below" if z <= -SCHEDULING_Z else "within noise"
+        result.beats_static.setdefault(objective, {})[agent] = {
+            "gain": mean, "se": se, "z": z, "runs": len(values), "verdict": verdict,
+        }
+
+
 def _cell(env: Any, label: str, seed: int, depth: int) -> dict[str, Any]:
     oracle = env.oracle(seed=seed)
     static = oracle["best_static"]["preset"]
@@ -316,30 +468,48 @@ def _cell(env: Any, label: str, seed: int, depth: int) -> dict[str, Any]:
     }
 
 
-def _aggregate(result: TabularScores) -> None:
-    """IQM, probability of improvement and performance profiles with rliable."""
+def _aggregate(
+    result: TabularScores,
+    task_of: Callable[[dict[str, Any]], Any] = lambda run: run["objective"],
+    run_of: Callable[[dict[str, Any]], Any] = lambda run: run["seed"],
+    admitted: set[str] | None = None,
+) -> None:
+    """IQM, probability of improvement and performance profiles with rliable.
+
+    Args:
+        result: Scores with ``runs``; the aggregates are filled in.
+        task_of: A run's task (rliable's columns): its objective, or (objective,
+            instance) on a table of instances.
+        run_of: A run's index within its task (rliable's rows): its seed, or its
+            replicate on a table of instances.
+        admitted: Objectives that may enter the aggregates (None: all).
+    """
     from rliable import library as rly
     from rliable import metrics
 
-    by_agent: dict[str, dict[tuple[str, int], float]] = defaultdict(dict)
+    def objective_of(task: Any) -> str:
+        return task[0] if isinstance(task, tuple) else task
+
+    by_agent: dict[str, dict[tuple[Any, Any], float]] = defaultdict(dict)
     for run in result.runs:
-        if run["normalized"] is not None:
-            by_agent[run["agent"]][(run["objective"], run["seed"])] = run["normalized"]
+        if run["normalized"] is not None and (admitted is None or run["objective"] in admitted):
+            by_agent[run["agent"]][(task_of(run), run_of(run))] = run["normalized"]
     if not by_agent:
         return
     # Every agent on the same cells: those all of them have (equal budgets, same seeds).
     common = set.intersection(*(set(scores) for scores in by_agent.values()))
-    objectives = sorted({objective for objective, _ in common})
-    seeds = sorted({seed for _, seed in common})
-    complete = [o for o in objectives if all((o, s) in common for s in seeds)]
+    tasks = sorted({task for task, _ in common}, key=str)
+    rows = sorted({row for _, row in common})
+    complete = [t for t in tasks if all((t, r) in common for r in rows)]
     matrices = {
-        agent: np.array([[scores[(o, s)] for o in complete] for s in seeds], np.float64)
+        agent: np.array([[scores[(t, r)] for t in complete] for r in rows], np.float64)
         for agent, scores in by_agent.items()
-    }  # (runs = seeds, tasks = objectives), as rliable expects
+    }  # (runs, tasks), as rliable expects
     if complete:
         result.iqm = {a: _triple(e) for a, e in interval_estimates(matrices, metrics.aggregate_iqm).items()}
-        for j, objective in enumerate(complete):
-            per = {a: m[:, j : j + 1] for a, m in matrices.items()}
+        for objective in dict.fromkeys(map(objective_of, complete)):
+            columns = [j for j, t in enumerate(complete) if objective_of(t) == objective]
+            per = {a: m[:, columns] for a, m in matrices.items()}
             result.iqm_by_objective[objective] = {
                 a: _triple(e) for a, e in interval_estimates(per, metrics.aggregate_iqm).items()
             }
@@ -360,6 +530,8 @@ def _aggregate(result: TabularScores) -> None:
 
 def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> str:
     """The report's section on scores against the optimum (one Markdown block)."""
+    if scores.by_instance:
+        return _instances_markdown(scores, plots)
     lines = ["## Scores against the optimum (test split)", ""]
     undefined = [c for c in scores.cells if not c["defined"]]
     lines += [
@@ -429,20 +601,146 @@ def tabular_markdown(scores: TabularScores, plots: Mapping[str, str]) -> str:
             "",
         ]
     lines += _scheduling_markdown(scores.scheduling)
-    if scores.improvement:
-        names = sorted({x for x, _ in scores.improvement})
-        lines += ["Probability of improvement P(row > column) [95% interval]:", "",
-                  "| | " + " | ".join(map(markdown_text, names)) + " |", "|---|" + "---|" * len(names)]
-        for x in names:
-            cells_ = []
-            for y in names:
-                p = scores.improvement.get((x, y))
-                cells_.append("-" if p is None else f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]")
-            lines.append(f"| {markdown_text(x)} | " + " | ".join(cells_) + " |")
-        lines.append("")
+    lines += _improvement_markdown(scores)
     for title, path in plots.items():
         lines += [f"![{title}]({path})", ""]
     return "\n".join(lines).strip("\n")
+
+
+def _improvement_markdown(scores: TabularScores) -> list[str]:
+    if not scores.improvement:
+        return []
+    names = sorted({x for x, _ in scores.improvement})
+    lines = ["Probability of improvement P(row > column) [95% interval]:", "",
+             "| | " + " | ".join(map(markdown_text, names)) + " |", "|---|" + "---|" * len(names)]
+    for x in names:
+        cells = []
+        for y in names:
+            p = scores.improvement.get((x, y))
+            cells.append("-" if p is None else f"{p[0]:.2f} [{p[1]:.2f}, {p[2]:.2f}]")
+        lines.append(f"| {markdown_text(x)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _interval(triple: Sequence[float] | None) -> str:
+    return "-" if triple is None else f"{triple[0]:.3f} [{triple[1]:.3f}, {triple[2]:.3f}]"
+
+
+def _instances_markdown(scores: TabularScores, plots: Mapping[str, str]) -> str:
+    """The section on a table of problem instances: scores against the best static preset."""
+    z = f"{SCHEDULING_Z:g}"
+    lines = [
+        "## Does anyone beat the best static preset, beyond noise? (test instances)",
+        "",
+        "Every run is scored on the test split of a test instance (problems whose images no "
+        "agent tuned on). Per (objective, instance), on the mean over the instance's "
+        "replicates (trainings that differ only in their randomness): the oracle (the best "
+        "preset sequence) and the best static preset (one preset held for every stage) are "
+        "chosen on validation and compared on test, paired by replicate. The value of "
+        f"scheduling (oracle - best static) is beyond noise at {z} standard errors or more.",
+        "",
+        f"Normalized score = (J - J_static) / (J_oracle - J_static) on test: 1 is the oracle, "
+        "0 the best static preset. Cells where scheduling is not beyond noise have no "
+        f"normalized score and are counted below. Secondary: against the reference preset "
+        f"`{scores.reference}` held for every stage, (J - J_ref) / (J_oracle - J_ref).",
+        "",
+        "### Objectives: the admission rule",
+        "",
+        f"An objective enters the aggregates when validation ranks the sequences as test does "
+        f"(mean Spearman correlation over all instances >= {ADMIT_RANK:g}) and scheduling is "
+        "beyond noise on at least one test instance.",
+        "",
+        "| objective | val/test rank agreement | instances beyond noise | admitted |",
+        "|---|---|---|---|",
+    ]
+    for objective, entry in scores.admission.items():
+        verdict = "yes" if entry["admitted"] else f"no: {entry['reason']}"
+        lines.append(
+            f"| {markdown_text(objective)} | {entry['rank_agreement']:.2f} | "
+            f"{entry['beyond_noise']} of {entry['instances']} | {markdown_text(verdict)} |"
+        )
+    lines += [
+        "",
+        "### The value of scheduling, per test instance",
+        "",
+        "| objective | instance | oracle | best static | value (test) ± se | z | value (val) ± se | ties | scored |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in scores.cells:
+        lines.append(
+            f"| {markdown_text(c['objective'])} | {markdown_text(c['instance'])} | {' > '.join(c['oracle'])} | "
+            f"{c['static']} | {c['value']:.4g} ± {c['se']:.2g} | {c['z']:.1f} | "
+            f"{c['value_val']:.4g} ± {c['se_val']:.2g} | {c['ties']} | {'yes' if c['defined'] else 'no (within noise)'} |"
+        )
+    excluded = [c for c in scores.cells if not c["defined"]]
+    per_objective = defaultdict(int)
+    for c in excluded:
+        per_objective[c["objective"]] += 1
+    if excluded:
+        lines += ["", "Cells without a normalized score (scheduling within noise): " + ", ".join(
+            f"{markdown_text(o)}: {n} of {sum(c['objective'] == o for c in scores.cells)}" for o, n in per_objective.items()
+        ) + "."]
+    lines += [
+        "",
+        "### Each agent against the best static preset",
+        "",
+        f"Mean gain of the agent's final J over the best static preset's on the same "
+        f"replicate (test split) ± its standard error over the agent's runs; \"beats\" at "
+        f"{z} standard errors or more.",
+        "",
+        "| objective | agent | gain ± se | z | runs | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for objective, agents in scores.beats_static.items():
+        for agent, g in sorted(agents.items(), key=lambda kv: -kv[1]["gain"]):
+            lines.append(
+                f"| {markdown_text(objective)} | {markdown_text(agent)} | {g['gain']:.4g} ± {g['se']:.2g} | "
+                f"{g['z']:.1f} | {g['runs']} | {g['verdict']} |"
+            )
+    lines += ["", "### IQM of the normalized scores", ""]
+    if scores.iqm:
+        objectives = list(scores.iqm_by_objective)
+        secondary = defaultdict(list)
+        for run in scores.runs:
+            if run["normalized_ref"] is not None:
+                secondary[run["agent"]].append(run["normalized_ref"])
+        lines += [
+            "IQM over the scored (objective, instance, replicate) runs of admitted objectives "
+            "[95% stratified bootstrap interval] (rliable); last column: the mean score "
+            f"against the reference preset `{scores.reference}` (every run).",
+            "",
+            "| agent | IQM vs best static | " + " | ".join(map(markdown_text, objectives)) + " | mean vs reference |",
+            "|---|---|" + "---|" * len(objectives) + "---|",
+        ]
+        for agent, triple in sorted(scores.iqm.items(), key=lambda kv: -kv[1][0]):
+            per = " | ".join(_interval(scores.iqm_by_objective[o].get(agent)) for o in objectives)
+            lines.append(
+                f"| {markdown_text(agent)} | {_interval(triple)} | {per} | {_mean(secondary.get(agent, [])):.3f} |"
+            )
+    else:
+        lines.append("No run has a normalized score: no admitted objective has a cell beyond noise.")
+    budgets: dict[str, Any] = {}
+    for run in scores.runs:
+        budgets.setdefault(run["agent"], run.get("budget"))
+    lines += [
+        "",
+        "### Training budgets (on the training instances)",
+        "",
+        "| agent | budget |",
+        "|---|---|",
+        *[f"| {markdown_text(a)} | {markdown_text(_budget_text(b))} |" for a, b in budgets.items()],
+        "",
+    ]
+    lines += _improvement_markdown(scores)
+    for title, path in plots.items():
+        lines += [f"![{title}]({path})", ""]
+    return "\n".join(lines).strip("\n")
+
+
+def _budget_text(budget: Mapping[str, Any] | None) -> str:
+    if not budget:
+        return "none (zero-shot, or learns within the episode only)"
+    return ", ".join(f"{k.replace('_', ' ')} {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in budget.items())
 
 
 def _scheduling_markdown(scheduling: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -496,7 +794,8 @@ def plot_scores(scores: TabularScores, out_dir: str | os.PathLike[str]) -> dict[
     errors = np.array([[scores.iqm[a][0] - scores.iqm[a][1], scores.iqm[a][2] - scores.iqm[a][0]] for a in order]).T
     ax.barh([plain_text(a) for a in order], points, xerr=errors, color="tab:blue", alpha=0.7, capsize=3)
     ax.axvline(1.0, color="black", linestyle="--", linewidth=1, label="oracle")
-    ax.axvline(0.0, color="gray", linestyle=":", linewidth=1, label=f"reference ({scores.reference})")
+    zero = "best static preset" if scores.by_instance else f"reference ({scores.reference})"
+    ax.axvline(0.0, color="gray", linestyle=":", linewidth=1, label=zero)
     ax.set_xlabel("IQM of the normalized score (test split), 95% stratified bootstrap")
     ax.legend(fontsize="small", loc="lower right")
     ax.grid(alpha=0.3, axis="x")

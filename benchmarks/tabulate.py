@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import math
 import os
@@ -351,6 +352,7 @@ def _build(spec: TableSpec, executor: Executor, output: Output, *, progress: boo
             result.computed += 1
             result.nodes += len(records)
 
+        t0 = time.perf_counter()
         try:
             failed = executor.map(
                 functools.partial(_unit_task, spec),
@@ -360,6 +362,8 @@ def _build(spec: TableSpec, executor: Executor, output: Output, *, progress: boo
             )
         finally:
             bar.close()
+            if result.computed:
+                _add_build_seconds(db, time.perf_counter() - t0)
     finally:
         db.close()
     result.failures = [_unit_failure(f.key, f.error) for f in failed]
@@ -373,6 +377,16 @@ def _build(spec: TableSpec, executor: Executor, output: Output, *, progress: boo
             result.failures,
         )
     return result
+
+
+def _add_build_seconds(db: sqlite3.Connection, seconds: float) -> None:
+    """Add this call's wall time to the header's ``build.seconds`` (the measured build
+    time, summed over the calls of a resumed build)."""
+    (text,) = db.execute("SELECT value FROM header WHERE key = 'build'").fetchone() or ("{}",)
+    build = json.loads(text) or {}
+    build["seconds"] = round(float(build.get("seconds", 0.0)) + seconds, 1)
+    with db:
+        db.execute("INSERT OR REPLACE INTO header VALUES ('build', ?)", (json.dumps(build),))
 
 
 def _unit_task(spec: TableSpec, unit: tuple[int, int], context: Context) -> list[NodeRecord]:

@@ -122,9 +122,14 @@ class EnvConfig:
     ] = field(default_factory=dict)
     """Extra keyword arguments for a named backbone (e.g. ``{"channels": 64}``)."""
 
-    dataset: Annotated[str, Allowed("'skimage', an image folder, or 'paired:<lr_dir>:<hr_dir>'")] = "skimage"
-    """``"skimage"`` (colour photographs shipped with scikit-image, offline), a folder of
-    images (DIV2K-style), or ``"paired:<lr_dir>:<hr_dir>"`` for paired LR/HR folders."""
+    dataset: Annotated[
+        str, Allowed("'skimage', 'skimage:<group>', an image folder, or 'paired:<lr_dir>:<hr_dir>'")
+    ] = "skimage"
+    """``"skimage"`` (colour photographs shipped with scikit-image, offline),
+    ``"skimage:<group>"`` (a group of scikit-image's pictures,
+    :data:`lossagent_env.data.SKIMAGE_GROUPS`, for instances that differ in content), a
+    folder of images (DIV2K-style), or ``"paired:<lr_dir>:<hr_dir>"`` for paired LR/HR
+    folders."""
 
     scale: Annotated[int, Allowed("2 or 4")] = 2
     """Super-resolution factor, 2 or 4 (``task="sr"`` only; 1 for the other tasks)."""

@@ -23,6 +23,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 SKIMAGE_TRAIN = ("astronaut", "hubble_deep_field", "immunohistochemistry", "retina", "rocket")
 SKIMAGE_EVAL = ("chelsea", "coffee", "motorcycle")
 
+SKIMAGE_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "photos": (("astronaut", "coffee", "rocket"), ("chelsea", "motorcycle")),
+    "science": (("hubble_deep_field", "retina"), ("immunohistochemistry",)),
+    "scenes": (("camera", "coins", "page"), ("moon", "text")),
+    "textures": (("brick", "grass"), ("gravel",)),
+}
+"""Disjoint groups of scikit-image's own pictures, ``{name: (training images, evaluation
+images)}``, for problem instances that differ in content (``dataset="skimage:<name>"``):
+colour photographs, colour scientific images (space, microscopy, the retina), grey
+scenes and text, grey textures. Grey pictures are used as three equal channels."""
+
 
 def to_tensor(image: np.ndarray | Image.Image) -> torch.Tensor:
     """An 8-bit RGB image ``(H, W, 3)`` as a float tensor ``(3, H, W)`` in ``[0, 1]``."""
@@ -77,7 +88,8 @@ def load_dataset(dataset: str, eval_fraction: float = 0.1) -> ImageSet:
     """Load a dataset by name.
 
     Args:
-        dataset: ``"skimage"``; a folder of clean images (the last ``eval_fraction`` of the
+        dataset: ``"skimage"``; ``"skimage:<group>"``, a group of
+            :data:`SKIMAGE_GROUPS`; a folder of clean images (the last ``eval_fraction`` of the
             sorted files, at least one, are held out for evaluation); or
             ``"paired:<lr_dir>:<hr_dir>"``, two folders with the same file names.
 
@@ -90,6 +102,15 @@ def load_dataset(dataset: str, eval_fraction: float = 0.1) -> ImageSet:
             train=[_skimage_photo(n) for n in SKIMAGE_TRAIN],
             eval=[_skimage_photo(n) for n in SKIMAGE_EVAL],
         )
+    if dataset.startswith("skimage:"):
+        group = dataset.partition(":")[2]
+        if group not in SKIMAGE_GROUPS:
+            raise ValueError(
+                f"dataset={dataset!r} names no group of scikit-image pictures. Allowed: "
+                + ", ".join(f"'skimage:{g}'" for g in SKIMAGE_GROUPS) + "."
+            )
+        train, held_out = SKIMAGE_GROUPS[group]
+        return ImageSet(train=[_skimage_photo(n) for n in train], eval=[_skimage_photo(n) for n in held_out])
     if dataset.startswith("paired:"):
         parts = dataset.split(":")
         if len(parts) != 3:
@@ -111,7 +132,7 @@ def load_dataset(dataset: str, eval_fraction: float = 0.1) -> ImageSet:
         images = [_load(p) for p in files]
         return ImageSet(images[:-n_eval], images[-n_eval:])
     raise ValueError(
-        f"dataset={dataset!r} is neither 'skimage', an existing folder, "
+        f"dataset={dataset!r} is neither 'skimage', 'skimage:<group>', an existing folder, "
         "nor 'paired:<lr_dir>:<hr_dir>'."
     )
 

@@ -100,3 +100,56 @@ def small_table(tmp_path_factory) -> dict:
     t0 = time.perf_counter()
     tabulate(suite, folder / "small.sqlite", progress=False)
     return {"path": folder / "small.sqlite", "suite": suite, "seconds": time.perf_counter() - t0}
+
+
+INSTANCE_TABLE_TOML = """
+[table]
+description = "2 presets, 2 stages, 4 instances (2 train, 2 test) x 2 replicates of the tiny configuration (tests)"
+stages = 2
+replicates = 2
+metrics = ["psnr", "ssim"]
+
+[table.env]
+id = "LossAgent/SuperResolution-v0"
+kwargs = { patch_size = 32, batch_size = 4, stage_iters = 2, eval_images = 2, eval_size = 64, losses = ["l1", "gradient"], device = "cpu" }
+
+[table.presets]
+pixel = { l1 = 1.0 }
+edges = { l1 = 1.0, gradient = 1.0 }
+
+[[table.instances]]
+name = "photos"
+split = "train"
+kwargs = { dataset = "skimage:photos" }
+
+[[table.instances]]
+name = "scenes"
+split = "train"
+kwargs = { dataset = "skimage:scenes" }
+
+[[table.instances]]
+name = "science"
+split = "test"
+kwargs = { dataset = "skimage:science" }
+
+[[table.instances]]
+name = "noisy"
+split = "test"
+id = "LossAgent/Denoising-v0"
+kwargs = { dataset = "skimage:textures", sigma = 15.0 }
+"""
+"""A table of problem instances (format 2): K=2 presets, T=2 stages, 4 instances, one
+of them another task, 2 replicates each."""
+
+
+@pytest.fixture(scope="session")
+def instance_table(tmp_path_factory) -> dict:
+    """The table of instances, built once per session in this process (one worker):
+    ``{"path": table file, "suite": its suite file}``."""
+    from benchmarks.tabulate import tabulate
+
+    folder = tmp_path_factory.mktemp("instance_table")
+    suite = folder / "instances.toml"
+    suite.write_text(INSTANCE_TABLE_TOML, encoding="utf-8")
+    tabulate(suite, folder / "instances.sqlite", progress=False)
+    return {"path": folder / "instances.sqlite", "suite": suite}

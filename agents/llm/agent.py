@@ -41,7 +41,7 @@ from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, SecretStr
 
 from agents.base import BaseAgent
-from agents.llm.prompts import HISTORY_ORDERS, HistoryRecord, build_messages
+from agents.llm.prompts import HISTORY_ORDERS, ExampleRun, HistoryRecord, build_messages
 from agents.llm.schema import (
     DEFAULT_WEIGHT,
     RATIONALE_MAX_CHARS,
@@ -52,6 +52,7 @@ from agents.llm.schema import (
     validate_preset_answer,
 )
 from agents.spec import AgentSpec
+from agents.tuning import training_env
 from lossagent_env.chat import (
     BASE_URL_ENV_VAR,
     METHODS,
@@ -64,6 +65,9 @@ from lossagent_env.chat import (
 from lossagent_env.chat.structured import check_retry_settings
 
 logger = logging.getLogger(__name__)
+
+MAX_EXAMPLES = 50
+"""Most example runs an LLM agent may be shown (each is a row of its prompt)."""
 
 __all__ = ["BASE_URL_ENV_VAR", "METHODS", "MODEL_ENV_VAR", "LLMAgent", "resolve_chat_model"]
 
@@ -165,6 +169,13 @@ class LLMAgent(BaseAgent):
             (``maxLength``; the embedded model's grammar enforces it). The rationale
             follows the weights and is not part of the history, so it costs answer time
             but does not steer later decisions.
+        examples: Example runs shown after the objective (0: zero-shot). On a table of
+            problem instances, :meth:`prepare` plays ``examples`` whole runs on the
+            table's training instances (:func:`agents.tuning.training_env`): first each
+            preset held for every stage, all on the problem of seed 0, then preset
+            sequences drawn at random (seeded) on the problems of seeds 1, 2, ...; the
+            prompt shows each one's presets and its J at the start and the end. The
+            budget is :meth:`budget`.
 
     Raises:
         ValueError: Unknown ``method`` or ``history``, a negative count, or
@@ -190,9 +201,16 @@ class LLMAgent(BaseAgent):
         backoff_max: float = 8.0,
         initial_weights: Mapping[str, float] | Sequence[float] | None = None,
         rationale_chars: int = RATIONALE_MAX_CHARS,
+        examples: int = 0,
     ) -> None:
         super().__init__(initial_weights=initial_weights)
         check_retry_settings(method, max_retries, transport_retries, backoff_base, backoff_max)
+        if not isinstance(examples, int) or isinstance(examples, bool) or not 0 <= examples <= MAX_EXAMPLES:
+            raise ValueError(f"examples={examples!r} is not allowed. Allowed: an integer in [0, {MAX_EXAMPLES}].")
+        self.examples = examples
+        self.example_runs: list[ExampleRun] = []
+        self._example_instances: list[str] = []
+        self._example_stages = 0
         check_rationale_chars(rationale_chars)
         if history not in HISTORY_ORDERS:
             raise ValueError(f"history={history!r} is unknown. Allowed: {HISTORY_ORDERS}")
@@ -271,6 +289,38 @@ class LLMAgent(BaseAgent):
         self._record_start(info)
         self._notes["model"] = self.model_name
 
+    def prepare(self, env: Any) -> None:
+        """Play the example runs on the training instances (once; see ``examples``)."""
+        if not self.examples or self.example_runs:
+            return
+        view = training_env(env, f"LLMAgent(examples={self.examples})")
+        k, stages = len(view.preset_names), view.max_stages
+        draw = np.random.default_rng(self.examples)
+        sequences = [[p] * stages for p in range(k)][: self.examples]
+        while len(sequences) < self.examples:
+            sequences.append([int(a) for a in draw.integers(k, size=stages)])
+        for i, sequence in enumerate(sequences):
+            _, info = view.reset(seed=max(0, i - k + 1))  # the static runs on one problem, to compare
+            start = float(info["objective"])
+            for action in sequence:
+                info = view.step(action)[-1]
+            self.example_runs.append(
+                ExampleRun(view.instance, tuple(view.preset_names[a] for a in sequence), start, float(info["objective"]))
+            )
+        self._example_instances = [i.name for i in view.instances]
+        self._example_stages = stages
+
+    def budget(self) -> dict[str, Any] | None:
+        """The training budget: the example runs in the prompt (None: zero-shot)."""
+        if not self.example_runs:
+            return None
+        return {
+            "examples": len(self.example_runs),
+            "train_episodes": len(self.example_runs),
+            "train_steps": len(self.example_runs) * self._example_stages,
+            "train_instances": list(self._example_instances),
+        }
+
     def messages(self) -> list[BaseMessage]:
         """The chat messages the next decision sends (without re-asks)."""
         assert self.spec is not None and self._schema is not None
@@ -281,6 +331,7 @@ class LLMAgent(BaseAgent):
             schema=self._schema,
             order=self.history,
             max_history_tokens=self.max_history_tokens,
+            examples=self.example_runs,
         )
 
     def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
@@ -381,4 +432,5 @@ class LLMAgent(BaseAgent):
         )
 
     def __repr__(self) -> str:
-        return f"LLMAgent(model={self.model_name!r}, method={self.method!r}, history={self.history!r})"
+        shown = f", examples={self.examples}" if self.examples else ""
+        return f"LLMAgent(model={self.model_name!r}, method={self.method!r}, history={self.history!r}{shown})"

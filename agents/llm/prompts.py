@@ -4,7 +4,8 @@
    role (choose loss weights for training an image-restoration network), the loss
    repository as a table (name, scale, description), the rules (one weight per loss, in
    ``[0, 1]``, 0 switches a loss off), and the optimisation objective in words and as
-   metrics with their directions. On a preset env (:data:`PRESET_SYSTEM_TEMPLATE`) the
+   metrics with their directions; for an agent given example runs on training problems
+   (:data:`EXAMPLES_TEMPLATE`), those runs after the objective. On a preset env (:data:`PRESET_SYSTEM_TEMPLATE`) the
    presets' weights come with the loss table and the rule is to choose one preset by
    name.
 2. **History prompt** (:data:`HISTORY_TEMPLATE`): the trajectory so far as a compact
@@ -45,18 +46,21 @@ from agents.base import AgentSpec
 from agents.llm.schema import ANSWER_SCHEMA_NAME, PRESET_SCHEMA_NAME
 
 __all__ = [
+    "EXAMPLES_TEMPLATE",
     "FORMAT_TEMPLATE",
     "HISTORY_ORDERS",
     "HISTORY_TEMPLATE",
     "OBJECTIVE_TEMPLATE",
     "PROMPT",
     "SYSTEM_TEMPLATE",
+    "ExampleRun",
     "HistoryRecord",
     "PromptParts",
     "build_messages",
     "estimate_tokens",
     "format_instructions",
     "prompt_variables",
+    "render_examples",
     "render_format",
     "render_history",
     "render_objective",
@@ -95,11 +99,21 @@ Metrics measured after every stage:
 {metrics_table}
 
 The objective value J combines these metrics (a lower-is-better metric enters J with a \
-minus sign), so a higher J is always better. The reward of a stage is the change of J."""
+minus sign), so a higher J is always better. The reward of a stage is the change of J.{examples}"""
 """The objective, first in the user message: LossAgent puts it in the system prompt,
 but there it would come before the tool schema that a server adds to the system
 message (llama.cpp's ``chatml-function-calling`` does), and a new objective would
 invalidate that schema in the server's prompt cache too."""
+
+EXAMPLES_TEMPLATE = """
+
+## Example runs on training problems
+Whole runs with the same presets, stages and objective, on other images (so their J \
+values are on another scale than yours): the preset of each stage, J at the start and \
+J after the last stage.
+{example_table}"""
+"""The example trajectories an agent with an ``examples`` budget was given, after the
+objective (empty without examples, so the prompt is then unchanged)."""
 
 PRESET_SYSTEM_TEMPLATE = """\
 You are LossAgent, an expert in training image-restoration networks. You choose the \
@@ -187,6 +201,33 @@ class HistoryRecord:
 
 
 @dataclass(frozen=True)
+class ExampleRun:
+    """A whole run on a training problem, shown to the model as an example.
+
+    Attributes:
+        instance: The training instance it ran on.
+        played: The preset (or weights, as text) of each stage.
+        start: J after reset.
+        end: J after the last stage.
+    """
+
+    instance: str
+    played: tuple[str, ...]
+    start: float
+    end: float
+
+
+def render_examples(examples: Sequence[ExampleRun]) -> str:
+    """The examples part of the objective (empty for no examples)."""
+    if not examples:
+        return ""
+    rows = ["| run | instance | presets, stage by stage | J start | J end |", "|---|---|---|---|---|"]
+    for i, run in enumerate(examples, 1):
+        rows.append(f"| {i} | {run.instance} | {', '.join(run.played)} | {_number(run.start)} | {_number(run.end)} |")
+    return EXAMPLES_TEMPLATE.format(example_table="\n".join(rows))
+
+
+@dataclass(frozen=True)
 class PromptParts:
     """The rendered parts of the prompt."""
 
@@ -209,7 +250,7 @@ def _number(value: float | None, spec: str = ".5g") -> str:
     return format(float(value), spec)
 
 
-def _system_variables(spec: AgentSpec) -> dict[str, Any]:
+def _system_variables(spec: AgentSpec, examples: Sequence[ExampleRun] = ()) -> dict[str, Any]:
     metric_rows = ["| metric | better |", "|---|---|"]
     for metric in spec.metric_names:
         metric_rows.append(f"| {metric} | {'lower' if spec.lower_better.get(metric) else 'higher'} |")
@@ -226,6 +267,7 @@ def _system_variables(spec: AgentSpec) -> dict[str, Any]:
         "loss_table": "\n".join(loss_rows),
         "n_losses": spec.n_losses,
         "loss_list": ", ".join(spec.loss_names),
+        "examples": render_examples(examples),
     }
     if spec.discrete:
         preset_rows = [f"| preset | {' | '.join(spec.loss_names)} |", "|---|" + "---|" * spec.n_losses]
@@ -245,9 +287,9 @@ def render_system(spec: AgentSpec) -> str:
     return template.format(**_system_variables(spec))
 
 
-def render_objective(spec: AgentSpec) -> str:
-    """The objective part (the start of the user message) for ``spec``."""
-    return OBJECTIVE_PROMPT.format(**_system_variables(spec))
+def render_objective(spec: AgentSpec, examples: Sequence[ExampleRun] = ()) -> str:
+    """The objective part (the start of the user message) for ``spec``, with ``examples``."""
+    return OBJECTIVE_PROMPT.format(**_system_variables(spec, examples))
 
 
 def _row(record: HistoryRecord, spec: AgentSpec) -> str:
@@ -381,10 +423,11 @@ def prompt_variables(
     schema: type[BaseModel],
     order: str = "chronological",
     max_history_tokens: int | None = None,
+    examples: Sequence[ExampleRun] = (),
 ) -> dict[str, Any]:
     """Every variable of :data:`PROMPT` (except ``reask``)."""
     return {
-        **_system_variables(spec),
+        **_system_variables(spec, examples),
         **_history_variables(spec, records, order, max_history_tokens),
         "format_instructions": format_instructions(spec, method, schema),
     }
@@ -398,13 +441,14 @@ def render_parts(
     schema: type[BaseModel],
     order: str = "chronological",
     max_history_tokens: int | None = None,
+    examples: Sequence[ExampleRun] = (),
 ) -> PromptParts:
     """The parts, rendered."""
     return PromptParts(
         system=render_system(spec),
         history=render_history(spec, records, order, max_history_tokens),
         format=render_format(spec, method, schema),
-        objective=render_objective(spec),
+        objective=render_objective(spec, examples),
     )
 
 
@@ -417,10 +461,12 @@ def build_messages(
     order: str = "chronological",
     max_history_tokens: int | None = None,
     reask: Sequence[BaseMessage] = (),
+    examples: Sequence[ExampleRun] = (),
 ) -> list[BaseMessage]:
     """The chat messages of one request: :data:`PROMPT` filled in."""
     variables = prompt_variables(
-        spec, records, method=method, schema=schema, order=order, max_history_tokens=max_history_tokens
+        spec, records, method=method, schema=schema, order=order, max_history_tokens=max_history_tokens,
+        examples=examples,
     )
     prompt = PRESET_PROMPT if spec.discrete else PROMPT
     return prompt.format_messages(**variables, reask=list(reask))

@@ -30,11 +30,12 @@ from lossagent_env.env import LossAgentEnv
 from lossagent_env.metrics import metric_info
 from lossagent_env.objectives import MetricObjective
 from lossagent_env.tabular.format import NodeRecord
-from lossagent_env.tabular.schema import RESERVED_ENV_KWARGS
+from lossagent_env.tabular.schema import INSTANCE_SPLITS, RESERVED_ENV_KWARGS
 from lossagent_env.wrappers import PresetActions
 
 __all__ = [
     "RESERVED_ENV_KWARGS",
+    "InstanceSpec",
     "TableSpec",
     "cached_build_env",
     "compute_unit",
@@ -49,6 +50,26 @@ __all__ = [
 ]
 
 
+@dataclass(frozen=True)
+class InstanceSpec:
+    """A problem instance of a table (format 2): its own env configuration and replicates.
+
+    Attributes:
+        name: Unique in the table.
+        split: ``"train"`` (agents may tune on it) or ``"test"`` (only scored on).
+        env_kwargs: ``gym.make`` keyword arguments that replace or add to the table's
+            (for example ``{"dataset": "skimage:scenes"}``, ``{"sigma": 15}``).
+        seeds: Its replicates: seeds, one tree each, unique in the table.
+        env_id: Gymnasium id of its live env; None: the table's.
+    """
+
+    name: str
+    split: str
+    env_kwargs: Mapping[str, Any]
+    seeds: tuple[int, ...]
+    env_id: str | None = None
+
+
 @dataclass
 class TableSpec:
     """What a table holds: one env configuration, presets, panel, seeds and depth.
@@ -60,12 +81,15 @@ class TableSpec:
         presets: Ordered ``{name: weights}`` as :class:`~lossagent_env.wrappers.PresetActions`
             takes it.
         metrics: The panel: every metric measured at every node, on both splits.
-        seeds: Episode seeds, one tree each.
+        seeds: Episode seeds, one tree each. With ``instances``, every instance's seeds
+            in instance order (empty: filled in from them).
         stages: Depth T of each tree.
         threads: torch threads of every unit.
         description: What the table is for (stored in the header).
         command: The command line that started the build, if any (stored in the
             header; not part of what the table is).
+        instances: The problem instances (a format 2 table); empty: one configuration,
+            ``env_id`` with ``env_kwargs``, whose seeds are the trees (format 1).
 
     Raises:
         ValueError: A field out of its allowed range (the message names it).
@@ -80,18 +104,25 @@ class TableSpec:
     threads: int = 1
     description: str = ""
     command: str | None = field(default=None, compare=False)
+    instances: Sequence[InstanceSpec] = ()
 
     def __post_init__(self) -> None:
         self.env_kwargs = dict(self.env_kwargs)
         self.presets = dict(self.presets)
         self.metrics = tuple(self.metrics)
+        self.instances = tuple(self.instances)
+        if self.instances:
+            self._check_instances()
         self.seeds = tuple(self.seeds)
-        reserved = sorted(set(self.env_kwargs) & set(RESERVED_ENV_KWARGS))
-        if reserved:
-            raise ValueError(
-                f"TableSpec.env_kwargs sets {reserved}; a table fixes objective (the metrics "
-                "panel) and max_stages (stages) itself, and renders nothing."
-            )
+        for where, kwargs in [("env_kwargs", self.env_kwargs)] + [
+            (f"instances[{i}].env_kwargs", dict(inst.env_kwargs)) for i, inst in enumerate(self.instances)
+        ]:
+            reserved = sorted(set(kwargs) & set(RESERVED_ENV_KWARGS))
+            if reserved:
+                raise ValueError(
+                    f"TableSpec.{where} sets {reserved}; a table fixes objective (the metrics "
+                    "panel) and max_stages (stages) itself, and renders nothing."
+                )
         for name in ("stages", "threads"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -106,9 +137,43 @@ class TableSpec:
                 f"TableSpec.seeds={list(self.seeds)!r}. Allowed: at least one integer >= 0, each once."
             )
 
+    def _check_instances(self) -> None:
+        names = [inst.name for inst in self.instances]
+        if any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names):
+            raise ValueError(f"TableSpec.instances names {names!r}. Allowed: non-empty names, each once.")
+        for inst in self.instances:
+            if inst.split not in INSTANCE_SPLITS:
+                raise ValueError(
+                    f"TableSpec.instances {inst.name!r} has split={inst.split!r}. Allowed: "
+                    f"{list(INSTANCE_SPLITS)}."
+                )
+        seeds = tuple(s for inst in self.instances for s in inst.seeds)
+        if self.seeds and tuple(self.seeds) != seeds:
+            raise ValueError(
+                f"TableSpec.seeds={list(self.seeds)!r} differs from its instances' seeds "
+                f"{list(seeds)!r}. Allowed: those (or none, to take them)."
+            )
+        self.seeds = seeds
+
     @property
     def n_presets(self) -> int:
         return len(self.presets)
+
+    @property
+    def format_version(self) -> int:
+        """2 for a table of instances, 1 for one configuration."""
+        return 2 if self.instances else 1
+
+    def instance_of(self, seed: int) -> InstanceSpec | None:
+        """The instance whose replicates include ``seed`` (None in a format 1 table)."""
+        return next((inst for inst in self.instances if seed in inst.seeds), None)
+
+    def env_for(self, seed: int | None = None) -> tuple[str, dict[str, Any]]:
+        """Env id and ``gym.make`` kwargs of the tree of ``seed`` (default: the first seed)."""
+        inst = self.instance_of(self.seeds[0] if seed is None else seed)
+        if inst is None:
+            return self.env_id, dict(self.env_kwargs)
+        return inst.env_id or self.env_id, {**self.env_kwargs, **inst.env_kwargs}
 
 
 def panel_objective(metrics: Sequence[str]) -> MetricObjective:
@@ -116,12 +181,14 @@ def panel_objective(metrics: Sequence[str]) -> MetricObjective:
     return MetricObjective({name: 1.0 if i == 0 else 0.0 for i, name in enumerate(metrics)})
 
 
-def make_build_env(spec: TableSpec) -> PresetActions:
-    """The live env a table is built from: ``gym.make`` with the table's configuration,
-    the panel objective and ``max_stages = stages``, wrapped in ``PresetActions``."""
+def make_build_env(spec: TableSpec, seed: int | None = None) -> PresetActions:
+    """The live env a table's tree is built from: ``gym.make`` with the configuration of
+    the tree of ``seed`` (:meth:`TableSpec.env_for`), the panel objective and
+    ``max_stages = stages``, wrapped in ``PresetActions``."""
+    env_id, env_kwargs = spec.env_for(seed)
     env = gym.make(
-        spec.env_id,
-        **spec.env_kwargs,
+        env_id,
+        **env_kwargs,
         objective=panel_objective(spec.metrics),
         max_stages=spec.stages,
     )
@@ -239,7 +306,26 @@ def table_header(spec: TableSpec, env: PresetActions) -> dict[str, Any]:
         "versions": package_versions(),
         "build": {"command": spec.command, "description": spec.description, "machine": machine_info()},
     }
+    if spec.instances:
+        header["instances"] = [_instance_entry(spec, inst) for inst in spec.instances]
     return json.loads(json.dumps(header))  # as it reads back from the file
+
+
+def _instance_entry(spec: TableSpec, inst: InstanceSpec) -> dict[str, Any]:
+    """The header entry of an instance, with its full configuration (checked by EnvConfig)."""
+    from lossagent_env.config import EnvConfig
+
+    env_id, env_kwargs = spec.env_for(inst.seeds[0])
+    task = gym.spec(env_id).kwargs.get("task")
+    config = EnvConfig(**env_kwargs, **({"task": task} if task else {}), max_stages=spec.stages)
+    return {
+        "name": inst.name,
+        "split": inst.split,
+        "env_id": env_id,
+        "env_kwargs": env_kwargs,
+        "env_config": config.to_dict(),
+        "seeds": list(inst.seeds),
+    }
 
 
 HEADER_NOT_COMPARED = ("build", "format", "format_version")
@@ -252,11 +338,11 @@ format), so a resumed build may differ in them."""
 _ENV_CACHE: dict[str, PresetActions] = {}
 
 
-def cached_build_env(spec: TableSpec) -> PresetActions:
+def cached_build_env(spec: TableSpec, seed: int | None = None) -> PresetActions:
     """:func:`make_build_env`, kept for the next call with the same configuration (one
     per process: making one costs seconds)."""
     key = json.dumps(
-        [spec.env_id, spec.env_kwargs, list(spec.presets.items()), spec.metrics, spec.stages],
+        [*spec.env_for(seed), list(spec.presets.items()), spec.metrics, spec.stages],
         sort_keys=True,
         default=repr,
     )
@@ -264,7 +350,7 @@ def cached_build_env(spec: TableSpec) -> PresetActions:
         for env in _ENV_CACHE.values():
             env.close()
         _ENV_CACHE.clear()
-        _ENV_CACHE[key] = make_build_env(spec)
+        _ENV_CACHE[key] = make_build_env(spec, seed)
     return _ENV_CACHE[key]
 
 
@@ -285,7 +371,7 @@ def compute_unit(
     Returns:
         The unit's nodes, the root first, then depth first.
     """
-    env = cached_build_env(spec)
+    env = cached_build_env(spec, seed)
     u = _live(env)
     test_panel = panel_objective(spec.metrics)
     records: list[NodeRecord] = []

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossagent_env.tabular.build import TableSpec, _live, make_build_env, panel_objective
+from lossagent_env.tabular.build import InstanceSpec, TableSpec, _live, make_build_env, panel_objective
 from lossagent_env.tabular.format import Table
 from lossagent_env.tabular.replay import load_table
 
@@ -43,7 +43,7 @@ class LiveCheck:
         seed: The table seed (replicate) it was trained with.
         presets: The preset names played.
         rows: One dict per (split, metric): ``live``, ``table``, ``sd`` (over the
-            table's seeds at that node) and ``distance`` (``|live - table| /
+            replicates of the seed's instance at that node: the table's seeds in format 1) and ``distance`` (``|live - table| /
             (sqrt(2) * sd)``; 0 where both are equal, infinite where ``sd`` is 0 and
             they differ).
         seconds: Wall-clock time of the live training and measuring.
@@ -68,6 +68,10 @@ class LiveCheck:
 def spec_of(table: Table) -> TableSpec:
     """The :class:`TableSpec` a table was built from, read back from its header."""
     h = table.header
+    instances = [
+        InstanceSpec(i.name, str(i.split), dict(i.env_kwargs), tuple(i.seeds), i.env_id)
+        for i in table.instances
+    ] if table.format_version >= 2 else []
     return TableSpec(
         env_id=h["env_id"],
         env_kwargs=dict(h["env_kwargs"]),
@@ -76,6 +80,7 @@ def spec_of(table: Table) -> TableSpec:
         seeds=list(h["seeds"]),
         stages=int(h["stages"]),
         threads=int(h.get("torch_threads") or 1),
+        instances=instances,
     )
 
 
@@ -106,19 +111,28 @@ def check_against_live(
         raise ValueError(f"samples={samples!r} is not allowed. Allowed: an integer >= 1.")
     if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= t.stages:
         raise ValueError(f"stages={stages!r} is not allowed. Allowed: an integer in [1, {t.stages}] (the table's depth).")
-    if len(t.seeds) < 2:
-        raise ValueError(f"The table holds {len(t.seeds)} seed: a noise band needs at least two replicates.")
+    fewest = min(len(i.seeds) for i in t.instances)
+    if fewest < 2:
+        raise ValueError(
+            f"The table holds {fewest} replicate of an instance: a noise band needs at least two "
+            "(seeds of a format 1 table)."
+        )
     spec = spec_of(t)
     rng = np.random.default_rng(seed)
     draws = [(int(rng.choice(t.seeds)), [int(a) for a in rng.integers(t.n_presets, size=depth)]) for _ in range(samples)]
     previous = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
-    env = make_build_env(spec)
+    envs: dict[str, Any] = {}
     checks = []
     try:
-        live = _live(env)
         test_panel = panel_objective(spec.metrics)
         for table_seed, actions in draws:
+            instance = t.instance_of(table_seed)
+            if instance.name not in envs:  # one live env per instance (its images, its degradation)
+                envs[instance.name] = make_build_env(spec, table_seed)
+            env = envs[instance.name]
+            live = _live(env)
+            replicates = [t.seeds.index(s) for s in instance.seeds]
             started = time.perf_counter()
             info = env.reset(seed=table_seed)[-1]
             for action in actions:
@@ -128,8 +142,8 @@ def check_against_live(
             check = LiveCheck(table_seed, [t.preset_names[a] for a in actions], seconds=time.perf_counter() - started)
             for split, values in measured.items():
                 for k, metric in enumerate(t.metrics):
-                    across = t.values[split][:, node, k]
-                    stored = float(across[t.seeds.index(table_seed)])
+                    across = t.values[split][replicates, node, k]
+                    stored = float(across[instance.seeds.index(table_seed)])
                     value = float(values[metric])
                     sd = float(np.std(across, ddof=1))
                     gap = abs(value - stored)
@@ -140,7 +154,8 @@ def check_against_live(
                     )
             checks.append(check)
     finally:
-        env.close()
+        for env in envs.values():
+            env.close()
         torch.set_num_threads(previous)
     return checks
 
@@ -158,6 +173,6 @@ def summary(checks: Sequence[LiveCheck]) -> str:
     inside = sum(c.inside for c in checks)
     lines.append(
         f"{inside} of {len(checks)} live sequences inside the band: every value within {BAND:g} x sqrt(2) x "
-        "the standard deviation over the table's seeds of the table's value"
+        "the standard deviation over the replicates (of the instance) of the table's value"
     )
     return "\n".join(lines)

@@ -10,7 +10,7 @@ Path encoding: the preset indices joined by ``"."``, as text: ``""`` is the root
 ``"2"`` the node after preset 2, ``"2.0.1"`` after presets 2, 0, 1. Preset ``i`` is
 entry ``i`` of the header's ``presets`` list.
 
-Schema (format version 1)::
+Schema (format versions 1 and 2)::
 
     header(key TEXT PRIMARY KEY, value TEXT)        -- one JSON value per key
     nodes(seed INTEGER, path TEXT, depth INTEGER,   -- depth = number of presets in path
@@ -54,7 +54,7 @@ Header keys (JSON values):
 
 =====================  ===============================================================
 ``format``             ``"lossagent-table"``
-``format_version``     ``1``
+``format_version``     ``1`` or ``2`` (below)
 ``env_id``             Gymnasium id of the live env, e.g. ``"LossAgent/SuperResolution-v0"``
 ``env_kwargs``         keyword arguments of ``gym.make`` (without ``objective`` and
                        ``max_stages``, which the table's user chooses)
@@ -71,8 +71,23 @@ Header keys (JSON values):
                        ``lossagent_env``
 ``build``              ``{"command", "description", "machine"}``: how and where the table
                        was built (``machine``: CPU model, its vector instruction sets,
-                       cores, the instruction set of torch's CPU kernels)
+                       cores, the instruction set of torch's CPU kernels; ``seconds``:
+                       the measured wall time of the build, once it is complete)
+``instances``          format 2 only: ``[{"name", "split", "env_id", "env_kwargs",
+                       "env_config", "seeds"}]``, the problem instances (see below)
 =====================  ===============================================================
+
+Format version 2 (instances and replicates). A version 1 table holds one env
+configuration, and each seed is one tree. A version 2 table holds several *problem
+instances* (``instances``): each has a name, a ``split`` (``"train"``: agents may tune
+on it; ``"test"``: agents are only scored on it), its own env configuration (its
+``env_id``, ``env_kwargs`` and ``env_config``: the table's ``env_kwargs`` with its own,
+for example another ``dataset`` or degradation) and its *replicates*: seeds, one tree
+each, that differ only in training randomness. A tree is still keyed by its seed,
+which is unique in the table; ``seeds`` lists every instance's seeds, in instance order,
+and the top-level ``env_id`` and ``env_kwargs`` are what every instance shares.
+Losses, presets, panel and stages are the same for all instances, so one agent plays
+them all. The SQL tables are the same in both versions.
 
 Reading (:func:`read_table`) checks the header and every row against the pydantic
 models of :mod:`lossagent_env.tabular.schema`, and the row counts against what the
@@ -110,6 +125,7 @@ from lossagent_env.tabular.schema import (
     LOSS_ROW,
     METRIC_ROW,
     NODE_ROW,
+    READABLE_VERSIONS,
     SPLITS,
     UNIT_ROW,
     TableFormatError,
@@ -123,6 +139,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "SPLITS",
+    "Instance",
     "NodeRecord",
     "Table",
     "TableFormatError",
@@ -219,7 +236,7 @@ def create_table(path: str | os.PathLike[str], header: dict[str, Any]) -> None:
         try:
             with db:
                 db.executescript(_SCHEMA)
-                header = {"format": FORMAT, "format_version": FORMAT_VERSION, **header}
+                header = {"format": FORMAT, "format_version": _version(header), **header}
                 db.executemany(
                     "INSERT INTO header VALUES (?, ?)",
                     [(key, json.dumps(value)) for key, value in header.items()],
@@ -230,6 +247,12 @@ def create_table(path: str | os.PathLike[str], header: dict[str, Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _version(header: dict[str, Any]) -> int:
+    """The format version a header is written in: 2 with instances, else 1 (a table of
+    one configuration stays readable by older code)."""
+    return FORMAT_VERSION if header.get("instances") else 1
 
 
 def write_unit(
@@ -308,10 +331,10 @@ def _read_header(db: sqlite3.Connection, source: str) -> tuple[dict[str, Any], T
     header = decode_header(rows, source)
     if header.get("format") != FORMAT:
         raise TableFormatError(f"{source} is not a LossAgent table (its header has no format {FORMAT!r}).")
-    if header.get("format_version") != FORMAT_VERSION:
+    if header.get("format_version") not in READABLE_VERSIONS:
         raise TableFormatError(
             f"{source} has table format version {header.get('format_version')!r}; this code "
-            f"reads version {FORMAT_VERSION}."
+            f"reads versions {list(READABLE_VERSIONS)}."
         )
     return header, check_header(header, source)
 
@@ -329,6 +352,25 @@ def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
     if not path.is_file():
         raise FileNotFoundError(f"Table file {str(path)!r} does not exist.")
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A problem instance of a table and its replicates.
+
+    Attributes:
+        name: Its name (``"default"`` for the one configuration of a format 1 table).
+        split: ``"train"`` or ``"test"`` (None in a format 1 table, which has no split).
+        env_id: Gymnasium id of its live env.
+        env_kwargs: Its ``gym.make`` keyword arguments.
+        seeds: Its replicates, one tree each, in order.
+    """
+
+    name: str
+    split: str | None
+    env_id: str
+    env_kwargs: dict[str, Any]
+    seeds: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -355,6 +397,8 @@ class Table:
         diverged: ``bool (S, N)``.
         train_seconds: ``float64 (S, N)``.
         eval_seconds: ``float64 (S, N)``.
+        instances: The problem instances, in header order (one, ``"default"``, for a
+            format 1 table); their seeds partition ``seeds``.
     """
 
     header: dict[str, Any]
@@ -372,6 +416,31 @@ class Table:
     diverged: np.ndarray
     train_seconds: np.ndarray
     eval_seconds: np.ndarray
+    instances: tuple[Instance, ...] = ()
+
+    @property
+    def format_version(self) -> int:
+        return int(self.header.get("format_version", 1))
+
+    def instance(self, name: str) -> Instance:
+        """The instance called ``name``.
+
+        Raises:
+            KeyError: No such instance (the message lists them).
+        """
+        for entry in self.instances:
+            if entry.name == name:
+                return entry
+        raise KeyError(
+            f"The table has no instance {name!r}. Allowed: {[i.name for i in self.instances]}."
+        )
+
+    def instance_of(self, seed: int) -> Instance:
+        """The instance whose replicates include the table seed ``seed``."""
+        for entry in self.instances:
+            if seed in entry.seeds:
+                return entry
+        raise KeyError(f"Seed {seed!r} is not in the table. Allowed: its seeds {list(self.seeds)}.")
 
     @property
     def n_presets(self) -> int:
@@ -591,7 +660,16 @@ class _Arrays:
             diverged=self.diverged,
             train_seconds=self.train_seconds,
             eval_seconds=self.eval_seconds,
+            instances=_instances(model),
         )
+
+
+def _instances(model: TableHeader) -> tuple[Instance, ...]:
+    if model.instances is None:
+        return (Instance("default", None, model.env_id, dict(model.env_kwargs), tuple(model.seeds)),)
+    return tuple(
+        Instance(e.name, e.split, e.env_id, dict(e.env_kwargs), tuple(e.seeds)) for e in model.instances
+    )
 
 
 def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

@@ -27,7 +27,8 @@ from lossagent_env.objectives import (
     make_objective,
 )
 from lossagent_env.registry import unknown_name_message
-from lossagent_env.tabular.format import SPLITS, Table, TableFormatError, read_table
+from lossagent_env.tabular.format import SPLITS, Instance, Table, TableFormatError, read_table
+from lossagent_env.tabular.schema import INSTANCE_SPLITS
 from lossagent_env.tasks import TASKS
 from lossagent_env.wrappers import preset_index
 
@@ -91,22 +92,33 @@ def load_table(table: str | os.PathLike[str]) -> Table:
 @functools.lru_cache(maxsize=4)
 def _load(path: str, mtime_ns: int, size: int) -> Table:
     table = read_table(path)
-    live_config(table, source=repr(path))  # the header's configuration is one the live env takes
+    for instance in table.instances:  # the header's configurations are ones the live env takes
+        live_config(table, source=repr(path), instance=instance)
     return table
 
 
-def live_config(table: Table, source: str = "<table>", **fields: Any) -> EnvConfig:
-    """The live env's configuration of a table, with ``fields`` (objective, max_stages).
+def live_config(
+    table: Table, source: str = "<table>", instance: Instance | None = None, **fields: Any
+) -> EnvConfig:
+    """The live env's configuration of a table's instance (default: its first), with
+    ``fields`` (objective, max_stages).
 
     Raises:
         TableFormatError: The header's ``env_kwargs`` or task are not a valid
             :class:`~lossagent_env.config.EnvConfig`.
     """
+    instance = table.instances[0] if instance is None else instance
+    if table.format_version == 1:
+        where, kwargs, task = "env_kwargs", table.header["env_kwargs"], _task_kwargs(table.header)
+    else:
+        i = table.instances.index(instance)
+        where, kwargs = f"instances[{i}].env_kwargs", instance.env_kwargs
+        task = _task_kwargs(table.header["instances"][i])
     try:
-        return EnvConfig(**table.header["env_kwargs"], **_task_kwargs(table.header), **fields)
+        return EnvConfig(**kwargs, **task, **fields)
     except (TypeError, ValueError) as e:
         raise TableFormatError(
-            f"Table {source}: header field 'env_kwargs' is not a configuration of the live "
+            f"Table {source}: header field {where!r} is not a configuration of the live "
             f"env ({e}). The file is damaged; rebuild it with `lossagent tabulate`."
         ) from None
 
@@ -191,6 +203,14 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
     3. ``reset()`` without a seed: one of ``seeds`` (default: all the table's seeds),
        drawn with the env's random generator.
 
+    A table of problem instances (format 2) replays a *problem* per episode, not a
+    tree: ``reset(seed=s)``, with any integer ``s >= 0``, plays instance
+    ``instances[s % I]`` (``I`` instances) and, of its ``R`` replicates, replicate
+    ``(s // I) % R``; so seeds ``0 .. I*R - 1`` play every (instance, replicate) once.
+    ``reset()`` without a seed draws ``s`` with the env's random generator.
+    ``env.unwrapped.instance``, ``replicate`` and ``table_seed`` say what is played, and
+    ``info["instance"]`` names the instance.
+
     A seed that is not an integer ``>= 0`` (``True``, ``1.0``, ``"1"``) raises
     ``TypeError``. Where a seed is pinned explicitly (``seeds=``, ``oracle(seed=)``,
     ``final_objective(seed=)``), it must be one of the table's seeds: anything else is
@@ -221,13 +241,19 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
       bare integer is refused rather than guessed at (one seed, or that many?): write
       ``seeds=[3]``.
     * ``render_mode``: only ``None`` (a table stores no images).
+    * ``instances`` (format 2 tables): which problem instances episodes play: None or
+      ``"all"`` (default), ``"train"`` or ``"test"`` (the instances of that split), or a
+      list of instance names. Agents tune on ``env.unwrapped.with_instances("train")``;
+      a benchmark scores them on ``"test"``. ``seeds=`` then restricts each instance's
+      replicates to the table seeds given.
 
     ```python
     env = gym.make("LossAgent/Tabular-v0", table="table.sqlite", objective="psnr")
     ```
 
     ## Version History
-    * v0: initial version. Later within v0, ``reset(seed=s)`` with ``s`` outside the
+    * v0: initial version. Later within v0: tables of format 2 (problem instances with
+      replicates, ``instances=``, ``info["instance"]``). Later within v0, ``reset(seed=s)`` with ``s`` outside the
       table plays a table seed drawn by ``s`` (see Starting State; it raised
       ``ValueError`` before); the table's own seeds replay exactly as before.
 
@@ -252,6 +278,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         max_stages: int | None = None,
         seeds: Sequence[int] | None = None,
         render_mode: str | None = None,
+        instances: str | Sequence[str] | None = None,
     ):
         if render_mode is not None:
             raise ValueError(
@@ -270,8 +297,17 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
                 "(the table's depth)."
             )
         self.max_stages = max_stages
+        with _located("instances"):
+            self.instances = self._checked_instances(instances)
         with _located("seeds"):
-            self.seeds = t.seeds if seeds is None else self._checked_seeds(seeds)
+            own = tuple(seed for inst in self.instances for seed in inst.seeds)
+            self.seeds = own if seeds is None else self._checked_seeds(seeds, own)
+        # the replicates each instance plays: its seeds among self.seeds
+        self._replicates = [tuple(x for x in inst.seeds if x in self.seeds) for inst in self.instances]
+        keep = [i for i, r in enumerate(self._replicates) if r]
+        self.instances = tuple(self.instances[i] for i in keep)
+        self._replicates = [self._replicates[i] for i in keep]
+        self._instances_arg, self._seeds_arg = instances, seeds
         self.preset_names = t.preset_names
         self.preset_weights = t.preset_weights
         self.loss_names = t.loss_names
@@ -279,8 +315,9 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             name: LossInfo(name, scale, tuple(bounds), *_loss_text(name))
             for name, scale, bounds in zip(t.loss_names, t.loss_scales, t.loss_ranges)
         }
-        # the live env's configuration, for agents' specs
-        self.config = live_config(t, objective=objective, max_stages=max_stages)
+        # the live env's configuration, for agents' specs (that of the episode's instance)
+        self._objective_arg = objective
+        self.config = live_config(t, instance=self.instances[0], objective=objective, max_stages=max_stages)
         self._penalty = float(self.config.divergence_penalty)
 
         with _located("objective"):
@@ -326,6 +363,8 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         ]
 
         self.timings = {"train_seconds": 0.0, "eval_seconds": 0.0}
+        self._table_arg = table
+        self._instance = self.instances[0]
         self._seed: int | None = None
         self._s = 0
         self._stage: int | None = None
@@ -344,6 +383,51 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         """The table seed whose tree this episode replays (None before the first reset)."""
         return self._seed
 
+    @property
+    def instance(self) -> str:
+        """The problem instance of this episode (before the first reset: the first one)."""
+        return self._instance.name
+
+    @property
+    def replicate(self) -> int | None:
+        """Index of this episode's tree among its instance's replicates (None before reset)."""
+        return None if self._seed is None else self._instance.seeds.index(self._seed)
+
+    @property
+    def splits(self) -> dict[str, list[str]]:
+        """``{"train": [...], "test": [...]}``: the table's instances by split (a format 1
+        table has no split: both lists are empty)."""
+        return {
+            split: [i.name for i in self.table.instances if i.split == split] for split in INSTANCE_SPLITS
+        }
+
+    def with_instances(self, instances: str | Sequence[str]) -> TabularEnv:
+        """The same replay (table, objective, horizon) on other instances: how an agent
+        gets its training instances, ``env.unwrapped.with_instances("train")``.
+
+        Raises:
+            ValueError: See ``instances`` in the class docstring.
+        """
+        return TabularEnv(
+            self._table_arg, objective=self._objective_arg, max_stages=self.max_stages, instances=instances
+        )
+
+    def tree_of(self, seed: int) -> int:
+        """The table seed whose tree ``reset(seed=seed)`` replays (see Starting State).
+
+        Raises:
+            TypeError: ``seed`` is not an integer ``>= 0``.
+            ValueError: A format 1 table and a seed that is not one of its seeds.
+        """
+        _check_seed_type(seed, "seed")
+        seed = int(seed)
+        if self.table.format_version == 1:
+            self._seed_index(seed)
+            return seed
+        i = seed % len(self.instances)
+        replicates = self._replicates[i]
+        return replicates[(seed // len(self.instances)) % len(replicates)]
+
     # ------------------------------------------------------------------ gym API
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -352,10 +436,20 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             _check_seed_type(seed, "seed")
             seed = int(seed)
         super().reset(seed=seed)
-        if seed is None or seed not in self.table.seeds:  # see "Starting State"
+        if self.table.format_version >= 2:  # see "Starting State"
+            if seed is None:
+                seed = int(self.np_random.integers(2**31))
+            seed = self.tree_of(seed)
+        elif seed is None or seed not in self.table.seeds:
             seed = self.seeds[int(self.np_random.integers(len(self.seeds)))]
         self._s = self._seed_index(seed)
         self._seed = int(seed)
+        instance = self.table.instance_of(self._seed)
+        if instance is not self._instance:
+            self._instance = instance
+            self.config = live_config(
+                self.table, instance=instance, objective=self._objective_arg, max_stages=self.max_stages
+            )
         self._stage, self._local, self._node = 0, 0, 0
         self._reference = float(self._j["val"][self._s, 0])
         return self._observe(None), self._info(None)
@@ -402,7 +496,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             sees; NaN counts as the worst). Ties go to the first sequence in
             lexicographic order.
         """
-        s = self._seed_index(self._seed if seed is None else seed)
+        s = self._tree_index(seed)
         k, m = len(self.preset_names), self.max_stages
         leaves = self._j["val"][s, self._offsets[m] : self._offsets[m] + k**m]
         scores = np.where(np.isnan(leaves), -np.inf, leaves)
@@ -420,32 +514,47 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             },
         }
 
-    def oracle_on_means(self, seeds: Sequence[int] | None = None, z: float = 2.0) -> dict[str, Any]:
+    def oracle_on_means(
+        self, seeds: Sequence[int] | None = None, z: float = 2.0, instance: str | None = None
+    ) -> dict[str, Any]:
         """The best preset sequence by the mean over replicates, with its noise band.
 
-        The seeds of a table differ only in training randomness (minibatch order, the
-        discriminator's start), not in the network's start or the crops, so they are
-        replicates of one problem. The sequence is chosen on the mean of the validation
-        ``J`` over ``seeds`` and scored on the test split; each comparison is paired by
-        seed (the same replicate under both sequences), with the standard error of the
-        mean difference.
+        The replicates of an instance (the seeds of a format 1 table) differ only in
+        training randomness (minibatch order, the network's and the discriminator's
+        start), not in the images or the crops. The sequence is chosen on the mean of the
+        validation ``J`` over the replicates and scored on the test split; each
+        comparison is paired by replicate (the same seed under both sequences), with the
+        standard error of the mean difference.
 
         Args:
-            seeds: The replicates, at least two of the table's seeds; default all.
+            seeds: The replicates, at least two table seeds; default: every replicate of
+                ``instance`` (every seed of a format 1 table).
             z: Width of the band in standard errors: a sequence whose validation mean is
                 within ``z`` standard errors of the oracle's counts as a tie.
+            instance: An instance of the table; default: this episode's.
 
         Returns:
-            ``{"actions", "presets", "best_static": {"preset", "actions"},
-            "value": {"val": (mean, se), "test": (mean, se)}, "ties": n, "replicates": r}``:
-            ``value`` is the oracle's mean ``J`` minus the best static preset's (the
-            value of scheduling) with its standard error, ``ties`` the number of other
-            sequences within the band of the oracle on validation. NaN counts as the worst.
+            ``{"instance", "actions", "presets", "best_static": {"preset", "actions"},
+            "value": {"val": (mean, se), "test": (mean, se)}, "means": {"oracle": {split:
+            mean J}, "static": {split: mean J}}, "ties": n, "replicates": r}``: ``value``
+            is the oracle's mean ``J`` minus the best static preset's (the value of
+            scheduling) with its standard error, ``ties`` the number of other sequences
+            within the band of the oracle on validation. NaN counts as the worst.
 
         Raises:
-            ValueError: Fewer than two seeds, a seed not in the table, or ``z`` < 0.
+            ValueError: Fewer than two seeds, a seed not in the table, an unknown
+                instance, or ``z`` < 0.
         """
-        chosen = list(self.table.seeds) if seeds is None else list(self._checked_seeds(seeds))
+        if seeds is not None:
+            chosen = list(self._checked_seeds(seeds, self.table.seeds))
+        elif self.table.format_version == 1:
+            chosen = list(self.table.seeds)
+        else:
+            try:
+                entry = self._instance if instance is None else self.table.instance(instance)
+            except KeyError as e:
+                raise ValueError(e.args[0]) from None
+            chosen = list(entry.seeds)
         if len(chosen) < 2:
             raise ValueError(f"seeds={chosen!r}: a noise band needs at least two replicates.")
         if not (isinstance(z, (int, float)) and math.isfinite(z) and z >= 0):
@@ -472,7 +581,14 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         ties = int(np.sum(gap <= z * np.nan_to_num(se, nan=0.0))) - 1  # the oracle itself is no tie
         value = {split: tuple(float(v[0]) for v in paired(split, best, int(static[preset]))) for split in SPLITS}
         actions = [int(d) for d in np.unravel_index(best, (k,) * m)]
+        with np.errstate(invalid="ignore"):
+            mean_j = {
+                name: {split: float(leaves[split][:, leaf].mean()) for split in SPLITS}
+                for name, leaf in (("oracle", best), ("static", int(static[preset])))
+            }
         return {
+            "instance": self.table.instance_of(chosen[0]).name,
+            "means": mean_j,
             "actions": actions,
             "presets": [self.preset_names[a] for a in actions],
             "best_static": {"preset": self.preset_names[preset], "actions": [preset] * m},
@@ -481,22 +597,51 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             "replicates": len(rows),
         }
 
+    def sequence_means(self, instance: str | None = None) -> dict[str, np.ndarray]:
+        """Mean ``J`` over an instance's replicates of every sequence of ``max_stages``
+        presets, on each split: ``{split: float64 (K**max_stages,)}``, sequences in
+        lexicographic order (NaN where a replicate is NaN).
+
+        Args:
+            instance: An instance of the table; default: this episode's (a format 1
+                table: the mean over all its seeds).
+
+        Raises:
+            ValueError: An unknown instance.
+        """
+        if self.table.format_version == 1:
+            rows = list(range(len(self.table.seeds)))
+        else:
+            try:
+                entry = self._instance if instance is None else self.table.instance(instance)
+            except KeyError as e:
+                raise ValueError(e.args[0]) from None
+            rows = [self._seed_index(s) for s in entry.seeds]
+        k, m = len(self.preset_names), self.max_stages
+        end = self._offsets[m]
+        return {split: self._j[split][rows, end : end + k**m].mean(axis=0) for split in SPLITS}
+
     def final_objective(
-        self, actions: Sequence[Any], split: str = "test", seed: int | None = None
+        self, actions: Sequence[Any], split: str = "test", seed: int | None = None, tree: int | None = None
     ) -> float:
         """``J`` after playing ``actions`` from the root, on a split.
 
         Args:
             actions: Preset indices, at most the table's depth.
             split: ``"test"`` (crops the agent never saw: for reports) or ``"val"``.
-            seed: A table seed; default the seed of the last reset.
+            seed: An episode seed (the tree ``reset(seed=seed)`` plays); default the
+                tree of the last reset.
+            tree: A table seed, the tree itself (instead of ``seed``).
 
         Raises:
-            ValueError: A bad action, too many actions, an unknown split or seed.
+            ValueError: A bad action, too many actions, an unknown split, seed or tree,
+                or both ``seed`` and ``tree``.
         """
         if split not in SPLITS:
             raise ValueError(f"split={split!r} is not supported. Allowed: {SPLITS}")
-        s = self._seed_index(self._seed if seed is None else seed)
+        if seed is not None and tree is not None:
+            raise ValueError(f"seed={seed!r} and tree={tree!r}: give one. Allowed: an episode seed or a table seed.")
+        s = self._tree_index(seed) if tree is None else self._seed_index(tree)
         path = [preset_index(a, self.preset_names) for a in actions]
         if len(path) > self.table.stages:
             raise ValueError(
@@ -505,6 +650,43 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         return float(self._j[split][s, self.table.node_index(path)])
 
     # ------------------------------------------------------------ internals
+    def _tree_index(self, seed: Any) -> int:
+        """Row of the tree that ``reset(seed=seed)`` replays (None: this episode's)."""
+        if seed is None:
+            return self._seed_index(self._seed)
+        return self._seed_index(self.tree_of(seed))
+
+    def _checked_instances(self, instances: Any) -> tuple[Instance, ...]:
+        """``instances=``: None (all), ``"train"``, ``"test"``, ``"all"`` or a list of names."""
+        t = self.table
+        names = [i.name for i in t.instances]
+        allowed = (
+            f"Allowed: None or 'all' (every instance), 'train' or 'test' (the instances of that "
+            f"split), or a non-empty list of the table's instances {names}, each once"
+        )
+        if instances is None or instances == "all":
+            return t.instances
+        if t.format_version == 1:
+            raise ValueError(
+                f"instances={instances!r}: this table (format 1) has one configuration and no "
+                "instances. Allowed: None."
+            )
+        if isinstance(instances, str):
+            if instances not in INSTANCE_SPLITS:
+                raise ValueError(f"instances={instances!r} is not allowed. {allowed}.")
+            chosen = tuple(i for i in t.instances if i.split == instances)
+            if not chosen:
+                raise ValueError(f"instances={instances!r}: the table has no {instances} instance. {allowed}.")
+            return chosen
+        if isinstance(instances, Mapping) or not isinstance(instances, Sequence) or not instances:
+            raise TypeError(f"instances={instances!r} is not allowed. {allowed}.")
+        unknown = [n for n in instances if n not in names]
+        if unknown:
+            raise ValueError(f"instances={instances!r} names {unknown}, not in the table. {allowed}.")
+        if len(set(instances)) != len(instances):
+            raise ValueError(f"instances={instances!r} repeats a name. {allowed}.")
+        return tuple(t.instance(n) for n in instances)
+
     def _seed_index(self, seed: Any) -> int:
         if seed is None:
             raise gym.error.ResetNeeded("Call reset() first, or give a seed.")
@@ -516,9 +698,11 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
                 f"Seed {seed!r} is not in the table. Allowed: its seeds {list(self.table.seeds)}."
             ) from None
 
-    def _checked_seeds(self, seeds: Any) -> tuple[int, ...]:
-        """``seeds=``: a non-empty sequence of the table's seeds, each once."""
-        allowed = f"Allowed: a non-empty list of the table's seeds {list(self.table.seeds)}, each once"
+    def _checked_seeds(self, seeds: Any, own: Sequence[int] | None = None) -> tuple[int, ...]:
+        """``seeds=``: a non-empty sequence of the table's seeds (of ``own``, the seeds of
+        the env's instances, where given), each once."""
+        own = self.table.seeds if own is None else own
+        allowed = f"Allowed: a non-empty list of the table's seeds {list(own)}, each once"
         if isinstance(seeds, (str, bytes, Mapping)) or not isinstance(seeds, (Sequence, np.ndarray)):
             hint = f", e.g. seeds=[{seeds!r}]" if isinstance(seeds, (int, np.integer)) else ""
             raise TypeError(f"seeds={seeds!r} ({type(seeds).__name__}) is not allowed. {allowed}{hint}.")
@@ -527,6 +711,11 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             raise ValueError(f"seeds={seeds!r} is empty: reset() would have no seed to draw. {allowed}.")
         for seed in chosen:
             self._seed_index(seed)
+            if seed not in own:
+                raise ValueError(
+                    f"Seed {seed!r} is a tree of instance {self.table.instance_of(int(seed)).name!r}, "
+                    f"which this env does not play. {allowed}."
+                )
         try:
             return tuple(check_seeds([int(s) for s in chosen], what=f"seeds={seeds!r}"))
         except ValueError as e:
@@ -563,6 +752,8 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             "diverged": bool(self.table.diverged[at]),
             "preset": None if index is None else self.preset_names[index],
         }
+        if self.table.format_version >= 2:
+            info["instance"] = self._instance.name
         flagged = [
             name for name, columns in zip(self.metric_names, self._panel_columns)
             if self.table.invalid["val"][at][columns].any()

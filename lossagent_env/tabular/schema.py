@@ -42,7 +42,9 @@ __all__ = [
     "FORMAT_VERSION",
     "LOSS_ROW",
     "METRIC_ROW",
+    "INSTANCE_SPLITS",
     "NODE_ROW",
+    "READABLE_VERSIONS",
     "RESERVED_ENV_KWARGS",
     "SPLITS",
     "UNIT_ROW",
@@ -55,8 +57,12 @@ __all__ = [
 ]
 
 FORMAT = "lossagent-table"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Format versions this code reads: 1 (one configuration, every seed a tree) and 2
+(problem instances, each with its replicate seeds)."""
 SPLITS = ("val", "test")
+INSTANCE_SPLITS = ("train", "test")
 
 RESERVED_ENV_KWARGS = ("objective", "max_stages", "render_mode")
 """Env keyword arguments a table fixes itself (the panel, ``stages``) or has no use for."""
@@ -116,11 +122,26 @@ class EnvConfigEntry(_Strict):
     task: Name | None = Field(default=None, description="The task the env id fixed.")
 
 
+class InstanceEntry(_Strict):
+    """One entry of ``instances`` (format 2): a problem instance and its replicates."""
+
+    name: Name = Field(description="Instance name, unique in the table.")
+    split: Literal["train", "test"] = Field(
+        description="'train': agents may tune on it; 'test': only scored on."
+    )
+    env_id: Name = Field(description="Gymnasium id of its live env.")
+    env_kwargs: dict[StrictStr, Any] = Field(description="Its gym.make kwargs (the table's, with its own).")
+    env_config: EnvConfigEntry = Field(description="Its full EnvConfig.")
+    seeds: list[Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]] = Field(
+        min_length=1, description="Its replicates: one seed, one tree each, in order."
+    )
+
+
 class TableHeader(_Strict):
     """The header of a table (see :mod:`lossagent_env.tabular.format` for each key)."""
 
     format: Literal["lossagent-table"]
-    format_version: Literal[1]
+    format_version: Literal[1, 2]
     env_id: Name = Field(description="Gymnasium id of the live env.")
     env_kwargs: dict[StrictStr, Any] = Field(description="gym.make kwargs of the live env.")
     env_config: EnvConfigEntry = Field(description="The full EnvConfig of the build.")
@@ -136,6 +157,7 @@ class TableHeader(_Strict):
     torch_threads: Annotated[StrictInt, Field(ge=1)] | None = None
     versions: dict[StrictStr, StrictStr | None] | None = None
     build: dict[StrictStr, Any] | None = None
+    instances: list[InstanceEntry] | None = None
 
     @property
     def preset_names(self) -> tuple[str, ...]:
@@ -268,6 +290,28 @@ def _check_relations(model: TableHeader, source: str) -> None:
     reserved = sorted(set(model.env_kwargs) & set(RESERVED_ENV_KWARGS))
     if reserved:
         fail("env_kwargs", f"sets {reserved}, which a table fixes itself")
+    if model.format_version == 1:
+        if model.instances is not None:
+            fail("instances", "is set; format version 1 has no instances (version 2 has)")
+        return
+    if not model.instances:
+        fail("instances", "is missing or empty; format version 2 lists at least one instance")
+    assert model.instances is not None
+    names = [entry.name for entry in model.instances]
+    repeated = sorted(n for n, c in collections.Counter(names).items() if c > 1)
+    if repeated:
+        fail("instances", f"repeats the names {repeated}; each instance appears once")
+    seeds = [seed for entry in model.instances for seed in entry.seeds]
+    if seeds != list(model.seeds):
+        fail(
+            "seeds",
+            f"is {list(model.seeds)[:12]}; in format version 2 it is every instance's seeds, in "
+            f"instance order: {seeds[:12]}",
+        )
+    for i, entry in enumerate(model.instances):
+        reserved = sorted(set(entry.env_kwargs) & set(RESERVED_ENV_KWARGS))
+        if reserved:
+            fail(f"instances[{i}].env_kwargs", f"sets {reserved}, which a table fixes itself")
 
 
 def check_rows(rows: list[tuple[Any, ...]], schema: RowSchema, source: str) -> list[tuple[Any, ...]]:

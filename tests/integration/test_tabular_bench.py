@@ -134,3 +134,88 @@ def test_a_tabular_suite_refuses_what_the_table_fixes(old, new, key, expected, c
     line = next(i for i, line in enumerate(text.splitlines(), start=1) if new.split("\n")[-1].split(" = ")[0] in line)
     assert error.line == line
     assert not (tmp_path / "out").exists()
+
+
+INSTANCES_SUITE = """\
+name = "instances-test"
+seeds = [0, 1, 2, 3]
+objectives = ["psnr", "ssim"]
+
+[env]
+id = "LossAgent/Tabular-v0"
+kwargs = {{ table = "{table}", instances = "test" }}
+
+[budget]
+max_stages = 2
+stage_iters = 2
+
+[[agents]]
+name = "fixed"
+
+[[agents]]
+name = "random"
+
+[[agents]]
+name = "ucb"
+kwargs = {{ train_episodes = 20 }}
+
+[[agents]]
+name = "transfer"
+"""
+
+
+def test_bench_on_a_table_of_instances_scores_against_the_best_static_preset(instance_table, tmp_path):
+    import sqlite3
+
+    from lossagent_env.tabular import TabularEnv
+
+    table = tmp_path / "instances.sqlite"
+    table.write_bytes(instance_table["path"].read_bytes())
+    db = sqlite3.connect(table)
+    with db:  # on 'science', pixel then edges beats every static sequence on PSNR, beyond noise
+        for seed, plus in ((4, 1.0), (5, 1.3)):
+            db.execute(
+                "UPDATE metrics SET value = value + ? WHERE metric = 'psnr' AND path = '0.1' AND seed = ?", (plus, seed)
+            )
+    db.close()
+    suite = tmp_path / "instances.toml"
+    suite.write_text(INSTANCES_SUITE.format(table=table))
+    out = tmp_path / "bench"
+    assert main(["bench", "--suite", str(suite), "--out", str(out)]) == 0
+
+    rows = read_rows(out / "results.jsonl")
+    assert {row["instance"] for row in rows} == {"science", "noisy"}
+    budgets = {row["agent"]: row["budget"] for row in rows}
+    assert budgets["fixed"] is None and budgets["random"] is None
+    assert budgets["ucb"]["train_episodes"] == 20 and budgets["ucb"]["train_instances"] == ["photos", "scenes"]
+    assert budgets["transfer"]["train_trees"] == [0, 1, 2, 3]
+
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["by_instance"] is True
+    cells = {(c["objective"], c["instance"]): c for c in scores["cells"]}
+    science = cells[("psnr", "science")]
+    assert science["oracle"] == ["pixel", "edges"] and science["defined"] and science["z"] >= 3
+    env = gym.make("LossAgent/Tabular-v0", table=str(table), objective="psnr", instances="test").unwrapped
+    assert isinstance(env, TabularEnv)
+    static = [env.preset_names.index(science["static"])] * 2
+    j_static = sum(env.final_objective(static, "test", tree=t) for t in (4, 5)) / 2
+    j_oracle = sum(env.final_objective([0, 1], "test", tree=t) for t in (4, 5)) / 2
+    scored = [r for r in scores["runs"] if r["objective"] == "psnr" and r["instance"] == "science"]
+    assert len(scored) == 8  # 4 agents x 2 seeds of this instance
+    for run in scored:
+        tree = env.tree_of(run["seed"])
+        j = env.final_objective([env.preset_names.index(p) for p in run["presets"]], "test", tree=tree)
+        assert run["normalized"] == pytest.approx((j - j_static) / (j_oracle - j_static))
+        assert run["gain_vs_static"] == pytest.approx(j - env.final_objective(static, "test", tree=tree))
+    unscored = [r for r in scores["runs"] if not cells[(r["objective"], r["instance"])]["defined"]]
+    assert unscored and all(r["normalized"] is None for r in unscored)
+    assert scores["admission"]["psnr"]["admitted"] and scores["admission"]["psnr"]["beyond_noise"] >= 1
+    assert set(scores["iqm"]) == {"fixed", "random", "ucb", "transfer"}
+    assert set(scores["iqm_by_objective"]) <= {o for o, a in scores["admission"].items() if a["admitted"]}
+
+    report = (out / "report.md").read_text()
+    for heading in ("Does anyone beat the best static preset, beyond noise?", "the admission rule",
+                    "The value of scheduling, per test instance", "Each agent against the best static preset",
+                    "IQM of the normalized scores", "Training budgets"):
+        assert heading in report
+    assert "| ucb | on test frozen, train episodes 20, train instances photos, scenes, train steps 40 |" in report

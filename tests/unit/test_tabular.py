@@ -360,7 +360,7 @@ def test_a_shipped_table_suite_wins_over_a_folder_of_that_name(tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tabular").mkdir()  # a folder named like the shipped suite
-    assert load_table_spec("tabular").stages == 4
+    assert load_table_spec("tabular").stages == 6
 
 
 def test_a_build_that_stores_no_unit_removes_its_new_file(tmp_path, monkeypatch):

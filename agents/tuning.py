@@ -1,0 +1,70 @@
+"""Tuning on a table's training instances, the one place agents reach them.
+
+A table of problem instances (format 2, see :mod:`lossagent_env.tabular.format`) splits
+its instances into ``train`` and ``test``. A benchmark scores agents on the test
+instances; an agent with a training budget (bandits' arm tables, PPO, transfer, the LLM
+agent's example trajectories) tunes on :func:`training_env`, a replay of the same table,
+objective and horizon on the training instances only, so no tuning reads a test
+instance. :func:`play` is a lean episode loop for the thousands of training episodes a
+replay affords (no records, no checks beyond the env's own).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.spec import AgentSpec
+from lossagent_env.tabular import TabularEnv
+
+__all__ = ["play", "training_env"]
+
+
+def training_env(env: Any, owner: str) -> TabularEnv:
+    """The training instances of the table ``env`` replays.
+
+    Args:
+        env: A ``LossAgent/Tabular-v0`` env (wrapped or not) on a table of instances.
+        owner: The agent and argument that need it, for messages.
+
+    Raises:
+        ValueError: ``env`` is not a table replay, its table has no instances (format 1)
+            or no training instance.
+    """
+    table_env = getattr(env, "unwrapped", env)
+    if not isinstance(table_env, TabularEnv):
+        raise ValueError(
+            f"{owner} tunes on a table's training instances; this env ({type(table_env).__name__}) "
+            "replays no table. Allowed: LossAgent/Tabular-v0 on a table of instances (format 2), "
+            "or no training budget."
+        )
+    train = table_env.splits["train"]
+    if not train:
+        raise ValueError(
+            f"{owner} tunes on a table's training instances; table "
+            f"{table_env.table.header.get('build', {}).get('description') or ''!r} has none "
+            f"(format {table_env.table.format_version}). Allowed: a table of instances with a "
+            "train split, or no training budget."
+        )
+    return table_env.with_instances("train")
+
+
+def play(env: TabularEnv, agent: Any, seed: int, spec: AgentSpec | None = None) -> float:
+    """One episode of ``agent`` on ``env`` with ``seed``; returns its return.
+
+    Args:
+        env: The replay to play (unwrapped: microseconds per step).
+        agent: An :class:`~agents.base.Agent`.
+        seed: Seed of ``env.reset`` and ``agent.reset``.
+        spec: ``AgentSpec.from_env(env)``, computed once by the caller for speed.
+    """
+    spec = AgentSpec.from_env(env) if spec is None else spec
+    observation, info = env.reset(seed=seed)
+    agent.reset(spec, seed)
+    total, done = 0.0, False
+    while not done:
+        action = agent.act(observation, info)
+        observation, reward, terminated, truncated, info = env.step(action)
+        agent.observe(action, reward, observation, info, terminated, truncated)
+        total += float(reward)
+        done = terminated or truncated
+    return total

@@ -1,0 +1,257 @@
+"""Tables of problem instances (format 2): instances with replicates, the replicate drawn
+from the reset seed, the oracle on replicate means with its ties, the train/test split
+of instances, and agents that tune on the training instances only."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sqlite3
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import lossagent_env  # noqa: F401  (registers the ids)
+from agents import make_agent, run_episode
+from agents.spec import AgentSpec
+from benchmarks.suite import SuiteError
+from benchmarks.suite_table import load_table_spec, table_spec_from_text
+from lossagent_env.tabular import TableFormatError, TabularEnv, load_table
+from lossagent_env.tabular.build import make_build_env
+from lossagent_env.tabular.check import check_against_live
+from tests.conftest import INSTANCE_TABLE_TOML
+
+TRAIN, TEST = ["photos", "scenes"], ["science", "noisy"]
+
+
+def replay(instance_table, **kwargs) -> TabularEnv:
+    env = gym.make("LossAgent/Tabular-v0", table=str(instance_table["path"]), **kwargs).unwrapped
+    assert isinstance(env, TabularEnv)
+    return env
+
+
+def test_the_header_lists_the_instances_and_their_replicates(instance_table):
+    table = load_table(instance_table["path"])
+    assert table.format_version == 2
+    assert [(i.name, i.split, i.seeds) for i in table.instances] == [
+        ("photos", "train", (0, 1)), ("scenes", "train", (2, 3)), ("science", "test", (4, 5)), ("noisy", "test", (6, 7)),
+    ]
+    assert table.seeds == tuple(range(8))
+    noisy = table.instance("noisy")
+    assert noisy.env_id == "LossAgent/Denoising-v0"
+    assert noisy.env_kwargs["dataset"] == "skimage:textures" and noisy.env_kwargs["sigma"] == 15.0
+    assert noisy.env_kwargs["stage_iters"] == 2  # the table's own kwargs, with the instance's
+    db = sqlite3.connect(instance_table["path"])
+    header = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM header")}
+    db.close()
+    assert header["format_version"] == 2
+    assert header["instances"][3]["env_config"]["task"] == "denoise"
+    assert header["build"]["seconds"] > 0  # the measured build time
+
+
+def test_a_reset_seed_plays_one_instance_and_one_of_its_replicates(instance_table):
+    env = replay(instance_table, objective="psnr", instances="test")
+    played = []
+    for seed in range(4):
+        _, info = env.reset(seed=seed)
+        played.append((env.instance, env.replicate, env.table_seed))
+        assert info["instance"] == env.instance
+        assert env.config.dataset == env.table.instance(env.instance).env_kwargs["dataset"]
+    # seeds 0 .. I*R-1 play every (instance, replicate) once, instance i at seed % I
+    assert played == [("science", 0, 4), ("noisy", 0, 6), ("science", 1, 5), ("noisy", 1, 7)]
+    assert env.config.task == "denoise" and env.task_description.startswith("denois")
+    env.reset(seed=4 + 8 * 1000)
+    assert (env.instance, env.replicate) == ("science", 0)  # any seed >= 0 maps to a problem
+    env.reset()  # no seed: drawn, still a test instance
+    assert env.instance in TEST
+
+
+def test_the_replay_equals_the_live_env_of_each_instance(instance_table):
+    spec = load_table_spec(instance_table["suite"])
+    env = replay(instance_table, objective={"psnr": 1.0, "ssim": 1.0})
+    for tree in (1, 6):  # a replicate of an SR instance, and of the denoising one
+        live = make_build_env(spec, tree)
+        try:
+            live_info = live.reset(seed=tree)[-1]
+            instance = env.table.instance_of(tree)
+            env.reset(seed=env.instances.index(instance) + 4 * instance.seeds.index(tree))
+            assert env.table_seed == tree
+            for action in (1, 0):
+                live_info = live.step(action)[-1]
+                info = env.step(action)[-1]
+                for metric in ("psnr", "ssim"):
+                    assert info["metrics"][metric] == live_info["metrics"][metric]
+        finally:
+            live.close()
+
+
+def test_the_instances_argument_names_what_is_allowed(instance_table):
+    assert [i.name for i in replay(instance_table, instances="train").instances] == TRAIN
+    assert [i.name for i in replay(instance_table, instances=["noisy"]).instances] == ["noisy"]
+    assert len(replay(instance_table).instances) == 4  # default: all
+    for bad, error in (("validation", ValueError), (["nope"], ValueError), (["noisy", "noisy"], ValueError), (3, TypeError)):
+        with pytest.raises(error, match="Allowed: None or 'all'"):
+            replay(instance_table, instances=bad)
+    with pytest.raises(ValueError, match="is a tree of instance 'photos', which this env does not play"):
+        replay(instance_table, instances="test", seeds=[0])
+    env = replay(instance_table, instances="test", seeds=[4, 6])  # one replicate each
+    assert {(env.reset(seed=s)[1]["instance"], env.table_seed) for s in range(4)} == {("science", 4), ("noisy", 6)}
+
+
+def test_a_format_1_table_has_no_instances(small_table):
+    env = gym.make("LossAgent/Tabular-v0", table=str(small_table["path"])).unwrapped
+    assert [i.name for i in env.table.instances] == ["default"] and env.splits == {"train": [], "test": []}
+    assert "instance" not in env.reset(seed=123)[1]
+    with pytest.raises(ValueError, match="format 1"):
+        gym.make("LossAgent/Tabular-v0", table=str(small_table["path"]), instances="train")
+
+
+@pytest.mark.parametrize("objective", ["psnr", {"psnr": 1.0, "ssim": 20.0}])
+def test_the_oracle_on_means_and_its_ties_by_brute_force(instance_table, objective):
+    env = replay(instance_table, objective=objective)
+    k, m = 2, 2
+    for instance in env.table.instances:
+        for z in (0.0, 2.0, 50.0):
+            result = env.oracle_on_means(instance=instance.name, z=z)
+            sequences = list(itertools.product(range(k), repeat=m))
+            j = {
+                split: np.array([[env.final_objective(seq, split, tree=t) for seq in sequences] for t in instance.seeds])
+                for split in ("val", "test")
+            }
+            means = j["val"].mean(axis=0)
+            best = int(np.argmax(means))
+            assert tuple(result["actions"]) == sequences[best]
+            assert np.allclose(env.sequence_means(instance.name)["val"], means)
+            gaps = j["val"][:, best : best + 1] - j["val"]
+            se = gaps.std(axis=0, ddof=1) / math.sqrt(len(instance.seeds))
+            assert result["ties"] == int(np.sum(gaps.mean(axis=0) <= z * se)) - 1
+            static = [p for p in range(k) if sequences.index((p,) * m) == int(np.argmax(means[[0, 3]])) * 3][0]
+            assert result["best_static"]["preset"] == env.preset_names[static]
+            d = j["test"][:, best] - j["test"][:, sequences.index((static,) * m)]
+            assert result["value"]["test"] == pytest.approx((d.mean(), d.std(ddof=1) / math.sqrt(2)))
+            assert result["means"]["oracle"]["test"] == pytest.approx(j["test"][:, best].mean())
+            assert result["instance"] == instance.name and result["replicates"] == 2
+
+
+def _record_resets(monkeypatch) -> list[str]:
+    """The instance of every reset of any table replay from now on."""
+    seen: list[str] = []
+    stock = TabularEnv.reset
+
+    def reset(self, **kwargs):
+        out = stock(self, **kwargs)
+        seen.append(self.instance)
+        return out
+
+    monkeypatch.setattr(TabularEnv, "reset", reset)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("ucb", {"train_episodes": 40}),
+        ("egreedy", {"train_episodes": 40, "per_stage": False}),
+        ("thompson", {"train_episodes": 40, "on_test": "continue"}),
+        ("llm", {"model": "local", "examples": 4}),
+        pytest.param("ppo", {"train_steps": 64, "n_steps": 16}, marks=pytest.mark.rl),
+    ],
+)
+def test_tuning_reads_the_training_instances_only(instance_table, monkeypatch, name, kwargs):
+    env = gym.make("LossAgent/Tabular-v0", table=str(instance_table["path"]), objective="psnr", instances="test")
+    seen = _record_resets(monkeypatch)
+    agent = make_agent(name, **kwargs)
+    agent.prepare(env)
+    assert seen and set(seen) <= set(TRAIN), seen
+    budget = agent.budget()
+    assert budget["train_instances"] == TRAIN
+    assert budget["train_steps"] == budget["train_episodes"] * 2 or name == "ppo"
+
+
+def test_transfer_learns_on_the_training_trees_and_refuses_a_test_tree(instance_table):
+    env = gym.make("LossAgent/Tabular-v0", table=str(instance_table["path"]), objective="psnr", instances="test")
+    agent = make_agent("transfer")
+    run_episode(env, agent, seed=0)
+    assert agent.budget() == {"train_episodes": 4 * 4, "train_trees": [0, 1, 2, 3], "train_instances": TRAIN}
+    expected = env.unwrapped.oracle_on_means(seeds=[0, 1, 2, 3])["actions"]
+    assert agent.sequence == expected
+    with pytest.raises(ValueError, match="seed 5 is a replicate of the test instance 'science'"):
+        make_agent("transfer", train_seeds=[0, 5]).prepare(env)
+
+
+def test_an_agent_without_training_instances_is_told_so(small_table):
+    env = gym.make("LossAgent/Tabular-v0", table=str(small_table["path"]), objective="psnr")
+    with pytest.raises(ValueError, match=r"UCBAgent\(train_episodes=3\) tunes on a table's training instances"):
+        make_agent("ucb", train_episodes=3).prepare(env)
+    live = gym.make("LossAgent/SuperResolution-v0", stage_iters=1, max_stages=1)
+    with pytest.raises(ValueError, match="replays no table"):
+        make_agent("llm", model="local", examples=2).prepare(live)
+    live.close()
+    with pytest.raises(ValueError, match="on_test"):
+        make_agent("ucb", train_episodes=3, on_test="thaw")
+    with pytest.raises(ValueError, match="examples"):
+        make_agent("llm", model="local", examples=-1)
+
+
+def test_a_trained_bandit_keeps_one_table_per_stage_and_freezes_it(instance_table):
+    env = gym.make("LossAgent/Tabular-v0", table=str(instance_table["path"]), objective="psnr", instances="test")
+    agent = make_agent("ucb", train_episodes=30)
+    agent.prepare(env)
+    assert len(agent.cores) == 2 and all(core.pulls.sum() == 30 for core in agent.cores)
+    pulls = [core.pulls.copy() for core in agent.cores]
+    trajectory = run_episode(env, agent, seed=1)
+    assert [core.pulls.tolist() for core in agent.cores] == [p.tolist() for p in pulls]  # frozen: no update
+    best = [int(np.nanargmax(core.means)) for core in agent.cores]
+    assert [s.preset for s in trajectory.stages] == [env.unwrapped.preset_names[a] for a in best]
+    assert all(s.notes["table"] == "frozen" for s in trajectory.stages)
+
+
+def test_the_llm_examples_are_in_its_prompt(instance_table):
+    env = gym.make("LossAgent/Tabular-v0", table=str(instance_table["path"]), objective="psnr", instances="test")
+    agent = make_agent("llm", model="local", examples=3)
+    agent.prepare(env)
+    statics = [run for run in agent.example_runs if len(set(run.played)) == 1]
+    assert [run.played for run in statics] == [("pixel", "pixel"), ("edges", "edges")]
+    assert {run.instance for run in statics} == {"photos"}  # compared on one problem
+    agent.reset(AgentSpec.from_env(env), 0)
+    text = agent.messages()[1].content
+    assert "## Example runs on training problems" in text
+    for run in agent.example_runs:
+        assert f"| {run.instance} | {', '.join(run.played)} |" in text
+    zero_shot = make_agent("llm", model="local")
+    zero_shot.reset(AgentSpec.from_env(env), 0)
+    assert "Example runs" not in zero_shot.messages()[1].content and zero_shot.budget() is None
+
+
+def test_live_training_agrees_with_the_table_exactly_on_this_machine(instance_table):
+    checks = check_against_live(str(instance_table["path"]), samples=3, seed=1)
+    assert {c.seed for c in checks} and all(c.distance == 0.0 for c in checks)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (("replicates = 2\n", ""), "needs replicates"),
+        (("replicates = 2\n", "replicates = 2\nseeds = [0, 1]\n"), "takes replicates, not seeds"),
+        (('split = "train"', 'split = "dev"', 1), "split"),
+        (('name = "scenes"', 'name = "photos"'), "instance names must be unique"),
+        (("kwargs = { dataset = \"skimage:photos\" }", "kwargs = { datasets = \"x\" }"), "datasets"),
+    ],
+)
+def test_a_bad_instances_section_is_named(edit, match):
+    text = INSTANCE_TABLE_TOML.replace(*edit)
+    with pytest.raises(SuiteError, match=match):
+        table_spec_from_text(text)
+
+
+def test_a_header_whose_seeds_are_not_its_instances_is_refused(instance_table, tmp_path):
+    copy = tmp_path / "copy.sqlite"
+    copy.write_bytes(instance_table["path"].read_bytes())
+    db = sqlite3.connect(copy)
+    with db:
+        db.execute("UPDATE header SET value = ? WHERE key = 'seeds'", (json.dumps([0, 1, 2, 3, 4, 5, 7, 6]),))
+    db.close()
+    with pytest.raises(TableFormatError, match="every instance's seeds, in instance order"):
+        load_table(copy)
