@@ -17,7 +17,9 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import inspect
+import json
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -342,6 +344,11 @@ class _BanditArguments(BaseModel):
         return presets
 
 
+_TRAINED: dict[str, tuple[list[BanditCore], list[str], int]] = {}
+"""Arm tables trained on a table's training instances, by settings, table, objective and
+horizon (see ``_BanditAgent.prepare``)."""
+
+
 class _TuningArguments(BaseModel):
     """A bandit agent's training budget (see :class:`_BanditAgent`)."""
 
@@ -432,16 +439,26 @@ class _BanditAgent(BaseAgent):
         self._frozen = False
 
     def prepare(self, env: Any) -> None:
-        """Train the arm tables on the training instances (once; see the class docstring)."""
+        """Train the arm tables on the training instances (once; see the class docstring).
+
+        Training does not depend on the episode, so tables trained in this process with
+        the same settings on the same table, objective and horizon are reused (a copy).
+        """
         if self.train_episodes == 0 or self._trained_on is not None:
             return
         view = training_env(env, f"{type(self).__name__}(train_episodes={self.train_episodes})")
-        spec = AgentSpec.from_env(view)
-        self.cores = []
-        for seed in range(self.train_episodes):
-            play(view, self, seed, spec)
-        self._trained_on = [i.name for i in view.instances]
-        self._train_steps = self.train_episodes * spec.max_stages
+        key = json.dumps(
+            [repr(self), self.presets, view.table.header, view.objective.describe(), view.max_stages],
+            sort_keys=True, default=repr,
+        )
+        if key not in _TRAINED:
+            spec = AgentSpec.from_env(view)
+            self.cores = []
+            for seed in range(self.train_episodes):
+                play(view, self, seed, spec)
+            _TRAINED[key] = (self.cores, [i.name for i in view.instances], self.train_episodes * spec.max_stages)
+        cores, self._trained_on, self._train_steps = copy.deepcopy(_TRAINED[key])
+        self.cores = cores
         self._frozen = self.on_test == "frozen"
 
     def budget(self) -> dict[str, Any] | None:

@@ -489,7 +489,8 @@ class PPOAgent(BaseAgent):
         settings = {
             "agent": {k: v for k, v in vars(self).items() if k not in ("model", "trained_steps", "spec", "rng", "_notes", "t", "_train_instances", "_stages")},
             "env": [type(u).__name__, getattr(getattr(env, "spec", None), "id", None)],
-            "config": u.config.to_dict() if hasattr(u, "config") else None,
+            # on a table of instances the config follows the episode's instance; the table says it all
+            "config": u.config.to_dict() if hasattr(u, "config") and not _on_instances(env) else None,
             "objective": u.objective.describe() if hasattr(u, "objective") else None,
             "table": getattr(table, "header", None),
             "presets": getattr(env.action_space, "n", None),

@@ -85,7 +85,10 @@ def ppo_train_seconds(table: str, objective: str) -> float:
     kwargs = next(a.kwargs for a in suite.agents if a.name == "ppo")
     env = gym.make("LossAgent/Tabular-v0", table=table, objective=objective)
     seeds = list(_tabular(env).seeds)
-    kwargs = {**kwargs, "train_seeds": [s for s in kwargs.get("train_seeds", seeds[:1]) if s in seeds] or seeds[:1]}
+    if _tabular(env).table.format_version >= 2:  # PPO trains on the table's training instances
+        kwargs = {k: v for k, v in kwargs.items() if k != "train_seeds"}
+    else:
+        kwargs = {**kwargs, "train_seeds": [s for s in kwargs.get("train_seeds", seeds[:1]) if s in seeds] or seeds[:1]}
     agent = make_agent("ppo", **kwargs)
     start = time.perf_counter()
     agent.train(env)

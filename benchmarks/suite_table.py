@@ -43,7 +43,6 @@ import os
 import tomllib
 from collections import Counter
 from collections.abc import Callable
-
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator

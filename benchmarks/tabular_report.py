@@ -663,6 +663,9 @@ def _instances_markdown(scores: TabularScores, plots: Mapping[str, str]) -> str:
         "",
         "### The value of scheduling, per test instance",
         "",
+        f"Ties: the other sequences whose validation mean lies within {z} standard errors of the "
+        "oracle's (the oracle is one of them, not the only one).",
+        "",
         "| objective | instance | oracle | best static | value (test) ± se | z | value (val) ± se | ties | scored |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -673,7 +676,7 @@ def _instances_markdown(scores: TabularScores, plots: Mapping[str, str]) -> str:
             f"{c['value_val']:.4g} ± {c['se_val']:.2g} | {c['ties']} | {'yes' if c['defined'] else 'no (within noise)'} |"
         )
     excluded = [c for c in scores.cells if not c["defined"]]
-    per_objective = defaultdict(int)
+    per_objective: dict[str, int] = defaultdict(int)
     for c in excluded:
         per_objective[c["objective"]] += 1
     if excluded:
@@ -700,7 +703,7 @@ def _instances_markdown(scores: TabularScores, plots: Mapping[str, str]) -> str:
     lines += ["", "### IQM of the normalized scores", ""]
     if scores.iqm:
         objectives = list(scores.iqm_by_objective)
-        secondary = defaultdict(list)
+        secondary: dict[str, list[float]] = defaultdict(list)
         for run in scores.runs:
             if run["normalized_ref"] is not None:
                 secondary[run["agent"]].append(run["normalized_ref"])

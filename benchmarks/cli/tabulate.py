@@ -38,10 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=textwrap.dedent(
             """\
             examples:
-              lossagent tabulate --suite tabular --out smoke.sqlite --workers 2
-              lossagent tabulate --suite tabular --out smoke.sqlite --resume
+              lossagent tabulate --suite tabular --out lossbench.sqlite --workers 2
+              lossagent tabulate --suite tabular --out lossbench.sqlite --resume
               lossagent tabulate --suite my_table.toml --out t.sqlite --backend ray --ray-address auto
-              lossagent tabulate --verify smoke --samples 5     # does live training here agree?
+              lossagent tabulate --verify lossbench --samples 5     # does live training here agree?
             """
         ),
     )
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--verify", metavar="TABLE", default=None,
         help="instead of building: train --samples random preset sequences of TABLE (a shipped "
         "name or a file) live here and print each one's distance from the table, in units of "
-        "the difference between two of its seeds (sqrt(2) x their standard deviation); exit 1 "
+        "the difference between two of its replicates (sqrt(2) x their standard deviation); exit 1 "
         "if any value lies beyond 3",
     )
     parser.add_argument("--samples", type=int, default=3, help="sequences trained by --verify [default: 3]")

@@ -528,10 +528,11 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
 
         Args:
             seeds: The replicates, at least two table seeds; default: every replicate of
-                ``instance`` (every seed of a format 1 table).
+                ``instance``.
             z: Width of the band in standard errors: a sequence whose validation mean is
                 within ``z`` standard errors of the oracle's counts as a tie.
-            instance: An instance of the table; default: this episode's.
+            instance: An instance of the table; default: this episode's (a format 1
+                table has one, ``"default"``, whose replicates are all its seeds).
 
         Returns:
             ``{"instance", "actions", "presets", "best_static": {"preset", "actions"},
@@ -545,16 +546,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             ValueError: Fewer than two seeds, a seed not in the table, an unknown
                 instance, or ``z`` < 0.
         """
-        if seeds is not None:
-            chosen = list(self._checked_seeds(seeds, self.table.seeds))
-        elif self.table.format_version == 1:
-            chosen = list(self.table.seeds)
-        else:
-            try:
-                entry = self._instance if instance is None else self.table.instance(instance)
-            except KeyError as e:
-                raise ValueError(e.args[0]) from None
-            chosen = list(entry.seeds)
+        chosen = list(self._checked_seeds(seeds, self.table.seeds)) if seeds is not None else self._replicates_of(instance)
         if len(chosen) < 2:
             raise ValueError(f"seeds={chosen!r}: a noise band needs at least two replicates.")
         if not (isinstance(z, (int, float)) and math.isfinite(z) and z >= 0):
@@ -603,20 +595,13 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         lexicographic order (NaN where a replicate is NaN).
 
         Args:
-            instance: An instance of the table; default: this episode's (a format 1
-                table: the mean over all its seeds).
+            instance: An instance of the table; default: this episode's (see
+                :meth:`oracle_on_means`).
 
         Raises:
             ValueError: An unknown instance.
         """
-        if self.table.format_version == 1:
-            rows = list(range(len(self.table.seeds)))
-        else:
-            try:
-                entry = self._instance if instance is None else self.table.instance(instance)
-            except KeyError as e:
-                raise ValueError(e.args[0]) from None
-            rows = [self._seed_index(s) for s in entry.seeds]
+        rows = [self._seed_index(s) for s in self._replicates_of(instance)]
         k, m = len(self.preset_names), self.max_stages
         end = self._offsets[m]
         return {split: self._j[split][rows, end : end + k**m].mean(axis=0) for split in SPLITS}
@@ -650,6 +635,18 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         return float(self._j[split][s, self.table.node_index(path)])
 
     # ------------------------------------------------------------ internals
+    def _replicates_of(self, instance: str | None) -> list[int]:
+        """The table seeds of ``instance`` (None: this episode's; a format 1 table's one
+        instance, ``"default"``, holds all its seeds).
+
+        Raises:
+            ValueError: No such instance (the message lists them).
+        """
+        try:
+            return list((self._instance if instance is None else self.table.instance(instance)).seeds)
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+
     def _tree_index(self, seed: Any) -> int:
         """Row of the tree that ``reset(seed=seed)`` replays (None: this episode's)."""
         if seed is None:

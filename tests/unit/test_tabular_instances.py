@@ -255,3 +255,46 @@ def test_a_header_whose_seeds_are_not_its_instances_is_refused(instance_table, t
     db.close()
     with pytest.raises(TableFormatError, match="every instance's seeds, in instance order"):
         load_table(copy)
+
+
+def test_bad_instance_and_tree_arguments_name_what_is_allowed(instance_table):
+    env = replay(instance_table, objective="psnr")
+    with pytest.raises(ValueError, match=r"no instance 'nope'. Allowed: \['photos', 'scenes', 'science', 'noisy'\]"):
+        env.oracle_on_means(instance="nope")
+    with pytest.raises(ValueError, match="no instance 'nope'"):
+        env.sequence_means("nope")
+    with pytest.raises(ValueError, match="give one"):
+        env.final_objective([0], seed=0, tree=0)
+    with pytest.raises(ValueError, match="Seed 99 is not in the table"):
+        env.final_objective([0], tree=99)
+    with pytest.raises(ValueError, match="two replicates"):
+        env.oracle_on_means(seeds=[4])
+
+
+def test_the_shipped_tabular_suite_is_its_tables_recipe():
+    """The shipped table ``lossbench`` is what the suite ``tabular`` says it builds, and the
+    suite plays its test instances."""
+    from benchmarks.suite import load_suite
+
+    suite = load_suite("tabular")  # checks the table holds its budget and objectives
+    assert suite.env_kwargs == {"table": "lossbench", "instances": "test"}
+    spec = load_table_spec("tabular")
+    table = load_table("lossbench")
+    assert table.format_version == 2 and table.stages == spec.stages == suite.max_stages
+    assert table.preset_names == tuple(spec.presets) and table.metrics == tuple(spec.metrics)
+    assert [(i.name, i.split, i.seeds) for i in table.instances] == [
+        (i.name, i.split, i.seeds) for i in spec.instances
+    ]
+    for inst, entry in zip(table.instances, spec.instances):
+        assert inst.env_kwargs == spec.env_for(entry.seeds[0])[1]
+    assert table.header["build"]["seconds"] > 0 and table.header["build"]["command"].startswith("lossagent tabulate")
+
+
+def test_check_env_passes_on_a_table_of_instances(instance_table):
+    import warnings
+
+    from gymnasium.utils.env_checker import check_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(replay(instance_table, objective={"psnr": 1.0, "ssim": 5.0}, instances="test"))
