@@ -80,9 +80,11 @@ def interval_estimates(
 ) -> dict[K, np.ndarray]:
     """Point estimates and 95% stratified-bootstrap percentile intervals, with rliable.
 
-    One call of :func:`rliable.library.get_interval_estimates` on every key, with
-    NumPy's global RNG (which rliable's stratified bootstrap draws from) seeded with 0
-    and restored afterwards, so the result is the same at every call.
+    One call of :func:`rliable.library.get_interval_estimates` per key, each with NumPy's
+    global RNG (which rliable's stratified bootstrap draws from) seeded with 0 and
+    restored afterwards: the result is the same at every call, and two keys with the
+    same scores get the same interval (one call for all keys would give each key the
+    next stretch of the same random stream).
 
     Args:
         scores: Per key, a ``(runs, tasks)`` score matrix (runs are resampled within
@@ -99,13 +101,17 @@ def interval_estimates(
 
     # rliable's stratified bootstrap draws its resamples from NumPy's global RNG, not from
     # the RandomState it is given
-    with _global_rng_seeded(), warnings.catch_warnings():
-        # rliable hands its RandomState to arch, which asks for the newer keyword
-        warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
-        point, interval = rly.get_interval_estimates(
-            scores, lambda *x: np.atleast_1d(statistic(*x)), reps=reps, random_state=np.random.RandomState(0)
-        )
-    return {key: np.vstack([np.atleast_1d(point[key]), np.reshape(interval[key], (2, -1))]) for key in scores}
+    out: dict[K, np.ndarray] = {}
+    for key, matrix in scores.items():
+        with _global_rng_seeded(), warnings.catch_warnings():
+            # rliable hands its RandomState to arch, which asks for the newer keyword
+            warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)
+            point, interval = rly.get_interval_estimates(
+                {key: matrix}, lambda *x: np.atleast_1d(statistic(*x)), reps=reps,
+                random_state=np.random.RandomState(0),
+            )
+        out[key] = np.vstack([np.atleast_1d(point[key]), np.reshape(interval[key], (2, -1))])
+    return out
 
 
 @contextlib.contextmanager

@@ -96,6 +96,18 @@ def test_mean_intervals_are_rliables_stratified_bootstrap_and_reproducible():
     np.testing.assert_array_equal(estimates, mean_intervals(x))
 
 
+def test_agents_with_the_same_scores_get_the_same_interval():
+    from rliable import metrics
+
+    from benchmarks.tabular_report import interval_estimates
+
+    scores = np.array([[0.1, -0.5], [0.3, 0.2], [-0.9, 0.4]])
+    other = np.array([[1.0, 2.0], [0.0, -1.0], [0.5, 0.5]])
+    estimates = interval_estimates({"a": scores, "b": other, "c": scores.copy()}, metrics.aggregate_iqm)
+    np.testing.assert_array_equal(estimates["a"], estimates["c"])
+    np.testing.assert_array_equal(estimates["a"], interval_estimates({"a": scores}, metrics.aggregate_iqm)["a"])
+
+
 def test_mean_intervals_bootstrap_each_column_on_the_runs_that_measured_it():
     x = np.array([[1.0, np.nan, np.nan], [2.0, 4.0, np.nan], [3.0, 6.0, np.nan]])
     estimates = mean_intervals(x)
