@@ -280,15 +280,10 @@ def score_tabular(
         env = gym.make(TABULAR_ENV_ID, **kwargs, objective=spec, max_stages=depth).unwrapped
         assert isinstance(env, TabularEnv)  # the id's entry point
         envs[label] = env
-    if next(iter(envs.values()), None) is not None and next(iter(envs.values())).table.format_version >= 2:
+    if envs and next(iter(envs.values())).table.format_version >= 2:
         return _score_instances(runs, envs, depth, result)
     cells: dict[tuple[str, int], dict[str, Any]] = {}
-    for run_rows in runs.values():
-        first = run_rows[0]
-        label, seed = first["objective"], int(first["seed"])
-        if label not in envs:
-            continue
-        env = envs[label]
+    for run_rows, first, label, seed, env in _scored_runs(runs, envs):
         result.reference = env.preset_names[0]
         key = (label, seed)
         if key not in cells:
@@ -311,6 +306,17 @@ def score_tabular(
             result.scheduling[label] = env.oracle_on_means()
     _aggregate(result)
     return result
+
+
+def _scored_runs(
+    runs: Mapping[str, Sequence[ResultRow]], envs: Mapping[str, Any]
+) -> Iterator[tuple[Sequence[ResultRow], ResultRow, str, int, Any]]:
+    """Each run on an objective of the suite: its rows, first row, objective, seed and env."""
+    for run_rows in runs.values():
+        first = run_rows[0]
+        label = first["objective"]
+        if label in envs:
+            yield run_rows, first, label, int(first["seed"]), envs[label]
 
 
 def _played(env: Any, run_rows: Sequence[ResultRow]) -> list[int]:
@@ -365,12 +371,7 @@ def _score_instances(
                 }
             )
     cells = {(c["objective"], c["instance"]): c for c in result.cells}
-    for run_rows in runs.values():
-        first = run_rows[0]
-        label, seed = first["objective"], int(first["seed"])
-        if label not in envs:
-            continue
-        env = envs[label]
+    for run_rows, first, label, seed, env in _scored_runs(runs, envs):
         indices = _played(env, run_rows)
         tree = env.tree_of(seed)
         instance = env.table.instance_of(tree)
