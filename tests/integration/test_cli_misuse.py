@@ -337,9 +337,12 @@ def test_run_on_a_table_refuses_what_the_table_fixes_and_bad_agent_arguments(arg
 
 
 def test_run_on_a_table_without_a_table_says_how_to_name_one(capsys):
+    from lossagent_env.tabular import shipped_tables
+
     code = main(["run", "--env", "LossAgent/Tabular-v0"])
     _one_line_error(
-        capsys, code, "--set table=...: a table replay needs `table = NAME_OR_PATH`: a table file, or a shipped table ['smoke']"
+        capsys, code,
+        f"--set table=...: a table replay needs `table = NAME_OR_PATH`: a table file, or a shipped table {shipped_tables()}",
     )
 
 

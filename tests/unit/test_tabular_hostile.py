@@ -22,7 +22,7 @@ from gymnasium.utils.env_checker import check_env, data_equivalence
 import lossagent_env
 from lossagent_env.registry import unknown_name_message
 from lossagent_env.tabular import TableFormatError, read_table
-from lossagent_env.tabular.replay import TABLES_DIR
+from lossagent_env.tabular.replay import TABLES_DIR, shipped_tables
 from lossagent_env.wrappers import PresetActions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,7 +220,9 @@ def test_seeds_may_be_numpy_integers():
 
 @pytest.mark.parametrize("table", [3, None, ["smoke"]], ids=["int", "none", "list"])
 def test_a_table_of_the_wrong_type_is_refused(table):
-    with pytest.raises(TypeError, match=rf"table={re.escape(repr(table))} .* is not allowed. Allowed: the path of a table file, or the name of a shipped table \['smoke'\]"):
+    shipped = re.escape(repr(shipped_tables()))
+    assert "'smoke'" in shipped and "'lossbench'" in shipped
+    with pytest.raises(TypeError, match=rf"table={re.escape(repr(table))} .* is not allowed. Allowed: the path of a table file, or the name of a shipped table {shipped}"):
         gym.make("LossAgent/Tabular-v0", table=table, objective="psnr")
 
 
