@@ -195,6 +195,14 @@ class BanditCore:
             value = float(max(ss.sum() / total - (s.sum() / total) ** 2, 0.0))
         return max(value, 1e-12)
 
+    def best_arm(self) -> int | None:
+        """The arm with the best mean reward (ties broken at random), None while no arm
+        has a reward: what a bandit frozen after training plays."""
+        means = self.means
+        if np.isnan(means).all():
+            return None
+        return self._argmax(np.nan_to_num(means, nan=-np.inf))
+
     def _argmax(self, values: np.ndarray) -> int:
         best = np.flatnonzero(values == values.max())
         return int(self.rng.choice(best))
@@ -517,11 +525,8 @@ class _BanditAgent(BaseAgent):
 
     def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
         self.core = self.cores[min(self.t, len(self.cores) - 1)]
-        means = self.core.means
-        if self._frozen and not np.isnan(means).all():
-            self._arm = self.core._argmax(np.nan_to_num(means, nan=-np.inf))
-        else:
-            self._arm = self.core.select_arm()
+        best = self.core.best_arm() if self._frozen else None
+        self._arm = self.core.select_arm() if best is None else best
         self._notes = {"arm": self.arm_names[self._arm], "arm_index": self._arm}
         if self.train_episodes:
             self._notes["table"] = "frozen" if self._frozen else "continued"

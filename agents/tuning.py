@@ -40,10 +40,9 @@ def training_env(env: Any, owner: str) -> TabularEnv:
     train = table_env.splits["train"]
     if not train:
         raise ValueError(
-            f"{owner} tunes on a table's training instances; table "
-            f"{table_env.table.header.get('build', {}).get('description') or ''!r} has none "
-            f"(format {table_env.table.format_version}). Allowed: a table of instances with a "
-            "train split, or no training budget."
+            f"{owner} tunes on a table's training instances; this env's table has none (table "
+            f"format {table_env.table.format_version}, instances {[i.name for i in table_env.table.instances]}). "
+            "Allowed: a table of instances with a train split, or no training budget."
         )
     return table_env.with_instances("train")
 
