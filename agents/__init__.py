@@ -76,6 +76,7 @@ __all__ = [
     "make_agent",
     "run_episode",
     "run_pbt",
+    "uses_embedded_model",
     "weight_presets",
 ]
 
@@ -130,6 +131,19 @@ def check_agent_arguments(name: str, kwargs: Mapping[str, Any]) -> type:
             if key not in allowed:
                 raise KeyError(unknown_name_message(f"argument of agent {name!r}", key, allowed))
     return cls
+
+
+def uses_embedded_model(name: str, kwargs: Mapping[str, Any]) -> bool:
+    """Whether agent ``name`` with ``kwargs`` asks the embedded local chat model.
+
+    True for ``llm`` with ``model="local"`` (or no model while ``$LOSSAGENT_LLM`` names
+    none): its server runs in the agent's process, on that process's cores.
+    """
+    if name != "llm":
+        return False
+    from lossagent_env.chat.models import is_embedded
+
+    return is_embedded(kwargs.get("model"))
 
 
 def __getattr__(name: str) -> Any:

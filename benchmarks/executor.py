@@ -434,14 +434,19 @@ class Executor:
         )
         try:
             futures = {pool.submit(_pool_call, task, key, item): key for key, item in items}
-            return collector.watch(
+            failures = collector.watch(
                 futures,
                 finished=lambda handles: [f for f in handles if f.done()],
                 error_of=lambda future: future.exception(),  # the worker process died
                 reason="worker ended without a result",
             )
-        finally:
+        except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        # Every task has its result or failure: the idle workers exit while the caller goes
+        # on (joining them took 1.3 s with 2 workers; the interpreter joins them at exit).
+        pool.shutdown(wait=False)
+        return failures
 
     def _map_ray(self, task: Callable, items: Sequence[tuple[Key, Any]], on_message: Callable, on_result: Callable) -> list[TaskFailure]:
         ray = import_ray()

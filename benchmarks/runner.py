@@ -20,7 +20,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,9 @@ __all__ = [
     "RunSpec",
     "RunsFailedError",
     "SuiteResult",
+    "auto_workers",
     "complete_runs",
+    "embedded_runs",
     "execute_run",
     "expand",
     "read_rows",
@@ -93,7 +95,7 @@ def run_suite(
     suite: Suite,
     out: str | os.PathLike[str],
     *,
-    workers: int = 1,
+    workers: int | None = 1,
     backend: str = "local",
     ray_address: str | None = None,
     resume: bool = False,
@@ -107,7 +109,10 @@ def run_suite(
     Args:
         suite: The validated suite.
         out: Output directory; must not exist unless ``resume``.
-        workers: Parallel runs (processes for ``local``; concurrent tasks for ``ray``).
+        workers: Parallel runs (processes for ``local``; concurrent tasks for ``ray``);
+            None: :func:`auto_workers`. With ``local`` and more than one worker, the
+            runs of agents on the embedded chat model run in this process after the
+            others, one after another (see :func:`embedded_runs`).
         backend: ``"local"`` or ``"ray"``.
         ray_address: Address of a Ray cluster; None starts a local one.
         resume: Continue the benchmark in ``out`` (the resume rule of
@@ -117,6 +122,9 @@ def run_suite(
         report: Rebuild ``summary.csv``, ``report.md`` and the plots at the end.
         threads: torch threads per run (default ``max(1, cores // workers)``, or on
             resume the count the benchmark was started with, from ``runner.json``).
+            Runs on the embedded chat model that run in this process after a pool use
+            ``threads`` too when it is given, else all the cores (their model's server
+            uses as many).
             Float32 reductions depend on the thread count, so results are
             bit-identical across ``workers`` settings at equal ``threads``; otherwise
             they drift apart during training (measured here: 3e-3 relative in the
@@ -132,18 +140,25 @@ def run_suite(
             (after every other run has finished; their rows are kept).
     """
     t0 = time.perf_counter()
+    embedded_threads = threads
     if resume and threads is None:
-        threads = _stored_threads(Path(out))  # so that resumed runs reproduce the others
+        # so that resumed runs reproduce the others
+        threads, embedded_threads = (_stored_threads(Path(out), key) for key in ("threads", "embedded_threads"))
+    validate_values(suite)  # everything is checked before anything is created
+    runs = expand(suite, image_every=image_every)
+    if workers is None:
+        workers = auto_workers(suite, runs, backend)
     executor = Executor(
         backend, workers=workers, threads=threads, device=str(suite.env_kwargs.get("device", "cpu")),
         ray_address=ray_address,
     )
-    validate_values(suite)  # everything is checked before anything is created
-    runs = expand(suite, image_every=image_every)
+    embedded_threads = embedded_threads or threads_per_worker(1)
     record = _suite_record(suite)
     output = Output(out, command="lossagent bench", kind="folder", resume=resume)
     output.check()
-    settings = {"threads": executor.threads, "workers": workers, "backend": backend}
+    settings = {
+        "threads": executor.threads, "embedded_threads": embedded_threads, "workers": workers, "backend": backend,
+    }
     with executor, output.claim(
         create=lambda path: _start_folder(path, record, settings),
         check_resumable=lambda path: _check_resumable(path, record),
@@ -154,7 +169,7 @@ def run_suite(
             "Suite %r: %d runs, %d already complete, %d to run (%s backend, %d worker(s)).",
             suite.name, len(runs), len(done), len(pending), backend, workers,
         )
-        failures = _execute(executor, pending, output, on_row)
+        failures = _execute(executor, pending, output, on_row, embedded_threads)
         if failures and not output.kept:
             # Nothing was computed: leave nothing behind, so the fixed command runs as is.
             raise RunsFailedError(
@@ -186,12 +201,49 @@ def _suite_record(suite: Suite) -> dict[str, Any]:
     return record
 
 
-def _stored_threads(out: Path) -> int | None:
-    """The torch threads a benchmark was started with (``runner.json``), if recorded."""
+def _stored_threads(out: Path, key: str = "threads") -> int | None:
+    """The torch threads a benchmark was started with (``runner.json``), if recorded:
+    ``threads`` (runs on the executor) or ``embedded_threads`` (runs on the embedded
+    chat model after a pool)."""
     if not (out / RUNNER_FILE).is_file():
         return None
-    threads = read_json(out / RUNNER_FILE, "The runner settings").get("threads")
+    threads = read_json(out / RUNNER_FILE, "The runner settings").get(key)
     return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
+
+
+def auto_workers(suite: Suite, runs: Sequence[RunSpec], backend: str = "local") -> int:
+    """``--workers`` by default: one process per core for runs that train on the CPU.
+
+    A small network's training gains little from a second thread (2 threads trained a
+    smoke run 1.37 times as fast as 1, not twice), so a process per core does more: on
+    2 cores, the smoke suite's 16 training runs took 41 s in two 1-thread processes and
+    49-52 s in one 2-thread process, start-up included.
+    Runs on the embedded chat model are not counted (they run in this process, after
+    the others: :func:`embedded_runs`).
+
+    Returns:
+        1 for a table replay (microseconds a stage; a process costs seconds to start),
+        an env whose device is not ``cpu`` (several processes would share one GPU), or
+        the ``ray`` backend; else ``min(cores, runs that train without the embedded
+        model)``, at least 1.
+    """
+    if backend != "local" or suite.env_id == TABULAR_ENV_ID or str(suite.env_kwargs.get("device", "cpu")) != "cpu":
+        return 1
+    cores = threads_per_worker(1)
+    return max(1, min(cores, len(runs) - len(embedded_runs(runs))))
+
+
+def embedded_runs(runs: Sequence[RunSpec]) -> list[RunSpec]:
+    """The runs whose agent asks the embedded chat model (``llm`` with ``model="local"``).
+
+    With a process pool they run in this process after the others, one after another,
+    with all the cores: one server then answers them all with its prompt cache warm,
+    instead of one server per worker on a share of the cores (two 1-thread servers on
+    2 cores answered a smoke decision in 2.3 s, one 2-thread server in 1.0 s).
+    """
+    from agents import uses_embedded_model
+
+    return [r for r in runs if uses_embedded_model(r.agent_name, r.agent_kwargs)]
 
 
 def _start_folder(out: Path, record: dict[str, Any], settings: dict[str, Any]) -> None:
@@ -202,8 +254,23 @@ def _start_folder(out: Path, record: dict[str, Any], settings: dict[str, Any]) -
 def _execute(
     executor: Executor, pending: list[RunSpec], output: Output,
     on_row: Callable[[Mapping[str, Any]], None] | None,
+    embedded_threads: int,
 ) -> list[RunFailure]:
-    """Run ``pending``; every row is appended to ``results.jsonl`` as it arrives."""
+    """Run ``pending``; every row is appended to ``results.jsonl`` as it arrives.
+
+    With a process pool, the runs on the embedded chat model run here afterwards
+    (:func:`embedded_runs`), with ``embedded_threads`` torch threads.
+    """
+    pooled = executor.backend == "local" and executor.workers > 1
+    inline = embedded_runs(pending) if pooled else []
+    if inline:
+        logger.info(
+            "%d run(s) on the embedded chat model run in this process after the others, with %d thread(s).",
+            len(inline), embedded_threads,
+        )
+        if len(inline) < len(pending):
+            _start_embedded_model(embedded_threads)
+    task = functools.partial(run_task, out=str(output.path.resolve()))
     with ResultsWriter(output.path / RESULTS) as writer:
 
         def write(_run: Any, row: Mapping[str, Any]) -> None:
@@ -212,14 +279,37 @@ def _execute(
             if on_row is not None:
                 on_row(row)
 
-        failures = executor.map(
-            functools.partial(run_task, out=str(output.path.resolve())),
-            [(spec.name, spec) for spec in pending],
-            on_message=write,
+        failures = executor.map(task, [(r.name, r) for r in pending if r not in inline], on_message=write)
+        failures += Executor("local", threads=embedded_threads).map(
+            task, [(r.name, r) for r in inline], on_message=write
         )
     for failure in failures:
         logger.error("Run %s failed: %s", failure.key, failure.error)
     return [RunFailure(f.key, f.error, f.traceback) for f in failures]
+
+
+def _start_embedded_model(threads: int) -> None:
+    """Start the embedded model's server in the background, on ``threads`` threads.
+
+    It loads its model (about a second, mostly one thread) while the pool trains, instead
+    of before the first decision. A failure here is only logged: the agent starts the
+    server again when it first asks, and reports the error then.
+    """
+    import threading
+
+    import torch
+
+    torch.set_num_threads(threads)  # the server takes this process's thread count
+
+    def start() -> None:
+        try:
+            from lossagent_env.chat.local import shared_local_server
+
+            shared_local_server()
+        except Exception as e:
+            logger.debug("Starting the embedded model ahead of its runs failed: %s", e)
+
+    threading.Thread(target=start, name="embedded-model-start", daemon=True).start()
 
 
 def _failure_lines(failures: list[RunFailure]) -> str:

@@ -44,7 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "[default: smoke, or the suite stored in --out with --resume]",
     )
     bench.add_argument("--out", default=None, help="output directory [default: runs/<suite>-<timestamp>]")
-    bench.add_argument("--workers", type=int, default=1, help="runs in parallel [default: 1]")
+    bench.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="runs in parallel [default: one per core when the runs train on the CPU, else 1]; "
+        "with several, runs on the embedded LLM run in the main process after the others",
+    )
     bench.add_argument(
         "--threads",
         type=int,
@@ -87,7 +93,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.runner import run_suite, stored_suite
     from benchmarks.suite import load_suite, safe_name
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers} is not allowed. Allowed: an integer >= 1")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads} is not allowed. Allowed: an integer >= 1")
@@ -167,7 +173,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         )
     figures = llm_time(read_rows(Path(out) / RESULTS))
     if figures is not None:
-        print(f"lossagent bench: {llm_time_line(figures)}")
+        # its decisions run one at a time, so their share of this call's wall time is exact
+        share = f"; {100 * figures.total_s / result.wall_s:.0f}% of this call's {result.wall_s:.1f} s" if result.wall_s > 0 and not args.resume else ""
+        print(f"lossagent bench: {llm_time_line(figures)}{share}")
     print(
         f"lossagent bench: {len(result.executed)} runs executed, {len(result.skipped)} already "
         f"complete, in {result.wall_s:.1f} s. Report: {Path(out) / 'report.md'}; "

@@ -15,6 +15,7 @@ from __future__ import annotations
 from lossagent_env.chat.models import (
     BASE_URL_ENV_VAR,
     MODEL_ENV_VAR,
+    is_embedded,
     model_name,
     resolve_chat_model,
     secret_values,
@@ -27,6 +28,7 @@ __all__ = [
     "MODEL_ENV_VAR",
     "Answer",
     "StructuredChat",
+    "is_embedded",
     "model_name",
     "resolve_chat_model",
     "secret_values",

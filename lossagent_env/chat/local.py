@@ -568,7 +568,8 @@ def _default_threads() -> int:
 
     The server answers while its caller waits, so it may use the caller's CPU budget,
     and no more: `lossagent bench --workers W` gives each worker cores // W torch
-    threads, and each worker's server then uses as many. More threads than that would
+    threads, and a worker's server then uses as many (bench itself runs the embedded
+    model's runs in its main process, after the workers, with every core). More threads than that would
     share cores with the other workers' training, and llama.cpp's threads, which meet
     at a barrier after every operation, stall whenever one of them is descheduled.
     """
@@ -612,7 +613,7 @@ class LocalLLMServer:
         n_ctx: Context window in tokens (prompt plus answer).
         n_threads: CPU threads for generation and prompt processing; `None` uses as
             many as this process's torch (`torch.get_num_threads()`, which `lossagent
-            bench` sets to cores // workers), at most the CPUs this process may run on.
+            bench` sets for each run), at most the CPUs this process may run on.
         chat_format: llama-cpp-python chat handler. `"chatml-function-calling"` shows
             the tool's schema to the model and constrains a forced tool call by a
             grammar built from it. `None` uses the chat template stored in the GGUF file.

@@ -27,6 +27,7 @@ from pydantic import BaseModel, SecretStr
 __all__ = [
     "BASE_URL_ENV_VAR",
     "MODEL_ENV_VAR",
+    "is_embedded",
     "model_name",
     "resolve_chat_model",
     "secret_values",
@@ -44,6 +45,18 @@ _NO_KEY = "sk-no-key-needed"
 # Providers whose LangChain classes take ``timeout`` and ``max_retries``; others keep
 # their own retry settings (their retries then come on top of the counted ones).
 _RETRY_AWARE_PROVIDERS = ("openai", "azure_openai", "anthropic")
+
+
+def is_embedded(model: object) -> bool:
+    """Whether :func:`resolve_chat_model` turns ``model`` into the embedded local model.
+
+    That is ``"local"``, or None while ``$LOSSAGENT_LLM`` is unset, empty or ``"local"``.
+    Its server runs in the process that asks it, on that process's cores, so a caller
+    that runs many such agents (``lossagent bench``) runs them in one process.
+    """
+    if model is None:
+        model = os.environ.get(MODEL_ENV_VAR) or "local"
+    return model == "local"
 
 
 def resolve_chat_model(

@@ -64,8 +64,9 @@ def _bench(*args: str) -> list[str]:
 
 
 # float32 reductions depend on the torch thread count: the runs compared bit for bit
-# use one thread each (what --workers 2 gives on 2 cores)
-ONE_THREAD = ("--threads", "1")
+# use one thread each (what --workers 2 gives on 2 cores). One worker, so that a kill
+# finds one run complete and the next under way (the default runs one per core).
+ONE_PROCESS_ONE_THREAD = ("--workers", "1", "--threads", "1")
 
 
 def _run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -100,7 +101,7 @@ def suite_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def uninterrupted(suite_file: Path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench") / "full"
-    _run("--suite", str(suite_file), "--out", str(out), *ONE_THREAD)
+    _run("--suite", str(suite_file), "--out", str(out), *ONE_PROCESS_ONE_THREAD)
     return out
 
 
@@ -118,7 +119,7 @@ def test_sigkill_then_resume_repeats_nothing(suite_file: Path, uninterrupted: Pa
     out = tmp_path / "killed"
     results = out / "results.jsonl"
     proc = subprocess.Popen(
-        _bench("--suite", str(suite_file), "--out", str(out), *ONE_THREAD),
+        _bench("--suite", str(suite_file), "--out", str(out), *ONE_PROCESS_ONE_THREAD),
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
