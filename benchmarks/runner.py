@@ -48,12 +48,14 @@ from benchmarks.suite import TABULAR_ENV_ID, Suite, identify_table, validate_val
 __all__ = [
     "BACKENDS",
     "RESULTS",
+    "WORKER_MEMORY_BYTES",
     "BenchmarkError",
     "RunFailure",
     "RunSpec",
     "RunsFailedError",
     "SuiteResult",
     "auto_workers",
+    "available_memory",
     "complete_runs",
     "embedded_runs",
     "execute_run",
@@ -219,18 +221,41 @@ def auto_workers(suite: Suite, runs: Sequence[RunSpec], backend: str = "local") 
     2 cores, the smoke suite's 16 training runs took 41 s in two 1-thread processes and
     49-52 s in one 2-thread process, start-up included.
     Runs on the embedded chat model are not counted (they run in this process, after
-    the others: :func:`embedded_runs`).
+    the others: :func:`embedded_runs`). Each process is given
+    :data:`WORKER_MEMORY_BYTES` of the available memory (a smoke worker peaked at
+    1.0 GB), so a many-core machine with little memory starts fewer.
 
     Returns:
         1 for a table replay (microseconds a stage; a process costs seconds to start),
         an env whose device is not ``cpu`` (several processes would share one GPU), or
-        the ``ray`` backend; else ``min(cores, runs that train without the embedded
-        model)``, at least 1.
+        the ``ray`` backend; else ``min(cores, available memory // WORKER_MEMORY_BYTES,
+        runs that train without the embedded model)``, at least 1.
     """
     if backend != "local" or suite.env_id == TABULAR_ENV_ID or str(suite.env_kwargs.get("device", "cpu")) != "cpu":
         return 1
     cores = threads_per_worker(1)
-    return max(1, min(cores, len(runs) - len(embedded_runs(runs))))
+    by_memory = available_memory() // WORKER_MEMORY_BYTES
+    return max(1, min(cores, by_memory, len(runs) - len(embedded_runs(runs))))
+
+
+WORKER_MEMORY_BYTES = 2 * 1024**3
+"""Memory :func:`auto_workers` sets aside for each process (a smoke worker peaked at 1.0 GB)."""
+
+
+def available_memory() -> int:
+    """Bytes of memory available for new processes (``MemAvailable`` on Linux, else the
+    free physical pages; a very large number where neither can be read)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return 2**62
 
 
 def embedded_runs(runs: Sequence[RunSpec]) -> list[RunSpec]:

@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=None,
-        help="runs in parallel [default: one per core when the runs train on the CPU, else 1]; "
+        help="runs in parallel [default: one per core, and per 2 GiB of available memory, when "
+        "the runs train on the CPU, else 1]; "
         "with several, runs on the embedded LLM run in the main process after the others",
     )
     bench.add_argument(

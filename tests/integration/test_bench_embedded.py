@@ -43,8 +43,9 @@ def _suite(device: str = "cpu", agents: str = TRAINING_AGENTS + LLM_AGENT.format
 
 @pytest.fixture
 def cores(monkeypatch: pytest.MonkeyPatch) -> int:
-    """16 cores, whatever this machine has."""
+    """16 cores and 64 GiB available, whatever this machine has."""
     monkeypatch.setattr(runner, "threads_per_worker", lambda workers: max(1, 16 // workers))
+    monkeypatch.setattr(runner, "available_memory", lambda: 64 * 1024**3)
     return 16
 
 
@@ -57,6 +58,19 @@ def test_auto_workers_is_a_process_per_core_for_runs_that_train(cores: int, monk
     assert runner.auto_workers(smoke, runs) == len(runs) - 4 == 16
     monkeypatch.setattr(runner, "threads_per_worker", lambda workers: max(1, 3 // workers))
     assert runner.auto_workers(smoke, runs) == 3
+
+
+def test_auto_workers_leave_each_process_its_memory(cores: int, monkeypatch: pytest.MonkeyPatch):
+    smoke = load_suite("smoke")
+    runs = expand(smoke)
+    monkeypatch.setattr(runner, "available_memory", lambda: 5 * runner.WORKER_MEMORY_BYTES + 1)
+    assert runner.auto_workers(smoke, runs) == 5
+    monkeypatch.setattr(runner, "available_memory", lambda: runner.WORKER_MEMORY_BYTES - 1)
+    assert runner.auto_workers(smoke, runs) == 1
+
+
+def test_available_memory_is_read_from_this_machine():
+    assert 0 < runner.available_memory() < 2**62
 
 
 def test_auto_workers_is_one_for_gpus_tables_ray_and_the_embedded_model_alone(cores: int, monkeypatch):
