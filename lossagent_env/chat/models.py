@@ -19,7 +19,7 @@ Environment variables:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, SecretStr
@@ -47,16 +47,22 @@ _NO_KEY = "sk-no-key-needed"
 _RETRY_AWARE_PROVIDERS = ("openai", "azure_openai", "anthropic")
 
 
+_Model = TypeVar("_Model")
+
+
+def _named(model: _Model | None) -> _Model | str:
+    """``model``, or the default model's name when it is None (``$LOSSAGENT_LLM``, else ``"local"``)."""
+    return os.environ.get(MODEL_ENV_VAR) or "local" if model is None else model
+
+
 def is_embedded(model: object) -> bool:
     """Whether :func:`resolve_chat_model` turns ``model`` into the embedded local model.
 
     That is ``"local"``, or None while ``$LOSSAGENT_LLM`` is unset, empty or ``"local"``.
     Its server runs in the process that asks it, on that process's cores, so a caller
-    that runs many such agents (``lossagent bench``) runs them in one process.
+    that runs many such agents can run them in one process and share the server.
     """
-    if model is None:
-        model = os.environ.get(MODEL_ENV_VAR) or "local"
-    return model == "local"
+    return _named(model) == "local"
 
 
 def resolve_chat_model(
@@ -88,8 +94,7 @@ def resolve_chat_model(
         ValueError: A string that cannot be interpreted.
         ImportError: The provider's package (or the ``local-llm`` extra) is missing.
     """
-    if model is None:
-        model = os.environ.get(MODEL_ENV_VAR) or "local"
+    model = _named(model)
     if not isinstance(model, str):
         if not isinstance(model, BaseChatModel):
             raise TypeError(
