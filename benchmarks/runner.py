@@ -145,7 +145,7 @@ def run_suite(
     embedded_threads = threads
     if resume and threads is None:
         # so that resumed runs reproduce the others
-        threads, embedded_threads = (_stored_threads(Path(out), key) for key in ("threads", "embedded_threads"))
+        threads, embedded_threads = _stored_threads(Path(out))
     validate_values(suite)  # everything is checked before anything is created
     runs = expand(suite, image_every=image_every)
     if workers is None:
@@ -203,14 +203,19 @@ def _suite_record(suite: Suite) -> dict[str, Any]:
     return record
 
 
-def _stored_threads(out: Path, key: str = "threads") -> int | None:
-    """The torch threads a benchmark was started with (``runner.json``), if recorded:
-    ``threads`` (runs on the executor) or ``embedded_threads`` (runs on the embedded
-    chat model after a pool)."""
+def _stored_threads(out: Path) -> tuple[int | None, int | None]:
+    """The torch threads a benchmark was started with (``runner.json``), each None where
+    not recorded: ``threads`` (runs on the executor) and ``embedded_threads`` (runs on
+    the embedded chat model after a pool)."""
     if not (out / RUNNER_FILE).is_file():
-        return None
-    threads = read_json(out / RUNNER_FILE, "The runner settings").get(key)
-    return threads if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1 else None
+        return None, None
+    settings = read_json(out / RUNNER_FILE, "The runner settings")
+
+    def count(key: str) -> int | None:
+        value = settings.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+    return count("threads"), count("embedded_threads")
 
 
 def auto_workers(suite: Suite, runs: Sequence[RunSpec], backend: str = "local") -> int:
@@ -288,6 +293,7 @@ def _execute(
     """
     pooled = executor.backend == "local" and executor.workers > 1
     inline = embedded_runs(pending) if pooled else []
+    here = {r.name for r in inline}
     if inline:
         logger.info(
             "%d run(s) on the embedded chat model run in this process after the others, with %d thread(s).",
@@ -304,7 +310,7 @@ def _execute(
             if on_row is not None:
                 on_row(row)
 
-        failures = executor.map(task, [(r.name, r) for r in pending if r not in inline], on_message=write)
+        failures = executor.map(task, [(r.name, r) for r in pending if r.name not in here], on_message=write)
         failures += Executor("local", threads=embedded_threads).map(
             task, [(r.name, r) for r in inline], on_message=write
         )
