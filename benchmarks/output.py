@@ -17,7 +17,8 @@ Ownership: a process that writes into an output (``lossagent bench``, with or wi
 takes :class:`OutputLock`, an OS file lock on ``<out>/.lock`` (``<file>.lock`` for a
 table) held until it ends; a second process is refused with a message naming the holder
 (its pid, command and start time). The OS drops the lock when its holder dies, even by
-SIGKILL, so a killed command never blocks its own ``--resume``.
+SIGKILL, so a killed command never blocks its own ``--resume``. A holder that ends
+removes its lock file (one left by a killed holder is taken over by the next command).
 
 :func:`check_same` is the one comparison of what a resumed output was started with
 (``suite.json``, a table's header) with what the command would write now.
@@ -262,20 +263,47 @@ def check_same(
         error: The error class to raise.
 
     Raises:
-        BenchmarkError: The message lists every key that differs, with both values.
+        BenchmarkError: One short line: the keys that differ, and the first few values
+            that differ within them (``instances[1].env_kwargs.dataset: stored 'a', now
+            'b'``), each shortened.
     """
     fresh = json.loads(json.dumps(fresh))  # as it reads back from the file
     keys = (set(stored) | set(fresh)) - set(ignore)
     changed = sorted(k for k in keys if stored.get(k) != fresh.get(k))
     if not changed:
         return
-    details = "; ".join(f"{key}: stored {stored.get(key)!r}, now {fresh.get(key)!r}" for key in changed)
-    if len(details) > 2000:
-        details = details[:2000] + " ..."
+    found = [d for key in changed for d in _differences(key, stored.get(key), fresh.get(key))]
+    details = "; ".join(f"{where}: stored {_short(a)}, now {_short(b)}" for where, a, b in found[:_SHOWN])
+    if len(found) > _SHOWN:
+        details += f"; and {len(found) - _SHOWN} more"
     raise error(
         f"Cannot resume {str(path)!r}: its {what} differs from this one in {changed} ({details}). "
         f"Resume with the same {what} and options, or use a new --out."
     )
+
+
+_SHOWN = 3
+"""Differences a refused resume shows (the others are counted)."""
+
+
+def _differences(where: str, a: Any, b: Any) -> Iterator[tuple[str, Any, Any]]:
+    """The innermost places where two JSON values differ: keys of two objects, items of
+    two arrays of one length; anything else is one difference."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key) != b.get(key):
+                yield from _differences(f"{where}.{key}", a.get(key), b.get(key))
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x != y:
+                yield from _differences(f"{where}[{i}]", x, y)
+    else:
+        yield where, a, b
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
 class OutputLock:
@@ -286,6 +314,11 @@ class OutputLock:
     its target is one lock. It is opened without following a symbolic link, and a file
     there that is not a lock file (another kind of file, a hard link, or text other
     than a holder line) is refused, never truncated.
+
+    :meth:`release` removes the lock file while it still holds the lock, and
+    :meth:`acquire` holds a lock only on the file that the name still refers to once
+    it has locked it: a process that opened the file before its holder removed it
+    locks a file without a name, sees so, and opens the name again.
 
     Args:
         out: The directory (it must exist).
@@ -316,17 +349,27 @@ class OutputLock:
 
     def acquire(self) -> OutputLock:
         """Take the lock or raise :class:`BenchmarkError` naming its holder."""
-        handle = _open_lock_file(self.path, self.target)
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read(_LOCK_MAX_BYTES).strip() or "another process"
-            handle.close()
+        for _ in range(_LOCK_TRIES):
+            handle = _open_lock_file(self.path, self.target)
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read(_LOCK_MAX_BYTES).strip() or "another process"
+                handle.close()
+                raise BenchmarkError(
+                    f"{str(self.target)!r} is in use by {holder}. Wait for it to end (or stop it), "
+                    "or choose another --out."
+                ) from None
+            if _names(self.path, handle):
+                break
+            handle.close()  # its holder removed it after we opened it: open the name again
+        else:
             raise BenchmarkError(
-                f"{str(self.target)!r} is in use by {holder}. Wait for it to end (or stop it), "
-                "or choose another --out."
-            ) from None
+                f"Cannot lock {str(self.target)!r}: its lock file {str(self.path)!r} was replaced "
+                f"{_LOCK_TRIES} times while this command took it. Stop the other commands on "
+                "it, or choose another --out."
+            )
         handle.seek(0)
         if not _is_holder_text(handle.read(_LOCK_MAX_BYTES + 1)):
             handle.close()
@@ -346,8 +389,11 @@ class OutputLock:
         return self
 
     def release(self) -> None:
-        """Let go of the lock (closing the file releases it)."""
+        """Remove the lock file and let go of the lock (closing the file releases it)."""
         if self._file is not None:
+            if _names(self.path, self._file):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
             self._file.close()
             self._file = None
 
@@ -359,6 +405,17 @@ class OutputLock:
 
 
 _LOCK_MAX_BYTES = 64 * 1024
+_LOCK_TRIES = 100
+
+
+def _names(path: Path, handle: Any) -> bool:
+    """Whether ``path`` is (still) the name of the open file ``handle``."""
+    try:
+        named = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(handle.fileno())
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 _HOLDER_LINE = re.compile(r"[^\n]* \(pid \d+, started [^\n]*\)\n?")
 
 

@@ -223,7 +223,32 @@ def test_a_second_build_through_a_symlink_is_refused_while_the_first_runs(tmp_pa
     assert not Path(f"{link}.lock").exists()
 
 
+def test_a_build_and_a_report_on_an_empty_folder_leave_no_lock_file(tmp_path):
+    suite = _suite(tmp_path, TINY_TABLE_TOML)
+    out = tmp_path / "tiny.sqlite"
+    proc = _lossagent("tabulate", "--suite", str(suite), "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.toml", "tiny.sqlite"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = _lossagent("report", "--out", str(empty))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert list(empty.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- messages that say what works
+
+
+def test_a_refused_resume_names_what_differs_in_one_short_line(tmp_path):
+    suite = _suite(tmp_path, TINY_TABLE_TOML)
+    out = tmp_path / "tiny.sqlite"
+    proc = _lossagent("tabulate", "--suite", str(suite), "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _suite(tmp_path, TINY_TABLE_TOML.replace("stage_iters = 2", "stage_iters = 3"))
+    proc = _lossagent("tabulate", "--suite", str(suite), "--out", str(out), "--resume", "--no-progress")
+    line = _one_line_error(proc, "differs from this one in ['env_config', 'env_kwargs']")
+    assert "env_kwargs.stage_iters: stored 2, now 3" in line and "env_config.stage_iters: stored 2, now 3" in line
+    assert len(line) < 600, line
 
 
 def test_out_a_folder_says_to_name_a_file_with_and_without_resume(tmp_path):

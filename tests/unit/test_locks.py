@@ -102,3 +102,39 @@ def test_a_file_where_the_folder_should_be_is_named(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(BenchmarkError, match="'.*file' is not a folder. Choose another --out"):
         OutputLock.for_file(tmp_path / "file" / "t.sqlite").acquire()
+
+
+def test_a_released_lock_removes_its_file_and_a_stale_one_is_taken_over(tmp_path):
+    table = tmp_path / "t.sqlite"
+    for lock in (OutputLock(tmp_path, "lossagent report"), OutputLock.for_file(table, "lossagent tabulate")):
+        with lock:
+            assert lock.path.is_file()
+        assert not lock.path.exists()
+    stale = Path(f"{table}.lock")  # left by a holder killed with SIGKILL
+    stale.write_text("lossagent tabulate (pid 1, started 2026-01-01 00:00:00, command: lossagent tabulate)\n")
+    with OutputLock.for_file(table, "lossagent tabulate"):
+        assert f"pid {os.getpid()}," in stale.read_text()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_lock_file_removed_by_its_holder_after_it_was_opened_is_not_a_lock(tmp_path, monkeypatch):
+    """A process that opened the lock file just before its holder removed it must not
+    hold a lock on that file without a name while a third process locks the new one."""
+    import benchmarks.output as output
+
+    first = OutputLock(tmp_path, "first").acquire()
+    unnamed = open(tmp_path / LOCK_FILE, "r+", encoding="utf-8")  # opened while first holds it
+    first.release()
+    opened = []
+
+    def open_lock_file(path, target):
+        opened.append(path)
+        return unnamed if len(opened) == 1 else real(path, target)
+
+    real = output._open_lock_file
+    monkeypatch.setattr(output, "_open_lock_file", open_lock_file)
+    with OutputLock(tmp_path, "second"):
+        assert len(opened) == 2 and "second" in (tmp_path / LOCK_FILE).read_text()
+        with pytest.raises(BenchmarkError, match="in use by second"):
+            OutputLock(tmp_path, "third").acquire()
+    assert unnamed.closed
