@@ -61,6 +61,7 @@ __all__ = [
     "Context",
     "Executor",
     "TaskFailure",
+    "available_cores",
     "check_backend",
     "ray_gpus",
     "threads_per_worker",
@@ -96,10 +97,15 @@ class TaskFailure:
     traceback: str
 
 
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)
+
+
 def threads_per_worker(workers: int) -> int:
     """``max(1, cores // workers)``: torch threads for each of ``workers`` processes."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // workers)
+    return max(1, available_cores() // workers)
 
 
 def check_backend(backend: str, ray_address: str | None) -> None:

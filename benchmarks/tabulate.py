@@ -15,7 +15,9 @@ units in flight. ``resume=True`` skips the units already stored. Every unit runs
 equals an uninterrupted one in every column but the wall-clock seconds.
 
 Before it creates anything, a build checks its size (at most ``max_nodes`` nodes,
-default :data:`MAX_NODES`; the refusal gives the count and an estimated time), the
+default :data:`MAX_NODES`; the refusal gives the count and an estimated time, counted
+by :mod:`benchmarks.table_size` from the table's dimensions: a suite file's size is
+counted when it is read, before its seeds are listed), the
 output path (:class:`benchmarks.output.Output`: a file name in an existing folder; no
 file of the names SQLite uses beside it, ``<out>-journal``, ``-wal`` and ``-shm``,
 unless it resumes; the new file is first written under a temporary name of its own, so
@@ -31,7 +33,6 @@ import dataclasses
 import functools
 import json
 import logging
-import math
 import os
 import sqlite3
 import time
@@ -43,6 +44,7 @@ from benchmarks.errors import BenchmarkError, RunsFailedError
 from benchmarks.executor import RAY_CONNECT_TIMEOUT_S, Context, Executor
 from benchmarks.output import Output, check_same
 from benchmarks.suite_table import TableModel, load_table_spec, table_spec_from_text
+from benchmarks.table_size import MAX_NODES, SECONDS_PER_NODE, count_nodes, size_refusal
 from lossagent_env.config import EnvConfig
 from lossagent_env.tabular.build import (
     HEADER_NOT_COMPARED,
@@ -77,17 +79,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-MAX_NODES = 100_000
-"""Most nodes a build starts unless ``max_nodes`` (``--max-nodes``) allows more: about
-11 hours with 2 workers at :data:`SECONDS_PER_NODE`."""
-
-SECONDS_PER_NODE = 0.8
-"""Measured cost of one node of the shipped table (the smoke env, 40 training iterations,
-the panel on two splits of 3 x 128 px) per worker on 2 cores; time estimates scale it
-by ``stage_iters / 40``."""
-
-_REFERENCE_STAGE_ITERS = 40
 
 SIDE_FILES = ("-journal", "-wal", "-shm")
 """Suffixes of SQLite's journals beside a table ``<out>``. A new build refuses to start
@@ -180,6 +171,9 @@ def tabulate(
     Raises:
         ValueError: ``workers``, ``backend``, ``ray_address`` or ``max_nodes`` is not
             allowed.
+        SuiteError: ``spec`` names a suite whose ``[table]`` section is malformed, asks
+            for something this machine cannot build, or has more than ``max_nodes`` nodes
+            (see :func:`~benchmarks.suite_table.load_table_spec`).
         TabulateError: The table has more than ``max_nodes`` nodes; ``out`` is a folder,
             or its folder does not exist; ``out`` exists without ``resume`` (or one of
             :data:`SIDE_FILES` beside it); with ``resume``, it does not exist, is not a
@@ -191,7 +185,8 @@ def tabulate(
     if max_nodes is not None and (not isinstance(max_nodes, int) or isinstance(max_nodes, bool) or max_nodes < 1):
         raise ValueError(f"max_nodes={max_nodes!r} is not allowed. Allowed: an integer >= 1, or None")
     if not isinstance(spec, TableSpec):
-        spec = load_table_spec(spec)
+        spec = load_table_spec(spec, max_nodes=max_nodes, workers=workers)  # its size counted first
+        max_nodes = None
     executor = Executor(
         backend, workers=workers, threads=spec.threads, device=str(spec.env_kwargs.get("device", "cpu")),
         ray_address=ray_address, ray_timeout=ray_timeout,
@@ -213,54 +208,20 @@ def tabulate(
 
 def table_nodes(spec: TableSpec) -> int:
     """Nodes of a table: ``len(seeds) * (1 + K + K**2 + ... + K**T)``."""
-    k, t = spec.n_presets, spec.stages
-    return len(spec.seeds) * (t + 1 if k == 1 else (k ** (t + 1) - 1) // (k - 1))
-
-
-def _log10_nodes(spec: TableSpec) -> float:
-    """``log10(table_nodes(spec))``, closely enough, without counting a huge table."""
-    k, t = spec.n_presets, spec.stages
-    per_seed = math.log10(t + 1) if k == 1 else (t + 1) * math.log10(k) - math.log10(k - 1)
-    return math.log10(len(spec.seeds)) + per_seed
+    return count_nodes(len(spec.seeds), spec.n_presets, spec.stages)
 
 
 def _check_size(spec: TableSpec, workers: int, max_nodes: int | None) -> None:
     """Refuse a table of more than ``max_nodes`` nodes, with its count and an estimated time."""
     if max_nodes is None:
         return
-    log10_nodes = _log10_nodes(spec)
-    exact = log10_nodes < 1000  # counted exactly (a few thousand bits at most)
-    nodes = table_nodes(spec) if exact else None
-    if nodes is not None and nodes <= max_nodes:
-        return
-    iters = spec.env_kwargs.get("stage_iters", EnvConfig.stage_iters)
-    if not isinstance(iters, (int, float)) or isinstance(iters, bool) or not 0 < iters < math.inf:
-        iters = EnvConfig.stage_iters  # a bad value is refused when the env is made
-    per_node = SECONDS_PER_NODE * iters / _REFERENCE_STAGE_ITERS
-    log10_seconds = log10_nodes + math.log10(per_node / workers)
-    count = f"{nodes:,} nodes ({nodes:.3g})" if nodes is not None and log10_nodes < 30 else (
-        f"about 10^{log10_nodes:.0f} nodes"
+    refusal = size_refusal(
+        trees=len(spec.seeds), trees_text=f"{len(spec.seeds)} seed(s)", presets=spec.n_presets,
+        stages=spec.stages, stage_iters=spec.env_kwargs.get("stage_iters", EnvConfig.stage_iters),
+        workers=workers, max_nodes=max_nodes,
     )
-    raise TabulateError(
-        f"The table has {count}: {len(spec.seeds)} seed(s) x (1 + K + ... + K^T) with K = "
-        f"{spec.n_presets} presets and T = {spec.stages} stages; the limit is {max_nodes:,}. "
-        f"Estimated build time: {_duration(log10_seconds)} with {workers} worker(s) (a rough "
-        f"estimate: {per_node:.2g} s per node and worker, the shipped table's measured cost "
-        f"scaled to stage_iters = {iters}). Reduce stages, presets or seeds, or pass "
-        f"--max-nodes {nodes if nodes is not None and log10_nodes < 30 else 'N'} to build it anyway."
-    )
-
-
-def _duration(log10_seconds: float) -> str:
-    """``log10(3725.0)`` -> ``"1.03 hours"``: a duration in the largest unit that fits."""
-    year = 365.25 * 86400
-    if log10_seconds - math.log10(year) >= 6:
-        return f"about 10^{log10_seconds - math.log10(year):.0f} years"
-    seconds = 10**log10_seconds
-    for unit, size in (("years", year), ("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.3g} {unit}"
-    return f"{seconds:.3g} seconds"
+    if refusal is not None:
+        raise TabulateError(refusal)
 
 
 def _check_out(output: Output) -> None:

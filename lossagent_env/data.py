@@ -84,24 +84,35 @@ class ImageSet:
     eval_lr: list[torch.Tensor] | None = None
 
 
-def load_dataset(dataset: str, eval_fraction: float = 0.1) -> ImageSet:
-    """Load a dataset by name.
-
-    Args:
-        dataset: ``"skimage"``; ``"skimage:<group>"``, a group of
-            :data:`SKIMAGE_GROUPS`; a folder of clean images (the last ``eval_fraction`` of the
-            sorted files, at least one, are held out for evaluation); or
-            ``"paired:<lr_dir>:<hr_dir>"``, two folders with the same file names.
+def check_dataset(dataset: str) -> None:
+    """Check a ``dataset`` value without reading any image: its form, the name of a
+    scikit-image group, and that each folder exists and holds enough images (and, for
+    paired folders, the same file names). :func:`load_dataset` refuses exactly these.
 
     Raises:
         FileNotFoundError: a folder is missing or holds no images.
-        ValueError: ``dataset`` has none of the forms above.
+        ValueError: ``dataset`` has none of the forms of :func:`load_dataset`, names no
+            scikit-image group, or a folder holds too few images.
     """
+    _sources(dataset, eval_fraction=0.1)
+
+
+@dataclass(frozen=True)
+class _Sources:
+    """What :func:`load_dataset` reads: scikit-image pictures by name, or image files
+    (the last ``n_eval`` held out), with their given inputs for paired data."""
+
+    train_names: tuple[str, ...] = ()
+    eval_names: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()
+    n_eval: int = 0
+    inputs: tuple[Path, ...] | None = None
+
+
+def _sources(dataset: str, eval_fraction: float) -> _Sources:
+    """The sources of ``dataset``, checked (see :func:`check_dataset`)."""
     if dataset == "skimage":
-        return ImageSet(
-            train=[_skimage_photo(n) for n in SKIMAGE_TRAIN],
-            eval=[_skimage_photo(n) for n in SKIMAGE_EVAL],
-        )
+        return _Sources(SKIMAGE_TRAIN, SKIMAGE_EVAL)
     if dataset.startswith("skimage:"):
         group = dataset.partition(":")[2]
         if group not in SKIMAGE_GROUPS:
@@ -109,8 +120,7 @@ def load_dataset(dataset: str, eval_fraction: float = 0.1) -> ImageSet:
                 f"dataset={dataset!r} names no group of scikit-image pictures. Allowed: "
                 + ", ".join(f"'skimage:{g}'" for g in SKIMAGE_GROUPS) + "."
             )
-        train, held_out = SKIMAGE_GROUPS[group]
-        return ImageSet(train=[_skimage_photo(n) for n in train], eval=[_skimage_photo(n) for n in held_out])
+        return _Sources(*SKIMAGE_GROUPS[group])
     if dataset.startswith("paired:"):
         parts = dataset.split(":")
         if len(parts) != 3:
@@ -122,19 +132,41 @@ def load_dataset(dataset: str, eval_fraction: float = 0.1) -> ImageSet:
         if lr_names != hr_names:
             missing = sorted(set(lr_names) ^ set(hr_names))[:5]
             raise ValueError(f"Paired folders hold different file names, e.g. {missing}.")
-        n_eval = _n_eval(len(hr_files), eval_fraction)
-        lr, hr = [_load(p) for p in lr_files], [_load(p) for p in hr_files]
-        return ImageSet(hr[:-n_eval], hr[-n_eval:], lr[:-n_eval], lr[-n_eval:])
+        return _Sources(files=tuple(hr_files), n_eval=_n_eval(len(hr_files), eval_fraction), inputs=tuple(lr_files))
     path = Path(dataset).expanduser()
     if path.exists() or "/" in dataset or "\\" in dataset:
         files = _read_folder(path)
-        n_eval = _n_eval(len(files), eval_fraction)
-        images = [_load(p) for p in files]
-        return ImageSet(images[:-n_eval], images[-n_eval:])
+        return _Sources(files=tuple(files), n_eval=_n_eval(len(files), eval_fraction))
     raise ValueError(
         f"dataset={dataset!r} is neither 'skimage', 'skimage:<group>', an existing folder, "
         "nor 'paired:<lr_dir>:<hr_dir>'."
     )
+
+
+def load_dataset(dataset: str, eval_fraction: float = 0.1) -> ImageSet:
+    """Load a dataset by name.
+
+    Args:
+        dataset: ``"skimage"``; ``"skimage:<group>"``, a group of
+            :data:`SKIMAGE_GROUPS`; a folder of clean images (the last ``eval_fraction`` of the
+            sorted files, at least one, are held out for evaluation); or
+            ``"paired:<lr_dir>:<hr_dir>"``, two folders with the same file names.
+
+    Raises:
+        FileNotFoundError: a folder is missing or holds no images.
+        ValueError: ``dataset`` has none of the forms above (:func:`check_dataset`), or
+            an image cannot be read.
+    """
+    found = _sources(dataset, eval_fraction)
+    if not found.files:  # scikit-image pictures by name
+        return ImageSet(
+            train=[_skimage_photo(n) for n in found.train_names], eval=[_skimage_photo(n) for n in found.eval_names]
+        )
+    images, n = [_load(p) for p in found.files], found.n_eval
+    if found.inputs is None:
+        return ImageSet(images[:-n], images[-n:])
+    lr = [_load(p) for p in found.inputs]
+    return ImageSet(images[:-n], images[-n:], lr[:-n], lr[-n:])
 
 
 def _n_eval(n: int, fraction: float) -> int:

@@ -58,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--stages", type=int, default=None,
                         help="length of each --verify sequence [default: the table's depth]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --verify draw [default: 0]")
-    parser.add_argument("--workers", type=int, default=1, help="units computed at once [default: 1]")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="units computed at once, at most one process per core [default: 1]")
     parser.add_argument("--backend", choices=("local", "ray"), default="local", help="[default: local]")
     parser.add_argument(
         "--ray-address", default=None,
@@ -88,8 +89,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                                        ("--workers", args.workers != 1)) if on]
     if building:
         raise UsageError(f"--verify trains a few sequences and builds nothing; leave out {', '.join(building)}.")
-    try:  # check_against_live names a bad --samples or --stages
+    from lossagent_env.errors import ConfigError
+
+    try:  # check_against_live refuses a bad --samples, --stages or --seed (loc names it)
         checks = check_against_live(args.verify, samples=args.samples, stages=args.stages, seed=args.seed)
+    except ConfigError as e:
+        raise UsageError(f"--{e.field}: {e}" if e.field in ("samples", "stages", "seed") else str(e)) from e
     except ValueError as e:
         raise UsageError(str(e)) from e
     print(summary(checks))
@@ -97,8 +102,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_tabulate(args: argparse.Namespace) -> int:
-    from benchmarks.executor import RAY_CONNECT_TIMEOUT_S, check_backend
-    from benchmarks.tabulate import load_table_spec, tabulate
+    from benchmarks.executor import RAY_CONNECT_TIMEOUT_S, available_cores, check_backend
+    from benchmarks.tabulate import MAX_NODES, load_table_spec, tabulate
 
     if args.verify is not None:
         return _cmd_verify(args)
@@ -116,15 +121,21 @@ def _cmd_tabulate(args: argparse.Namespace) -> int:
     if args.ray_timeout is not None and args.ray_address is None:
         raise UsageError("--ray-timeout is the wait for a --ray-address; give one, or leave out --ray-timeout.")
     check_backend(args.backend, args.ray_address)
-    spec = load_table_spec(args.suite)
+    workers, cores = args.workers, available_cores()
+    if args.ray_address is None and workers > cores:  # processes (or a local Ray cluster) of this machine
+        print(f"lossagent tabulate: --workers {workers} is more than the {cores} cores here; using {cores} "
+              "processes.", file=sys.stderr)
+        workers = cores
+    max_nodes = MAX_NODES if args.max_nodes is None else args.max_nodes
+    spec = load_table_spec(args.suite, max_nodes=max_nodes, workers=workers)  # size counted, nothing listed
     spec.command = shlex.join(["lossagent", *sys.argv[1:]]) if sys.argv[1:2] == ["tabulate"] else (
         f"lossagent tabulate --suite {args.suite} --out {args.out}"
     )
     result = tabulate(
-        spec, args.out, workers=args.workers, backend=args.backend, resume=args.resume,
+        spec, args.out, workers=workers, backend=args.backend, resume=args.resume,
         progress=not args.no_progress, ray_address=args.ray_address,
         ray_timeout=RAY_CONNECT_TIMEOUT_S if args.ray_timeout is None else args.ray_timeout,
-        **({} if args.max_nodes is None else {"max_nodes": args.max_nodes}),
+        max_nodes=None,  # checked against --max-nodes as the suite was read
     )
     print(
         f"{result.out}: {result.units} units ({result.skipped} already stored, "

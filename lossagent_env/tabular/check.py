@@ -24,11 +24,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from lossagent_env.errors import ConfigError
 from lossagent_env.tabular.build import InstanceSpec, TableSpec, _live, make_build_env, panel_objective
 from lossagent_env.tabular.format import Table
 from lossagent_env.tabular.replay import load_table
 
-__all__ = ["BAND", "LiveCheck", "check_against_live", "spec_of", "summary"]
+__all__ = ["BAND", "MAX_SAMPLES", "LiveCheck", "check_against_live", "spec_of", "summary"]
+
+MAX_SAMPLES = 1000
+"""Most sequences one check trains (about 1.7 hours for the shipped table's 6 stages):
+a check compares a few sequences with the table's noise; thousands say no more."""
 
 BAND = 3.0
 """A live node agrees with the table when every metric on both splits is within this
@@ -100,17 +105,25 @@ def check_against_live(
         One :class:`LiveCheck` per sequence.
 
     Raises:
-        ValueError: ``samples`` < 1, ``stages`` out of range, or a table with fewer than
-            two seeds (no noise band).
+        ConfigError: ``samples`` not in ``[1, MAX_SAMPLES]`` (with the time they would
+            take), ``stages`` out of range, or ``seed`` < 0; ``loc`` names the argument.
+        ValueError: A table with fewer than two seeds (no noise band).
     """
     import time
 
     t = load_table(table)
     depth = t.stages if stages is None else stages
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise ValueError(f"samples={samples!r} is not allowed. Allowed: an integer >= 1.")
-    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= t.stages:
-        raise ValueError(f"stages={stages!r} is not allowed. Allowed: an integer in [1, {t.stages}] (the table's depth).")
+    if not _is_int(depth) or not 1 <= depth <= t.stages:
+        raise ConfigError(
+            ("stages",), f"stages={stages!r} is not allowed. Allowed: an integer in [1, {t.stages}] (the table's depth)."
+        )
+    if not _is_int(samples) or not 1 <= samples <= MAX_SAMPLES:
+        raise ConfigError(
+            ("samples",),
+            f"samples={samples!r} is not allowed. Allowed: an integer in [1, {MAX_SAMPLES}]{_estimate(t, samples, depth)}.",
+        )
+    if not _is_int(seed) or seed < 0:
+        raise ConfigError(("seed",), f"seed={seed!r} is not allowed. Allowed: an integer >= 0.")
     fewest = min(len(i.seeds) for i in t.instances)
     if fewest < 2:
         raise ValueError(
@@ -158,6 +171,23 @@ def check_against_live(
             env.close()
         torch.set_num_threads(previous)
     return checks
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _estimate(table: Table, samples: Any, depth: int) -> str:
+    """How long ``samples`` sequences of ``depth`` stages would train, from the stage
+    times the table's build recorded (empty when ``samples`` is not a large integer)."""
+    if not _is_int(samples) or samples <= MAX_SAMPLES:
+        return ""
+    per_stage = float(np.mean(table.train_seconds[:, 1:] + table.eval_seconds[:, 1:]))
+    hours = samples * depth * per_stage / 3600
+    return (
+        f"; {samples:,} sequences of {depth} stages would train for about {hours:,.3g} hours here "
+        f"({per_stage:.2g} s a stage, as the table's build measured)"
+    )
 
 
 def summary(checks: Sequence[LiveCheck]) -> str:

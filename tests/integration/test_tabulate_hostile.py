@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMALL_TABLE_TOML
+from tests.conftest import INSTANCE_TABLE_TOML, SMALL_TABLE_TOML
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,13 +30,22 @@ TINY_TABLE_TOML = SMALL_TABLE_TOML.replace("stages = 2", "stages = 1").replace(
 """1 seed, 3 presets, 1 stage: 4 nodes, built in a few seconds."""
 
 
-def _lossagent(*args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``lossagent ARGS`` in a subprocess; a command still running after ``timeout`` fails the test."""
+def _lossagent(
+    *args: str, timeout: float = 120, cwd: Path | None = None, memory_mb: int | None = None
+) -> subprocess.CompletedProcess:
+    """``lossagent ARGS`` in a subprocess; a command still running after ``timeout`` fails
+    the test, and one that allocates more than ``memory_mb`` of data fails with a MemoryError."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+
+    def limit_memory() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (memory_mb * 2**20, memory_mb * 2**20))
+
     try:
         return subprocess.run(
             [sys.executable, "-m", "benchmarks", *args], env=env, cwd=cwd, capture_output=True,
-            text=True, timeout=timeout, check=False,
+            text=True, timeout=timeout, check=False, preexec_fn=limit_memory if memory_mb else None,
         )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"lossagent {' '.join(args)} still ran after {timeout} s: {(e.stderr or b'')[-2000:]!r}")
@@ -77,6 +86,18 @@ def test_a_huge_table_is_refused_with_its_size_and_time_before_anything_is_creat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.toml"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA bounds the heap on Linux")
+def test_a_billion_replicates_are_refused_at_once_without_listing_their_seeds(tmp_path):
+    suite = _suite(tmp_path, INSTANCE_TABLE_TOML.replace("replicates = 2", "replicates = 1000000000"))
+    out = tmp_path / "huge.sqlite"
+    started = time.monotonic()
+    proc = _lossagent("tabulate", "--suite", str(suite), "--out", str(out), timeout=60, memory_mb=1536)
+    line = _one_line_error(proc, "28,000,000,000 nodes")
+    assert "4 instance(s) x 1,000,000,000 replicates" in line and "Estimated build time" in line
+    assert time.monotonic() - started < 60
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.toml"]
+
+
 def test_max_nodes_sets_the_limit(tmp_path):
     suite = _suite(tmp_path, TINY_TABLE_TOML)
     out = tmp_path / "tiny.sqlite"
@@ -86,6 +107,28 @@ def test_max_nodes_sets_the_limit(tmp_path):
     proc = _lossagent("tabulate", "--suite", str(suite), "--out", str(out), "--max-nodes", "4", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "4 nodes" not in proc.stderr and out.is_file()
+
+
+def test_more_workers_than_cores_are_capped_with_one_line(tmp_path):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    suite = _suite(tmp_path, TINY_TABLE_TOML)
+    out = tmp_path / "tiny.sqlite"
+    proc = _lossagent("tabulate", "--suite", str(suite), "--out", str(out), "--workers", "1000", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    notes = [line for line in proc.stderr.splitlines() if "--workers" in line]
+    assert notes == [f"lossagent tabulate: --workers 1000 is more than the {cores} cores here; using {cores} processes."]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_DATA bounds the heap on Linux")
+def test_verify_names_a_bad_seed_and_refuses_a_billion_samples_before_it_starts(tmp_path):
+    proc = _lossagent("tabulate", "--verify", "smoke", "--seed", "-1", timeout=60)
+    line = _one_line_error(proc, "--seed")
+    assert "-1 is not allowed" in line and "an integer >= 0" in line
+    started = time.monotonic()
+    proc = _lossagent("tabulate", "--verify", "smoke", "--samples", "1000000000", timeout=60, memory_mb=1536)
+    line = _one_line_error(proc, "--samples")
+    assert "1000000000 is not allowed" in line and "[1, 1000]" in line and "hours" in line
+    assert time.monotonic() - started < 60
 
 
 # --------------------------------------------------------------------------- Ray

@@ -10,7 +10,8 @@ from tests.conftest import SMALL_TABLE_TOML
 
 
 def _spec(stages: int):
-    return table_spec_from_text(SMALL_TABLE_TOML.replace("stages = 2", f"stages = {stages}"))
+    """A TableSpec of any depth (read without a size limit: tabulate's own check is tested)."""
+    return table_spec_from_text(SMALL_TABLE_TOML.replace("stages = 2", f"stages = {stages}"), max_nodes=None)
 
 
 def test_table_nodes_counts_every_node_of_every_seed():
