@@ -42,7 +42,7 @@ from pydantic import (
     model_validator,
 )
 
-from agents.arguments import Finite, Positive, check_arguments
+from agents.arguments import Finite, Positive, TrainSteps, check_arguments
 from agents.base import BaseAgent
 from agents.tuning import training_env
 from lossagent_env.device import check_device
@@ -223,7 +223,7 @@ class _PPOArguments(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    train_steps: Count
+    train_steps: TrainSteps
     n_steps: Count
     batch_size: Count | None
     n_epochs: Count
@@ -260,14 +260,22 @@ PPO_ARGUMENTS = tuple(k for k in _PPOArguments.model_fields if k not in ("train_
 """The ``stable_baselines3.PPO`` arguments that PPOAgent takes itself."""
 
 
+class _TrainArguments(BaseModel):
+    """What :meth:`PPOAgent.train` takes."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    steps: TrainSteps
+
+
 _TRAINED: dict[str, tuple[Any, int, list[str] | None, int | None]] = {}
 """Policies trained on designated seeds, by settings and env configuration (see PPOAgent)."""
 
 
 def _on_instances(env: Any) -> bool:
-    """Whether ``env`` replays a table of problem instances (format 2)."""
-    table = getattr(getattr(env, "unwrapped", env), "table", None)
-    return getattr(table, "format_version", 1) >= 2
+    """Whether ``env`` replays a table whose instances are split into train and test."""
+    splits = getattr(getattr(env, "unwrapped", env), "splits", None)
+    return isinstance(splits, dict) and any(splits.values())
 
 
 class _SeedsInTurn(gym.Wrapper):
@@ -299,7 +307,8 @@ class PPOAgent(BaseAgent):
     seed and objective of a suite) reuses it instead of training again.
 
     Args:
-        train_steps: Env steps (stages) of training.
+        train_steps: Env steps (stages) of training, at most
+            :data:`~agents.arguments.MAX_TRAIN_STEPS` (a larger budget is refused).
         n_steps: Steps per rollout (per PPO update).
         batch_size: Minibatch size (default: ``n_steps``).
         n_epochs: Optimisation epochs per update.
@@ -383,17 +392,21 @@ class PPOAgent(BaseAgent):
 
         Args:
             env: A LossAgent env, or a zero-argument callable returning one.
-            steps: Env steps to train (default: ``train_steps``).
+            steps: Env steps to train (default: ``train_steps``), at most
+                :data:`~agents.arguments.MAX_TRAIN_STEPS`.
 
         Returns:
             ``self``, trained.
         """
+        if steps is None:
+            steps = self.train_steps
+        else:
+            steps = check_arguments(_TrainArguments, "PPOAgent.train", {"steps": steps}).steps
         sb3 = _import_sb3()
         if isinstance(env, gym.Env) or not callable(env):
             base_env, made = env, False
         else:
             base_env, made = env(), True
-        steps = self.train_steps if steps is None else int(steps)
         if _on_instances(base_env):
             if self.train_seeds is not None:
                 raise ValueError(

@@ -14,6 +14,7 @@ import numpy as np
 
 from agents.base import BaseAgent
 from agents.tuning import training_env
+from lossagent_env.tabular import TableAnalysis
 
 __all__ = ["TransferAgent"]
 
@@ -22,9 +23,9 @@ class TransferAgent(BaseAgent):
     """Plays, at every episode, the sequence that is best on average over the training trees.
 
     On a table replay (``LossAgent/Tabular-v0``), :meth:`prepare` searches every preset
-    sequence of the env's horizon exhaustively on the training trees' validation values
-    (:meth:`~lossagent_env.tabular.TabularEnv.oracle_on_means`; with one tree, its
-    oracle) and keeps the best one; each episode plays it stage by stage and ignores
+    sequence of the env's horizon exhaustively on the training trees' validation values,
+    under the training objective (:meth:`~lossagent_env.tabular.TableAnalysis.oracle`
+    on their mean) and keeps the best one; each episode plays it stage by stage and ignores
     what it observes. The training trees are every replicate of the table's training
     instances (a table of instances, format 2), or ``train_seeds``. Its training budget
     is every sequence of every training tree (``K**T x trees`` episodes, read from the
@@ -33,7 +34,7 @@ class TransferAgent(BaseAgent):
     Args:
         train_seeds: Table seeds (trees) to learn the sequence on (at least one);
             None: the training instances' replicates on a table of instances, the
-            seeds 0, 1, 2 on a table of format 1. On a table of instances, a seed of a
+            first three seeds on a table of one configuration (no split). On a table of instances, a seed of a
             test instance is refused.
 
     Raises:
@@ -70,26 +71,34 @@ class TransferAgent(BaseAgent):
                 f"TransferAgent searches the training seeds' sequences in a table; {type(table).__name__} "
                 "is not one. Allowed: LossAgent/Tabular-v0."
             )
-        trees = self._training_trees(table)
-        if len(trees) == 1:
-            best = table.oracle(seed=trees[0])
-        else:
-            best = table.oracle_on_means(seeds=trees)
+        trees, source = self._training_trees(table)
+        analysis = TableAnalysis(source.table, objective=table.train_objective, max_stages=table.max_stages)
+        best = analysis.oracle(seeds=trees)
         self.sequence = [int(a) for a in best["actions"]]
         self._trees = trees
         self._budget = len(table.preset_names) ** table.max_stages * len(trees)
 
-    def _training_trees(self, table: Any) -> list[int]:
-        """The table seeds to learn on (see ``train_seeds``)."""
-        if table.table.format_version == 1:
-            return list(self.train_seeds or (0, 1, 2))
+    def _training_trees(self, table: Any) -> tuple[list[int], Any]:
+        """The table seeds to learn on (see ``train_seeds``), and a replay (under the
+        training objective) whose validation split holds them."""
+        if not any(table.splits.values()):  # one configuration: its replicates, no split
+            every = table.with_instances("all")
+            trees = list(self.train_seeds or every.seeds[:3])
+            unknown = [s for s in trees if s not in every.seeds]
+            if unknown:
+                raise ValueError(
+                    f"TransferAgent(train_seeds={self.train_seeds!r}): seeds {unknown} are not in the "
+                    f"table. Allowed: its seeds {list(every.seeds)}."
+                )
+            return trees, every
+        view = training_env(table, "TransferAgent")
         if self.train_seeds is None:
-            view = training_env(table, "TransferAgent")
             self._instances = [i.name for i in view.instances]
-            return list(view.seeds)
+            return list(view.seeds), view
+        every = table.with_instances("all")
         for seed in self.train_seeds:
             try:
-                instance = table.table.instance_of(seed)
+                instance = every.table.instance_of(seed)
             except KeyError as e:
                 raise ValueError(e.args[0]) from None
             if instance.split != "train":
@@ -99,8 +108,8 @@ class TransferAgent(BaseAgent):
                     f"the agent is scored on. Allowed: seeds of the training instances {table.splits['train']}, "
                     "or None for all of them."
                 )
-        self._instances = sorted({table.table.instance_of(s).name for s in self.train_seeds})
-        return list(self.train_seeds)
+        self._instances = sorted({every.table.instance_of(s).name for s in self.train_seeds})
+        return list(self.train_seeds), view
 
     def budget(self) -> dict[str, Any] | None:
         """The training budget: every sequence of every training tree, read from the table."""

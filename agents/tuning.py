@@ -5,7 +5,9 @@ its instances into ``train`` and ``test``. A benchmark scores agents on the test
 instances; an agent with a training budget (bandits' arm tables, PPO, transfer, the LLM
 agent's example trajectories) tunes on :func:`training_env`, a replay of the same table,
 objective and horizon on the training instances only, so no tuning reads a test
-instance. :func:`play` is a lean episode loop for the thousands of training episodes a
+instance. Under a benchmark's *new objective* track the training view replays the
+training objective (``train_objective`` of the env), not the one the agent is scored
+on. :func:`play` is a lean episode loop for the thousands of training episodes a
 replay affords (no records, no checks beyond the env's own).
 """
 
@@ -28,7 +30,7 @@ def training_env(env: Any, owner: str) -> TabularEnv:
 
     Raises:
         ValueError: ``env`` is not a table replay, its table has no instances (format 1)
-            or no training instance.
+            or no training instance. The view replays the env's ``train_objective``.
     """
     table_env = getattr(env, "unwrapped", env)
     if not isinstance(table_env, TabularEnv):
@@ -40,9 +42,9 @@ def training_env(env: Any, owner: str) -> TabularEnv:
     train = table_env.splits["train"]
     if not train:
         raise ValueError(
-            f"{owner} tunes on a table's training instances; this env's table has none (table "
-            f"format {table_env.table.format_version}, instances {[i.name for i in table_env.table.instances]}). "
-            "Allowed: a table of instances with a train split, or no training budget."
+            f"{owner} tunes on a table's training instances; this env's table has none (its "
+            f"instances by split: {table_env.splits}). Allowed: a table of instances with a train "
+            "split, or no training budget."
         )
     return table_env.with_instances("train")
 

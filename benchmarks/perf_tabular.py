@@ -9,7 +9,7 @@ episode is truncated, resets included in the time. It prints the median over the
 repeats of:
 
     steps_per_second:  env steps (resets included in the time) per second
-    oracle_ms:         one call of env.unwrapped.oracle()
+    oracle_ms:         one oracle of a tree: TableAnalysis(table, objective).oracle(seeds=[seed])
     make_ms:           gym.make of a table already read once (the file is cached)
 
 With ``--ppo`` it also trains the tabular suite's PPO agent (``benchmarks/suites/
@@ -31,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 import lossagent_env  # noqa: F401  (registers the ids)
-from lossagent_env.tabular import TabularEnv
+from lossagent_env.tabular import TableAnalysis, TabularEnv
 
 
 def _tabular(env: gym.Env) -> TabularEnv:
@@ -57,7 +57,7 @@ def measure(table: str, objective: str, steps: int, repeats: int, seed: int = 0)
                 env.reset()
         rates.append(steps / (time.perf_counter() - start))
         start = time.perf_counter()
-        u.oracle()
+        TableAnalysis(table, objective).oracle(seeds=[table_seed])
         oracle_ms.append(1e3 * (time.perf_counter() - start))
         start = time.perf_counter()
         gym.make("LossAgent/Tabular-v0", table=table, objective=objective)
@@ -85,7 +85,7 @@ def ppo_train_seconds(table: str, objective: str) -> float:
     kwargs = next(a.kwargs for a in suite.agents if a.name == "ppo")
     env = gym.make("LossAgent/Tabular-v0", table=table, objective=objective)
     seeds = list(_tabular(env).seeds)
-    if _tabular(env).table.format_version >= 2:  # PPO trains on the table's training instances
+    if _tabular(env).splits["train"]:  # PPO trains on the table's training instances
         kwargs = {k: v for k, v in kwargs.items() if k != "train_seeds"}
     else:
         kwargs = {**kwargs, "train_seeds": [s for s in kwargs.get("train_seeds", seeds[:1]) if s in seeds] or seeds[:1]}

@@ -7,24 +7,24 @@
   95% stratified-bootstrap band);
 - ``plots/<objective>__weights.png``: each agent's effective loss weights over the
   stages as a stacked area (mean over seeds), one panel per agent;
-- ``report.md``: how many of the suite's runs are complete ("N of M"), the missing
-  runs per agent (a benchmark killed half-way, runs that failed), then per objective a
-  table of agents (the suite's agents without a complete run shown as such) and the
-  two plots; for a table replay, the scores against the optimum
-  (:mod:`benchmarks.tabular_report`) and ``scores.json``.
+- ``report.md``: for a table replay first the verdicts on its test instances
+  (:mod:`benchmarks.tabular_scores`, rendered by :mod:`benchmarks.render`; all of it in
+  ``scores.json``); then how many of the suite's runs are complete ("N of M"), the
+  missing runs per agent (a benchmark killed half-way, runs that failed), then per
+  objective a table of agents (the suite's agents without a complete run shown as such)
+  and the two plots.
 
 The report is built in four steps: :func:`load_benchmark` reads and checks the rows,
 the stored suite and the table; :func:`aggregate` groups the complete runs, summarizes
 them and scores a table replay; :func:`render_markdown` fills in the Markdown
 templates (``benchmarks/templates/report.md``); :func:`build_report` writes the files.
 
-Statistics: every interval is rliable's 95% stratified-bootstrap percentile interval
-(:func:`benchmarks.tabular_report.interval_estimates`, 2,000 resamples, seed 0). The
-live tables show the **mean** over seeds: a group there is one agent on one objective,
-whose only runs are its seeds (2 or 3 in the shipped suites), and an interquartile
-mean of fewer than 4 runs trims nothing (it is the mean) while one of 4 to 7 keeps
-half of them or fewer. The scores of a table replay pool seeds and objectives (tens of
-runs per agent) and show the interquartile mean (:mod:`benchmarks.tabular_report`).
+Statistics (:mod:`benchmarks.stats`): the live tables show the **mean** over seeds with
+rliable's 95% stratified-bootstrap percentile interval (2,000 resamples, seed 0); a
+group there is one agent on one objective, whose only runs are its seeds (2 or 3 in the
+shipped suites). The verdicts of a table replay are paired by replicate per test
+instance (Student's t on replicates - 1 degrees of freedom, Holm across instances) and
+never pool an sd across instances (:mod:`benchmarks.tabular_scores`).
 
 Every file goes under ``out``: plot names come from :func:`plot_stems` (labels made
 file-system safe, so a crafted ``../../x`` cannot leave ``plots/``).
@@ -88,6 +88,9 @@ from typing import Any, Literal
 import numpy as np
 
 from benchmarks.errors import BenchmarkError
+from benchmarks.render import markdown_text as _md
+from benchmarks.render import plain_text as _plain
+from benchmarks.render import plot_ranking, save_figure, scores_json, tabular_markdown
 from benchmarks.results import (
     RESULTS,
     SUITE_FILE,
@@ -100,24 +103,9 @@ from benchmarks.results import (
     write_json,
 )
 from benchmarks.runs import RunSpec, expand
-from benchmarks.suite import TABULAR_ENV_ID, Suite, safe_name
-from benchmarks.tabular_report import (
-    BOOTSTRAP_REPS,
-    TabularScores,
-    VerifiedTable,
-    interval_estimates,
-    plot_scores,
-    save_figure,
-    score_tabular,
-    tabular_markdown,
-    verify_table,
-)
-from benchmarks.tabular_report import (
-    markdown_text as _md,
-)
-from benchmarks.tabular_report import (
-    plain_text as _plain,
-)
+from benchmarks.stats import BOOTSTRAP_REPS, interval_estimates
+from benchmarks.suite import TABULAR_ENV_ID, Suite, TableIdentity, file_sha256, safe_name
+from benchmarks.tabular_scores import TabularScores, score_runs
 from benchmarks.templates import fragments, join_blocks
 
 __all__ = [
@@ -157,11 +145,14 @@ SUMMARY_COLUMNS = (
     "retries",
     "fallbacks",
     "unmeasured",
+    "final_unmeasured",
 )
 """Columns of ``summary.csv``, in order. ``unmeasured`` counts stages whose objective
-could not be measured (``objective_value`` NaN, e.g. a judge that kept failing): such a
-stage counts with the last measured value before it, and a run with no measured stage
-is left out of the means."""
+could not be measured (``objective_value`` NaN, e.g. a judge that kept failing): in the
+best-so-far and the AUC such a stage counts with the last measured value before it,
+and a run with no measured stage is left out of the means. The final J is the last
+stage's own value: ``final_unmeasured`` counts the runs whose last stage is unmeasured,
+which are left out of ``final_mean`` (NaN when every run's is)."""
 
 TIMING_COLUMNS = ("wall_s_mean",)
 """Columns that depend on wall-clock time (everything else is reproducible)."""
@@ -179,7 +170,7 @@ _EXTRA_TRAINING = {
 def mean_intervals(values: np.ndarray) -> np.ndarray:
     """The mean over runs of every column of ``values``, with its 95% interval.
 
-    The interval is rliable's stratified bootstrap (:func:`benchmarks.tabular_report.interval_estimates`):
+    The interval is rliable's stratified bootstrap (:func:`benchmarks.stats.interval_estimates`):
     each column is a task whose runs are resampled. A NaN is a run a column lacks:
     the columns measured by the same runs are estimated together on those runs.
 
@@ -282,6 +273,18 @@ def llm_time(rows: Iterable[ResultRow]) -> LLMTime | None:
     )
 
 
+def model_warnings(rows: Iterable[ResultRow]) -> list[str]:
+    """The distinct lines the agents recorded under ``notes["warnings"]`` (what a user
+    should know about how their model answered, such as the embedded model's server
+    without its llama-cpp-python patches), in the order first seen."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        lines = (row.get("notes") or {}).get("warnings")
+        for line in lines if isinstance(lines, list) else []:
+            seen.setdefault(str(line), None)
+    return list(seen)
+
+
 def llm_time_line(figures: LLMTime) -> str:
     """One line of :func:`llm_time`'s figures, for the report and the command line."""
     return (
@@ -327,7 +330,8 @@ def summarize(
         if not curves:
             logger.warning("No measured stage for %s on %s; left out of the summary.", agent, objective)
             continue
-        final = [float(c[-1]) for c in curves]
+        final = [float(c[-1]) if c.size else math.nan for c in raw if np.isfinite(c).any()]
+        final_unmeasured = sum(1 for c in raw if c.size and not np.isfinite(c[-1]))
         best = [float(np.max(c)) for c in curves]
         auc = [float(np.mean(c)) for c in curves]
         (final_mean, best_mean), lows, highs = mean_intervals(np.column_stack([final, best]))
@@ -352,6 +356,7 @@ def summarize(
                 "retries": int(sum(_note_total(run, "retries") for run in runs)),
                 "fallbacks": int(sum(_note_total(run, "fallback") for run in runs)),
                 "unmeasured": unmeasured,
+                "final_unmeasured": final_unmeasured,
             }
         )
     return out
@@ -393,7 +398,7 @@ def read_summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             for key, value in row.items():
                 if key in ("objective", "agent"):
                     parsed[key] = value
-                elif key in ("seeds", "diverged", "retries", "fallbacks", "unmeasured"):
+                elif key in ("seeds", "diverged", "retries", "fallbacks", "unmeasured", "final_unmeasured"):
                     parsed[key] = int(value)
                 else:
                     parsed[key] = float(value)
@@ -539,10 +544,10 @@ def build_report(out: str | os.PathLike[str]) -> dict[str, Path]:
     paths.update(_plot_objectives(agg.runs, agg.summary, agg.objectives, agg.stems, plots_dir))
     score_plots: dict[str, str] = {}
     if agg.scores is not None:
-        plots = plot_scores(agg.scores, plots_dir)
+        plots = plot_ranking(agg.scores, plots_dir)
         paths.update({f"tabular__{k}": v for k, v in plots.items()})
         score_plots = {k: f"plots/{v.name}" for k, v in plots.items()}
-        write_json(bench.out / "scores.json", _scores_json(agg.scores))  # atomic: a link there is replaced
+        write_json(bench.out / "scores.json", scores_json(agg.scores))  # atomic: a link there is replaced
         paths["scores"] = bench.out / "scores.json"
     markdown = render_markdown(bench, agg, score_plots)
     paths["report"] = write_atomic(bench.out / "report.md", markdown.encode("utf-8"))
@@ -581,6 +586,77 @@ class Benchmark:
         return [o.label for o in self.suite.objectives] if self.suite is not None else []
 
 
+@dataclasses.dataclass(frozen=True)
+class VerifiedTable:
+    """The table file a tabular benchmark ran on, found and checked again.
+
+    Attributes:
+        identity: What ``suite.json`` recorded (or, for a benchmark that recorded
+            nothing, the file found now).
+        path: The file to score against.
+        header: Its header (env configuration, presets, ...).
+        stage_iters: Iterations per stage it was built with (None if its header
+            does not say).
+        recorded: Whether ``suite.json`` held the identity (else it is not checked).
+    """
+
+    identity: TableIdentity
+    path: Path
+    header: dict[str, Any]
+    stage_iters: int | None
+    recorded: bool = True
+
+
+def verify_table(
+    table: str | os.PathLike[str], recorded: TableIdentity | None, suite_file: str | os.PathLike[str]
+) -> VerifiedTable:
+    """The table a tabular benchmark ran on, checked to be the very same file.
+
+    Of the recorded path and ``table`` resolved again as the env resolves it (a path,
+    or a shipped table's name), the first file whose SHA-256 equals the recorded one is
+    used; if none does, its scores would silently change, and it is an error. A
+    benchmark whose ``suite.json`` records no table (started by an earlier version) is
+    scored against the file found now, with a warning.
+
+    Args:
+        table: The suite's ``table`` argument.
+        recorded: The identity recorded in ``suite.json``, or None.
+        suite_file: The ``suite.json`` it came from, for messages.
+
+    Raises:
+        FileNotFoundError: The table is gone.
+        BenchmarkError: The file found has another SHA-256 than the recorded one.
+    """
+    from lossagent_env.tabular import load_table, resolve_table
+
+    candidates = [Path(recorded.path)] if recorded is not None and Path(recorded.path).is_file() else []
+    try:
+        candidates.append(resolve_table(table).resolve())
+    except FileNotFoundError as e:
+        if not candidates:
+            where = f" (recorded in {str(suite_file)!r} as {recorded.path!r})" if recorded else ""
+            raise FileNotFoundError(f"The table of this benchmark is gone{where}: {e}") from None
+    hashes = {path: file_sha256(path) for path in dict.fromkeys(candidates)}
+    if recorded is None:
+        path, sha = next(iter(hashes.items()))
+        logger.warning("%s records no table file; scoring against %s (sha256 %s) unchecked.", suite_file, path, sha)
+    else:
+        same = [path for path, sha in hashes.items() if sha == recorded.sha256]
+        if not same:
+            path, sha = next(iter(hashes.items()))
+            raise BenchmarkError(
+                f"The table file {str(path)!r} has sha256 {sha}, but this benchmark ran on a table "
+                f"with sha256 {recorded.sha256} (recorded in {str(suite_file)!r}): scored against "
+                "this file its results would change. Restore that table file, or rerun the "
+                "benchmark on this one."
+            )
+        path, sha = same[0], recorded.sha256
+    header = load_table(path).header
+    built = header.get("env_config", {}).get("stage_iters", header.get("env_kwargs", {}).get("stage_iters"))
+    identity = recorded or TableIdentity(table=str(table), path=str(path.resolve()), sha256=sha)
+    return VerifiedTable(identity, path, header, None if built is None else int(built), recorded is not None)
+
+
 def load_benchmark(out: str | os.PathLike[str]) -> Benchmark:
     """Read the rows and the stored suite of ``out`` and check them (see :func:`build_report`)."""
     out = Path(out)
@@ -613,6 +689,8 @@ class Aggregates:
         objectives: Objective labels in report order.
         stems: Plot file stem of each objective (:func:`plot_stems`).
         scores: Scores against the optimum of a table replay with complete runs; else None.
+        scores_missing: Why the scores of a table replay could not be computed (one
+            sentence in the report instead of them), else None.
     """
 
     runs: dict[str, list[ResultRow]]
@@ -620,6 +698,7 @@ class Aggregates:
     objectives: list[str]
     stems: dict[str, str]
     scores: TabularScores | None
+    scores_missing: str | None = None
 
 
 def aggregate(bench: Benchmark) -> Aggregates:
@@ -633,10 +712,17 @@ def aggregate(bench: Benchmark) -> Aggregates:
     _check_equal_budgets(runs)
     summary = summarize(bench.rows, bench.agent_order, bench.objective_order)
     objectives = list(dict.fromkeys([*bench.objective_order, *(r["objective"] for r in summary)]))
-    scores = None
+    scores, missing = None, None
     if bench.table is not None and bench.suite is not None and runs:
-        scores = score_tabular(runs, bench.suite.to_dict(), table=bench.table.path)
-    return Aggregates(runs, summary, objectives, plot_stems(objectives), scores)
+        specs = {spec.name: spec for spec in bench.expected}
+        try:
+            scores = score_runs(runs, specs, table=str(bench.table.path))
+        except BenchmarkError:
+            raise  # rows that contradict the table: nothing to report on
+        except (ValueError, ArithmeticError) as e:  # a section that cannot be computed is left out
+            missing = f"The verdicts on the table's test instances could not be computed: {e}"
+            logger.warning("%s", missing)
+    return Aggregates(runs, summary, objectives, plot_stems(objectives), scores, missing)
 
 
 def render_markdown(bench: Benchmark, agg: Aggregates, score_plots: Mapping[str, str]) -> str:
@@ -651,14 +737,19 @@ def render_markdown(bench: Benchmark, agg: Aggregates, score_plots: Mapping[str,
     blocks = [_T["title"].substitute(title=_md(title))]
     if bench.suite is not None and bench.suite.description:
         blocks.append(_md(bench.suite.description))
+    if agg.scores is not None:  # a table replay: the verdicts first
+        assert bench.table is not None
+        blocks.append(tabular_markdown(agg.scores, bench.table.identity.table, score_plots))
+    elif agg.scores_missing is not None:
+        blocks.append(_md(agg.scores_missing))
     blocks.append("\n".join([*_header_lines(bench), *_run_lines(bench, agg.runs)]))
-    blocks.append(_T["how_to_read"].substitute(reps=f"{BOOTSTRAP_REPS:,}"))
     if bench.expected and len(agg.runs) < len(bench.expected):
         blocks.append(_missing_runs(agg.runs, bench.expected, {row["run"] for row in bench.rows}))
+    if bench.table is not None:
+        blocks.append(_T["run_details"].substitute())
+    blocks.append(_T["how_to_read"].substitute(reps=f"{BOOTSTRAP_REPS:,}"))
     for objective in agg.objectives:
         blocks += _objective_blocks(objective, agg, bench.agent_order)
-    if agg.scores is not None:
-        blocks.append(tabular_markdown(agg.scores, score_plots))
     blocks.append(_T["tensorboard"].substitute(tb=bench.out / "tb"))
     return join_blocks(blocks)
 
@@ -815,6 +906,7 @@ def _run_lines(bench: Benchmark, runs: Mapping[str, Sequence[ResultRow]]) -> lis
     figures = llm_time(bench.rows)
     if figures is not None:
         lines.append(_T["llm_time"].substitute(line=llm_time_line(figures)))
+    lines += [_T["model_warning"].substitute(line=_md(line)) for line in model_warnings(bench.rows)]
     if bench.duplicates:
         lines.append(_T["duplicates"].substitute(count=bench.duplicates, results=RESULTS))
     return lines
@@ -856,6 +948,8 @@ def _objective_blocks(objective: str, agg: Aggregates, agent_order: Sequence[str
                 agent=_md(agent), seeds=row["seeds"],
                 final_mean=_fmt(row["final_mean"]), final_low=_fmt(row["final_ci_low"]),
                 final_high=_fmt(row["final_ci_high"]), best_mean=_fmt(row["best_mean"]),
+                final_note=(f" ({row['final_unmeasured']} of {row['seeds']} runs unmeasured at the last stage)"
+                            if row.get("final_unmeasured") else ""),
                 best_low=_fmt(row["best_ci_low"]), best_high=_fmt(row["best_ci_high"]),
                 auc=_fmt(row["auc_mean"]), wall_s=f"{row['wall_s_mean']:.1f}",
                 tokens=f"{prompt + completion:.0f}", prompt=f"{prompt:.0f}", completion=f"{completion:.0f}",
@@ -866,22 +960,3 @@ def _objective_blocks(objective: str, agg: Aggregates, agent_order: Sequence[str
     if summary:
         blocks.append(_T["objective_plots"].substitute(stem=agg.stems[objective]))
     return blocks
-
-
-def _scores_json(scores: TabularScores) -> dict[str, Any]:
-    """The tabular scores as JSON (``scores.json``)."""
-    return {
-        "reference": scores.reference,
-        "iqm": {a: list(v) for a, v in scores.iqm.items()},
-        "iqm_by_objective": {o: {a: list(v) for a, v in per.items()} for o, per in scores.iqm_by_objective.items()},
-        "probability_of_improvement": {f"{x} > {y}": list(v) for (x, y), v in scores.improvement.items()},
-        "cells": scores.cells,
-        "runs": scores.runs,
-        "scheduling": {
-            o: {**entry, "value": {split: list(v) for split, v in entry["value"].items()}}
-            for o, entry in scores.scheduling.items()
-        },
-        "by_instance": scores.by_instance,
-        "admission": scores.admission,
-        "beats_static": scores.beats_static,
-    }

@@ -1,7 +1,8 @@
 """Runs: what one run of a suite is, and how one run becomes rows.
 
 A suite expands (:func:`expand`) into one :class:`RunSpec` per (agent, objective,
-seed), named ``f"{env_id}__{agent}__{objective}__{seed}"`` with characters outside
+seed), the objectives of the new-objective track (labels ``"<objective>.new"``) after
+the tuned ones, named ``f"{env_id}__{agent}__{objective}__{seed}"`` with characters outside
 ``[A-Za-z0-9._+-]`` replaced by ``-`` (so ``LossAgent/SuperResolution-v0`` becomes
 ``LossAgent-SuperResolution-v0``). Every run of a suite has the same budget
 (``max_stages`` x ``stage_iters``), and all runs with the same seed start from the same
@@ -52,7 +53,7 @@ from benchmarks.errors import BenchmarkError
 from benchmarks.executor import Context
 from benchmarks.output import Output
 from benchmarks.results import RESULTS, ResultsWriter, tensorboard_dir
-from benchmarks.suite import TABULAR_ENV_ID, Suite, safe_name
+from benchmarks.suite import TABULAR_ENV_ID, ObjectiveEntry, Suite, safe_name
 from lossagent_env.jsonable import jsonable
 
 __all__ = [
@@ -88,6 +89,10 @@ class RunSpec:
         max_stages: Stages per episode.
         stage_iters: Iterations per stage.
         image_every: TensorBoard image period in stages (0: none).
+        track: ``"tuned"`` (agents tune under the objective they are scored on) or
+            ``"new"`` (they tune under ``train_objective`` and never on this one).
+        train_objective: What agents with a training budget tune under on a table's
+            training instances (the new-objective track); None: ``objective_spec``.
     """
 
     name: str
@@ -103,11 +108,14 @@ class RunSpec:
     max_stages: int
     stage_iters: int
     image_every: int = 1
+    track: str = "tuned"
+    train_objective: str | dict[str, float] | None = None
 
     def make_env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``gym.make(self.env_id, **kwargs)``."""
         if self.env_id == TABULAR_ENV_ID:  # a table replay: its own arguments, no images
-            return {**self.env_kwargs, "objective": self.objective_spec, "max_stages": self.max_stages}
+            train = {} if self.train_objective is None else {"train_objective": self.train_objective}
+            return {**self.env_kwargs, "objective": self.objective_spec, "max_stages": self.max_stages, **train}
         return {
             **self.env_kwargs,
             "objective": self.objective_spec,
@@ -133,8 +141,13 @@ def expand(suite: Suite, image_every: int | None = None) -> list[RunSpec]:
     if image_every is None:
         image_every = max(1, math.ceil(suite.max_stages / 4))
     runs = []
+    tracks: list[tuple[ObjectiveEntry, str, str | dict[str, float] | None]] = [
+        (o, "tuned", None) for o in suite.objectives
+    ]
+    if suite.tune_on is not None:
+        tracks += [(o, "new", suite.tune_on.spec) for o in suite.new_objectives]
     for agent in suite.agents:
-        for objective in suite.objectives:
+        for objective, track, train_objective in tracks:
             for seed in suite.seeds:
                 runs.append(
                     RunSpec(
@@ -151,6 +164,8 @@ def expand(suite: Suite, image_every: int | None = None) -> list[RunSpec]:
                         max_stages=suite.max_stages,
                         stage_iters=suite.stage_iters,
                         image_every=image_every,
+                        track=track,
+                        train_objective=train_objective,
                     )
                 )
     return runs
@@ -270,9 +285,9 @@ def execute_run(spec: RunSpec, out: str | os.PathLike[str] | None, emit: Emit) -
 
 
 def _instance(env: Any) -> str | None:
-    """The problem instance a table replay of format 2 plays, else None."""
-    table = getattr(env.unwrapped, "table", None)
-    return str(env.unwrapped.instance) if getattr(table, "format_version", 1) >= 2 else None
+    """The problem instance a table replay plays, else None."""
+    instance = getattr(env.unwrapped, "instance", None)
+    return instance if isinstance(instance, str) else None
 
 
 def run_task(spec: RunSpec, context: Context, *, out: str | None) -> int:

@@ -26,6 +26,14 @@ File format (every key is documented in :class:`SuiteModel`)::
     name = "llm"
     kwargs = { model = "local" }
 
+A suite on a table replay may add the *new objective* track, the paper's question:
+agents are scored under objectives they never tuned on; those with a training budget
+tune on the table's training instances under ``tune_on`` instead::
+
+    [new_objective]
+    objectives = ["piqe"]     # scored on these (run and report label "piqe.new")
+    tune_on = "psnr"          # what agents tune under on the training instances
+
 A malformed suite raises :class:`SuiteError`, which names the file, the line and the
 key; an unknown env, agent, loss or metric name gets a "Did you mean" hint.
 
@@ -168,6 +176,18 @@ class ObjectiveEntry(_Strict):
         return [self.spec] if isinstance(self.spec, str) else list(self.spec)
 
 
+class NewObjectiveEntry(_Strict):
+    """The ``[new_objective]`` table: the track of objectives no agent tunes on."""
+
+    objectives: list[str | dict[str, float]] = Field(
+        min_length=1, description="Objectives the agents are scored on without tuning on them."
+    )
+    tune_on: str | dict[str, float] = Field(
+        description="The objective agents with a training budget tune under, on the table's "
+        "training instances (not one of `objectives`)."
+    )
+
+
 class SuiteModel(_Strict):
     """The whole suite file."""
 
@@ -184,6 +204,11 @@ class SuiteModel(_Strict):
         default=None,
         description="How the table this suite replays was built: a [table] section, read "
         "by `lossagent tabulate` (benchmarks.tabulate), not by the benchmark.",
+    )
+    new_objective: NewObjectiveEntry | None = Field(
+        default=None,
+        description="The new-objective track (table replays only): scored under objectives "
+        "no agent tunes on; agents tune under `tune_on`.",
     )
     requires_data: bool = Field(
         default=False,
@@ -202,13 +227,22 @@ class SuiteModel(_Strict):
     @classmethod
     def _check_objectives(cls, objectives: list[str | dict[str, float]]):
         for spec in objectives:
-            if isinstance(spec, dict):
-                if not spec:
-                    raise ValueError("an objective table must name at least one metric")
-                bad = {k: v for k, v in spec.items() if not math.isfinite(v) or v == 0}
-                if bad:
-                    raise ValueError(f"objective weights must be finite and non-zero, got {bad}")
+            _check_objective_spec(spec)
         return objectives
+
+
+def _check_objective_spec(spec: str | dict[str, float]) -> None:
+    if isinstance(spec, dict):
+        if not spec:
+            raise ValueError("an objective table must name at least one metric")
+        bad = {k: v for k, v in spec.items() if not math.isfinite(v) or v == 0}
+        if bad:
+            raise ValueError(f"objective weights must be finite and non-zero, got {bad}")
+
+
+NEW_TRACK_SUFFIX = ".new"
+"""Appended to the label of an objective of the new-objective track (``"piqe.new"``):
+its runs and report rows differ from a tuned run on the same objective."""
 
 
 class Suite:
@@ -222,7 +256,11 @@ class Suite:
         env_kwargs: EnvConfig keyword arguments (without objective and budget).
         max_stages: Stages per episode (same for every agent).
         stage_iters: Iterations per stage (same for every agent).
-        objectives: Objectives with their labels, in file order.
+        objectives: Objectives with their labels, in file order (the tuned track:
+            agents tune under the objective they are scored on).
+        new_objectives: The new-objective track's objectives (labels end in
+            :data:`NEW_TRACK_SUFFIX`); empty without one.
+        tune_on: What agents tune under in the new-objective track (None without one).
         agents: Agent entries, in file order.
         seeds: Seeds, in file order.
         requires_data: Whether ``--data`` must be given.
@@ -237,6 +275,11 @@ class Suite:
         self.max_stages = model.budget.max_stages
         self.stage_iters = model.budget.stage_iters
         self.objectives = [ObjectiveEntry(spec=s, label=objective_label(s)) for s in model.objectives]
+        new = model.new_objective
+        self.new_objectives = [
+            ObjectiveEntry(spec=s, label=objective_label(s) + NEW_TRACK_SUFFIX) for s in (new.objectives if new else ())
+        ]
+        self.tune_on = ObjectiveEntry(spec=new.tune_on, label=objective_label(new.tune_on)) if new else None
         self.agents = list(model.agents)
         self.seeds = list(model.seeds)
         self.requires_data = model.requires_data
@@ -254,6 +297,10 @@ class Suite:
             "seeds": self.seeds,
             "requires_data": self.requires_data,
             **({"table": self.table} if self.table is not None else {}),
+            **(
+                {"new_objective": {"objectives": [o.spec for o in self.new_objectives], "tune_on": self.tune_on.spec}}
+                if self.tune_on is not None else {}
+            ),
         }
 
     @classmethod
@@ -423,6 +470,27 @@ def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path
     _no_duplicates(labels, "agents", "agent label", source, text)
     _no_file_name_clash(labels, source, text)
     _no_duplicates([objective_label(s) for s in model.objectives], "objectives", "objective", source, text)
+    if model.new_objective is not None:
+        new = model.new_objective
+        _no_duplicates([objective_label(s) for s in new.objectives], "new_objective.objectives", "objective", source, text)
+        try:
+            for spec in [*new.objectives, new.tune_on]:
+                _check_objective_spec(spec)
+        except ValueError as e:
+            raise SuiteError.at(source, text, ("new_objective",), str(e)) from None
+        tuned = objective_label(new.tune_on)
+        if tuned in [objective_label(s) for s in new.objectives]:
+            raise SuiteError.at(
+                source, text, ("new_objective", "tune_on"),
+                f"{tuned!r} is one of the track's objectives; the new-objective track scores agents on "
+                "objectives they never tuned on. Allowed: another objective",
+            )
+        if model.env.id != TABULAR_ENV_ID:
+            raise SuiteError.at(
+                source, text, ("new_objective",),
+                f"the new-objective track tunes agents on a table's training instances; env "
+                f"{model.env.id!r} is not a table replay. Allowed: with env id {TABULAR_ENV_ID!r}",
+            )
     for reserved in ("objective", "max_stages", "stage_iters"):
         if reserved in model.env.kwargs:
             where = "`objectives`" if reserved == "objective" else "[budget]"
@@ -653,14 +721,21 @@ def _validate_tabular(suite: Suite, text: str | None, source: str) -> None:
             f"with {built.stage_iters} iterations per stage, and a replay trains nothing). "
             f"Allowed: {built.stage_iters}",
         )
-    missing = [seed for seed in suite.seeds if seed not in table.seeds]
-    if missing and table.format_version == 1:  # a table of instances maps any seed to a problem
-        fail(("seeds",), f"seeds {missing} are not in the table. Allowed: its seeds {list(table.seeds)}")
     for i, objective in enumerate(suite.objectives):
         try:
             gym.make(TABULAR_ENV_ID, **suite.env_kwargs, objective=objective.spec, max_stages=suite.max_stages)
         except ConfigError as e:
             fail(suite_loc(suite, e.loc, i), str(e))
+    if suite.tune_on is not None:
+        for i, objective in enumerate(suite.new_objectives):
+            try:
+                gym.make(
+                    TABULAR_ENV_ID, **suite.env_kwargs, objective=objective.spec,
+                    train_objective=suite.tune_on.spec, max_stages=suite.max_stages,
+                )
+            except ConfigError as e:
+                where = ("new_objective", "tune_on") if e.loc[:1] == ("train_objective",) else ("new_objective", "objectives", i)
+                fail(where, str(e))
 
 
 class TableIdentity(_Strict):

@@ -168,6 +168,11 @@ class EnvConfig:
     eval_size: Side = 96
     """Side of an evaluation target crop in pixels."""
 
+    test_images: Annotated[PositiveInt | None, Allowed("None or an integer >= 1")] = None
+    """Number of crops of the held-out test split (``env.unwrapped.measure(split="test")``,
+    which tables store for scoring and no agent sees); ``None``: ``eval_images``. The
+    observation, the reward and ``info`` never read it."""
+
     init_checkpoint: Annotated[
         str | os.PathLike[str] | None, Allowed("None or the path of a state_dict file")
     ] = None

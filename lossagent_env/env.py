@@ -422,9 +422,9 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
                 is set up on the env's device; an ``Objective`` instance is used as is
                 (metric objectives set themselves up on first use).
             split: ``"val"``, the evaluation set the env reports on (``info``), or
-                ``"test"``, as many crops of the same size from the same images that
-                overlap none of the ``"val"`` crops (:func:`lossagent_env.data.make_test_set`),
-                never shown to the agent.
+                ``"test"``, ``test_images`` crops (default: as many as ``"val"``) of the
+                same size from the same images that overlap none of the ``"val"`` crops
+                (:func:`lossagent_env.data.make_test_set`), never shown to the agent.
 
         Returns:
             ``{"metrics": {name: value}, "objective": J, "loss_values": {loss: value},
@@ -442,13 +442,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         built = make_objective(objective)
         if built is not objective:
             built.setup(self.device)
-        eval_set = None
-        if split == "test":
-            if self._test_set is None:  # built on first use
-                config = self.config
-                lr, hr = make_test_set(self._images, config.eval_images, config.eval_size, self.degradation)
-                self._test_set = (lr.to(self.device), hr.to(self.device))
-            eval_set = self._test_set
+        eval_set = self._split_set(split) if split == "test" else None
         weights = np.asarray(self._last["action"], np.float64) * self._scales
         training = self.model.training  # a diverged stage can leave train mode on
         evaluation = self._evaluate(weights, self._stage, objective=built, eval_set=eval_set)
@@ -457,7 +451,45 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             raise RuntimeError("The network's output is not finite; nothing to measure.")
         return {k: evaluation[k] for k in ("metrics", "objective", "loss_values", "invalid")}
 
+    def restore(self, split: str = "val") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The current network's outputs on an evaluation split, changing nothing.
+
+        Args:
+            split: ``"val"`` (the crops the env reports on) or ``"test"`` (the held-out
+                crops of :meth:`measure`).
+
+        Returns:
+            ``(inputs, restored, targets)``, float tensors ``(N, 3, H, W)`` on the env's
+            device; ``restored`` is clamped to ``[0, 1]`` (what the metrics see).
+
+        Raises:
+            ValueError: ``split`` is not ``"val"`` or ``"test"``.
+            gym.error.ResetNeeded: ``reset`` was not called.
+        """
+        if split not in ("val", "test"):
+            raise ValueError(f"split={split!r} is not supported. Allowed: 'val' or 'test'")
+        if self._stage is None:
+            raise gym.error.ResetNeeded("Call reset() before restore().")
+        inputs, targets = self._split_set(split)
+        training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            restored = self.model(inputs).float().clamp(0, 1)
+        self.model.train(training)
+        return inputs, restored, targets
+
     # ------------------------------------------------------------ internals
+    def _split_set(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, targets)`` of an evaluation split; the test split is cut on first use."""
+        if split == "val":
+            return self._eval_lr, self._eval_hr
+        if self._test_set is None:
+            config = self.config
+            count = config.eval_images if config.test_images is None else config.test_images
+            lr, hr = make_test_set(self._images, count, config.eval_size, self.degradation)
+            self._test_set = (lr.to(self.device), hr.to(self.device))
+        return self._test_set
+
     def _training_state(self) -> dict[str, Any]:
         return {
             "model": _clone_state(self.model.state_dict()),

@@ -112,6 +112,16 @@ Whole runs with the same presets, stages and objective, on other images (so thei
 values are on another scale than yours): the preset of each stage, J at the start and \
 J after the last stage.
 {example_table}"""
+
+OTHER_OBJECTIVE_EXAMPLES_TEMPLATE = """
+
+## Example runs on training problems
+Whole runs with the same presets and stages on other images, under ANOTHER objective \
+than yours: there J measured {example_objective}. They show what each preset did to \
+that objective, not to yours: the preset of each stage, J at the start and J after the \
+last stage.
+{example_table}"""
+"""Examples of the new-objective track: played under the objective the agent tuned on."""
 """The example trajectories an agent with an ``examples`` budget was given, after the
 objective (empty without examples, so the prompt is then unchanged)."""
 
@@ -209,21 +219,29 @@ class ExampleRun:
         played: The preset (or weights, as text) of each stage.
         start: J after reset.
         end: J after the last stage.
+        objective: The objective it was played under, in words (empty: the agent's own).
     """
 
     instance: str
     played: tuple[str, ...]
     start: float
     end: float
+    objective: str = ""
 
 
-def render_examples(examples: Sequence[ExampleRun]) -> str:
-    """The examples part of the objective (empty for no examples)."""
+def render_examples(examples: Sequence[ExampleRun], objective: str = "") -> str:
+    """The examples part of the objective (empty for no examples); examples played under
+    another objective than ``objective`` (the agent's, in words) say so."""
     if not examples:
         return ""
     rows = ["| run | instance | presets, stage by stage | J start | J end |", "|---|---|---|---|---|"]
     for i, run in enumerate(examples, 1):
         rows.append(f"| {i} | {run.instance} | {', '.join(run.played)} | {_number(run.start)} | {_number(run.end)} |")
+    other = {run.objective.strip() for run in examples} - {"", objective.strip()}
+    if other:
+        return OTHER_OBJECTIVE_EXAMPLES_TEMPLATE.format(
+            example_table="\n".join(rows), example_objective=" and ".join(sorted(other))
+        )
     return EXAMPLES_TEMPLATE.format(example_table="\n".join(rows))
 
 
@@ -267,7 +285,7 @@ def _system_variables(spec: AgentSpec, examples: Sequence[ExampleRun] = ()) -> d
         "loss_table": "\n".join(loss_rows),
         "n_losses": spec.n_losses,
         "loss_list": ", ".join(spec.loss_names),
-        "examples": render_examples(examples),
+        "examples": render_examples(examples, spec.objective),
     }
     if spec.discrete:
         preset_rows = [f"| preset | {' | '.join(spec.loss_names)} |", "|---|" + "---|" * spec.n_losses]

@@ -1,10 +1,11 @@
 """Tabular replay: every stage outcome of a configuration, precomputed and replayed.
 
-For one env configuration, K named weight presets and T stages, a *table* stores the
-outcome of every preset sequence (``K + K^2 + ... + K^T`` stages per seed, each
-trained for real), measured on a panel of metrics on two disjoint evaluation splits.
-``LossAgent/Tabular-v0`` replays a table in microseconds per step, exactly as the live
-env would play it, and knows the best sequence (``env.unwrapped.oracle()``).
+For K named weight presets, T stages and the replicates of one or more problem
+instances, a *table* stores the outcome of every preset sequence (``K + K^2 + ... +
+K^T`` stages per replicate, each trained for real), measured on a panel of metrics on
+two disjoint evaluation splits. ``LossAgent/Tabular-v0`` replays the validation split
+of a table in microseconds per step, exactly as the live env would play it; the
+table's analysis knows the best sequence and scores on the held-out test split.
 
 * :mod:`~lossagent_env.tabular.format`: the file (SQLite; schema and header documented
   there) and reading it into arrays.
@@ -13,7 +14,10 @@ env would play it, and knows the best sequence (``env.unwrapped.oracle()``).
   :class:`TableFormatError` naming the file and the field or row.
 * :mod:`~lossagent_env.tabular.build`: the specification of a table and the unit of
   work of a build (the subtree of one seed and first preset).
+* :mod:`~lossagent_env.tabular.objective`: objectives over the panel (``J`` of a node).
 * :mod:`~lossagent_env.tabular.replay`: the env ``LossAgent/Tabular-v0``.
+* :mod:`~lossagent_env.tabular.analysis`: the oracle, the best static preset, the
+  random expectation and rank agreement, per tree or over an instance's replicates.
 
 Building a whole table (process pools, Ray, progress, resume) is
 ``benchmarks.tabulate``, behind ``lossagent tabulate``.
@@ -23,11 +27,12 @@ Example:
     >>> env = gym.make("LossAgent/Tabular-v0", table="table.sqlite", objective="psnr")
     >>> obs, info = env.reset(seed=0)
     >>> obs, reward, terminated, truncated, info = env.step(2)    # preset 2
-    >>> env.unwrapped.oracle()["final_objective"]
+    >>> TableAnalysis("table.sqlite", objective="psnr").oracle(seeds=[0])["final_objective"]
 """
 
 from __future__ import annotations
 
+from lossagent_env.tabular.analysis import TableAnalysis
 from lossagent_env.tabular.build import TableSpec, compute_unit, table_header
 from lossagent_env.tabular.format import NodeRecord, Table, TableFormatError, read_table
 from lossagent_env.tabular.replay import (
@@ -41,6 +46,7 @@ __all__ = [
     "NodeRecord",
     "Table",
     "TableFormatError",
+    "TableAnalysis",
     "TableSpec",
     "TabularEnv",
     "compute_unit",

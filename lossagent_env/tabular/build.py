@@ -159,11 +159,6 @@ class TableSpec:
     def n_presets(self) -> int:
         return len(self.presets)
 
-    @property
-    def format_version(self) -> int:
-        """2 for a table of instances, 1 for one configuration."""
-        return 2 if self.instances else 1
-
     def instance_of(self, seed: int) -> InstanceSpec | None:
         """The instance whose replicates include ``seed`` (None in a format 1 table)."""
         return next((inst for inst in self.instances if seed in inst.seeds), None)

@@ -10,8 +10,8 @@ from the table's value by about sqrt(2) times the standard deviation over the se
 :func:`check_against_live` trains a few preset sequences live, from the table's own
 header (env configuration, presets, panel, torch threads), and gives each node's
 distance from the table in units of that difference (``|live - table| / (sqrt(2) *
-sd over the seeds)``), per metric and split. ``lossagent tabulate --verify TABLE``
-prints it.
+sd over the seeds)``), per metric and split, against a band on the right degrees of
+freedom (:func:`band`). ``lossagent tabulate --verify TABLE`` prints it.
 """
 
 from __future__ import annotations
@@ -29,15 +29,33 @@ from lossagent_env.tabular.build import InstanceSpec, TableSpec, _live, make_bui
 from lossagent_env.tabular.format import Table
 from lossagent_env.tabular.replay import load_table
 
-__all__ = ["BAND", "MAX_SAMPLES", "LiveCheck", "check_against_live", "spec_of", "summary"]
+__all__ = ["FALSE_ALARM", "MAX_SAMPLES", "LiveCheck", "band", "check_against_live", "spec_of", "summary"]
 
 MAX_SAMPLES = 1000
 """Most sequences one check trains (about 1.7 hours for the shipped table's 6 stages):
 a check compares a few sequences with the table's noise; thousands say no more."""
 
-BAND = 3.0
-"""A live node agrees with the table when every metric on both splits is within this
-distance: a new replicate would lie beyond it for about 0.3% of values."""
+FALSE_ALARM = 0.0027
+"""Probability that a genuine new replicate lies outside the band, per value (that of
+3 standard deviations of a normal distribution)."""
+
+
+def band(replicates: int) -> float:
+    """The largest distance at which a live value agrees with the table.
+
+    With ``R`` replicates, ``(live - table) / (sqrt(2) * sd)`` of a genuine new replicate
+    follows Student's t with ``R - 1`` degrees of freedom (``sd`` is estimated from the
+    ``R`` replicates), so the band is its two-sided :data:`FALSE_ALARM` quantile: 19.2
+    for 3 replicates, 9.2 for 4, 3.0 for very many.
+
+    Raises:
+        ValueError: Fewer than two replicates.
+    """
+    from scipy.stats import t as student
+
+    if replicates < 2:
+        raise ValueError(f"replicates={replicates!r}: a noise band needs at least two.")
+    return float(student.ppf(1.0 - FALSE_ALARM / 2.0, replicates - 1))
 
 
 @dataclass
@@ -52,12 +70,15 @@ class LiveCheck:
             (sqrt(2) * sd)``; 0 where both are equal, infinite where ``sd`` is 0 and
             they differ).
         seconds: Wall-clock time of the live training and measuring.
+        band: The largest distance that agrees (:func:`band` of the instance's
+            replicates).
     """
 
     seed: int
     presets: list[str]
     rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    band: float = 3.0
 
     @property
     def distance(self) -> float:
@@ -66,8 +87,8 @@ class LiveCheck:
 
     @property
     def inside(self) -> bool:
-        """Whether every distance is within :data:`BAND`."""
-        return self.distance <= BAND
+        """Whether every distance is within :attr:`band`."""
+        return self.distance <= self.band
 
 
 def spec_of(table: Table) -> TableSpec:
@@ -76,7 +97,7 @@ def spec_of(table: Table) -> TableSpec:
     instances = [
         InstanceSpec(i.name, str(i.split), dict(i.env_kwargs), tuple(i.seeds), i.env_id)
         for i in table.instances
-    ] if table.format_version >= 2 else []
+    ] if table.instances[0].split is not None else []  # a table of one configuration has no split
     return TableSpec(
         env_id=h["env_id"],
         env_kwargs=dict(h["env_kwargs"]),
@@ -152,7 +173,10 @@ def check_against_live(
                 info = env.step(action)[-1]
             measured = {"val": dict(info["metrics"]), "test": live.measure(test_panel, split="test")["metrics"]}
             node = t.node_index(actions)
-            check = LiveCheck(table_seed, [t.preset_names[a] for a in actions], seconds=time.perf_counter() - started)
+            check = LiveCheck(
+                table_seed, [t.preset_names[a] for a in actions], seconds=time.perf_counter() - started,
+                band=band(len(instance.seeds)),
+            )
             for split, values in measured.items():
                 for k, metric in enumerate(t.metrics):
                     across = t.values[split][replicates, node, k]
@@ -201,8 +225,11 @@ def summary(checks: Sequence[LiveCheck]) -> str:
             f"sd {worst['sd']:.3g}) {'inside' if c.inside else 'OUTSIDE'} the band ({c.seconds:.0f} s)"
         )
     inside = sum(c.inside for c in checks)
+    bands = sorted({round(c.band, 2) for c in checks})
     lines.append(
-        f"{inside} of {len(checks)} live sequences inside the band: every value within {BAND:g} x sqrt(2) x "
-        "the standard deviation over the replicates (of the instance) of the table's value"
+        f"{inside} of {len(checks)} live sequences inside the band: every value within "
+        f"{' or '.join(f'{b:g}' for b in bands)} x sqrt(2) x the standard deviation over the replicates "
+        f"(of the instance) of the table's value (Student's t on replicates - 1 degrees of freedom, "
+        f"{FALSE_ALARM:.2%} false alarms per value)"
     )
     return "\n".join(lines)

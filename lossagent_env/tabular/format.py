@@ -106,6 +106,7 @@ Example, without this project::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import operator
@@ -358,12 +359,16 @@ def connect_readonly(path: str | os.PathLike[str]) -> sqlite3.Connection:
 class Instance:
     """A problem instance of a table and its replicates.
 
+    Every table is read as a table of instances: a format 1 table (one configuration) has
+    one instance, ``"default"``, with no split, whose replicates are all its seeds.
+
     Attributes:
         name: Its name (``"default"`` for the one configuration of a format 1 table).
-        split: ``"train"`` or ``"test"`` (None in a format 1 table, which has no split).
+        split: ``"train"`` or ``"test"``; None where the table has no split (format 1).
         env_id: Gymnasium id of its live env.
         env_kwargs: Its ``gym.make`` keyword arguments.
         seeds: Its replicates, one tree each, in order.
+        task: The task its env id fixes (not among ``env_kwargs``), if the header says.
     """
 
     name: str
@@ -371,6 +376,7 @@ class Instance:
     env_id: str
     env_kwargs: dict[str, Any]
     seeds: tuple[int, ...]
+    task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -418,9 +424,41 @@ class Table:
     eval_seconds: np.ndarray
     instances: tuple[Instance, ...] = ()
 
-    @property
-    def format_version(self) -> int:
-        return int(self.header.get("format_version", 1))
+    def restricted(self, seeds: Sequence[int], splits: Sequence[str] = SPLITS) -> Table:
+        """The same table with only the trees of ``seeds`` (in the table's order) and the
+        values of ``splits``: what a replay of some instances may read.
+
+        Raises:
+            ValueError: A seed the table does not hold, or an unknown split.
+        """
+        unknown = sorted(set(seeds) - set(self.seeds))
+        if unknown:
+            raise ValueError(f"Seeds {unknown[:10]} are not in the table. Allowed: its seeds {list(self.seeds)}.")
+        bad = [s for s in splits if s not in self.values]
+        if bad:
+            raise ValueError(f"Splits {bad} are not in the table. Allowed: {list(self.values)}.")
+        keep = set(seeds)
+        rows = [i for i, s in enumerate(self.seeds) if s in keep]
+
+        def take(array: np.ndarray) -> np.ndarray:
+            out = array[rows]
+            out.flags.writeable = False
+            return out
+
+        return dataclasses.replace(
+            self,
+            seeds=tuple(self.seeds[i] for i in rows),
+            values={s: take(self.values[s]) for s in splits},
+            invalid={s: take(self.invalid[s]) for s in splits},
+            losses=take(self.losses),
+            diverged=take(self.diverged),
+            train_seconds=take(self.train_seconds),
+            eval_seconds=take(self.eval_seconds),
+            instances=tuple(
+                dataclasses.replace(i, seeds=tuple(s for s in i.seeds if s in keep))
+                for i in self.instances if keep & set(i.seeds)
+            ),
+        )
 
     def instance(self, name: str) -> Instance:
         """The instance called ``name``.
@@ -665,10 +703,15 @@ class _Arrays:
 
 
 def _instances(model: TableHeader) -> tuple[Instance, ...]:
+    """The header's instances; a table of one configuration (format 1) is one instance,
+    ``"default"``, without a split, whose replicates are all the seeds."""
     if model.instances is None:
-        return (Instance("default", None, model.env_id, dict(model.env_kwargs), tuple(model.seeds)),)
+        return (
+            Instance("default", None, model.env_id, dict(model.env_kwargs), tuple(model.seeds), model.env_config.task),
+        )
     return tuple(
-        Instance(e.name, e.split, e.env_id, dict(e.env_kwargs), tuple(e.seeds)) for e in model.instances
+        Instance(e.name, e.split, e.env_id, dict(e.env_kwargs), tuple(e.seeds), e.env_config.task)
+        for e in model.instances
     )
 
 

@@ -1,12 +1,11 @@
 """``lossagent bench`` on a table replay: runs in microseconds per step, and the report
-scores every agent against the oracle on the test split."""
+scores every run on the test split of its instance, against references per replicate."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import gymnasium as gym
 import pytest
 
 import lossagent_env  # noqa: F401
@@ -52,7 +51,9 @@ def _suite_file(tmp_path: Path, table: Path, extra: str = "") -> Path:
     return path
 
 
-def test_bench_on_a_table_scores_against_the_oracle(small_table, tmp_path, capsys):
+def test_bench_on_a_table_scores_every_run_on_test(small_table, tmp_path, capsys):
+    from lossagent_env.tabular import TableAnalysis
+
     extra = PPO if __import__("importlib").util.find_spec("stable_baselines3") else ""
     out = tmp_path / "bench"
     assert main(["bench", "--suite", str(_suite_file(tmp_path, small_table["path"], extra)), "--out", str(out)]) == 0
@@ -61,35 +62,27 @@ def test_bench_on_a_table_scores_against_the_oracle(small_table, tmp_path, capsy
     assert len(rows) == agents * 2 * 2 * 2  # agents x objectives x seeds x stages
     assert all(row["preset"] in ("pixel", "structure", "edges") for row in rows)
     scores = json.loads((out / "scores.json").read_text())
-    assert set(scores["iqm"]) == {"fixed", "random", "ucb", *(["ppo"] if extra else [])}
-    assert {c["objective"] for c in scores["cells"]} == {"psnr", "ssim+0.1piqe"}
-    for run in scores["runs"]:  # on validation no agent ends above the oracle
-        cell = next(c for c in scores["cells"] if (c["objective"], c["seed"]) == (run["objective"], run["seed"]))
-        assert run["J_val"] <= cell["J_oracle_val"] + 1e-12
-        env = gym.make("LossAgent/Tabular-v0", table=str(small_table["path"]),
-                       objective="psnr" if run["objective"] == "psnr" else {"ssim": 1.0, "piqe": 0.1})
-        indices = [env.unwrapped.preset_names.index(p) for p in run["presets"]]
-        assert run["J"] == env.unwrapped.final_objective(indices, split="test", seed=run["seed"])
-    fixed = [r for r in scores["runs"] if r["agent"] == "fixed" and r["normalized"] is not None]
-    assert all(r["normalized"] == 0.0 for r in fixed)  # fixed plays the reference preset
+    assert {(c["objective"], c["instance"]) for c in scores["cells"]} == {("psnr", "default"), ("ssim+0.1piqe", "default")}
+    specs = {"psnr": "psnr", "ssim+0.1piqe": {"ssim": 1.0, "piqe": 0.1}}
+    plays = scores["plays"]
+    for entry in scores["agents"]:  # each agent's test J per tree is the table's, for what it played
+        analysis = TableAnalysis(small_table["path"], specs[entry["objective"]], max_stages=2)
+        for seed in (123, 456):
+            presets = plays[entry["agent"]][f"tuned/{entry['objective']}/{seed}"]
+            indices = [analysis.preset_names.index(p) for p in presets]
+            assert entry["J"][str(seed)] == analysis.values([seed], indices, "test")[0]
+            # on validation no agent ends above the oracle of its tree
+            assert analysis.values([seed], indices, "val")[0] <= analysis.oracle(seeds=[seed])["final_objective"]
+    fixed = [e for e in scores["agents"] if e["agent"] == "fixed"]
+    assert all(e["gains"]["first"]["verdict"] == "identical" for e in fixed)  # fixed plays the first preset
+    assert all("transferred" not in e["gains"] for e in scores["agents"])  # no training instance
     report = (out / "report.md").read_text()
-    assert "| **oracle** |" in report and "Value of scheduling" in report
-    # the value of scheduling on replicate means (the table's seeds), with its band
-    assert set(scores["scheduling"]) == {"psnr", "ssim+0.1piqe"}
-    expected = gym.make("LossAgent/Tabular-v0", table=str(small_table["path"]), objective="psnr",
-                        max_stages=2).unwrapped.oracle_on_means()
-    assert scores["scheduling"]["psnr"]["presets"] == expected["presets"]
-    assert scores["scheduling"]["psnr"]["value"]["test"] == list(expected["value"]["test"])
-    assert "Does scheduling beat the best static preset, beyond noise?" in report
-    assert f"| psnr | {' > '.join(expected['presets'])} | {expected['best_static']['preset']} |" in report
-    assert "IQM normalized score" in report
-    assert (out / "plots" / "tabular__normalized_score.png").is_file()
+    assert report.index("## Verdicts on the test instances") < report.index("- Runs:")
+    assert "### Track: tuned objective" in report and "What the table says" in report
 
 
 def test_a_tabular_suite_checks_its_seeds_and_metrics(small_table, tmp_path):
     table = small_table["path"]
-    with pytest.raises(SuiteError, match=r"seeds \[7\] are not in the table"):
-        load_suite_text(SUITE.format(table=table, extra="").replace("[123, 456]", "[123, 7]"))
     with pytest.raises(SuiteError, match="Metric 'niqe' is not in the table's panel"):
         load_suite_text(SUITE.format(table=table, extra="").replace('"psnr", {', '"niqe", {'))
     with pytest.raises(SuiteError, match="Did you mean 'table'"):
@@ -141,6 +134,10 @@ name = "instances-test"
 seeds = [0, 1, 2, 3]
 objectives = ["psnr", "ssim"]
 
+[new_objective]
+objectives = ["ssim"]
+tune_on = "psnr"
+
 [env]
 id = "LossAgent/Tabular-v0"
 kwargs = {{ table = "{table}", instances = "test" }}
@@ -164,10 +161,12 @@ name = "transfer"
 """
 
 
-def test_bench_on_a_table_of_instances_scores_against_the_best_static_preset(instance_table, tmp_path):
+def test_bench_on_a_table_of_instances_scores_each_test_instance_in_both_tracks(instance_table, tmp_path):
     import sqlite3
 
-    from lossagent_env.tabular import TabularEnv
+    import numpy as np
+
+    from lossagent_env.tabular import TableAnalysis
 
     table = tmp_path / "instances.sqlite"
     table.write_bytes(instance_table["path"].read_bytes())
@@ -185,37 +184,41 @@ def test_bench_on_a_table_of_instances_scores_against_the_best_static_preset(ins
 
     rows = read_rows(out / "results.jsonl")
     assert {row["instance"] for row in rows} == {"science", "noisy"}
-    budgets = {row["agent"]: row["budget"] for row in rows}
-    assert budgets["fixed"] is None and budgets["random"] is None
-    assert budgets["ucb"]["train_episodes"] == 20 and budgets["ucb"]["train_instances"] == ["photos", "scenes"]
-    assert budgets["transfer"]["train_trees"] == [0, 1, 2, 3]
+    assert {row["objective"] for row in rows} == {"psnr", "ssim", "ssim.new"}
+    budgets = {(row["agent"], row["objective"]): row["budget"] for row in rows}
+    assert budgets[("fixed", "psnr")] is None and budgets[("random", "psnr")] is None
+    ucb = budgets[("ucb", "psnr")]
+    assert ucb["train_episodes"] == 20 and ucb["train_instances"] == ["photos", "scenes"]
+    assert budgets[("transfer", "psnr")]["train_trees"] == [0, 1, 2, 3]
 
     scores = json.loads((out / "scores.json").read_text())
-    assert scores["by_instance"] is True
-    cells = {(c["objective"], c["instance"]): c for c in scores["cells"]}
-    science = cells[("psnr", "science")]
-    assert science["oracle"] == ["pixel", "edges"] and science["defined"] and science["z"] >= 3
-    env = gym.make("LossAgent/Tabular-v0", table=str(table), objective="psnr", instances="test").unwrapped
-    assert isinstance(env, TabularEnv)
-    static = [env.preset_names.index(science["static"])] * 2
-    j_static = sum(env.final_objective(static, "test", tree=t) for t in (4, 5)) / 2
-    j_oracle = sum(env.final_objective([0, 1], "test", tree=t) for t in (4, 5)) / 2
-    scored = [r for r in scores["runs"] if r["objective"] == "psnr" and r["instance"] == "science"]
-    assert len(scored) == 8  # 4 agents x 2 seeds of this instance
-    for run in scored:
-        tree = env.tree_of(run["seed"])
-        j = env.final_objective([env.preset_names.index(p) for p in run["presets"]], "test", tree=tree)
-        assert run["normalized"] == pytest.approx((j - j_static) / (j_oracle - j_static))
-        assert run["gain_vs_static"] == pytest.approx(j - env.final_objective(static, "test", tree=tree))
-    unscored = [r for r in scores["runs"] if not cells[(r["objective"], r["instance"])]["defined"]]
-    assert unscored and all(r["normalized"] is None for r in unscored)
-    assert scores["admission"]["psnr"]["admitted"] and scores["admission"]["psnr"]["beyond_noise"] >= 1
-    assert set(scores["iqm"]) == {"fixed", "random", "ucb", "transfer"}
-    assert set(scores["iqm_by_objective"]) <= {o for o, a in scores["admission"].items() if a["admitted"]}
+    cells = {(c["track"], c["objective"], c["instance"]): c for c in scores["cells"]}
+    science = cells[("tuned", "psnr", "science")]
+    analysis = TableAnalysis(table, "psnr", max_stages=2)
+    assert science["presets"]["oracle"] == ["pixel", "edges"] == analysis.oracle(instance="science")["presets"]
+    leaves = analysis.leaves([4, 5], "test")
+    assert science["values"]["random"] == pytest.approx(leaves.mean(axis=1).tolist())
+    assert science["values"]["oracle"] == pytest.approx(leaves[:, 1].tolist())  # pixel > edges
+    assert science["scheduling"]["mean"] > 0
+    entries = {(e["track"], e["objective"], e["instance"], e["agent"]): e for e in scores["agents"]}
+    for agent in ("fixed", "random", "ucb", "transfer"):
+        entry = entries[("tuned", "psnr", "science", agent)]
+        j = np.array([entry["J"][str(t)] for t in (4, 5)])
+        first = np.array(science["values"]["first"])
+        assert entry["gains"]["first"]["mean"] == pytest.approx(float(np.mean(j - first)))
+        rng = np.array(science["values"]["random"])
+        span = float(np.mean(np.array(science["values"]["oracle"]) - rng))
+        assert entry["score"]["mean"] == pytest.approx(float(np.mean(j - rng)) / span)
+    # the new-objective track: scored on ssim, every budget tuned under psnr
+    assert scores["tune_on"] == "psnr" and scores["objectives"]["new"] == ["ssim.new"]
+    new_ucb = budgets[("ucb", "ssim.new")]
+    assert new_ucb["train_episodes"] == 20
+    assert ("new", "ssim.new", "science") in cells
+    assert cells[("new", "ssim.new", "science")]["presets"]["transferred"] == cells[("tuned", "psnr", "science")]["presets"]["transferred"]
 
     report = (out / "report.md").read_text()
-    for heading in ("Does anyone beat the best static preset, beyond noise?", "the admission rule",
-                    "The value of scheduling, per test instance", "Each agent against the best static preset",
-                    "IQM of the normalized scores", "Training budgets"):
+    for heading in ("## Verdicts on the test instances", "### Track: tuned objective", "### Track: new objective",
+                    "What the table says", "Training budgets"):
         assert heading in report
+    assert report.index("## Verdicts on the test instances") < report.index("## Run details")
     assert "| ucb | on test frozen, train episodes 20, train instances photos, scenes, train steps 40 |" in report

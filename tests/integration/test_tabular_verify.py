@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from lossagent_env.tabular.check import BAND, check_against_live
+from lossagent_env.tabular.check import band, check_against_live
 
 
 def test_a_table_built_here_agrees_bit_for_bit(small_table):
@@ -49,7 +49,18 @@ def test_distances_are_in_standard_deviations_over_the_seeds(small_table, monkey
     row = next(r for r in check.rows if (r["split"], r["metric"]) == ("test", "psnr"))
     assert row["live"] == pytest.approx(row["table"] + 0.5)
     assert row["distance"] == pytest.approx(0.5 / (math.sqrt(2) * row["sd"])) and row["sd"] > 0
-    assert check.distance == row["distance"] and check.inside == (row["distance"] <= BAND)
+    assert check.band == band(2)  # two replicates: Student's t on 1 degree of freedom
+    assert check.distance == row["distance"] and check.inside == (row["distance"] <= check.band)
+
+
+def test_the_band_is_students_t_on_the_replicates_degrees_of_freedom():
+    from scipy.stats import t
+
+    assert band(3) == pytest.approx(t.ppf(1 - 0.0027 / 2, 2)) and band(3) > 19
+    assert band(5) == pytest.approx(t.ppf(1 - 0.0027 / 2, 4))
+    assert band(10**6) == pytest.approx(3.0, abs=1e-3)  # a normal's 3 sd with many replicates
+    with pytest.raises(ValueError, match="at least two"):
+        band(1)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -73,7 +84,7 @@ def test_the_shipped_table_agrees_within_its_band_here(torch_home):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 of 1 live sequences inside the band" in done.stdout
     distance = float(done.stdout.split("largest distance ")[1].split(" ")[0])
-    assert math.isfinite(distance) and distance <= BAND
+    assert math.isfinite(distance) and distance <= band(3)  # lossbench: 3 replicates
 
 
 def test_verify_refuses_build_options():

@@ -14,6 +14,7 @@ import lossagent_env  # noqa: F401  (registers the ids)
 from agents import LLMAgent, make_agent, run_episode
 from agents.base import AgentSpec, Trajectory
 from agents.llm.prompts import render_parts
+from lossagent_env.tabular import TableAnalysis
 from tests.fake_chat import ScriptedChatModel, tool_message
 
 FAMILIES = [
@@ -41,7 +42,7 @@ def test_baselines_play_presets_and_never_beat_the_oracle(small_table, name, kwa
             for stage in traj.stages:  # the action recorded is the preset's weights
                 index = presets.index(stage.preset)
                 assert stage.action == [float(w) for w in env.unwrapped.preset_weights[index]]
-            oracle = env.unwrapped.oracle()
+            oracle = TableAnalysis(small_table["path"], objective).oracle(seeds=[seed])
             assert traj.final_objective <= oracle["final_objective"]
             replayed = Trajectory.from_dict(json.loads(json.dumps(traj.to_dict())))
             assert [s.preset for s in replayed.stages] == [s.preset for s in traj.stages]
@@ -50,9 +51,7 @@ def test_baselines_play_presets_and_never_beat_the_oracle(small_table, name, kwa
 
 
 def test_the_oracle_sequence_is_reached_by_a_fixed_schedule(small_table):
-    env = _env(small_table)
-    env.reset(seed=456)
-    oracle = env.unwrapped.oracle()
+    oracle = TableAnalysis(small_table["path"], "psnr").oracle(seeds=[456])
     env2 = _env(small_table)
     traj = run_episode(env2, make_agent("random"), seed=456, initial_action=oracle["presets"][0])
     assert traj.stages[0].preset == oracle["presets"][0]
@@ -92,7 +91,7 @@ def test_ppo_trains_a_discrete_policy_on_the_training_seeds(small_table):
     second = run_episode(_env(small_table), again, seed=456)
     assert again.model is agent.model
     assert [s.preset for s in second.stages] == [s.preset for s in traj.stages]
-    assert second.final_objective <= _env(small_table).unwrapped.oracle(seed=456)["final_objective"]
+    assert second.final_objective <= TableAnalysis(small_table["path"], "psnr").oracle(seeds=[456])["final_objective"]
 
 
 def _choice(preset: str, rationale: str = "sharper edges") -> AIMessage:

@@ -99,7 +99,7 @@ def test_mean_intervals_are_rliables_stratified_bootstrap_and_reproducible():
 def test_agents_with_the_same_scores_get_the_same_interval():
     from rliable import metrics
 
-    from benchmarks.tabular_report import interval_estimates
+    from benchmarks.stats import interval_estimates
 
     scores = np.array([[0.1, -0.5], [0.3, 0.2], [-0.9, 0.4]])
     other = np.array([[1.0, 2.0], [0.0, -1.0], [0.5, 0.5]])
@@ -207,20 +207,3 @@ def test_llm_time_is_the_median_decision_and_its_share_of_the_runs_wall_time(tmp
     with open(tmp_path / "results.jsonl", "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
     assert line in build_report(tmp_path)["report"].read_text()
-
-
-def test_scheduling_verdicts_follow_the_band():
-    from benchmarks.tabular_report import SCHEDULING_Z, _scheduling_markdown
-
-    def entry(test: float, se: float) -> dict:
-        return {"presets": ["a", "b"], "best_static": {"preset": "a"}, "ties": 2, "replicates": 5,
-                "value": {"test": (test, se), "val": (test, se)}}
-
-    lines = _scheduling_markdown({"wins": entry(3.0, 1.0), "loses": entry(-0.4, 0.1), "noise": entry(0.29, 0.1)})
-    rows = {line.split(" | ")[0].strip("| "): line for line in lines if line.startswith("| ") and "---" not in line}
-    assert SCHEDULING_Z == 3.0
-    assert "| 3.0 | scheduling wins | 2 |" in rows["wins"]
-    assert "| -4.0 | static wins on test |" in rows["loses"]
-    assert "| 2.9 | within noise |" in rows["noise"]
-    assert "The table's 5 seeds" in "\n".join(lines)
-    assert _scheduling_markdown({}) == []

@@ -23,7 +23,7 @@ from benchmarks.suite import SuiteError
 from benchmarks.tabulate import TabulateError, table_spec_from_text, tabulate
 from lossagent_env.data import eval_crop_positions, heldout_crop_positions, load_dataset
 from lossagent_env.objectives import CompositeObjective, MetricObjective
-from lossagent_env.tabular import load_table
+from lossagent_env.tabular import TableAnalysis, load_table
 from lossagent_env.wrappers import PresetActions
 from tests.conftest import SMALL_TABLE_TOML
 
@@ -180,9 +180,9 @@ def test_a_callable_over_panel_metrics_is_one_metric(small_table, table):
 
 def test_reset_without_a_seed_draws_one_of_the_given_seeds(small_table):
     env = replay_env(small_table, "psnr", seeds=[456])
-    env.reset()
-    assert env.unwrapped.oracle() == env.unwrapped.oracle(seed=456)
-    assert env.unwrapped.oracle() != env.unwrapped.oracle(seed=123)
+    for _ in range(5):
+        env.reset()
+        assert env.unwrapped.table_seed == 456
 
 
 # ------------------------------------------------------------------ oracle
@@ -191,9 +191,9 @@ def test_reset_without_a_seed_draws_one_of_the_given_seeds(small_table):
 @pytest.mark.parametrize("name", ["psnr", "ssim+0.1piqe"])
 def test_the_oracle_is_the_best_sequence_and_the_live_env_reaches_it(small_table, table, name):
     replay = replay_env(small_table, objective(name))
+    analysis = TableAnalysis(table, objective(name))
     for seed in table.seeds:
-        replay.reset(seed=seed)
-        oracle = replay.unwrapped.oracle()
+        oracle = analysis.oracle(seeds=[seed])
         finals = {}
         for actions in itertools.product(range(3), repeat=2):
             replay.reset(seed=seed)
@@ -214,14 +214,12 @@ def test_the_oracle_is_the_best_sequence_and_the_live_env_reaches_it(small_table
         assert info["objective"] == oracle["final_objective"]
         # the test split: J of the live network measured on the held-out crops
         measured = live.unwrapped.measure(objective(name), split="test")["objective"]
-        assert replay.unwrapped.final_objective(oracle["actions"], split="test") == measured
-        assert replay.unwrapped.final_objective(oracle["actions"], split="val") == info["objective"]
+        assert analysis.values([seed], oracle["actions"], "test")[0] == measured
+        assert analysis.values([seed], oracle["actions"], "val")[0] == info["objective"]
 
 
 def test_the_oracle_of_a_shorter_episode_searches_that_depth(small_table, table):
-    env = replay_env(small_table, "psnr", max_stages=1)
-    env.reset(seed=123)
-    oracle = env.unwrapped.oracle()
+    oracle = TableAnalysis(table, "psnr", max_stages=1).oracle(seeds=[123])
     depth1 = table.values["val"][0, 1:4, 0]
     assert oracle["actions"] == [int(np.argmax(depth1))]
     assert oracle["final_objective"] == depth1.max()
@@ -235,7 +233,7 @@ def test_a_pinned_seed_outside_the_table_names_the_table_seeds(small_table):
     env.reset(seed=7)  # any seed plays one of the table's trees (see "Starting State")
     assert env.unwrapped.table_seed in (123, 456)
     with pytest.raises(ValueError, match=r"Seed 7 is not in the table. Allowed: its seeds \[123, 456\]"):
-        env.unwrapped.oracle(seed=7)
+        TableAnalysis(small_table["path"], "psnr").oracle(seeds=[7])
     with pytest.raises(ValueError, match=r"Seed 5 is not in the table"):
         replay_env(small_table, "psnr", seeds=[123, 5])
 
@@ -268,8 +266,8 @@ def test_bad_arguments_and_actions_raise(small_table):
     env.step(0)
     with pytest.raises(gym.error.ResetNeeded, match="truncated after max_stages=2 stages"):
         env.step(0)
-    with pytest.raises(ValueError, match="2 actions given|3 actions given"):
-        env.unwrapped.final_objective([0, 0, 0])
+    with pytest.raises(ValueError, match="3 actions given; the table holds 2 stages"):
+        TableAnalysis(small_table["path"], "psnr").values([123], [0, 0, 0], "test")
 
 
 # ------------------------------------------------------------------ test split, measure
@@ -360,7 +358,7 @@ def test_a_shipped_table_suite_wins_over_a_folder_of_that_name(tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tabular").mkdir()  # a folder named like the shipped suite
-    assert load_table_spec("tabular").stages == 6
+    assert load_table_spec("tabular").stages == 5
 
 
 def test_a_build_that_stores_no_unit_removes_its_new_file(tmp_path, monkeypatch):
@@ -380,42 +378,32 @@ def test_a_build_that_stores_no_unit_removes_its_new_file(tmp_path, monkeypatch)
 
 # ------------------------------------------------------------ oracle on replicate means
 @pytest.mark.parametrize("objective", ["psnr", "piqe"])
-def test_oracle_on_means_matches_brute_force_over_every_sequence(objective):
-    import itertools
+def test_the_oracle_on_replicate_means_matches_brute_force_over_every_sequence(objective):
     import statistics
 
-    env = gym.make("LossAgent/Tabular-v0", table="smoke", objective=objective, max_stages=2).unwrapped
+    analysis = TableAnalysis("smoke", objective, max_stages=2)
     seeds = [3, 4, 5, 6, 7]
-    k = len(env.preset_names)
+    k = len(analysis.preset_names)
     sequences = list(itertools.product(range(k), repeat=2))
-    j = {split: {q: [env.final_objective(q, split=split, seed=s) for s in seeds] for q in sequences}
-         for split in ("val", "test")}
-    best = max(sequences, key=lambda q: (statistics.fmean(j["val"][q]), [-a for a in q]))
-    static = max(range(k), key=lambda p: (statistics.fmean(j["val"][(p, p)]), -p))
-    result = env.oracle_on_means(seeds=seeds)
-    assert tuple(result["actions"]) == best and result["best_static"]["actions"] == [static, static]
-    for split in ("val", "test"):
-        differences = [a - b for a, b in zip(j[split][best], j[split][(static, static)])]
-        mean, se = result["value"][split]
-        assert mean == pytest.approx(statistics.fmean(differences), abs=1e-12)
-        assert se == pytest.approx(statistics.stdev(differences) / len(seeds) ** 0.5, abs=1e-12)
-
-    def tied(q):
-        d = [a - b for a, b in zip(j["val"][best], j["val"][q])]
-        return statistics.fmean(d) <= 2.0 * statistics.stdev(d) / len(seeds) ** 0.5
-
-    assert result["ties"] == sum(tied(q) for q in sequences if q != best)
-    assert result["replicates"] == 5
-    assert env.oracle_on_means(seeds=seeds, z=0.0)["ties"] <= result["ties"]
+    j = {q: [float(v) for v in analysis.values(seeds, q, "val")] for q in sequences}
+    best = max(sequences, key=lambda q: (statistics.fmean(j[q]), [-a for a in q]))
+    static = max(range(k), key=lambda p: (statistics.fmean(j[(p, p)]), -p))
+    result = analysis.oracle(seeds=seeds)
+    assert tuple(result["actions"]) == best
+    assert result["final_objective"] == pytest.approx(statistics.fmean(j[best]), abs=1e-12)
+    assert result["best_static"]["preset"] == analysis.preset_names[static]
+    expectation = analysis.random_expectation(seeds, "test")
+    for i, seed in enumerate(seeds):
+        every = [analysis.values([seed], q, "test")[0] for q in sequences]
+        assert expectation[i] == pytest.approx(statistics.fmean(every), abs=1e-12)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"seeds": [3]}, "at least two replicates"),
-    ({"seeds": [3, 99]}, "Allowed"),
-    ({"z": -1.0}, "z=-1.0 is not allowed"),
-    ({"z": float("nan")}, "z=nan is not allowed"),
+    ({"seeds": [3, 99]}, "Seed 99 is not in the table"),
+    ({"seeds": []}, "is empty"),
+    ({}, "give one"),
+    ({"instance": "nope"}, "no instance 'nope'"),
 ])
-def test_oracle_on_means_refuses_bad_arguments(kwargs, message):
-    env = gym.make("LossAgent/Tabular-v0", table="smoke", max_stages=2).unwrapped
+def test_the_oracle_refuses_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        env.oracle_on_means(**kwargs)
+        TableAnalysis("smoke", "psnr", max_stages=2).oracle(**kwargs)

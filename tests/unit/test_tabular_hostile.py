@@ -21,7 +21,7 @@ from gymnasium.utils.env_checker import check_env, data_equivalence
 
 import lossagent_env
 from lossagent_env.registry import unknown_name_message
-from lossagent_env.tabular import TableFormatError, read_table
+from lossagent_env.tabular import TableAnalysis, TableFormatError, read_table
 from lossagent_env.tabular.replay import TABLES_DIR, shipped_tables
 from lossagent_env.wrappers import PresetActions
 
@@ -188,9 +188,7 @@ def test_a_seed_that_is_not_an_integer_is_refused(seed):
         env.reset(seed=seed)
     env.reset(seed=2)
     with pytest.raises(TypeError, match="is not a seed"):
-        env.unwrapped.oracle(seed=seed)
-    with pytest.raises(TypeError, match="is not a seed"):
-        env.unwrapped.final_objective([0], seed=seed)
+        env.unwrapped.tree_of(seed)
 
 
 @pytest.mark.parametrize(
@@ -282,19 +280,18 @@ def test_a_seed_outside_the_table_plays_a_table_seed_drawn_by_it():
         assert data_equivalence(env.reset(seed=played), first, exact=True)
         assert env.unwrapped.table_seed == played
     assert trees == {3, 7, 11}
-    env.reset(seed=5)  # a table seed outside seeds= still plays its own tree
-    assert env.unwrapped.table_seed == 5
-    env.reset(seed=123)
-    assert env.unwrapped.oracle() == env.unwrapped.oracle(seed=env.unwrapped.table_seed)
+    env.reset(seed=5)  # a tree outside seeds= is not played: 5 maps like any other seed
+    assert env.unwrapped.table_seed == [3, 7, 11][5 % 3]
+    env.reset(seed=7)  # a tree the env plays plays itself
+    assert env.unwrapped.table_seed == 7
 
 
 def test_a_pinned_seed_outside_the_table_is_an_error():
-    env = tabular("smoke")
-    env.reset(seed=123)
+    analysis = TableAnalysis("smoke", "psnr")
     with pytest.raises(ValueError, match=r"Seed 123 is not in the table. Allowed: its seeds \[0, 1, 2"):
-        env.unwrapped.oracle(seed=123)
+        analysis.oracle(seeds=[123])
     with pytest.raises(ValueError, match=r"Seed 123 is not in the table"):
-        env.unwrapped.final_objective([0], seed=123)
+        analysis.values([123], [0], "test")
     with pytest.raises(ValueError, match=r"Seed 123 is not in the table"):
         tabular("smoke", seeds=[0, 123])
 

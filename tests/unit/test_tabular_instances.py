@@ -1,12 +1,12 @@
 """Tables of problem instances (format 2): instances with replicates, the replicate drawn
-from the reset seed, the oracle on replicate means with its ties, the train/test split
-of instances, and agents that tune on the training instances only."""
+from the reset seed, the oracle on replicate means, the train/test split of instances,
+the env's view (validation of its instances only), and agents that tune on the training
+instances only."""
 
 from __future__ import annotations
 
 import itertools
 import json
-import math
 import sqlite3
 
 import gymnasium as gym
@@ -18,7 +18,7 @@ from agents import make_agent, run_episode
 from agents.spec import AgentSpec
 from benchmarks.suite import SuiteError
 from benchmarks.suite_table import load_table_spec, table_spec_from_text
-from lossagent_env.tabular import TableFormatError, TabularEnv, load_table
+from lossagent_env.tabular import TableAnalysis, TableFormatError, TabularEnv, load_table
 from lossagent_env.tabular.build import make_build_env
 from lossagent_env.tabular.check import check_against_live
 from tests.conftest import INSTANCE_TABLE_TOML
@@ -34,7 +34,6 @@ def replay(instance_table, **kwargs) -> TabularEnv:
 
 def test_the_header_lists_the_instances_and_their_replicates(instance_table):
     table = load_table(instance_table["path"])
-    assert table.format_version == 2
     assert [(i.name, i.split, i.seeds) for i in table.instances] == [
         ("photos", "train", (0, 1)), ("scenes", "train", (2, 3)), ("science", "test", (4, 5)), ("noisy", "test", (6, 7)),
     ]
@@ -75,8 +74,7 @@ def test_the_replay_equals_the_live_env_of_each_instance(instance_table):
         live = make_build_env(spec, tree)
         try:
             live_info = live.reset(seed=tree)[-1]
-            instance = env.table.instance_of(tree)
-            env.reset(seed=env.instances.index(instance) + 4 * instance.seeds.index(tree))
+            env.reset(seed=tree)  # a seed of a tree plays that tree, as the live env does
             assert env.table_seed == tree
             for action in (1, 0):
                 live_info = live.step(action)[-1]
@@ -100,39 +98,44 @@ def test_the_instances_argument_names_what_is_allowed(instance_table):
     assert {(env.reset(seed=s)[1]["instance"], env.table_seed) for s in range(4)} == {("science", 4), ("noisy", 6)}
 
 
-def test_a_format_1_table_has_no_instances(small_table):
+def test_a_format_1_table_is_one_instance_without_a_split(small_table):
     env = gym.make("LossAgent/Tabular-v0", table=str(small_table["path"])).unwrapped
-    assert [i.name for i in env.table.instances] == ["default"] and env.splits == {"train": [], "test": []}
-    assert "instance" not in env.reset(seed=123)[1]
-    with pytest.raises(ValueError, match="format 1"):
+    assert [(i.name, i.split, i.seeds) for i in env.table.instances] == [("default", None, (123, 456))]
+    assert env.splits == {"train": [], "test": []}
+    assert "instance" not in env.reset(seed=123)[1]  # the live env's keys only
+    assert env.table_seed == 123 and env.instance == "default" and env.replicate == 0
+    with pytest.raises(ValueError, match="the table has no train instance"):
         gym.make("LossAgent/Tabular-v0", table=str(small_table["path"]), instances="train")
 
 
 @pytest.mark.parametrize("objective", ["psnr", {"psnr": 1.0, "ssim": 20.0}])
-def test_the_oracle_on_means_and_its_ties_by_brute_force(instance_table, objective):
-    env = replay(instance_table, objective=objective)
+def test_the_oracle_on_an_instances_replicate_means_by_brute_force(instance_table, objective):
+    analysis = TableAnalysis(instance_table["path"], objective)
     k, m = 2, 2
-    for instance in env.table.instances:
-        for z in (0.0, 2.0, 50.0):
-            result = env.oracle_on_means(instance=instance.name, z=z)
-            sequences = list(itertools.product(range(k), repeat=m))
-            j = {
-                split: np.array([[env.final_objective(seq, split, tree=t) for seq in sequences] for t in instance.seeds])
-                for split in ("val", "test")
-            }
-            means = j["val"].mean(axis=0)
-            best = int(np.argmax(means))
-            assert tuple(result["actions"]) == sequences[best]
-            assert np.allclose(env.sequence_means(instance.name)["val"], means)
-            gaps = j["val"][:, best : best + 1] - j["val"]
-            se = gaps.std(axis=0, ddof=1) / math.sqrt(len(instance.seeds))
-            assert result["ties"] == int(np.sum(gaps.mean(axis=0) <= z * se)) - 1
-            static = [p for p in range(k) if sequences.index((p,) * m) == int(np.argmax(means[[0, 3]])) * 3][0]
-            assert result["best_static"]["preset"] == env.preset_names[static]
-            d = j["test"][:, best] - j["test"][:, sequences.index((static,) * m)]
-            assert result["value"]["test"] == pytest.approx((d.mean(), d.std(ddof=1) / math.sqrt(2)))
-            assert result["means"]["oracle"]["test"] == pytest.approx(j["test"][:, best].mean())
-            assert result["instance"] == instance.name and result["replicates"] == 2
+    for instance in analysis.table.instances:
+        result = analysis.oracle(instance=instance.name)
+        sequences = list(itertools.product(range(k), repeat=m))
+        j = np.array([[analysis.values([t], seq, "val")[0] for seq in sequences] for t in instance.seeds])
+        means = j.mean(axis=0)
+        best = int(np.argmax(means))
+        assert tuple(result["actions"]) == sequences[best]
+        assert np.allclose(analysis.means(instance.seeds, "val"), means)
+        static = max(range(k), key=lambda p: (means[sequences.index((p,) * m)], -p))
+        assert result["best_static"]["preset"] == analysis.preset_names[static]
+        assert analysis.best_static(instance.seeds) == static
+        leaves = analysis.leaves(instance.seeds, "test")
+        assert np.allclose(leaves, [[analysis.values([t], seq, "test")[0] for seq in sequences] for t in instance.seeds])
+
+
+def test_the_env_holds_the_validation_split_of_its_instances_only(instance_table):
+    env = replay(instance_table, objective="psnr", instances="test")
+    assert list(env.table.values) == ["val"] and list(env.table.invalid) == ["val"]
+    assert env.table.seeds == (4, 5, 6, 7) and [i.name for i in env.table.instances] == TEST
+    assert not hasattr(env, "oracle") and not hasattr(env, "final_objective")
+    with pytest.raises(ValueError, match=r"split='test' is not in this table. Allowed: \['val'\]"):
+        TableAnalysis(env.table, "psnr").j("test")
+    train = env.with_instances("train")
+    assert train.table.seeds == (0, 1, 2, 3) and list(train.table.values) == ["val"]
 
 
 def _record_resets(monkeypatch) -> list[str]:
@@ -175,7 +178,7 @@ def test_transfer_learns_on_the_training_trees_and_refuses_a_test_tree(instance_
     agent = make_agent("transfer")
     run_episode(env, agent, seed=0)
     assert agent.budget() == {"train_episodes": 4 * 4, "train_trees": [0, 1, 2, 3], "train_instances": TRAIN}
-    expected = env.unwrapped.oracle_on_means(seeds=[0, 1, 2, 3])["actions"]
+    expected = TableAnalysis(instance_table["path"], "psnr").oracle(seeds=[0, 1, 2, 3])["actions"]
     assert agent.sequence == expected
     with pytest.raises(ValueError, match="seed 5 is a replicate of the test instance 'science'"):
         make_agent("transfer", train_seeds=[0, 5]).prepare(env)
@@ -258,29 +261,34 @@ def test_a_header_whose_seeds_are_not_its_instances_is_refused(instance_table, t
 
 
 def test_bad_instance_and_tree_arguments_name_what_is_allowed(instance_table):
-    env = replay(instance_table, objective="psnr")
+    analysis = TableAnalysis(instance_table["path"], "psnr")
     with pytest.raises(ValueError, match=r"no instance 'nope'. Allowed: \['photos', 'scenes', 'science', 'noisy'\]"):
-        env.oracle_on_means(instance="nope")
+        analysis.oracle(instance="nope")
     with pytest.raises(ValueError, match="no instance 'nope'"):
-        env.sequence_means("nope")
+        analysis.replicates("nope")
     with pytest.raises(ValueError, match="give one"):
-        env.final_objective([0], seed=0, tree=0)
+        analysis.oracle(instance="science", seeds=[4])
     with pytest.raises(ValueError, match="Seed 99 is not in the table"):
-        env.final_objective([0], tree=99)
-    with pytest.raises(ValueError, match="two replicates"):
-        env.oracle_on_means(seeds=[4])
+        analysis.values([99], [0], "test")
+    with pytest.raises(ValueError, match=r"Actions \[2\] are not presets"):
+        analysis.values([4], [2], "test")
 
 
 def test_the_shipped_tabular_suite_is_its_tables_recipe():
-    """The shipped table ``lossbench`` is what the suite ``tabular`` says it builds, and the
-    suite plays its test instances."""
+    """The shipped tables are what their suites say they build, and the suites play their
+    test instances."""
     from benchmarks.suite import load_suite
 
-    suite = load_suite("tabular")  # checks the table holds its budget and objectives
-    assert suite.env_kwargs == {"table": "lossbench", "instances": "test"}
-    spec = load_table_spec("tabular")
-    table = load_table("lossbench")
-    assert table.format_version == 2 and table.stages == spec.stages == suite.max_stages
+    for name, table_name in (("tabular", "lossbench3"), ("tabular-v2", "lossbench")):
+        _check_shipped(load_suite, name, table_name)
+
+
+def _check_shipped(load_suite, name, table_name):
+    suite = load_suite(name)  # checks the table holds its budget and objectives
+    assert suite.env_kwargs == {"table": table_name, "instances": "test"}
+    spec = load_table_spec(name)
+    table = load_table(table_name)
+    assert table.stages == spec.stages == suite.max_stages
     assert table.preset_names == tuple(spec.presets) and table.metrics == tuple(spec.metrics)
     assert [(i.name, i.split, i.seeds) for i in table.instances] == [
         (i.name, i.split, i.seeds) for i in spec.instances
