@@ -20,7 +20,17 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
-__all__ = ["Finite", "Positive", "check_arguments", "describe_problem"]
+__all__ = [
+    "MAX_TRAIN_EPISODES",
+    "MAX_TRAIN_STEPS",
+    "Finite",
+    "NonNegative",
+    "Positive",
+    "TrainEpisodes",
+    "TrainSteps",
+    "check_arguments",
+    "describe_problem",
+]
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -28,6 +38,23 @@ Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A finite number (an integer is a number too; a bool or a string is not)."""
 Positive = Annotated[float, Field(strict=True, gt=0.0, allow_inf_nan=False)]
 """A finite number ``> 0``."""
+NonNegative = Annotated[float, Field(strict=True, ge=0.0, allow_inf_nan=False)]
+"""A finite number ``>= 0``."""
+
+MAX_TRAIN_STEPS = 10_000_000
+"""Most env steps an agent trains for (``PPOAgent(train_steps=...)``): about 8 hours of
+PPO on a table at its 20,000 steps a minute, and far longer on a live env, where every
+step trains the network for a stage. A larger budget is refused, not started."""
+
+MAX_TRAIN_EPISODES = 1_000_000
+"""Most training episodes of an agent that tunes on a table's training instances (a
+bandit's ``train_episodes``): a million episodes of a few stages each, minutes to hours
+of replay. A larger budget is refused, not started."""
+
+TrainSteps = Annotated[int, Field(strict=True, ge=1, le=MAX_TRAIN_STEPS)]
+"""A training budget in env steps: an integer in ``[1, MAX_TRAIN_STEPS]``."""
+TrainEpisodes = Annotated[int, Field(strict=True, ge=0, le=MAX_TRAIN_EPISODES)]
+"""A training budget in episodes: an integer in ``[0, MAX_TRAIN_EPISODES]`` (0: none)."""
 
 
 def describe_problem(error: Mapping[str, Any]) -> str:

@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from agents.arguments import Positive, check_arguments
+from agents.arguments import Positive, TrainEpisodes, check_arguments
 from agents.base import BaseAgent, resolve_weights
 from agents.presets import weight_presets
 from agents.spec import AgentSpec
@@ -362,7 +362,7 @@ class _TuningArguments(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid")
 
-    train_episodes: Annotated[int, Field(ge=0)] = 0
+    train_episodes: TrainEpisodes = 0
     per_stage: StrictBool = True
     on_test: Literal["frozen", "continue"] = "frozen"
 
@@ -390,7 +390,8 @@ class _BanditAgent(BaseAgent):
         window: Sliding window, see :class:`BanditCore`.
         initial_weights: Weights of the first stage (not an arm; its reward is not
             credited to any arm).
-        train_episodes: Training episodes on the training instances (0: none).
+        train_episodes: Training episodes on the training instances (0: none), at
+            most :data:`~agents.arguments.MAX_TRAIN_EPISODES` (a larger budget is refused).
         per_stage: One arm table per stage index (True) or one for all stages.
         on_test: ``"frozen"`` or ``"continue"`` (see above).
     """

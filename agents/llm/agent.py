@@ -33,19 +33,20 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from agents.arguments import NonNegative, Positive, check_arguments
 from agents.base import BaseAgent
 from agents.llm.prompts import HISTORY_ORDERS, ExampleRun, HistoryRecord, build_messages
 from agents.llm.schema import (
     DEFAULT_WEIGHT,
     RATIONALE_MAX_CHARS,
-    check_rationale_chars,
+    RationaleChars,
     make_answer_schema,
     make_preset_schema,
     validate_answer,
@@ -62,7 +63,6 @@ from lossagent_env.chat import (
     resolve_chat_model,
     secret_values,
 )
-from lossagent_env.chat.structured import check_retry_settings
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,45 @@ MAX_EXAMPLES = 50
 """Most example runs an LLM agent may be shown (each is a row of its prompt)."""
 
 __all__ = ["BASE_URL_ENV_VAR", "METHODS", "MODEL_ENV_VAR", "LLMAgent", "resolve_chat_model"]
+
+if TYPE_CHECKING:  # the names are known at run time
+    Method = str
+    History = str
+else:
+    Method = Literal[METHODS]
+    History = Literal[HISTORY_ORDERS]
+Name = Annotated[str, Field(min_length=1)]
+
+
+class _LLMArguments(BaseModel):
+    """What :class:`LLMAgent`'s arguments may be (see its docstring)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
+
+    model: Any
+    base_url: Name | None
+    api_key_env: Name
+    method: Method
+    history: History
+    max_history_tokens: Annotated[int, Field(ge=1)] | None
+    max_retries: Annotated[int, Field(ge=0)]
+    transport_retries: Annotated[int, Field(ge=0)]
+    timeout: Positive | None
+    temperature: NonNegative
+    backoff_base: NonNegative
+    backoff_max: NonNegative
+    rationale_chars: RationaleChars
+    examples: Annotated[int, Field(ge=0, le=MAX_EXAMPLES)]
+
+    @field_validator("model")
+    @classmethod
+    def _a_chat_model_or_its_name(cls, model: Any) -> Any:
+        if model is None or isinstance(model, BaseChatModel) or (isinstance(model, str) and model.strip()):
+            return model
+        raise ValueError(
+            "should be a LangChain chat model, a model name such as 'openai:gpt-4o-mini' or 'local', "
+            "or None (the model named by $LOSSAGENT_LLM, else the embedded one)"
+        )
 
 
 class _Weights:
@@ -178,8 +217,13 @@ class LLMAgent(BaseAgent):
             budget is :meth:`budget`.
 
     Raises:
-        ValueError: Unknown ``method`` or ``history``, a negative count, or
-            ``rationale_chars`` below 1.
+        ValueError: An argument of the wrong type or range (checked by one schema, the
+            message names the argument, its value and what is allowed): ``model`` not a
+            chat model, a non-empty name or None; an unknown ``method`` or ``history``;
+            a negative count; ``max_history_tokens`` not an integer >= 1 or None;
+            ``timeout`` not a finite number > 0 or None; ``temperature`` or a backoff
+            not a finite number >= 0; ``rationale_chars`` outside ``[1,
+            RATIONALE_LIMIT]``; ``examples`` outside ``[0, MAX_EXAMPLES]``.
     """
 
     name = "llm"
@@ -204,31 +248,30 @@ class LLMAgent(BaseAgent):
         examples: int = 0,
     ) -> None:
         super().__init__(initial_weights=initial_weights)
-        check_retry_settings(method, max_retries, transport_retries, backoff_base, backoff_max)
-        if not isinstance(examples, int) or isinstance(examples, bool) or not 0 <= examples <= MAX_EXAMPLES:
-            raise ValueError(f"examples={examples!r} is not allowed. Allowed: an integer in [0, {MAX_EXAMPLES}].")
-        self.examples = examples
+        checked = check_arguments(_LLMArguments, "LLMAgent", {
+            "model": model, "base_url": base_url, "api_key_env": api_key_env, "method": method,
+            "history": history, "max_history_tokens": max_history_tokens, "max_retries": max_retries,
+            "transport_retries": transport_retries, "timeout": timeout, "temperature": temperature,
+            "backoff_base": backoff_base, "backoff_max": backoff_max, "rationale_chars": rationale_chars,
+            "examples": examples,
+        })
+        self.examples = checked.examples
         self.example_runs: list[ExampleRun] = []
         self._example_instances: list[str] = []
         self._example_stages = 0
-        check_rationale_chars(rationale_chars)
-        if history not in HISTORY_ORDERS:
-            raise ValueError(f"history={history!r} is unknown. Allowed: {HISTORY_ORDERS}")
-        if max_history_tokens is not None and max_history_tokens < 1:
-            raise ValueError(f"max_history_tokens={max_history_tokens!r} must be >= 1, or None.")
         self.model_spec = model
-        self.base_url = base_url
-        self.api_key_env = api_key_env
-        self.method = method
-        self.history = history
-        self.max_history_tokens = max_history_tokens
-        self.max_retries = int(max_retries)
-        self.transport_retries = int(transport_retries)
-        self.timeout = timeout
-        self.temperature = float(temperature)
-        self.backoff_base = float(backoff_base)
-        self.backoff_max = float(backoff_max)
-        self.rationale_chars = rationale_chars
+        self.base_url = checked.base_url
+        self.api_key_env = checked.api_key_env
+        self.method = checked.method
+        self.history = checked.history
+        self.max_history_tokens = checked.max_history_tokens
+        self.max_retries = checked.max_retries
+        self.transport_retries = checked.transport_retries
+        self.timeout = checked.timeout
+        self.temperature = float(checked.temperature)
+        self.backoff_base = float(checked.backoff_base)
+        self.backoff_max = float(checked.backoff_max)
+        self.rationale_chars = checked.rationale_chars
         self._api_key: SecretStr | None = None
         self.model: BaseChatModel | None = model if isinstance(model, BaseChatModel) else None
         self.model_name = model_name(self.model) if self.model is not None else str(model or "")

@@ -17,7 +17,7 @@ import keyword
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -25,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 __all__ = [
     "ANSWER_SCHEMA_NAME",
     "PRESET_SCHEMA_NAME",
+    "RATIONALE_LIMIT",
     "RATIONALE_MAX_CHARS",
+    "RationaleChars",
     "check_rationale_chars",
     "make_answer_schema",
     "make_preset_schema",
@@ -64,14 +66,24 @@ def summary(description: str, max_chars: int = 160) -> str:
     return first
 
 
+RATIONALE_LIMIT = 1000
+"""Longest rationale that may be asked for (``rationale_chars``): a paragraph, about 250
+tokens. Every character asked for is one the embedded model may have to generate in
+its small context, in every decision; a limit of millions makes it write until the
+request fails, and the agent fall back at every stage."""
+
+RationaleChars = Annotated[int, Field(strict=True, ge=1, le=RATIONALE_LIMIT)]
+"""A valid ``rationale_chars``: an integer in ``[1, RATIONALE_LIMIT]``."""
+
+
 def check_rationale_chars(value: int) -> int:
-    """``value`` if it is a valid ``rationale_chars`` (an integer >= 1).
+    """``value`` if it is a valid ``rationale_chars`` (:data:`RationaleChars`).
 
     Raises:
         ValueError: Anything else, naming the value.
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"rationale_chars={value!r} is not allowed. Allowed: an integer >= 1.")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= RATIONALE_LIMIT:
+        raise ValueError(f"rationale_chars={value!r} is not allowed. Allowed: an integer in [1, {RATIONALE_LIMIT}].")
     return value
 
 

@@ -244,3 +244,72 @@ def test_what_stable_baselines3_refuses_later_is_a_value_error():
     agent.batch_size = 1  # changed after the checks: stable-baselines3 asserts on it
     with pytest.raises(ValueError, match="stable-baselines3 refused the settings of PPOAgent"):
         agent.train(ToyLossEnv(max_stages=2))
+
+
+# ------------------------------------------------------------------ training budgets
+@pytest.mark.parametrize(
+    "build, named",
+    [
+        (lambda: PPOAgent(train_steps=10**12), "PPOAgent(train_steps=1000000000000)"),
+        (lambda: PPOAgent(train_steps=2.0), "PPOAgent(train_steps=2.0)"),
+        (lambda: PPOAgent().train(ToyLossEnv(max_stages=2), steps=10**12), "PPOAgent.train(steps=1000000000000)"),
+        (lambda: UCBAgent(train_episodes=10**12), "UCBAgent(train_episodes=1000000000000)"),
+        (lambda: ThompsonAgent(train_episodes=-1), "ThompsonAgent(train_episodes=-1)"),
+    ],
+)
+@pytest.mark.timeout(60)  # a budget that is not refused trains (for ever)
+def test_an_absurd_training_budget_is_refused_with_its_bound_before_anything_starts(build, named):
+    with pytest.raises(ValueError) as caught:
+        build()
+    _one_line(caught, named)
+    assert re.search(r"(less|greater) than or equal to \d+|valid integer", str(caught.value)), caught.value
+
+
+def test_the_largest_training_budgets_are_accepted():
+    from agents.arguments import MAX_TRAIN_EPISODES, MAX_TRAIN_STEPS
+
+    assert PPOAgent(train_steps=MAX_TRAIN_STEPS).train_steps == MAX_TRAIN_STEPS
+    assert UCBAgent(train_episodes=MAX_TRAIN_EPISODES).train_episodes == MAX_TRAIN_EPISODES
+
+
+# ------------------------------------------------------------------ LLM
+@pytest.mark.parametrize(
+    "kwargs, named, allowed",
+    [
+        ({"rationale_chars": 10**9}, "rationale_chars=1000000000", "less than or equal to 1000"),
+        ({"rationale_chars": 0}, "rationale_chars=0", "greater than or equal to 1"),
+        ({"temperature": math.nan}, "temperature=nan", "finite number"),
+        ({"temperature": math.inf}, "temperature=inf", "finite number"),
+        ({"temperature": -1}, "temperature=-1", "greater than or equal to 0"),
+        ({"temperature": "0.2"}, "temperature='0.2'", "valid number"),
+        ({"timeout": -1}, "timeout=-1", "greater than 0"),
+        ({"timeout": math.nan}, "timeout=nan", "finite number"),
+        ({"max_history_tokens": math.nan}, "max_history_tokens=nan", "valid integer"),
+        ({"max_history_tokens": 1.5}, "max_history_tokens=1.5", "valid integer"),
+        ({"max_history_tokens": "5"}, "max_history_tokens='5'", "valid integer"),
+        ({"max_history_tokens": 0}, "max_history_tokens=0", "greater than or equal to 1"),
+        ({"model": ""}, "model=''", "a LangChain chat model, a model name"),
+        ({"model": 123}, "model=123", "a LangChain chat model, a model name"),
+        ({"base_url": ""}, "base_url=''", "at least 1 character"),
+        ({"method": "xml"}, "method='xml'", "'function_calling'"),
+        ({"history": "random"}, "history='random'", "'chronological' or 'sorted'"),
+        ({"max_retries": -1}, "max_retries=-1", "greater than or equal to 0"),
+        ({"transport_retries": 1.0}, "transport_retries=1.0", "valid integer"),
+        ({"backoff_max": math.inf}, "backoff_max=inf", "finite number"),
+        ({"examples": 51}, "examples=51", "less than or equal to 50"),
+    ],
+)
+def test_llm_agent_names_a_bad_argument_its_value_and_what_is_allowed(kwargs, named, allowed):
+    from agents import LLMAgent
+
+    with pytest.raises(ValueError) as caught:
+        LLMAgent(**kwargs)
+    _one_line(caught, f"LLMAgent({named}): ", allowed)
+
+
+def test_llm_agent_keeps_good_arguments():
+    from agents import LLMAgent
+
+    agent = LLMAgent("openai:gpt-4o-mini", temperature=0.7, timeout=30, max_history_tokens=500, rationale_chars=1000)
+    assert (agent.temperature, agent.timeout, agent.max_history_tokens, agent.rationale_chars) == (0.7, 30, 500, 1000)
+    assert LLMAgent(max_history_tokens=None, timeout=None).max_history_tokens is None
