@@ -60,6 +60,7 @@ from lossagent_env.chat import (
     MODEL_ENV_VAR,
     StructuredChat,
     model_name,
+    model_warnings,
     resolve_chat_model,
     secret_values,
 )
@@ -402,7 +403,9 @@ class LLMAgent(BaseAgent):
         return action
 
     def _new_notes(self) -> dict[str, Any]:
-        """The notes of a decision before the model answers."""
+        """The notes of a decision before the model answers; ``warnings`` only where the
+        model has some (:func:`lossagent_env.chat.model_warnings`)."""
+        warnings = model_warnings(self.model)
         return {
             "model": self.model_name,
             "method": self.method,
@@ -415,6 +418,7 @@ class LLMAgent(BaseAgent):
             "completion_tokens": None,
             "latency_s": 0.0,
             "errors": [],
+            **({"warnings": warnings} if warnings else {}),
         }
 
     def _checker(self, notes: dict[str, Any]) -> Callable[[Any], np.ndarray | int]:

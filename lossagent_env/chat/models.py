@@ -105,7 +105,7 @@ def resolve_chat_model(
     base_url = base_url or os.environ.get(BASE_URL_ENV_VAR) or None
     options: dict[str, Any] = {"temperature": temperature}
     if model == "local":
-        from lossagent_env.chat.local import local_chat_model
+        from lossagent_env.chat.local.client import local_chat_model
 
         extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
         return local_chat_model(temperature=temperature, max_retries=0, **extra)

@@ -102,6 +102,7 @@ def test_bench_runs_the_embedded_model_here_after_the_pool(tmp_path: Path, capsy
     then the llm run in this process, its server with every core."""
     pytest.importorskip("llama_cpp")
     from lossagent_env.chat import local
+    from lossagent_env.chat.local import client
 
     monkeypatch.delenv("LOSSAGENT_LLM", raising=False)
     path = tmp_path / "embedded.toml"
@@ -117,7 +118,7 @@ def test_bench_runs_the_embedded_model_here_after_the_pool(tmp_path: Path, capsy
             "threads": threads_per_worker(workers), "embedded_threads": cores, "workers": workers, "backend": "local",
         }
         # the model answered in this process, its server on every core
-        server = local._shared_server
+        server = client._shared_server
         assert server is not None and server.running
         assert f"--n_threads {cores} " in server._command
     finally:

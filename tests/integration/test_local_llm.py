@@ -19,6 +19,8 @@ from pydantic import BaseModel, Field
 
 from lossagent_env.chat import local
 from lossagent_env.chat.local import LOCAL_API_KEY, LocalLLMServer, local_model_path
+from lossagent_env.chat.local import server as server_module
+from lossagent_env.chat.local.patches import apply_patches, bounded_numbers, grammar_first, jump_forward
 
 _INSTALL = "pip install 'lossagent-env[local-llm]'"
 
@@ -120,6 +122,14 @@ def test_structured_output_parses_into_schema(server: LocalLLMServer) -> None:
 
 @pytest.mark.local_llm
 @needs_local_llm
+def test_every_patch_applies_in_the_server_on_the_pinned_release(server: LocalLLMServer) -> None:
+    """CI installs the pinned llama-cpp-python: a patch that no longer applies fails here."""
+    assert server.patches == {"bounded_numbers": None, "grammar_first": None, "jump_forward": None}
+    assert server.warnings == []
+
+
+@pytest.mark.local_llm
+@needs_local_llm
 def test_start_is_idempotent(server: LocalLLMServer) -> None:
     url = server.base_url
     assert server.start() == url
@@ -213,7 +223,7 @@ def test_bad_arguments_are_rejected() -> None:
 
 
 def _rule_regex(rule: str) -> re.Pattern[str]:
-    """Regex equivalent of the small GBNF subset `_bounded_number_rule` emits."""
+    """Regex equivalent of the small GBNF subset `bounded_number_rule` emits."""
     body = rule.removesuffix(" space")
     body = re.sub(r'"([^"]*)"', lambda m: re.escape(m.group(1)), body)
     return re.compile(re.sub(r"\s+", "", body))
@@ -243,7 +253,7 @@ def _rule_regex(rule: str) -> re.Pattern[str]:
 def test_bounded_number_rule_matches_only_the_range(
     schema: dict, accepted: list[str], rejected: list[str]
 ) -> None:
-    rule = local._bounded_number_rule(schema)
+    rule = bounded_numbers.bounded_number_rule(schema)
     assert rule is not None
     pattern = _rule_regex(rule)
     for text in accepted:
@@ -264,7 +274,7 @@ def test_bounded_number_rule_matches_only_the_range(
     ids=["unbounded", "one-sided", "negative", "string", "huge"],
 )
 def test_bounded_number_rule_leaves_other_schemas_alone(schema: dict) -> None:
-    assert local._bounded_number_rule(schema) is None
+    assert bounded_numbers.bounded_number_rule(schema) is None
 
 
 @pytest.mark.local_llm
@@ -281,12 +291,14 @@ def test_patched_grammar_compiles_for_a_pydantic_schema(
     for name in ("_init_sampler", "generate"):
         monkeypatch.setattr(Llama, name, getattr(Llama, name))
     monkeypatch.setattr(llama_grammar.LlamaGrammar, "from_json_schema", llama_grammar.LlamaGrammar.from_json_schema)
-    # Run the server's bootstrap up to (not including) starting the server.
-    exec(local._server_bootstrap().replace("main()", "pass"), {})
+    # What the server process does before it loads the model.
+    assert apply_patches(["bounded_numbers", "grammar_first", "jump_forward"]) == dict.fromkeys(
+        ["bounded_numbers", "grammar_first", "jump_forward"]
+    )
     schema = convert_to_openai_tool(StageWeights)["function"]["parameters"]
     gbnf = llama_grammar.json_schema_to_gbnf(json.dumps(schema))
     rules = dict(line.split(" ::= ", 1) for line in gbnf.strip().splitlines())
-    assert rules["l1"] == local._bounded_number_rule(schema["properties"]["l1"])
+    assert rules["l1"] == bounded_numbers.bounded_number_rule(schema["properties"]["l1"])
     assert "[eE]" not in rules["l1"]
     llama_grammar.LlamaGrammar.from_string(gbnf, verbose=False)
 
@@ -323,7 +335,7 @@ def test_grammar_first_sampling_gives_the_stock_answers(monkeypatch: pytest.Monk
         return out
 
     stock = answers()
-    local._install_grammar_first_sampling()
+    grammar_first.install()
     assert Llama._init_sampler.__name__ == "init_sampler"  # the patched one
     fast = answers()
     assert fast == stock
@@ -360,9 +372,9 @@ def test_default_threads_are_torch_threads_at_most_the_cpus(monkeypatch: pytest.
     import torch
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 512)
-    assert local._default_threads() == local._cpus() < 512
+    assert server_module.default_threads() == server_module.cpus() < 512
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert local._default_threads() == 1
+    assert server_module.default_threads() == 1
 
 
 class _Optional(BaseModel):
@@ -384,7 +396,7 @@ def test_jump_forward_writes_the_keys_in_batches_and_keeps_the_answers(monkeypat
     for name in ("_init_sampler", "generate", "eval"):
         monkeypatch.setattr(Llama, name, getattr(Llama, name))  # restored afterwards
     monkeypatch.setattr(llama_grammar.LlamaGrammar, "from_json_schema", llama_grammar.LlamaGrammar.from_json_schema)
-    local._install_grammar_first_sampling()
+    grammar_first.install()
     llm = Llama(
         model_path=str(local_model_path()), n_ctx=2048, n_threads=2, n_threads_batch=2,
         chat_format=local.DEFAULT_CHAT_FORMAT, verbose=False, seed=0,
@@ -418,9 +430,9 @@ def test_jump_forward_writes_the_keys_in_batches_and_keeps_the_answers(monkeypat
         return out
 
     plain, plain_optional = answers(StageWeights), answers(_Optional)
-    local._install_jump_forward()
+    jump_forward.install()
     installed = Llama.generate
-    local._install_jump_forward()  # once only: a second wrapper would write every key twice
+    jump_forward.install()  # once only: a second wrapper would write every key twice
     assert Llama.generate is installed
     fast, fast_optional = answers(StageWeights), answers(_Optional)
     for (slow_text, slow_batches), (text, batches_) in zip(plain, fast):
