@@ -134,16 +134,17 @@ def check_agent_arguments(name: str, kwargs: Mapping[str, Any]) -> type:
 
 
 def uses_embedded_model(name: str, kwargs: Mapping[str, Any]) -> bool:
-    """Whether agent ``name`` with ``kwargs`` asks the embedded local chat model.
+    """Whether agent ``name`` with ``kwargs`` asks the embedded local chat model, as its
+    class declares (:meth:`BaseAgent.uses_embedded_model`; for example ``llm`` with
+    ``model="local"``, or with no model while ``$LOSSAGENT_LLM`` names none).
 
-    True for ``llm`` with ``model="local"`` (or no model while ``$LOSSAGENT_LLM`` names
-    none): its server runs in the agent's process, on that process's cores.
+    Its server runs in the agent's process, on that process's cores.
+
+    Raises:
+        KeyError: Unknown agent, or an argument it does not take.
     """
-    if name != "llm":
-        return False
-    from lossagent_env.chat.models import is_embedded
-
-    return is_embedded(kwargs.get("model"))
+    declared = getattr(check_agent_arguments(name, kwargs), "uses_embedded_model", None)
+    return bool(declared(kwargs)) if callable(declared) else False
 
 
 def __getattr__(name: str) -> Any:

@@ -186,6 +186,23 @@ class BaseAgent:
         """What this agent wants recorded for its last decision."""
         return dict(self._notes)
 
+    # ------------------------------------------------------------ for runners
+    @classmethod
+    def uses_embedded_model(cls, kwargs: Mapping[str, Any]) -> bool:
+        """Whether an agent of this class built with ``kwargs`` asks the embedded chat model.
+
+        That model's server runs in the agent's process, on that process's cores, and is
+        shared by every agent there; a runner with a pool of processes therefore runs
+        such agents in its main process, one after another, with every core. False here.
+        """
+        return False
+
+    @classmethod
+    def start_embedded_model(cls, kwargs: Mapping[str, Any]) -> None:
+        """Start, in this process, the embedded model that an agent built with ``kwargs``
+        will ask, so that its first decision does not wait for it to load; nothing where
+        :meth:`uses_embedded_model` is False (here, always)."""
+
     # ------------------------------------------------------------ for subclasses
     def _reset(self) -> None:
         """Per-episode state of the subclass."""

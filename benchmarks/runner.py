@@ -264,7 +264,8 @@ def available_memory() -> int:
 
 
 def embedded_runs(runs: Sequence[RunSpec]) -> list[RunSpec]:
-    """The runs whose agent asks the embedded chat model (``llm`` with ``model="local"``).
+    """The runs whose agent declares that it asks the embedded chat model
+    (:func:`agents.uses_embedded_model`).
 
     With a process pool they run in this process after the others, one after another,
     with all the cores: one server then answers them all with its prompt cache warm,
@@ -300,7 +301,7 @@ def _execute(
             len(inline), embedded_threads,
         )
         if len(inline) < len(pending):
-            _start_embedded_model(embedded_threads)
+            _start_embedded_model(inline[0], embedded_threads)
     task = functools.partial(run_task, out=str(output.path.resolve()))
     with ResultsWriter(output.path / RESULTS) as writer:
 
@@ -319,24 +320,27 @@ def _execute(
     return [RunFailure(f.key, f.error, f.traceback) for f in failures]
 
 
-def _start_embedded_model(threads: int) -> None:
-    """Start the embedded model's server in the background, on ``threads`` threads.
+def _start_embedded_model(run: RunSpec, threads: int) -> None:
+    """Have ``run``'s agent start its embedded model in the background, on ``threads`` threads.
 
     It loads its model (about a second, mostly one thread) while the pool trains, instead
     of before the first decision. A failure here is only logged: the agent starts the
-    server again when it first asks, and reports the error then.
+    model again when it first asks, and reports the error then.
     """
     import threading
 
     import torch
 
-    torch.set_num_threads(threads)  # the server takes this process's thread count
+    from agents import check_agent_arguments
+
+    start_model = getattr(check_agent_arguments(run.agent_name, run.agent_kwargs), "start_embedded_model", None)
+    if not callable(start_model):
+        return
+    torch.set_num_threads(threads)  # the embedded model's server takes this process's thread count
 
     def start() -> None:
         try:
-            from lossagent_env.chat.local import shared_local_server
-
-            shared_local_server()
+            start_model(run.agent_kwargs)
         except Exception as e:
             logger.debug("Starting the embedded model ahead of its runs failed: %s", e)
 

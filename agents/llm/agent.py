@@ -59,6 +59,7 @@ from lossagent_env.chat import (
     METHODS,
     MODEL_ENV_VAR,
     StructuredChat,
+    is_embedded,
     model_name,
     model_warnings,
     resolve_chat_model,
@@ -281,6 +282,20 @@ class LLMAgent(BaseAgent):
         self._kind: _Weights | _Presets | None = None
         self._chat: StructuredChat | None = None
         self._previous: Any = None  # the last action played: weights, or a preset's index
+
+    # ------------------------------------------------------------ for runners
+    @classmethod
+    def uses_embedded_model(cls, kwargs: Mapping[str, Any]) -> bool:
+        """True where ``kwargs`` name the embedded model: ``model="local"``, or no model
+        while ``$LOSSAGENT_LLM`` names none (see :meth:`BaseAgent.uses_embedded_model`)."""
+        return is_embedded(kwargs.get("model"))
+
+    @classmethod
+    def start_embedded_model(cls, kwargs: Mapping[str, Any]) -> None:
+        """Start the embedded model's shared server in this process where ``kwargs`` ask
+        for it (the agent's own model, built later, finds it running)."""
+        if cls.uses_embedded_model(kwargs):
+            resolve_chat_model(kwargs.get("model"))
 
     # ------------------------------------------------------------ setup
     def _build_model(self) -> BaseChatModel:

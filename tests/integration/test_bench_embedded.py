@@ -9,6 +9,7 @@ and written suites.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,50 @@ def test_an_llm_on_another_model_is_not_the_embedded_one(cores: int, monkeypatch
     assert runner.embedded_runs(expand(unnamed)) == []
     monkeypatch.setenv("LOSSAGENT_LLM", "local")
     assert [r.agent for r in runner.embedded_runs(expand(unnamed))] == ["llm"]
+
+
+class _OwnEmbeddedModel:
+    """An agent of someone else's that declares it asks an embedded model of its own."""
+
+    started: list[dict] = []
+
+    @classmethod
+    def uses_embedded_model(cls, kwargs) -> bool:
+        return kwargs.get("where") == "here"
+
+    @classmethod
+    def start_embedded_model(cls, kwargs) -> None:
+        cls.started.append(dict(kwargs))
+
+    def __init__(self, where: str = "here") -> None:
+        self.where = where
+
+
+def test_the_runner_asks_the_agent_whether_it_uses_the_embedded_model(monkeypatch: pytest.MonkeyPatch):
+    """Not the agent's name or its model: what its class declares."""
+    import dataclasses
+
+    import agents
+
+    monkeypatch.delenv("LOSSAGENT_LLM", raising=False)
+    monkeypatch.setitem(agents.AGENTS, "own", f"{__name__}:_OwnEmbeddedModel")
+    runs = expand(_suite(agents=TRAINING_AGENTS))
+    own = [dataclasses.replace(runs[0], name="own-here", agent_name="own", agent_kwargs={"where": "here"}),
+           dataclasses.replace(runs[0], name="own-there", agent_name="own", agent_kwargs={"where": "there"})]
+    assert [r.name for r in runner.embedded_runs([*runs, *own])] == ["own-here"]
+    runner._start_embedded_model(own[0], threads=1)
+    deadline = time.monotonic() + 10
+    while not _OwnEmbeddedModel.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _OwnEmbeddedModel.started == [{"where": "here"}]
+
+
+def test_the_runner_does_not_import_the_embedded_model():
+    import grimp
+
+    graph = grimp.build_graph("benchmarks", "agents", "lossagent_env")
+    imported = graph.find_modules_directly_imported_by("benchmarks.runner")
+    assert not [m for m in imported if m.startswith("lossagent_env.chat")]
 
 
 def test_bench_runs_the_embedded_model_here_after_the_pool(tmp_path: Path, capsys, monkeypatch):
