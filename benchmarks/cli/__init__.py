@@ -69,10 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from benchmarks.errors import BenchmarkError, RunsFailedError
     from benchmarks.suite import SuiteError
+    from lossagent_env.chat.local.lifetime import stop_servers_on_signals
     from lossagent_env.errors import MissingWeightsError
 
     try:
-        return int(args.func(args) or EXIT_OK)
+        # SIGTERM, SIGINT or SIGHUP first stops the embedded model's server and removes its folder
+        with stop_servers_on_signals():
+            return int(args.func(args) or EXIT_OK)
     except (UsageError, SuiteError, FileNotFoundError, FileExistsError) as e:
         return _fail(args, e, EXIT_USAGE)
     except KeyError as e:  # an unknown name; the message has the "Did you mean" hint
