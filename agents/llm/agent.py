@@ -364,7 +364,10 @@ class LLMAgent(BaseAgent):
             for action in sequence:
                 info = view.step(action)[-1]
             self.example_runs.append(
-                ExampleRun(view.instance, tuple(view.preset_names[a] for a in sequence), start, float(info["objective"]))
+                ExampleRun(
+                    view.instance, tuple(view.preset_names[a] for a in sequence), start, float(info["objective"]),
+                    str(view.objective.describe()),
+                )
             )
         self._example_instances = [i.name for i in view.instances]
         self._example_stages = stages

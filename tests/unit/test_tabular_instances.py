@@ -226,6 +226,21 @@ def test_the_llm_examples_are_in_its_prompt(instance_table):
     zero_shot = make_agent("llm", model="local")
     zero_shot.reset(AgentSpec.from_env(env), 0)
     assert "Example runs" not in zero_shot.messages()[1].content and zero_shot.budget() is None
+    assert "ANOTHER objective" not in text
+
+
+def test_the_llm_examples_of_the_new_objective_track_name_the_objective_they_were_played_under(instance_table):
+    env = gym.make("LossAgent/Tabular-v0", table=str(instance_table["path"]), objective="ssim",
+                   train_objective="psnr", instances="test")
+    agent = make_agent("llm", model="local", examples=2)
+    agent.prepare(env)
+    psnr = env.unwrapped.with_instances("train")
+    assert psnr.objective.metric_names == ("psnr",)
+    _, info = psnr.reset(seed=0)
+    assert agent.example_runs[0].start == info["objective"]  # J of the tuning objective, psnr
+    agent.reset(AgentSpec.from_env(env), 0)
+    text = agent.messages()[1].content
+    assert "under ANOTHER objective than yours" in text and psnr.objective.describe().strip() in text
 
 
 def test_live_training_agrees_with_the_table_exactly_on_this_machine(instance_table):
@@ -306,3 +321,19 @@ def test_check_env_passes_on_a_table_of_instances(instance_table):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_env(replay(instance_table, objective={"psnr": 1.0, "ssim": 5.0}, instances="test"))
+
+
+def test_only_the_table_loader_and_writer_read_the_format_version():
+    """One data model: a format 1 table is read as one instance, and nothing above the
+    loader (format, schema) and the writer (build) asks which format a table was."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    allowed = {"lossagent_env/tabular/format.py", "lossagent_env/tabular/schema.py", "lossagent_env/tabular/build.py"}
+    readers = {
+        str(path.relative_to(root))
+        for package in ("lossagent_env", "agents", "benchmarks")
+        for path in (root / package).rglob("*.py")
+        if "format_version" in path.read_text(encoding="utf-8")
+    }
+    assert readers <= allowed, readers - allowed
