@@ -35,11 +35,12 @@ from pydantic import (
     model_validator,
 )
 
-from agents.arguments import Positive, TrainEpisodes, check_arguments
+from agents.arguments import TrainEpisodes
 from agents.base import BaseAgent, resolve_weights
 from agents.presets import weight_presets
 from agents.spec import AgentSpec
 from agents.tuning import play, training_env
+from lossagent_env.arguments import Positive, check_arguments
 from lossagent_env.registry import unknown_name_message
 
 __all__ = [

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from agents.arguments import Positive, check_arguments
 from agents.base import BaseAgent, resolve_weights
 from agents.presets import named_mixes
+from lossagent_env.arguments import Positive, check_arguments
 from lossagent_env.registry import unknown_name_message
 
 __all__ = ["DWAAgent"]

@@ -46,8 +46,8 @@ import numpy as np
 from gymnasium import spaces as gym_spaces
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.arguments import Positive, check_arguments
 from agents.base import AgentSpec, BaseAgent, Stage, Trajectory, resolve_weights
+from lossagent_env.arguments import Positive, check_arguments
 
 logger = logging.getLogger(__name__)
 

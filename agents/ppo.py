@@ -42,9 +42,10 @@ from pydantic import (
     model_validator,
 )
 
-from agents.arguments import Finite, Positive, TrainSteps, check_arguments
+from agents.arguments import TrainSteps
 from agents.base import BaseAgent
 from agents.tuning import training_env
+from lossagent_env.arguments import Finite, Positive, check_arguments
 from lossagent_env.device import check_device
 from lossagent_env.registry import unknown_name_message
 

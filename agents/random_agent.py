@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.arguments import Positive, check_arguments
 from agents.base import BaseAgent
+from lossagent_env.arguments import Positive, check_arguments
 
 __all__ = ["RandomAgent"]
 

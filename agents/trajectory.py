@@ -30,7 +30,7 @@ from pydantic import (
     model_validator,
 )
 
-from agents.arguments import describe_problem
+from lossagent_env.arguments import describe_problem
 
 __all__ = ["Stage", "Trajectory"]
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from agents.base import BaseAgent
 from agents.tuning import training_env
+from lossagent_env.seeds import check_seeds
 from lossagent_env.tabular import TableAnalysis
 
 __all__ = ["TransferAgent"]
@@ -38,8 +39,8 @@ class TransferAgent(BaseAgent):
             test instance is refused.
 
     Raises:
-        ValueError: No train seeds, a seed that is not a non-negative integer (at
-            construction); at :meth:`prepare`, an env that is not a table replay, a
+        ValueError: No train seeds, a seed that is not a non-negative integer, or one
+            given twice (at construction); at :meth:`prepare`, an env that is not a table replay, a
             seed the table does not hold, or the seed of a test instance.
     """
 
@@ -47,15 +48,15 @@ class TransferAgent(BaseAgent):
 
     def __init__(self, train_seeds: Sequence[int] | None = None) -> None:
         super().__init__()
-        seeds = list(train_seeds) if isinstance(train_seeds, (list, tuple)) else None
-        if train_seeds is not None and (
-            not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-        ):
+        if train_seeds is not None and (not isinstance(train_seeds, (list, tuple)) or not train_seeds):
             raise ValueError(
                 f"TransferAgent(train_seeds={train_seeds!r}) is not allowed. Allowed: None, or a "
-                "non-empty list of table seeds (integers >= 0)."
+                "non-empty list of table seeds (integers >= 0), each once."
             )
-        self.train_seeds = seeds
+        try:
+            self.train_seeds = None if train_seeds is None else check_seeds(train_seeds, "train_seeds")
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"TransferAgent(train_seeds={train_seeds!r}) is not allowed: {e}") from None
         self.sequence: list[int] | None = None
         self._trees: list[int] = []
         self._instances: list[str] | None = None

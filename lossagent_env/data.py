@@ -179,6 +179,10 @@ class PatchSampler:
     """Cuts random training patches and degrades them, a whole stage at a time.
 
     Positions and flips come from the env's ``np_random``; noise from a torch Generator.
+
+    Attributes:
+        probabilities: ``(len(images),)``: the chance that a patch comes from each
+            image, in proportion to its number of patch positions.
     """
 
     def __init__(
@@ -207,12 +211,11 @@ class PatchSampler:
                         f"A paired input {tuple(lr.shape[1:])} is smaller than its target "
                         f"{tuple(hr.shape[1:])} divided by scale {scale}."
                     )
-        # Sample images in proportion to their number of patch positions.
         areas = np.array(
             [(im.shape[1] - patch_size + 1) * (im.shape[2] - patch_size + 1) for im in images],
             dtype=np.float64,
         )
-        self._p = areas / areas.sum()
+        self.probabilities = areas / areas.sum()
         self._buffer: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> PatchSampler:
@@ -241,7 +244,7 @@ class PatchSampler:
         degradation runs on the whole batch there.
         """
         p, s = self.patch_size, self.degradation.scale
-        which = rng.choice(len(self.images), size=n, p=self._p)
+        which = rng.choice(len(self.images), size=n, p=self.probabilities)
         u = rng.random((n, 2))
         flips = rng.random((n, 3)) < 0.5
         sizes = np.array([im.shape[1:] for im in self.images])[which]  # (n, 2): H, W

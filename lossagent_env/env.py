@@ -20,6 +20,7 @@ from lossagent_env.device import resolve_device
 from lossagent_env.errors import ConfigError
 from lossagent_env.losses import build_loss, offline_losses
 from lossagent_env.objectives import Objective, make_objective
+from lossagent_env.seeds import check_seed
 from lossagent_env.tasks import TASKS, make_degradation
 from lossagent_env.trainer import Trainer, parameters_finite
 
@@ -81,7 +82,8 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
     ``J``, so the return is still the total improvement.
 
     ## Starting State
-    ``reset(seed=...)`` restores the initial network (from ``init_checkpoint``, or a
+    ``reset(seed=...)`` (an integer ``>= 0``, Python or NumPy; another type raises
+    ``TypeError``, a negative one ``ValueError``) restores the initial network (from ``init_checkpoint``, or a
     seeded initialisation whose last layer is zero, so it outputs the interpolated
     input), a fresh optimizer, and re-initialises trainable losses (the discriminator).
     With the same seed, everything that follows is bit-for-bit identical on CPU. The
@@ -262,6 +264,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[ObsType, dict[str, Any]]:
+        seed = None if seed is None else check_seed(seed)
         super().reset(seed=seed)
         self._materialize()
         init_seed = int(self.np_random.integers(2**31 - 1))

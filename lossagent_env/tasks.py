@@ -21,7 +21,6 @@ on a whole batch at once, so a stage's training data is prepared in one call.
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from lossagent_env.cpus import available_cpus
 from lossagent_env.registry import Registry
 
 
@@ -116,7 +116,7 @@ class JPEGCompression(Degradation):
     def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         array = hr.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         out = np.empty_like(array)
-        workers = min(len(array) // 64 + 1, _cores())
+        workers = min(len(array) // 64 + 1, available_cpus())
         if workers <= 1:
             self._encode(array, out)
         else:
@@ -124,10 +124,6 @@ class JPEGCompression(Degradation):
             with ThreadPoolExecutor(workers) as pool:
                 list(pool.map(lambda k: self._encode(array[bounds[k]:bounds[k + 1]], out[bounds[k]:bounds[k + 1]]), range(workers)))
         return torch.from_numpy(out).permute(0, 3, 1, 2).to(hr.dtype).div(255).to(hr.device)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

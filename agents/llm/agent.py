@@ -40,7 +40,6 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from agents.arguments import NonNegative, Positive, check_arguments
 from agents.base import BaseAgent
 from agents.llm.prompts import HISTORY_ORDERS, ExampleRun, HistoryRecord, build_messages
 from agents.llm.schema import (
@@ -54,10 +53,12 @@ from agents.llm.schema import (
 )
 from agents.spec import AgentSpec
 from agents.tuning import training_env
+from lossagent_env.arguments import NonNegative, Positive, check_arguments
 from lossagent_env.chat import (
     BASE_URL_ENV_VAR,
     METHODS,
     MODEL_ENV_VAR,
+    RetrySettings,
     StructuredChat,
     is_embedded,
     model_name,
@@ -74,31 +75,25 @@ MAX_EXAMPLES = 50
 __all__ = ["BASE_URL_ENV_VAR", "METHODS", "MODEL_ENV_VAR", "LLMAgent", "resolve_chat_model"]
 
 if TYPE_CHECKING:  # the names are known at run time
-    Method = str
     History = str
 else:
-    Method = Literal[METHODS]
     History = Literal[HISTORY_ORDERS]
 Name = Annotated[str, Field(min_length=1)]
 
 
-class _LLMArguments(BaseModel):
-    """What :class:`LLMAgent`'s arguments may be (see its docstring)."""
+class _LLMArguments(RetrySettings):
+    """What :class:`LLMAgent`'s arguments may be (see its docstring): the chat's retry
+    settings, and the agent's own."""
 
     model_config = ConfigDict(strict=True, extra="forbid", arbitrary_types_allowed=True)
 
     model: Any
     base_url: Name | None
     api_key_env: Name
-    method: Method
     history: History
     max_history_tokens: Annotated[int, Field(ge=1)] | None
-    max_retries: Annotated[int, Field(ge=0)]
-    transport_retries: Annotated[int, Field(ge=0)]
     timeout: Positive | None
     temperature: NonNegative
-    backoff_base: NonNegative
-    backoff_max: NonNegative
     rationale_chars: RationaleChars
     examples: Annotated[int, Field(ge=0, le=MAX_EXAMPLES)]
 
@@ -264,15 +259,13 @@ class LLMAgent(BaseAgent):
         self.model_spec = model
         self.base_url = checked.base_url
         self.api_key_env = checked.api_key_env
+        # the chat's settings, checked above as part of the agent's arguments
+        self.settings = RetrySettings.model_construct(**{k: getattr(checked, k) for k in RetrySettings.model_fields})
         self.method = checked.method
         self.history = checked.history
         self.max_history_tokens = checked.max_history_tokens
-        self.max_retries = checked.max_retries
-        self.transport_retries = checked.transport_retries
         self.timeout = checked.timeout
         self.temperature = float(checked.temperature)
-        self.backoff_base = float(checked.backoff_base)
-        self.backoff_max = float(checked.backoff_max)
         self.rationale_chars = checked.rationale_chars
         self._api_key: SecretStr | None = None
         self.model: BaseChatModel | None = model if isinstance(model, BaseChatModel) else None
@@ -318,14 +311,7 @@ class LLMAgent(BaseAgent):
         self._kind = _Presets(self.spec) if self.spec.discrete else _Weights(self.spec)
         self._schema = self._kind.schema(self.rationale_chars)
         self._chat = StructuredChat(
-            self.model,
-            self._schema,
-            method=self.method,
-            max_retries=self.max_retries,
-            transport_retries=self.transport_retries,
-            backoff_base=self.backoff_base,
-            backoff_max=self.backoff_max,
-            secrets=lambda: secret_values(self._api_key, self.model),
+            self.model, self._schema, self.settings, secrets=lambda: secret_values(self._api_key, self.model)
         )
         self.records = []
         self._previous = None

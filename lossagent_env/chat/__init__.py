@@ -31,13 +31,14 @@ if TYPE_CHECKING:
         resolve_chat_model,
         secret_values,
     )
-    from lossagent_env.chat.structured import METHODS, Answer, StructuredChat
+    from lossagent_env.chat.structured import METHODS, Answer, RetrySettings, StructuredChat
 
 __all__ = [
     "BASE_URL_ENV_VAR",
     "METHODS",
     "MODEL_ENV_VAR",
     "Answer",
+    "RetrySettings",
     "StructuredChat",
     "is_embedded",
     "model_name",
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 _HOMES = {
-    **dict.fromkeys(("METHODS", "Answer", "StructuredChat"), "lossagent_env.chat.structured"),
+    **dict.fromkeys(("METHODS", "Answer", "RetrySettings", "StructuredChat"), "lossagent_env.chat.structured"),
     **dict.fromkeys(
         ("BASE_URL_ENV_VAR", "MODEL_ENV_VAR", "is_embedded", "model_name", "resolve_chat_model", "secret_values"),
         "lossagent_env.chat.models",

@@ -20,7 +20,7 @@ Nothing is hidden: every re-ask, transport retry and error is counted in the ret
 are scrubbed from every text that is logged or returned.
 
 Example:
-    >>> chat = StructuredChat(model, JudgeAnswer, max_retries=2)
+    >>> chat = StructuredChat(model, JudgeAnswer, RetrySettings(max_retries=2))
     >>> answer = chat.ask(messages, check=lambda parsed: parsed.score, what="Judge answer")
     >>> answer.value if answer.ok else answer.errors
 """
@@ -32,18 +32,20 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lossagent_env.arguments import NonNegative
 
 __all__ = [
     "METHODS",
     "Answer",
+    "RetrySettings",
     "StructuredChat",
-    "check_retry_settings",
     "is_format_error",
     "is_transport_error",
     "is_unfixable_error",
@@ -55,6 +57,11 @@ METHODS = ("function_calling", "json_schema", "json_mode", "text")
 """How the structured answer is obtained: a forced tool call, OpenAI structured output,
 JSON mode (LangChain's ``with_structured_output`` methods), or plain text parsed by
 ``PydanticOutputParser`` (for models without tools)."""
+
+if TYPE_CHECKING:
+    Method = str
+else:
+    Method = Literal[METHODS]
 
 BACKOFF_MAX = 8.0
 """Longest pause between transport retries, seconds (the default)."""
@@ -169,28 +176,19 @@ def default_reask(reason: str, preview: str) -> str:
     return f"Your previous answer could not be used: {reason}.{shown}\nAnswer again in the required format."
 
 
-def check_retry_settings(
-    method: str,
-    max_retries: int,
-    transport_retries: int,
-    backoff_base: float,
-    backoff_max: float = BACKOFF_MAX,
-) -> None:
-    """Check the settings of :class:`StructuredChat` (its users check them early with it).
+class RetrySettings(BaseModel):
+    """How :class:`StructuredChat` asks: the answer method, its re-asks and its transport
+    retries. Checked once, when built (a text objective or an LLM agent builds it from
+    its own arguments with :func:`lossagent_env.arguments.check_arguments`, so a refusal
+    names the argument); the chat trusts it."""
 
-    Raises:
-        ValueError: Unknown ``method``, or a negative or non-integer count, or a negative
-            pause; the message names the value and what is allowed.
-    """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r} is not supported. Allowed: {list(METHODS)}.")
-    for key, value in (("max_retries", max_retries), ("transport_retries", transport_retries)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{key}={value!r}. Allowed: an integer >= 0.")
-    if not (backoff_base >= 0 and backoff_max >= 0):
-        raise ValueError(
-            f"backoff_base={backoff_base!r} and backoff_max={backoff_max!r}. Allowed: numbers >= 0."
-        )
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    method: Method = Field(default="function_calling", description="One of :data:`METHODS`.")
+    max_retries: int = Field(default=2, ge=0, description="Re-asks after a malformed answer, per ask.")
+    transport_retries: int = Field(default=3, ge=0, description="Retries after a transport error, per request.")
+    backoff_base: NonNegative = Field(default=0.5, description="First pause after a transport error, seconds; doubled each time.")
+    backoff_max: NonNegative = Field(default=BACKOFF_MAX, description="Longest pause, seconds.")
 
 
 class StructuredChat:
@@ -199,41 +197,26 @@ class StructuredChat:
     Args:
         model: A LangChain chat model.
         schema: The Pydantic model of the answer.
-        method: One of :data:`METHODS`.
-        max_retries: Re-asks after a malformed answer, per :meth:`ask` (``>= 0``).
-        transport_retries: Retries after a transport error, per request (``>= 0``).
-        backoff_base: First pause after a transport error, seconds; doubled each time.
-        backoff_max: Longest pause, seconds.
+        settings: The method, re-asks and transport retries (default: ``RetrySettings()``).
         secrets: Returns the secret strings to scrub from texts (API keys).
         sleep: The pause function (tests pass a fake).
-
-    Raises:
-        ValueError: Unknown ``method``, or a negative count or pause.
     """
 
     def __init__(
         self,
         model: BaseChatModel,
         schema: type[BaseModel],
+        settings: RetrySettings | None = None,
         *,
-        method: str = "function_calling",
-        max_retries: int = 2,
-        transport_retries: int = 3,
-        backoff_base: float = 0.5,
-        backoff_max: float = BACKOFF_MAX,
         secrets: Callable[[], Sequence[str]] = tuple,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        check_retry_settings(method, max_retries, transport_retries, backoff_base, backoff_max)
         self.model = model
         self.schema = schema
-        self.method = method
-        self.max_retries = max_retries
-        self.transport_retries = transport_retries
-        self.backoff_base = float(backoff_base)
-        self.backoff_max = float(backoff_max)
+        self.settings = settings = RetrySettings() if settings is None else settings
         self.secrets = secrets
         self.sleep = sleep
+        method = settings.method
         if method == "text":
             from langchain_core.output_parsers import PydanticOutputParser
 
@@ -275,7 +258,8 @@ class StructuredChat:
         log = logger or _logger
         answer = Answer()
         extra: list[BaseMessage] = []
-        for attempt in range(self.max_retries + 1):
+        max_retries = self.settings.max_retries
+        for attempt in range(max_retries + 1):
             outcome = self._request([*messages, *extra], answer, what, log)
             if outcome is None:
                 return answer
@@ -290,12 +274,12 @@ class StructuredChat:
                     return answer
             reason = _clip(self.scrub(str(error) if error is not None else missing_answer_reason(raw)))
             answer.errors.append(reason)
-            if attempt == self.max_retries:
+            if attempt == max_retries:
                 break
             answer.retries += 1
             log.warning(
                 "%s: malformed answer (%s); asking again (%d/%d).",
-                what, reason, attempt + 1, self.max_retries,
+                what, reason, attempt + 1, max_retries,
             )
             extra = [HumanMessage(reask(reason, self.scrub(reply_preview(raw))))]
         return answer
@@ -305,23 +289,22 @@ class StructuredChat:
     ) -> tuple[Any, Any, BaseException | None] | None:
         """One reply ``(raw, parsed or None, error or None)``, retrying transport errors;
         None when the request failed for good (``answer.stopped`` says why)."""
-        for k in range(self.transport_retries + 1):
+        settings = self.settings
+        for k in range(settings.transport_retries + 1):
             try:
                 result = self._runnable.invoke(messages)
             except Exception as e:  # classified below; anything else is re-raised
                 text = _clip(self.scrub(f"{type(e).__name__}: {e}"))
                 if is_transport_error(e):
-                    if k == self.transport_retries:
-                        answer.errors.append(
-                            f"transport error after {self.transport_retries} retries: {text}"
-                        )
+                    if k == settings.transport_retries:
+                        answer.errors.append(f"transport error after {k} retries: {text}")
                         answer.stopped = "transport"
                         return None
-                    delay = min(self.backoff_base * 2**k, self.backoff_max)
+                    delay = min(settings.backoff_base * 2**k, settings.backoff_max)
                     answer.transport_retries += 1
                     log.warning(
                         "%s: %s; retrying in %.3g s (%d/%d).",
-                        what, text, delay, k + 1, self.transport_retries,
+                        what, text, delay, k + 1, settings.transport_retries,
                     )
                     self.sleep(delay)
                     continue

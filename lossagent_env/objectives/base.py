@@ -86,26 +86,28 @@ class Objective:
         """Called at every ``env.reset``; stateful objectives re-seed here. Default: nothing."""
 
     def evaluate(
-        self,
-        restored: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        degraded: torch.Tensor | None = None,
-        stage: int = 0,
-        weights: dict[str, float] | None = None,
+        self, restored: torch.Tensor, target: torch.Tensor, *, degraded: torch.Tensor | None = None,
+        stage: int = 0, weights: dict[str, float] | None = None,
     ) -> ObjectiveResult:
-        """Measure the objective on the evaluation images.
+        """Measure the objective on the evaluation images: the contract of every objective.
+
+        The env calls it after reset and after every stage, with the arguments below;
+        subclasses override it, and their docstrings say only what they add (how ``J``
+        is made, what they raise). An objective that needs :meth:`setup` and has not had
+        it sets itself up on ``restored.device``. A call that raises leaves the env as
+        it was, so the step can be retried.
 
         Args:
             restored: ``(N, C, H, W)`` network outputs, values in ``[0, 1]``.
             target: ``(N, C, H, W)`` ground truth in ``[0, 1]``.
             degraded: ``(N, C, h, w)`` network inputs, for objectives that show them.
             stage: Index of the stage just trained (0 after reset).
-            weights: Effective loss weights used in the stage, for objectives that
-                report them.
+            weights: Effective loss weights used in the stage (loss name -> weight), for
+                objectives that report them.
 
         Returns:
-            The raw metrics and ``J`` (higher is better).
+            The raw metrics (keyed and ordered as :attr:`metric_names`), ``J`` (higher is
+            better), and the feedback and invalid metrics, if any.
         """
         raise NotImplementedError
 

@@ -171,13 +171,8 @@ class CompositeObjective(Objective):
             part.reset(seed)
 
     def evaluate(
-        self,
-        restored: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        degraded: torch.Tensor | None = None,
-        stage: int = 0,
-        weights: dict[str, float] | None = None,
+        self, restored: torch.Tensor, target: torch.Tensor, *, degraded: torch.Tensor | None = None,
+        stage: int = 0, weights: dict[str, float] | None = None,
     ) -> ObjectiveResult:
         """Evaluate every part; ``J`` is the normalised weighted sum (NaN if a part is NaN)."""
         if not self.scales:

@@ -58,13 +58,8 @@ class CallableObjective(Objective):
         self.bounds = {name: (low, high)}
 
     def evaluate(
-        self,
-        restored: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        degraded: torch.Tensor | None = None,
-        stage: int = 0,
-        weights: dict[str, float] | None = None,
+        self, restored: torch.Tensor, target: torch.Tensor, *, degraded: torch.Tensor | None = None,
+        stage: int = 0, weights: dict[str, float] | None = None,
     ) -> ObjectiveResult:
         """Call ``fn(restored, target)``; its value is both the metric and ``J``.
 

@@ -302,23 +302,12 @@ class HumanObjective(Objective):
         return folder / f"stage_{stage:03d}.png"
 
     def evaluate(
-        self,
-        restored: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        degraded: torch.Tensor | None = None,
-        stage: int = 0,
-        weights: dict[str, float] | None = None,
+        self, restored: torch.Tensor, target: torch.Tensor, *, degraded: torch.Tensor | None = None,
+        stage: int = 0, weights: dict[str, float] | None = None,
     ) -> ObjectiveResult:
-        """Save the comparison image, ask the rater, return its score and comment.
-
-        Args:
-            restored: ``(N, C, H, W)`` in ``[0, 1]``; the first image is shown.
-            target: ``(N, C, H, W)`` in ``[0, 1]``.
-            degraded: ``(N, C, h, w)`` in ``[0, 1]`` or None.
-            stage: Stage index, written on the image and passed to the rater; if it is
-                not above the previous one of the episode, the previous one + 1 is used.
-            weights: Effective loss weights of the stage, written on the image.
+        """Save the comparison image of the first image (``stage`` and ``weights``
+        written on it), ask the rater, return its score and comment. A ``stage`` not
+        above the previous one of the episode becomes the previous one + 1.
 
         Raises:
             ValueError: The rater returned a bad score or comment.

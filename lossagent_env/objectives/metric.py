@@ -94,21 +94,15 @@ class MetricObjective(Objective):
         self._device = next(iter(self._metrics.values())).device
 
     def evaluate(
-        self,
-        restored: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        degraded: torch.Tensor | None = None,
-        stage: int = 0,
-        weights: dict[str, float] | None = None,
+        self, restored: torch.Tensor, target: torch.Tensor, *, degraded: torch.Tensor | None = None,
+        stage: int = 0, weights: dict[str, float] | None = None,
     ) -> ObjectiveResult:
         """Mean of each metric over the images, and ``J``. Deterministic on CPU.
 
         A metric that gives NaN for an image (a collapsed, e.g. flat, output) counts that
         image at the metric's worst bound, and an infinity at the bound of its sign, so
         that the worst outcome is scored as such instead of making ``J`` NaN; such
-        metrics are listed in the result's ``invalid``. Sets itself up on
-        ``restored.device`` if :meth:`setup` was not called.
+        metrics are listed in the result's ``invalid``.
         """
         if self._metrics is None:
             self.setup(restored.device)

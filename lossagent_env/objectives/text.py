@@ -48,8 +48,8 @@ import torch
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, create_model
 
-from lossagent_env.chat import METHODS, StructuredChat, resolve_chat_model
-from lossagent_env.chat.structured import check_retry_settings
+from lossagent_env.arguments import check_arguments
+from lossagent_env.chat import METHODS, RetrySettings, StructuredChat, resolve_chat_model
 from lossagent_env.metrics import OPEN_BOUND, metric_info, usable_metrics
 from lossagent_env.objectives.base import Objective, ObjectiveResult
 from lossagent_env.objectives.metric import MetricObjective
@@ -227,31 +227,23 @@ class TextObjective(Objective):
             raise ValueError(f"mode={mode!r} does not fit {type(self).__name__} (mode {self.mode!r}).")
         if not isinstance(description, str) or not description.strip():
             raise ValueError(f"description must be a non-empty string; got {description!r}.")
-        check_retry_settings(method, max_retries, transport_retries, backoff_base)
+        self.settings = check_arguments(RetrySettings, type(self).__name__, {
+            "method": method, "max_retries": max_retries, "transport_retries": transport_retries,
+            "backoff_base": backoff_base,
+        })
         if isinstance(images, bool) or not isinstance(images, int) or images < 1:
             raise ValueError(f"images={images!r}. Allowed: an integer >= 1.")
         self.description = " ".join(description.split())
         self.judge = judge
         self.llm = llm
-        self.max_retries = max_retries
-        self.transport_retries_allowed = transport_retries
-        self.backoff_base = float(backoff_base)
         self.images = images
-        self.method = method
         self.candidates = None if candidates is None else list(candidates)
         self.retries = 0
         self.transport_retries = 0
         self._chat: StructuredChat | None = None
 
     def _structured_chat(self, model: Any, schema: type[BaseModel]) -> StructuredChat:
-        return StructuredChat(
-            resolve_chat_model(model),
-            schema,
-            method=self.method,
-            max_retries=self.max_retries,
-            transport_retries=self.transport_retries_allowed,
-            backoff_base=self.backoff_base,
-        )
+        return StructuredChat(resolve_chat_model(model), schema, self.settings)
 
     def _ask(self, chat: StructuredChat, messages: list[Any], check: Any, what: str) -> Any:
         """One structured question; counts its retries; raises on unfixable errors."""
@@ -312,22 +304,12 @@ class JudgeObjective(TextObjective):
             self._chat = self._structured_chat(self.judge, JudgeAnswer)
 
     def evaluate(
-        self,
-        restored: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        degraded: torch.Tensor | None = None,
-        stage: int = 0,
-        weights: dict[str, float] | None = None,
+        self, restored: torch.Tensor, target: torch.Tensor, *, degraded: torch.Tensor | None = None,
+        stage: int = 0, weights: dict[str, float] | None = None,
     ) -> ObjectiveResult:
         """The judge's score (0-10, higher is better) and critique; NaN if it kept failing.
-
-        Args:
-            restored: ``(N, C, H, W)`` network outputs in ``[0, 1]``.
-            target: ``(N, C, H, W)`` ground truth in ``[0, 1]`` (not shown to the judge).
-            degraded: ``(N, C, h, w)`` network inputs in ``[0, 1]``, shown for reference.
-            stage: Index of the stage just trained.
-            weights: Unused.
+        The judge sees the first ``images`` restored images, each with its degraded
+        input, never the target.
 
         Raises:
             RuntimeError: The model failed with an error a retry cannot fix.
@@ -545,15 +527,10 @@ class TranslateObjective(TextObjective):
         self._use_mix(DEFAULT_MIX)
 
     def evaluate(
-        self,
-        restored: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        degraded: torch.Tensor | None = None,
-        stage: int = 0,
-        weights: dict[str, float] | None = None,
+        self, restored: torch.Tensor, target: torch.Tensor, *, degraded: torch.Tensor | None = None,
+        stage: int = 0, weights: dict[str, float] | None = None,
     ) -> ObjectiveResult:
-        """The metric mix on the evaluation images (sets itself up if needed)."""
+        """The metric mix on the evaluation images."""
         if self._inner is None:
             self.setup(restored.device)
         assert self._inner is not None

@@ -29,6 +29,7 @@ import lossagent_env
 from lossagent_env.env import LossAgentEnv
 from lossagent_env.metrics import metric_info
 from lossagent_env.objectives import MetricObjective
+from lossagent_env.seeds import check_seeds
 from lossagent_env.tabular.format import NodeRecord
 from lossagent_env.tabular.schema import INSTANCE_SPLITS, RESERVED_ENV_KWARGS
 from lossagent_env.wrappers import PresetActions
@@ -40,6 +41,7 @@ __all__ = [
     "cached_build_env",
     "compute_unit",
     "HEADER_NOT_COMPARED",
+    "live_env",
     "machine_info",
     "make_build_env",
     "package_versions",
@@ -131,11 +133,9 @@ class TableSpec:
             raise ValueError(
                 f"TableSpec.metrics={list(self.metrics)!r}. Allowed: at least one metric, each once."
             )
-        bad = [s for s in self.seeds if not isinstance(s, int) or isinstance(s, bool) or s < 0]
-        if not self.seeds or bad or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(
-                f"TableSpec.seeds={list(self.seeds)!r}. Allowed: at least one integer >= 0, each once."
-            )
+        if not self.seeds:
+            raise ValueError("TableSpec.seeds is empty. Allowed: at least one integer >= 0, each once.")
+        self.seeds = tuple(check_seeds(self.seeds, "TableSpec.seeds"))
 
     def _check_instances(self) -> None:
         names = [inst.name for inst in self.instances]
@@ -190,7 +190,7 @@ def make_build_env(spec: TableSpec, seed: int | None = None) -> PresetActions:
     return PresetActions(env, spec.presets)
 
 
-def _live(env: PresetActions) -> LossAgentEnv:
+def live_env(env: PresetActions) -> LossAgentEnv:
     """The live env under the wrappers of ``env``.
 
     Raises:
@@ -269,7 +269,7 @@ def table_header(spec: TableSpec, env: PresetActions) -> dict[str, Any]:
         spec: The table.
         env: ``make_build_env(spec)``: where loss scales and ranges come from.
     """
-    u = _live(env)
+    u = live_env(env)
     config = u.config
     header = {
         "env_id": spec.env_id,
@@ -367,7 +367,7 @@ def compute_unit(
         The unit's nodes, the root first, then depth first.
     """
     env = cached_build_env(spec, seed)
-    u = _live(env)
+    u = live_env(env)
     test_panel = panel_objective(spec.metrics)
     records: list[NodeRecord] = []
 

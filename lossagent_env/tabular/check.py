@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from lossagent_env.errors import ConfigError
-from lossagent_env.tabular.build import InstanceSpec, TableSpec, _live, make_build_env, panel_objective
+from lossagent_env.tabular.build import InstanceSpec, TableSpec, live_env, make_build_env, panel_objective
 from lossagent_env.tabular.format import Table
 from lossagent_env.tabular.replay import load_table
 
@@ -165,7 +165,7 @@ def check_against_live(
             if instance.name not in envs:  # one live env per instance (its images, its degradation)
                 envs[instance.name] = make_build_env(spec, table_seed)
             env = envs[instance.name]
-            live = _live(env)
+            live = live_env(env)
             replicates = [t.seeds.index(s) for s in instance.seeds]
             started = time.perf_counter()
             info = env.reset(seed=table_seed)[-1]

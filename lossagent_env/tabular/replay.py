@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import math
@@ -20,13 +19,14 @@ from lossagent_env.config import EnvConfig
 from lossagent_env.errors import ConfigError, ConfigTypeError, UnknownNameError
 from lossagent_env.losses import LOSSES
 from lossagent_env.registry import unknown_name_message
+from lossagent_env.seeds import check_seed, check_seeds
 from lossagent_env.tabular.format import Instance, Table, TableFormatError, read_table
 from lossagent_env.tabular.objective import panel_objective_of
 from lossagent_env.tabular.schema import INSTANCE_SPLITS
 from lossagent_env.tasks import TASKS
 from lossagent_env.wrappers import preset_index
 
-__all__ = ["TABLES_DIR", "TabularEnv", "check_seeds", "load_table", "resolve_table", "shipped_tables"]
+__all__ = ["TABLES_DIR", "TabularEnv", "load_table", "resolve_table", "shipped_tables"]
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 """Where shipped tables live: ``<name>.sqlite``."""
@@ -126,28 +126,6 @@ def _located(field: str) -> Iterator[None]:
         kind = ConfigTypeError if isinstance(e, TypeError) else ConfigError
         kind = UnknownNameError if isinstance(e, KeyError) else kind
         raise kind((field,), e.args[0] if e.args else str(e)) from None
-
-
-def check_seeds(seeds: Sequence[int], what: str = "seeds") -> list[int]:
-    """``seeds`` as a list if each is ``>= 0`` and appears once (checked in linear time).
-
-    The one check of a list of episode seeds: a table's, a replay's ``seeds=``, a
-    benchmark suite's.
-
-    Args:
-        seeds: Integer seeds.
-        what: How the message names the list (e.g. ``"seeds=[1, 1]"``).
-
-    Raises:
-        ValueError: A repeated or negative seed; the message names them.
-    """
-    repeated = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)
-    if repeated:
-        raise ValueError(f"{what} must be unique; repeated: {repeated[:10]}")
-    negative = [s for s in seeds if s < 0]
-    if negative:
-        raise ValueError(f"{what} must be >= 0; got {negative[:10]}")
-    return list(seeds)
 
 
 class TabularEnv(gym.Env[ObsType, np.int64]):
@@ -420,8 +398,9 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             TypeError: ``seed`` is not an integer.
             ValueError: A negative seed.
         """
-        _check_seed_type(seed, "seed")
-        seed = int(seed)
+        return self._tree(check_seed(seed))
+
+    def _tree(self, seed: int) -> int:
         if seed in self._row:
             return seed
         instance = self.instances[seed % len(self.instances)]
@@ -431,13 +410,9 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[ObsType, dict[str, Any]]:
-        if seed is not None:
-            _check_seed_type(seed, "seed")
-            seed = int(seed)
+        seed = None if seed is None else check_seed(seed)
         super().reset(seed=seed)
-        if seed is None:
-            seed = int(self.np_random.integers(2**31))
-        tree = self.tree_of(seed)
+        tree = self._tree(int(self.np_random.integers(2**31)) if seed is None else seed)
         self._s = self._row[tree]
         self._seed = tree
         instance = self.table.instance_of(tree)
@@ -558,7 +533,7 @@ def _checked_seeds(table: Table, seeds: Any, own: Sequence[int]) -> tuple[int, .
     if not chosen:
         raise ValueError(f"seeds={seeds!r} is empty: reset() would have no seed to draw. {allowed}.")
     for seed in chosen:
-        _check_seed_type(seed, "seed")
+        check_seed(seed)
         if int(seed) not in table.seeds:
             raise ValueError(f"Seed {seed!r} is not in the table. Allowed: its seeds {list(table.seeds)}.")
         if int(seed) not in own:
@@ -589,18 +564,3 @@ def _loss_text(name: str) -> tuple[str, str]:
     if cls is None:
         return "", ""
     return str(cls.description), str(cls.role)
-
-
-def _check_seed_type(seed: Any, what: str) -> None:
-    """A seed is an integer ``>= 0`` (Python or NumPy), never a bool, float or string.
-
-    Raises:
-        TypeError: Another type (``True`` would otherwise play seed 1).
-        ValueError: A negative integer.
-    """
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(
-            f"{what}={seed!r} ({type(seed).__name__}) is not a seed. Allowed: an integer >= 0."
-        )
-    if seed < 0:
-        raise ValueError(f"{what}={seed!r} is negative. Allowed: an integer >= 0.")

@@ -151,6 +151,24 @@ def test_bad_arguments_are_refused(kwargs, match):
         TextObjective("clean", **kwargs)
 
 
+def test_retry_settings_are_checked_by_the_one_schema_the_agent_uses():
+    """The objective and the LLM agent check their retry arguments with RetrySettings,
+    once, and the chat is built with what was checked (it checks nothing itself)."""
+    from agents.llm.agent import LLMAgent
+    from lossagent_env.chat import RetrySettings
+
+    objective = TextObjective("clean", judge="x", method="text", max_retries=4, backoff_base=0.25)
+    assert objective.settings == RetrySettings(method="text", max_retries=4, transport_retries=2, backoff_base=0.25)
+    agent = LLMAgent("openai:x", method="json_schema", transport_retries=0)
+    assert agent.settings == RetrySettings(method="json_schema", transport_retries=0)
+    for build, owner in ((lambda **k: TextObjective("clean", judge="x", **k), "JudgeObjective"),
+                         (lambda **k: LLMAgent("openai:x", **k), "LLMAgent")):
+        with pytest.raises(ValueError, match=rf"^{owner}\(backoff_base=inf\): Input should be a finite number"):
+            build(backoff_base=math.inf)
+        with pytest.raises(ValueError, match=rf"^{owner}\(max_retries=True\): Input should be a valid integer"):
+            build(max_retries=True)
+
+
 # --------------------------------------------------------------- translate
 def test_translate_keeps_known_metrics_and_reports_unknown_ones(batch):
     restored, target, _ = batch

@@ -34,6 +34,7 @@ from lossagent_env.chat.local import lifetime
 from lossagent_env.chat.local.handshake import READY_PATH, Handshake, proof
 from lossagent_env.chat.local.model_file import INSTALL_HINT, local_model_path
 from lossagent_env.chat.local.patches import check_names, warning_line
+from lossagent_env.cpus import available_cpus
 
 __all__ = [
     "DEFAULT_CHAT_FORMAT",
@@ -41,7 +42,6 @@ __all__ = [
     "MODEL_ALIAS",
     "SERVE_MODULE",
     "LocalLLMServer",
-    "cpus",
     "default_threads",
 ]
 
@@ -115,14 +115,6 @@ def _check_server_dependencies() -> None:
         )
 
 
-def cpus() -> int:
-    """Number of CPUs this process may run on."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not Linux
-        return max(os.cpu_count() or 1, 1)
-
-
 def default_threads() -> int:
     """The server's threads: this process's torch threads, at most its CPUs.
 
@@ -136,7 +128,7 @@ def default_threads() -> int:
     """
     import torch
 
-    return max(min(torch.get_num_threads(), cpus()), 1)
+    return max(min(torch.get_num_threads(), available_cpus()), 1)
 
 
 def _tail(path: Path | None, max_lines: int = 40) -> str:
