@@ -11,6 +11,7 @@ import threading
 import torch
 
 from lossagent_env.device import resolve_device
+from lossagent_env.metrics import ssim_patch
 from lossagent_env.metrics.catalogue import MetricInfo, catalogue, metric_info
 
 __all__ = ["Metric", "clear_cache", "create_metric", "usable_metrics"]
@@ -123,6 +124,8 @@ def create_metric(name: str, device: str | torch.device = "cpu") -> Metric:
     Metrics are cached per ``(name, device)``: a second call returns the same object.
     pyiqa's real constructor runs inside :func:`lossagent_env.assets.no_downloads`, so
     a missing weight file raises before any download is attempted.
+    pyiqa's SSIM metrics run with the patch of :mod:`~lossagent_env.metrics.ssim_patch`
+    where it applies (else one warning line says why not).
 
     Args:
         name: A pyiqa metric name (see :func:`metric_names`).
@@ -151,7 +154,7 @@ def create_metric(name: str, device: str | torch.device = "cpu") -> Metric:
             return _CACHE[key]
     import pyiqa
 
-    _install_separable_ssim_filter()
+    ssim_patch.apply()
     # Built outside the cache lock (no_downloads holds its own); a metric two threads
     # build at once is built twice and the first one stored wins.
     # pyiqa prints what it loads, and torch.hub announces "Downloading: ..." on stderr
@@ -168,53 +171,6 @@ def create_metric(name: str, device: str | torch.device = "cpu") -> Metric:
         _relay(printed.getvalue(), errors.getvalue())
     with _CACHE_LOCK:
         return _CACHE.setdefault(key, Metric(info, model, dev))
-
-
-def _rank_one(window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(column, row)`` filters whose product is ``window`` (``(C, 1, k, k)``, every
-    channel's window rank one, as pyiqa's Gaussian ``fspecial`` is), or None."""
-    if window.dim() != 4 or window.shape[1] != 1 or window.shape[-1] != window.shape[-2]:
-        return None
-    middle = window.shape[-1] // 2
-    pivot = window[:, :, middle : middle + 1, middle : middle + 1]
-    if not bool((pivot != 0).all()):
-        return None
-    column = window[:, :, :, middle : middle + 1]  # (C, 1, k, 1)
-    row = window[:, :, middle : middle + 1, :] / pivot  # (C, 1, 1, k)
-    # pyiqa builds the window in float32: rank one to float32 precision is rank one
-    if not torch.allclose(column * row, window, rtol=0.0, atol=1e-6 * float(window.abs().max())):
-        return None
-    return column, row
-
-
-def _install_separable_ssim_filter() -> None:
-    """Let pyiqa's SSIM (and MS-SSIM) filter float64 images with its Gaussian window as
-    two 1-D passes instead of one 11 x 11 pass.
-
-    pyiqa computes the SSIM metric in float64, where torch's 2-D convolution has no fast
-    kernel: its five window filters were two thirds of a table node's evaluation
-    (15 ms each for 3 crops of 128 px, 0.75 ms as two 1-D passes). The two passes
-    apply the window to float32 precision, the precision pyiqa builds it in, and the
-    scores agree to 1e-8 (tested). Only float64 inputs take this path, so the SSIM losses, which
-    call the same pyiqa function in float32, train exactly as before; windows that are
-    not rank one take pyiqa's own path.
-    """
-    from pyiqa.archs import ssim_arch
-
-    stock = ssim_arch.filter2
-    if getattr(stock, "separable", False):
-        return
-
-    def filter2(image: torch.Tensor, window: torch.Tensor, shape: str = "same") -> torch.Tensor:
-        factors = _rank_one(window) if shape == "valid" and image.dtype == torch.float64 else None
-        if factors is None:
-            return stock(image, window, shape)
-        column, row = factors
-        groups = image.shape[1]
-        return torch.nn.functional.conv2d(torch.nn.functional.conv2d(image, column, groups=groups), row, groups=groups)
-
-    filter2.separable = True  # type: ignore[attr-defined]
-    ssim_arch.filter2 = filter2
 
 
 def _relay(printed: str, errors: str) -> None:
