@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import math
 from collections import deque
@@ -101,6 +100,7 @@ class BanditCore:
         window: Keep only the last ``window`` pulls (None = all). Exclusive with
             ``discount``.
         rng: The bandit's own generator (a new unseeded one if None).
+        **options: The subclass's own options (:attr:`options`), checked here.
 
     Raises:
         ValueError: ``n_arms`` not an integer ``>= 1``, ``discount`` outside
@@ -112,16 +112,13 @@ class BanditCore:
     """The schema of the subclass's own options (``epsilon``, ``c``, ...)."""
 
     def __init__(
-        self,
-        n_arms: int,
-        *,
-        discount: float | None = None,
-        window: int | None = None,
-        rng: np.random.Generator | None = None,
+        self, n_arms: int, *, discount: float | None = None, window: int | None = None,
+        rng: np.random.Generator | None = None, **options: Any,
     ) -> None:
-        checked = check_arguments(
-            _CoreArguments, type(self).__name__, {"n_arms": n_arms, "discount": discount, "window": window}
-        )
+        owner = type(self).__name__
+        checked = check_arguments(_CoreArguments, owner, {"n_arms": n_arms, "discount": discount, "window": window})
+        for name, value in check_arguments(self.options, owner, options):
+            setattr(self, name, value)
         self.n_arms = checked.n_arms
         self.discount = checked.discount
         self.window = checked.window
@@ -228,9 +225,10 @@ class EpsilonGreedy(BanditCore):
 
     options = _EpsilonOptions
 
+    epsilon: float
+
     def __init__(self, n_arms: int, *, epsilon: float = 0.1, **kwargs: Any) -> None:
-        super().__init__(n_arms, **kwargs)
-        self.epsilon = check_arguments(self.options, type(self).__name__, {"epsilon": epsilon}).epsilon
+        super().__init__(n_arms, epsilon=epsilon, **kwargs)
 
     def select_arm(self) -> int:
         n, s, _ = self.stats()
@@ -261,11 +259,11 @@ class UCB1(BanditCore):
 
     options = _UCBOptions
 
+    c: float
+    normalize: bool
+
     def __init__(self, n_arms: int, *, c: float = 1.0, normalize: bool = True, **kwargs: Any) -> None:
-        super().__init__(n_arms, **kwargs)
-        checked = check_arguments(self.options, type(self).__name__, {"c": c, "normalize": normalize})
-        self.c = checked.c
-        self.normalize = checked.normalize
+        super().__init__(n_arms, c=c, normalize=normalize, **kwargs)
 
     def indices(self) -> np.ndarray:
         """Upper confidence bound of every arm (inf for untried arms)."""
@@ -307,17 +305,13 @@ class GaussianThompson(BanditCore):
 
     options = _ThompsonOptions
 
+    prior_strength: float
+    prior_variance: float
+
     def __init__(
         self, n_arms: int, *, prior_strength: float = 1.0, prior_variance: float = 1.0, **kwargs: Any
     ) -> None:
-        super().__init__(n_arms, **kwargs)
-        checked = check_arguments(
-            self.options,
-            type(self).__name__,
-            {"prior_strength": prior_strength, "prior_variance": prior_variance},
-        )
-        self.prior_strength = checked.prior_strength
-        self.prior_variance = checked.prior_variance
+        super().__init__(n_arms, prior_strength=prior_strength, prior_variance=prior_variance, **kwargs)
 
     def select_arm(self) -> int:
         n, s, _ = self.stats()
@@ -416,10 +410,7 @@ class _BanditAgent(BaseAgent):
         self.discount = discount
         self.window = window
         self.core_kwargs = core_kwargs
-        allowed = [
-            p for p in inspect.signature(self.core_class).parameters
-            if p not in ("n_arms", "kwargs", "rng", "discount", "window")
-        ]
+        allowed = list(self.core_class.options.model_fields)
         for key in core_kwargs:
             if key not in allowed:
                 raise KeyError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -12,7 +11,7 @@ import numpy as np
 
 from agents.base import Agent, InvalidActionError, agent_name, resolve_weights
 from agents.spec import AgentSpec, preset_choice
-from agents.trajectory import Stage, Trajectory
+from agents.trajectory import Stage, Trajectory, initial_record
 from lossagent_env.actions import check_weights
 from lossagent_env.jsonable import jsonable
 
@@ -33,17 +32,6 @@ def _check_action(action: Any, spec: AgentSpec, name: str) -> np.ndarray | int:
         return check_weights(action, spec.loss_names, f"action of agent {name!r}")
     except ValueError as e:
         raise InvalidActionError(f"{e} Agent {name!r} returned it: it is outside the action space.") from None
-
-
-def _initial_record(info: Mapping[str, Any]) -> dict[str, Any]:
-    record = {
-        "metrics": {k: float(v) for k, v in info.get("metrics", {}).items()},
-        "objective": float(info.get("objective", math.nan)),
-        "loss_values": {k: float(v) for k, v in info.get("loss_values", {}).items()},
-    }
-    if info.get("feedback") is not None:
-        record["feedback"] = str(info["feedback"])
-    return record
 
 
 def _notes_jsonable(notes: Any, name: str) -> dict[str, Any]:
@@ -103,7 +91,7 @@ def run_episode(
         seed=seed,
         env_id=spec.env_id,
         loss_names=list(spec.loss_names),
-        initial=_initial_record(info),
+        initial=initial_record(info),
     )
     get_notes = getattr(agent, "notes", None)
     answer: np.ndarray | int
@@ -121,19 +109,9 @@ def run_episode(
         agent.observe(action, reward, observation, info, terminated, truncated)
         timings = {"act_seconds": act_seconds}
         timings.update({k: float(v) for k, v in getattr(env.unwrapped, "timings", {}).items()})
-        record = Stage(
-            stage=int(info.get("stage", len(trajectory.stages) + 1)),
-            action=[float(a) for a in played],
-            weights={k: float(v) for k, v in info.get("weights", {}).items()},
-            metrics={k: float(v) for k, v in info.get("metrics", {}).items()},
-            objective=float(info.get("objective", math.nan)),
-            reward=float(reward),
-            loss_values={k: float(v) for k, v in info.get("loss_values", {}).items()},
-            diverged=bool(info.get("diverged", False)),
-            feedback=None if info.get("feedback") is None else str(info["feedback"]),
-            notes=_notes_jsonable(notes, name),
-            timings=timings,
-            preset=spec.preset_names[action] if spec.discrete else None,
+        record = Stage.from_step(
+            info, reward, played, stage=len(trajectory.stages) + 1, notes=_notes_jsonable(notes, name),
+            timings=timings, preset=spec.preset_names[action] if spec.discrete else None,
         )
         trajectory.stages.append(record)
         logger.debug(

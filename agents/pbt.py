@@ -47,6 +47,7 @@ from gymnasium import spaces as gym_spaces
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.base import AgentSpec, BaseAgent, Stage, Trajectory, resolve_weights
+from agents.trajectory import initial_record
 from lossagent_env.arguments import Positive, check_arguments
 
 logger = logging.getLogger(__name__)
@@ -109,19 +110,12 @@ def exploit_and_explore(
             else:
                 new[i] = new[i] * perturb_factors[int(rng.integers(2))]
         weights[member] = np.clip(new, 0.0, 1.0).astype(np.float32)
-        events.append(
-            {
-                "kind": "exploit",
-                "stage": int(stage),
-                "member": member,
-                "from_member": source,
-                "objective": float(objectives[member]),
-                "from_objective": float(objectives[source]),
-                "old_weights": [float(w) for w in old],
-                "new_weights": [float(w) for w in weights[member]],
-                "resampled": resampled,
-            }
-        )
+        events.append({
+            "kind": "exploit", "stage": int(stage), "member": member, "from_member": source,
+            "objective": float(objectives[member]), "from_objective": float(objectives[source]),
+            "old_weights": [float(w) for w in old], "new_weights": [float(w) for w in weights[member]],
+            "resampled": resampled,
+        })
         logger.info(
             "PBT stage %d: member %d (objective %.6g) copies member %d (%.6g).",
             stage, member, objectives[member], source, objectives[source],
@@ -190,12 +184,8 @@ class PBTAgent(BaseAgent):
         # initial_weights goes to member 0, not to the first action of BaseAgent.
         super().__init__(initial_weights=None)
         checked = _check_options(
-            "PBTAgent",
-            population=population,
-            quantile=quantile,
-            perturb_factors=perturb_factors,
-            resample_prob=resample_prob,
-            interval=interval,
+            "PBTAgent", population=population, quantile=quantile, perturb_factors=perturb_factors,
+            resample_prob=resample_prob, interval=interval,
         )
         self.population = checked.population
         self.quantile = checked.quantile
@@ -256,14 +246,8 @@ class PBTAgent(BaseAgent):
         events: list[dict[str, Any]] = []
         if stage > 0 and stage % self.interval == 0:
             events = exploit_and_explore(
-                stage,
-                self._objectives,
-                self._weights,
-                self.rng,
-                quantile=self.quantile,
-                perturb_factors=self.perturb_factors,
-                resample_prob=self.resample_prob,
-                loss_names=self.spec.loss_names,
+                stage, self._objectives, self._weights, self.rng, quantile=self.quantile,
+                perturb_factors=self.perturb_factors, resample_prob=self.resample_prob, loss_names=self.spec.loss_names,
             )
             for event in events:
                 self._states[event["member"]] = self._states[event["from_member"]]
@@ -345,32 +329,21 @@ def run_pbt(
     else:
         factories = [env_fns]
     options = _check_options(
-        "run_pbt",
-        population=population,
-        quantile=quantile,
-        perturb_factors=perturb_factors,
-        resample_prob=resample_prob,
-        interval=interval,
+        "run_pbt", population=population, quantile=quantile, perturb_factors=perturb_factors,
+        resample_prob=resample_prob, interval=interval,
     )
     if not isinstance(env_fns, Sequence):
         factories *= options.population
-    perturb_factors = options.perturb_factors
     envs = [make() for make in factories]
     try:
-        return _run_pbt(envs, seed, quantile, perturb_factors, resample_prob, interval, initial_weights, callbacks)
+        return _run_pbt(envs, seed, options, initial_weights, callbacks)
     finally:
         for env in envs:
             env.close()
 
 
 def _run_pbt(
-    envs: list[Any],
-    seed: int | None,
-    quantile: float,
-    perturb_factors: tuple[float, float],
-    resample_prob: float,
-    interval: int,
-    initial_weights: Any,
+    envs: list[Any], seed: int | None, options: _PBTOptions, initial_weights: Any,
     callbacks: Sequence[Callable[[Stage, Any], None]],
 ) -> PBTResult:
     rng = np.random.default_rng(seed)
@@ -384,17 +357,8 @@ def _run_pbt(
     for env in envs:
         _, info = env.reset(seed=seed)
         members.append(
-            Trajectory(
-                agent="pbt",
-                seed=seed,
-                env_id=spec.env_id,
-                loss_names=list(spec.loss_names),
-                initial={
-                    "metrics": dict(info["metrics"]),
-                    "objective": float(info["objective"]),
-                    "loss_values": dict(info["loss_values"]),
-                },
-            )
+            Trajectory(agent="pbt", seed=seed, env_id=spec.env_id, loss_names=list(spec.loss_names),
+                       initial=initial_record(info))
         )
     pending: dict[int, dict[str, Any]] = {}
     trained = 0
@@ -406,34 +370,17 @@ def _run_pbt(
             notes: dict[str, Any] = {"member": member}
             if member in pending:
                 notes["exploited"] = pending.pop(member)
-            record = Stage(
-                stage=int(info["stage"]),
-                action=[float(w) for w in weights[member]],
-                weights={k: float(v) for k, v in info["weights"].items()},
-                metrics={k: float(v) for k, v in info["metrics"].items()},
-                objective=float(info["objective"]),
-                reward=float(reward),
-                loss_values={k: float(v) for k, v in info["loss_values"].items()},
-                diverged=bool(info["diverged"]),
-                feedback=None if info.get("feedback") is None else str(info["feedback"]),
-                notes=notes,
-                timings={k: float(v) for k, v in getattr(env.unwrapped, "timings", {}).items()},
-            )
+            timings = {k: float(v) for k, v in getattr(env.unwrapped, "timings", {}).items()}
+            record = Stage.from_step(info, reward, weights[member], stage=stage + 1, notes=notes, timings=timings)
             members[member].stages.append(record)
             objectives.append(record.objective)
             for callback in callbacks:
                 callback(record, env)
         done = stage + 1
-        if done < spec.max_stages and done % interval == 0:
+        if done < spec.max_stages and done % options.interval == 0:
             events = exploit_and_explore(
-                done,
-                objectives,
-                weights,
-                rng,
-                quantile=quantile,
-                perturb_factors=perturb_factors,
-                resample_prob=resample_prob,
-                loss_names=spec.loss_names,
+                done, objectives, weights, rng, quantile=options.quantile, perturb_factors=options.perturb_factors,
+                resample_prob=options.resample_prob, loss_names=spec.loss_names,
             )
             for event in events:
                 dst, src = event["member"], event["from_member"]

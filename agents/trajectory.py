@@ -32,7 +32,7 @@ from pydantic import (
 
 from lossagent_env.arguments import describe_problem
 
-__all__ = ["Stage", "Trajectory"]
+__all__ = ["Stage", "Trajectory", "initial_record"]
 
 
 @dataclass
@@ -68,6 +68,28 @@ class Stage:
     notes: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     preset: str | None = None
+
+    @classmethod
+    def from_step(
+        cls, info: Mapping[str, Any], reward: float, action: Any, *, stage: int, notes: dict[str, Any],
+        timings: dict[str, float], preset: str | None = None,
+    ) -> Stage:
+        """The record of a step from what the env returned (``info`` as the env documents
+        it); ``stage`` is the index used when ``info`` has none."""
+        return cls(
+            stage=int(info.get("stage", stage)),
+            action=[float(a) for a in action],
+            weights=_floats(info.get("weights")),
+            metrics=_floats(info.get("metrics")),
+            objective=float(info.get("objective", math.nan)),
+            reward=float(reward),
+            loss_values=_floats(info.get("loss_values")),
+            diverged=bool(info.get("diverged", False)),
+            feedback=None if info.get("feedback") is None else str(info["feedback"]),
+            notes=notes,
+            timings=timings,
+            preset=preset,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types."""
@@ -266,6 +288,23 @@ class _TrajectoryModel(BaseModel):
     def initial_dict(self) -> dict[str, Any]:
         """``initial`` with the keys it was given (the round trip keeps the rest out)."""
         return copy.deepcopy(self.initial.model_dump(exclude_unset=True))
+
+
+def initial_record(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``Trajectory.initial`` from the env's ``info`` after reset: metrics, objective,
+    loss values, and the feedback if there is any."""
+    record = {
+        "metrics": _floats(info.get("metrics")),
+        "objective": float(info.get("objective", math.nan)),
+        "loss_values": _floats(info.get("loss_values")),
+    }
+    if info.get("feedback") is not None:
+        record["feedback"] = str(info["feedback"])
+    return record
+
+
+def _floats(values: Mapping[str, Any] | None) -> dict[str, float]:
+    return {k: float(v) for k, v in (values or {}).items()}
 
 
 def _validated(model: type[BaseModel], data: Any, what: str) -> Any:

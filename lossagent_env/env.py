@@ -283,11 +283,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             raise RuntimeError(
                 "The initial network produced non-finite outputs; check init_checkpoint."
             )
-        self.timings = {
-            "train_seconds": 0.0,
-            "eval_seconds": time.perf_counter() - t0,
-            "prepare_seconds": 0.0,
-        }
+        self.timings = {"train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0, "prepare_seconds": 0.0}
         self._last = evaluation
         self._last["action"] = np.zeros(len(self.loss_names), np.float32)
         self._reference = evaluation["objective"]  # J that the next reward counts from
@@ -355,11 +351,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             self._last = evaluation
         self._last["action"] = action
         self._stage += 1
-        self.timings = {
-            "train_seconds": t1 - t0,
-            "eval_seconds": t2 - t1,
-            "prepare_seconds": t_prepared - t0,
-        }
+        self.timings = {"train_seconds": t1 - t0, "eval_seconds": t2 - t1, "prepare_seconds": t_prepared - t0}
         truncated = self._stage >= config.max_stages
         return self._observation(), reward, False, truncated, self._info(diverged)
 
@@ -438,16 +430,13 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
                 room for the test crops.
             gym.error.ResetNeeded: ``reset`` was not called.
         """
-        if split not in ("val", "test"):
-            raise ValueError(f"split={split!r} is not supported. Allowed: 'val' or 'test'")
-        if self._stage is None:
-            raise gym.error.ResetNeeded("Call reset() before measure().")
+        eval_set = self._split_set(split, "measure")
         built = make_objective(objective)
         if built is not objective:
             built.setup(self.device)
-        eval_set = self._split_set(split) if split == "test" else None
         weights = np.asarray(self._last["action"], np.float64) * self._scales
         training = self.model.training  # a diverged stage can leave train mode on
+        assert self._stage is not None  # checked by _split_set
         evaluation = self._evaluate(weights, self._stage, objective=built, eval_set=eval_set)
         self.model.train(training)
         if evaluation is None:  # reset and step always leave a finite network
@@ -469,11 +458,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             ValueError: ``split`` is not ``"val"`` or ``"test"``.
             gym.error.ResetNeeded: ``reset`` was not called.
         """
-        if split not in ("val", "test"):
-            raise ValueError(f"split={split!r} is not supported. Allowed: 'val' or 'test'")
-        if self._stage is None:
-            raise gym.error.ResetNeeded("Call reset() before restore().")
-        inputs, targets = self._split_set(split)
+        inputs, targets = self._split_set(split, "restore")
         training = self.model.training
         self.model.eval()
         with torch.no_grad():
@@ -482,8 +467,13 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         return inputs, restored, targets
 
     # ------------------------------------------------------------ internals
-    def _split_set(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(inputs, targets)`` of an evaluation split; the test split is cut on first use."""
+    def _split_set(self, split: str, caller: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(inputs, targets)`` of an evaluation split for :meth:`measure` or
+        :meth:`restore` (``caller``); the test split is cut on first use."""
+        if split not in ("val", "test"):
+            raise ValueError(f"split={split!r} is not supported. Allowed: 'val' or 'test'")
+        if self._stage is None:
+            raise gym.error.ResetNeeded(f"Call reset() before {caller}().")
         if split == "val":
             return self._eval_lr, self._eval_hr
         if self._test_set is None:

@@ -59,9 +59,7 @@ __all__ = [
     "build_messages",
     "estimate_tokens",
     "format_instructions",
-    "prompt_variables",
     "render_examples",
-    "render_format",
     "render_history",
     "render_objective",
     "render_parts",
@@ -112,6 +110,8 @@ Whole runs with the same presets, stages and objective, on other images (so thei
 values are on another scale than yours): the preset of each stage, J at the start and \
 J after the last stage.
 {example_table}"""
+"""The example trajectories an agent with an ``examples`` budget was given, after the
+objective (empty without examples, so the prompt is then unchanged)."""
 
 OTHER_OBJECTIVE_EXAMPLES_TEMPLATE = """
 
@@ -122,8 +122,6 @@ that objective, not to yours: the preset of each stage, J at the start and J aft
 last stage.
 {example_table}"""
 """Examples of the new-objective track: played under the objective the agent tuned on."""
-"""The example trajectories an agent with an ``examples`` budget was given, after the
-objective (empty without examples, so the prompt is then unchanged)."""
 
 PRESET_SYSTEM_TEMPLATE = """\
 You are LossAgent, an expert in training image-restoration networks. You choose the \
@@ -166,22 +164,17 @@ OBJECTIVE_PROMPT = PromptTemplate.from_template(OBJECTIVE_TEMPLATE)
 USER_TEMPLATE = OBJECTIVE_TEMPLATE + "\n\n" + FORMAT_TEMPLATE + "\n\n" + HISTORY_TEMPLATE
 """The user message: objective, format, history (what changes least comes first)."""
 
-PROMPT = ChatPromptTemplate.from_messages(
-    [
-        ("system", SYSTEM_TEMPLATE),
-        ("human", USER_TEMPLATE),
-        MessagesPlaceholder("reask", optional=True),
-    ]
-)
+
+def _chat_prompt(system: str) -> ChatPromptTemplate:
+    return ChatPromptTemplate.from_messages(
+        [("system", system), ("human", USER_TEMPLATE), MessagesPlaceholder("reask", optional=True)]
+    )
+
+
+PROMPT = _chat_prompt(SYSTEM_TEMPLATE)
 """The whole prompt: system message, then objective + format + history as the user message."""
 
-PRESET_PROMPT = ChatPromptTemplate.from_messages(
-    [
-        ("system", PRESET_SYSTEM_TEMPLATE),
-        ("human", USER_TEMPLATE),
-        MessagesPlaceholder("reask", optional=True),
-    ]
-)
+PRESET_PROMPT = _chat_prompt(PRESET_SYSTEM_TEMPLATE)
 """The prompt on a preset env: the presets in the system message, preset names in the history."""
 
 
@@ -428,29 +421,6 @@ def format_instructions(spec: AgentSpec, method: str, schema: type[BaseModel]) -
     raise ValueError(f"method={method!r} is unknown. Allowed: ('function_calling', 'json_schema', 'text')")
 
 
-def render_format(spec: AgentSpec, method: str, schema: type[BaseModel]) -> str:
-    """The format prompt."""
-    return FORMAT_PROMPT.format(format_instructions=format_instructions(spec, method, schema))
-
-
-def prompt_variables(
-    spec: AgentSpec,
-    records: Sequence[HistoryRecord],
-    *,
-    method: str,
-    schema: type[BaseModel],
-    order: str = "chronological",
-    max_history_tokens: int | None = None,
-    examples: Sequence[ExampleRun] = (),
-) -> dict[str, Any]:
-    """Every variable of :data:`PROMPT` (except ``reask``)."""
-    return {
-        **_system_variables(spec, examples),
-        **_history_variables(spec, records, order, max_history_tokens),
-        "format_instructions": format_instructions(spec, method, schema),
-    }
-
-
 def render_parts(
     spec: AgentSpec,
     records: Sequence[HistoryRecord],
@@ -465,7 +435,7 @@ def render_parts(
     return PromptParts(
         system=render_system(spec),
         history=render_history(spec, records, order, max_history_tokens),
-        format=render_format(spec, method, schema),
+        format=FORMAT_PROMPT.format(format_instructions=format_instructions(spec, method, schema)),
         objective=render_objective(spec, examples),
     )
 
@@ -481,10 +451,12 @@ def build_messages(
     reask: Sequence[BaseMessage] = (),
     examples: Sequence[ExampleRun] = (),
 ) -> list[BaseMessage]:
-    """The chat messages of one request: :data:`PROMPT` filled in."""
-    variables = prompt_variables(
-        spec, records, method=method, schema=schema, order=order, max_history_tokens=max_history_tokens,
-        examples=examples,
-    )
+    """The chat messages of one request: :data:`PROMPT` (:data:`PRESET_PROMPT` on a preset
+    env) filled in, then the re-asks."""
     prompt = PRESET_PROMPT if spec.discrete else PROMPT
-    return prompt.format_messages(**variables, reask=list(reask))
+    return prompt.format_messages(
+        **_system_variables(spec, examples),
+        **_history_variables(spec, records, order, max_history_tokens),
+        format_instructions=format_instructions(spec, method, schema),
+        reask=list(reask),
+    )

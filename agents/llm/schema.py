@@ -28,7 +28,6 @@ __all__ = [
     "RATIONALE_LIMIT",
     "RATIONALE_MAX_CHARS",
     "RationaleChars",
-    "check_rationale_chars",
     "make_answer_schema",
     "make_preset_schema",
     "summary",
@@ -76,17 +75,6 @@ RationaleChars = Annotated[int, Field(strict=True, ge=1, le=RATIONALE_LIMIT)]
 """A valid ``rationale_chars``: an integer in ``[1, RATIONALE_LIMIT]``."""
 
 
-def check_rationale_chars(value: int) -> int:
-    """``value`` if it is a valid ``rationale_chars`` (:data:`RationaleChars`).
-
-    Raises:
-        ValueError: Anything else, naming the value.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= RATIONALE_LIMIT:
-        raise ValueError(f"rationale_chars={value!r} is not allowed. Allowed: an integer in [1, {RATIONALE_LIMIT}].")
-    return value
-
-
 def _field_name(loss: str, taken: set[str]) -> str:
     name = re.sub(r"\W", "_", loss)
     if not name or name[0].isdigit() or keyword.iskeyword(name) or name in _RESERVED or name.startswith("_"):
@@ -111,6 +99,14 @@ class _AnswerBase(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="ignore", json_schema_extra=_schema_extra)
 
 
+def _rationale(why: str, chars: int) -> tuple[type, Any]:
+    """The ``rationale`` field: its length is in the JSON schema only, so constrained
+    decoders (the local model's grammar) enforce it, and a small model can neither ramble
+    until its token limit nor leave it empty; other models' answers are still accepted."""
+    description = f"One or two short sentences: why {why}, given the history."
+    return str, Field(default="", description=description, json_schema_extra={"minLength": 1, "maxLength": chars})
+
+
 def make_answer_schema(
     loss_names: Sequence[str],
     descriptions: Mapping[str, str] | None = None,
@@ -125,7 +121,8 @@ def make_answer_schema(
         descriptions: Loss name -> description; each field is described by its first
             sentence. None: fields name their loss only (the LLM agent's system prompt
             already holds the loss table, and the schema is shown to the model too).
-        rationale_chars: Longest rationale stated in the JSON schema (``maxLength``).
+        rationale_chars: Longest rationale stated in the JSON schema (``maxLength``), an
+            integer in ``[1, RATIONALE_LIMIT]`` (checked by :class:`~agents.llm.LLMAgent`).
 
     Returns:
         A Pydantic model named ``LossWeights`` with one ``float`` field per loss (JSON
@@ -154,17 +151,7 @@ def make_answer_schema(
                 allow_inf_nan=False,
             ),
         )
-    fields["rationale"] = (
-        str,
-        Field(
-            default="",
-            description="One or two short sentences: why these weights, given the history.",
-            # In the JSON schema only: constrained decoders (the local model's grammar)
-            # enforce it, so a small model can neither ramble until its token limit nor
-            # leave the rationale empty; other models' answers are still accepted.
-            json_schema_extra={"minLength": 1, "maxLength": check_rationale_chars(rationale_chars)},
-        ),
-    )
+    fields["rationale"] = _rationale("these weights", rationale_chars)
     model = create_model(
         ANSWER_SCHEMA_NAME,
         __base__=_AnswerBase,
@@ -248,14 +235,7 @@ def make_preset_schema(
             preset_type,
             Field(description=f"The name of one preset: {', '.join(names)}."),
         ),
-        rationale=(
-            str,
-            Field(
-                default="",
-                description="One or two short sentences: why this preset, given the history.",
-                json_schema_extra={"minLength": 1, "maxLength": check_rationale_chars(rationale_chars)},
-            ),
-        ),
+        rationale=_rationale("this preset", rationale_chars),
     )
 
 

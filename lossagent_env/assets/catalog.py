@@ -287,103 +287,34 @@ class Asset:
         )
 
 
+_BOTH_FILES = "a folder holding both files, or one file at a time"
+_TIMM = ("timm", "safetensors")
+
 ASSETS: Registry[Asset] = Registry("asset")
+"""Asset name -> :class:`Asset`; the only list of weight files."""
 
-
-def _register(asset: Asset) -> None:
-    ASSETS.register(asset.name, asset)
-
-
-_register(
-    Asset(
-        "niqe",
-        "metric",
-        "pyiqa NIQE: pristine natural-scene statistics (mu 36, cov 36x36)",
-        lambda: (
-            _pyiqa_file("niqe_arch", "url", "mat", ("mu_prisparam", "cov_prisparam")),
-        ),
-        sources_hint=NIQE_SOURCES,
-    )
-)
-_register(
-    Asset(
-        "brisque",
-        "metric",
-        "pyiqa BRISQUE: SVM weights",
-        lambda: (_pyiqa_file("brisque_arch", "url"),),
-    )
-)
-_register(
-    Asset(
-        "lpips",
-        "metric",
-        "pyiqa LPIPS (AlexNet trunk and linear heads); also the 'lpips' loss",
-        lambda: _lpips_files("lpips"),
-        sources_hint="a folder holding both files, or one file at a time",
-    )
-)
-_register(
-    Asset(
-        "lpips-vgg",
-        "metric",
-        "pyiqa LPIPS with a VGG16 trunk",
-        lambda: _lpips_files("lpips-vgg"),
-        sources_hint="a folder holding both files, or one file at a time",
-    )
-)
-_register(
-    Asset(
-        "dists",
-        "metric",
-        "pyiqa DISTS (VGG16 trunk and learned weights)",
-        lambda: (_torchvision_file("VGG16_Weights"), _pyiqa_file("dists_arch", "url")),
-        sources_hint="a folder holding both files, or one file at a time",
-    )
-)
-_register(
-    Asset(
-        "musiq",
-        "metric",
-        "pyiqa MUSIQ trained on KonIQ-10k",
-        lambda: (_pyiqa_file("musiq_arch", _pyiqa_opts("musiq")["pretrained"]),),
-    )
-)
-_register(
-    Asset(
-        "clipiqa",
-        "metric",
-        "pyiqa CLIP-IQA (OpenAI CLIP RN50)",
-        lambda: (_clip_file("RN50"),),
-    )
-)
-_register(
-    Asset(
-        "topiq_nr",
-        "metric",
-        "pyiqa TOPIQ no-reference (timm ResNet-50 backbone and TOPIQ heads)",
-        lambda: _topiq_files("topiq_nr"),
-        requires=("timm", "safetensors"),
-        sources_hint="a folder holding both files, or one file at a time",
-    )
-)
-_register(
-    Asset(
-        "nima",
-        "metric",
-        "pyiqa NIMA on AVA (timm Inception-ResNet-v2 backbone and NIMA head)",
-        lambda: _nima_files("nima"),
-        requires=("timm", "safetensors"),
-        sources_hint="a folder holding both files, or one file at a time",
-    )
-)
-_register(
-    Asset(
-        "perceptual",
-        "loss",
-        "perceptual loss: torchvision VGG19 ImageNet features",
-        lambda: (_torchvision_file("VGG19_Weights"),),
-    )
-)
+for _asset in (
+    Asset("niqe", "metric", "pyiqa NIQE: pristine natural-scene statistics (mu 36, cov 36x36)",
+          lambda: (_pyiqa_file("niqe_arch", "url", "mat", ("mu_prisparam", "cov_prisparam")),),
+          sources_hint=NIQE_SOURCES),
+    Asset("brisque", "metric", "pyiqa BRISQUE: SVM weights", lambda: (_pyiqa_file("brisque_arch", "url"),)),
+    Asset("lpips", "metric", "pyiqa LPIPS (AlexNet trunk and linear heads); also the 'lpips' loss",
+          lambda: _lpips_files("lpips"), sources_hint=_BOTH_FILES),
+    Asset("lpips-vgg", "metric", "pyiqa LPIPS with a VGG16 trunk", lambda: _lpips_files("lpips-vgg"),
+          sources_hint=_BOTH_FILES),
+    Asset("dists", "metric", "pyiqa DISTS (VGG16 trunk and learned weights)",
+          lambda: (_torchvision_file("VGG16_Weights"), _pyiqa_file("dists_arch", "url")), sources_hint=_BOTH_FILES),
+    Asset("musiq", "metric", "pyiqa MUSIQ trained on KonIQ-10k",
+          lambda: (_pyiqa_file("musiq_arch", _pyiqa_opts("musiq")["pretrained"]),)),
+    Asset("clipiqa", "metric", "pyiqa CLIP-IQA (OpenAI CLIP RN50)", lambda: (_clip_file("RN50"),)),
+    Asset("topiq_nr", "metric", "pyiqa TOPIQ no-reference (timm ResNet-50 backbone and TOPIQ heads)",
+          lambda: _topiq_files("topiq_nr"), requires=_TIMM, sources_hint=_BOTH_FILES),
+    Asset("nima", "metric", "pyiqa NIMA on AVA (timm Inception-ResNet-v2 backbone and NIMA head)",
+          lambda: _nima_files("nima"), requires=_TIMM, sources_hint=_BOTH_FILES),
+    Asset("perceptual", "loss", "perceptual loss: torchvision VGG19 ImageNet features",
+          lambda: (_torchvision_file("VGG19_Weights"),)),
+):  # fmt: skip
+    ASSETS.register(_asset.name, _asset)
 
 
 def install_command(name: str) -> str:

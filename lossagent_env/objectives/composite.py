@@ -120,9 +120,10 @@ class CompositeObjective(Objective):
         self._names: list[dict[str, str]] = []
 
     def _build_names(self) -> None:
+        """Prefixes, metric names, directions, bounds and scales from the parts."""
         used: set[str] = set()
         self.prefixes, self._names, self.scales = [], [], []
-        names: list[str] = []
+        self.lower_better, self.bounds = {}, {}
         for k, part in enumerate(self.parts):
             base = part.metric_names[0] if len(part.metric_names) == 1 else f"part{k}"
             prefix, n = base, 2
@@ -130,12 +131,10 @@ class CompositeObjective(Objective):
                 prefix, n = f"{base}_{n}", n + 1
             used.add(prefix)
             self.prefixes.append(prefix)
-            mapping = {
-                m: prefix if len(part.metric_names) == 1 else f"{prefix}/{m}"
-                for m in part.metric_names
-            }
+            mapping = {m: prefix if len(part.metric_names) == 1 else f"{prefix}/{m}" for m in part.metric_names}
             self._names.append(mapping)
-            names.extend(mapping.values())
+            for m, name in mapping.items():
+                self.lower_better[name], self.bounds[name] = part.lower_better[m], part.bounds[m]
             scale = self._overrides.get(k, part_scale(part))
             if not (math.isfinite(scale) and 0 < scale < OPEN_BOUND):
                 raise ValueError(
@@ -143,17 +142,7 @@ class CompositeObjective(Objective):
                     f"give scales={{{k}: <typical span of its J>}}."
                 )
             self.scales.append(float(scale))
-        self.metric_names = tuple(names)
-        self.lower_better = {
-            self._names[k][m]: part.lower_better[m]
-            for k, part in enumerate(self.parts)
-            for m in part.metric_names
-        }
-        self.bounds = {
-            self._names[k][m]: part.bounds[m]
-            for k, part in enumerate(self.parts)
-            for m in part.metric_names
-        }
+        self.metric_names = tuple(name for mapping in self._names for name in mapping.values())
         check_j_bound(self, self._given)
 
     def min_image_size(self) -> tuple[int, str | None]:

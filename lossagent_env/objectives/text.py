@@ -139,16 +139,7 @@ def encode_png(image: torch.Tensor) -> str:
         raise ValueError(
             f"encode_png needs a (C, H, W) image with C 1 or 3; got shape {tuple(image.shape)}."
         )
-    array = (
-        image.detach()
-        .float()
-        .clamp(0, 1)
-        .mul(255)
-        .round()
-        .to(torch.uint8)
-        .cpu()
-        .numpy()
-    )
+    array = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
     array = np.ascontiguousarray(array.transpose(1, 2, 0))
     pil = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
     buffer = io.BytesIO()
@@ -450,15 +441,10 @@ class TranslateObjective(TextObjective):
             self._use_default(f"no metric {which}is usable offline now")
             return
         chat = self._structured_chat(self.llm, _mix_schema(names))
-
-        def check(parsed: Any) -> dict[str, float]:
-            mix, dropped, problem = self._check_mix([(t.metric, t.weight) for t in parsed.terms], names)
-            self.dropped.extend(d for d in dropped if d not in self.dropped)
-            if problem is not None:
-                raise ValueError(problem)
-            return mix
-
-        answer = self._ask(chat, [HumanMessage(self.translation_prompt(names))], check, "Translate answer")
+        answer = self._ask(
+            chat, [HumanMessage(self.translation_prompt(names))], lambda parsed: self._mix_of(parsed.terms, names),
+            "Translate answer",
+        )
         if answer.ok:
             self._use_mix(answer.value)
             logger.info("Text %r translated into the mix %s", self.description, self.mix)
@@ -467,42 +453,26 @@ class TranslateObjective(TextObjective):
             f"the model's answers were invalid after {answer.retries + 1} tries: {answer.reason}"
         )
 
-    @staticmethod
-    def _check_mix(
-        terms: Sequence[tuple[str, float]], allowed: Sequence[str]
-    ) -> tuple[dict[str, float], list[str], str | None]:
-        """Validate a proposed mix: (mix, dropped names, problem or None)."""
-        mix: dict[str, float] = {}
-        dropped: list[str] = []
-        for name, weight in terms:
-            if name not in allowed:
-                dropped.append(name)
-                continue
-            if (
-                not isinstance(weight, (int, float))
-                or not math.isfinite(weight)
-                or weight < 0
-            ):
-                return (
-                    {},
-                    dropped,
-                    f"weight of {name!r} is {weight!r}; allowed: a finite number >= 0",
-                )
-            mix[name] = mix.get(name, 0.0) + float(weight)
+    def _mix_of(self, terms: Sequence[Any], allowed: Sequence[str]) -> dict[str, float]:
+        """The mix an answer proposes. Names not in ``allowed`` are dropped, and reported
+        in :attr:`dropped` and a warning; a weight that is not finite and ``>= 0``, or no
+        known metric with a weight ``> 0``, raises ``ValueError`` (the answer is asked
+        again)."""
+        dropped = [t.metric for t in terms if t.metric not in allowed]
+        self.dropped.extend(d for d in dropped if d not in self.dropped)
         if dropped:
-            logger.warning(
-                "Translation named metrics not in the catalogue of usable metrics; dropped: %s",
-                dropped,
-            )
+            logger.warning("Translation named metrics not in the catalogue of usable metrics; dropped: %s", dropped)
+        mix: dict[str, float] = {}
+        for term in terms:
+            if term.metric in allowed:
+                if not (math.isfinite(term.weight) and term.weight >= 0):
+                    raise ValueError(f"weight of {term.metric!r} is {term.weight!r}; allowed: a finite number >= 0")
+                mix[term.metric] = mix.get(term.metric, 0.0) + float(term.weight)
         if not any(w > 0 for w in mix.values()):
-            return (
-                {},
-                dropped,
-                (
-                    f"no known metric with a weight > 0 (dropped unknown names {dropped}; allowed: {list(allowed)})"
-                ),
+            raise ValueError(
+                f"no known metric with a weight > 0 (dropped unknown names {dropped}; allowed: {list(allowed)})"
             )
-        return mix, dropped, None
+        return mix
 
     def _use_mix(self, mix: Mapping[str, float]) -> None:
         total = sum(mix.values())
