@@ -25,14 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from agents.arguments import TrainEpisodes
 from agents.base import BaseAgent, resolve_weights
@@ -42,15 +35,7 @@ from agents.tuning import play, training_env
 from lossagent_env.arguments import Positive, check_arguments
 from lossagent_env.registry import unknown_name_message
 
-__all__ = [
-    "UCB1",
-    "BanditCore",
-    "EpsilonGreedy",
-    "EpsilonGreedyAgent",
-    "GaussianThompson",
-    "ThompsonAgent",
-    "UCBAgent",
-]
+__all__ = ["UCB1", "BanditCore", "EpsilonGreedy", "EpsilonGreedyAgent", "GaussianThompson", "ThompsonAgent", "UCBAgent"]
 
 
 class _CoreArguments(BaseModel):
@@ -66,8 +51,7 @@ class _CoreArguments(BaseModel):
     def _one_way_to_forget(self) -> _CoreArguments:
         if self.discount is not None and self.window is not None:
             raise ValueError(
-                f"give discount={self.discount!r} or window={self.window!r}, not both. "
-                "Allowed: one or neither"
+                f"give discount={self.discount!r} or window={self.window!r}, not both. Allowed: one or neither"
             )
         return self
 
@@ -308,9 +292,7 @@ class GaussianThompson(BanditCore):
     prior_strength: float
     prior_variance: float
 
-    def __init__(
-        self, n_arms: int, *, prior_strength: float = 1.0, prior_variance: float = 1.0, **kwargs: Any
-    ) -> None:
+    def __init__(self, n_arms: int, *, prior_strength: float = 1.0, prior_variance: float = 1.0, **kwargs: Any) -> None:
         super().__init__(n_arms, prior_strength=prior_strength, prior_variance=prior_variance, **kwargs)
 
     def select_arm(self) -> int:
@@ -338,8 +320,7 @@ class _BanditArguments(BaseModel):
         names = isinstance(presets, Sequence) and not isinstance(presets, str)
         if not names or not presets or not all(isinstance(name, str) for name in presets):
             raise ValueError(
-                "not arms. Allowed: None (every preset), a non-empty list of preset names, "
-                "or {name: weights}"
+                "not arms. Allowed: None (every preset), a non-empty list of preset names, or {name: weights}"
             )
         repeated = sorted({name for name in presets if list(presets).count(name) > 1})
         if repeated:

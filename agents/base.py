@@ -126,9 +126,7 @@ class BaseAgent:
 
     name: ClassVar[str] = "agent"
 
-    def __init__(
-        self, *, initial_weights: Mapping[str, float] | Sequence[float] | None = None
-    ) -> None:
+    def __init__(self, *, initial_weights: Mapping[str, float] | Sequence[float] | None = None) -> None:
         self.initial_weights = initial_weights
         self.spec: AgentSpec | None = None
         self.rng = np.random.default_rng()
@@ -214,11 +212,7 @@ class BaseAgent:
         """Called instead of :meth:`_act` when ``initial_weights`` are played."""
 
     def _observe(
-        self,
-        action: np.ndarray,
-        reward: float,
-        observation: Mapping[str, Any],
-        info: Mapping[str, Any],
+        self, action: np.ndarray, reward: float, observation: Mapping[str, Any], info: Mapping[str, Any]
     ) -> None:
         """Learn from the outcome of ``action``."""
 

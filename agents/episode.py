@@ -87,11 +87,7 @@ def run_episode(
     observation, info = env.reset(seed=seed)
     agent.reset(spec, seed)
     trajectory = Trajectory(
-        agent=name,
-        seed=seed,
-        env_id=spec.env_id,
-        loss_names=list(spec.loss_names),
-        initial=initial_record(info),
+        agent=name, seed=seed, env_id=spec.env_id, loss_names=list(spec.loss_names), initial=initial_record(info)
     )
     get_notes = getattr(agent, "notes", None)
     answer: np.ndarray | int
@@ -114,9 +110,7 @@ def run_episode(
             timings=timings, preset=spec.preset_names[action] if spec.discrete else None,
         )
         trajectory.stages.append(record)
-        logger.debug(
-            "%s stage %d: objective %.6g reward %+.6g", name, record.stage, record.objective, record.reward
-        )
+        logger.debug("%s stage %d: objective %.6g reward %+.6g", name, record.stage, record.objective, record.reward)
         for callback in callbacks:
             callback(record, env)
         if terminated or truncated:

@@ -53,9 +53,7 @@ class FixedAgent(BaseAgent):
     ) -> None:
         super().__init__(initial_weights=initial_weights)
         if weights is not None and preset is not None:
-            raise ValueError(
-                f"FixedAgent(weights={weights!r}, preset={preset!r}): give one of them, not both."
-            )
+            raise ValueError(f"FixedAgent(weights={weights!r}, preset={preset!r}): give one of them, not both.")
         if preset is not None and (isinstance(preset, bool) or not isinstance(preset, (str, int))):
             raise ValueError(f"FixedAgent(preset={preset!r}): not a preset. Allowed: a preset's name.")
         if weights is not None and not _weights_like(weights):
@@ -98,8 +96,7 @@ class FixedAgent(BaseAgent):
             self._played = names[self._action]
             return
         raise ValueError(
-            f"FixedAgent(weights={choice!r}): on a preset env give a preset's name. "
-            f"Allowed: {list(names)}."
+            f"FixedAgent(weights={choice!r}): on a preset env give a preset's name. Allowed: {list(names)}."
         )
 
     def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:

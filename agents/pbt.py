@@ -218,9 +218,7 @@ class PBTAgent(BaseAgent):
 
     def _reset(self) -> None:
         if self._env is None:
-            raise RuntimeError(
-                "PBTAgent needs the env: call agent.prepare(env) before reset (run_episode does)."
-            )
+            raise RuntimeError("PBTAgent needs the env: call agent.prepare(env) before reset (run_episode does).")
         assert self.spec is not None
         self._needs_continuous_weights("it perturbs the weights of its members by factors")
         self._weights = _initial_weights(self.spec, self.population, self.rng, self.member_initial_weights)
@@ -265,11 +263,7 @@ class PBTAgent(BaseAgent):
                 self._states[member] = env.get_state()
                 self._objectives[member] = float(member_info["objective"])
         env.set_state(self._states[self._lead])
-        self._notes = {
-            "member": self._lead,
-            "objectives": [float(v) for v in objectives],
-            "perturbations": events,
-        }
+        self._notes = {"member": self._lead, "objectives": [float(v) for v in objectives], "perturbations": events}
         return self._weights[self._lead].copy()
 
     def __repr__(self) -> str:
@@ -390,7 +384,4 @@ def _run_pbt(
             log.extend(events)
     finals = [t.final_objective for t in members]
     best = int(np.argmax(finals))
-    return PBTResult(
-        trajectory=members[best], best_member=best, members=members, log=log, stages_trained=trained
-    )
-
+    return PBTResult(trajectory=members[best], best_member=best, members=members, log=log, stages_trained=trained)

@@ -32,15 +32,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.wrappers import TransformObservation
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator, model_validator
 
 from agents.arguments import TrainSteps
 from agents.base import BaseAgent
@@ -58,9 +50,7 @@ def _import_sb3() -> Any:
     try:
         import stable_baselines3
     except ImportError as e:
-        raise ImportError(
-            "PPOAgent needs stable-baselines3, the 'rl' extra: pip install 'lossagent-env[rl]'"
-        ) from e
+        raise ImportError("PPOAgent needs stable-baselines3, the 'rl' extra: pip install 'lossagent-env[rl]'") from e
     return stable_baselines3
 
 

@@ -107,9 +107,7 @@ def named_mixes(spec: AgentSpec) -> dict[str, np.ndarray]:
             mixes["pixel+edges"] = _vector(spec, mix(("pixel", 1.0), ("edges", 0.5)))
         if roles["frequency"]:
             mixes["pixel+frequency"] = _vector(spec, mix(("pixel", 1.0), ("frequency", 0.5)))
-        mixes["esrgan"] = _vector(
-            spec, mix(("pixel", 1.0), ("perceptual", 1.0), ("adversarial", 0.1))
-        )
+        mixes["esrgan"] = _vector(spec, mix(("pixel", 1.0), ("perceptual", 1.0), ("adversarial", 0.1)))
         if not roles["perceptual"]:
             logger.info("Preset 'esrgan': no perceptual loss or stand-in here; dropped its part.")
     mixes["uniform"] = np.ones(spec.n_losses, dtype=np.float32)

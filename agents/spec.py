@@ -129,4 +129,3 @@ def preset_choice(action: Any, names: Sequence[str]) -> int:
             raise ValueError(unknown_name_message("preset", action, names))
         return list(names).index(action)
     return preset_index(action, tuple(names))
-

@@ -274,15 +274,11 @@ class _TrajectoryModel(BaseModel):
             if stage.stage != i + 1:
                 raise ValueError(f"stages[{i}].stage is {stage.stage}; stages are numbered 1, 2, ... in order")
             if len(stage.action) != n:
-                raise ValueError(
-                    f"stages[{i}].action has {len(stage.action)} entries; loss_names has {n}"
-                )
+                raise ValueError(f"stages[{i}].action has {len(stage.action)} entries; loss_names has {n}")
             for what in ("weights", "loss_values"):
                 unknown = [k for k in getattr(stage, what) if k not in self.loss_names]
                 if unknown:
-                    raise ValueError(
-                        f"stages[{i}].{what} names {unknown[0]!r}, not a loss. Allowed: {self.loss_names}"
-                    )
+                    raise ValueError(f"stages[{i}].{what} names {unknown[0]!r}, not a loss. Allowed: {self.loss_names}")
         return self
 
     def initial_dict(self) -> dict[str, Any]:
@@ -315,4 +311,3 @@ def _validated(model: type[BaseModel], data: Any, what: str) -> Any:
     except ValidationError as e:
         problems = "; ".join(describe_problem(err) for err in e.errors())
         raise ValueError(f"{what}.from_dict: {problems}.") from None
-

@@ -41,9 +41,7 @@ def check_weights(value: Any, names: Sequence[str], what: str = "action") -> np.
     except (TypeError, ValueError) as e:
         raise ValueError(f"Invalid {what} {value!r}: not numbers ({e}). Expected {allowed}.") from None
     if array.shape != (n,):
-        raise ValueError(
-            f"Invalid {what}: shape {array.shape} ({array.size} entries). Expected {allowed}."
-        )
+        raise ValueError(f"Invalid {what}: shape {array.shape} ({array.size} entries). Expected {allowed}.")
     bad = ~np.isfinite(array) | (array < 0) | (array > 1)
     if bad.any():
         entries = ", ".join(f"{names[i]}={float(array[i])!r}" for i in np.flatnonzero(bad))

@@ -173,9 +173,7 @@ class EnvConfig:
     which tables store for scoring and no agent sees); ``None``: ``eval_images``. The
     observation, the reward and ``info`` never read it."""
 
-    init_checkpoint: Annotated[
-        str | os.PathLike[str] | None, Allowed("None or the path of a state_dict file")
-    ] = None
+    init_checkpoint: Annotated[str | os.PathLike[str] | None, Allowed("None or the path of a state_dict file")] = None
     """Path of a network ``state_dict`` to start every episode from, instead of a
     seeded initialisation."""
 
@@ -208,4 +206,3 @@ class EnvConfig:
                 value = repr(value)
             out[f.name] = value
         return out
-

@@ -60,9 +60,7 @@ def _read_folder(path: Path) -> list[Path]:
         raise FileNotFoundError(f"Dataset folder {str(path)!r} does not exist or is not a folder.")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(
-            f"Dataset folder {str(path)!r} holds no images with suffixes {IMAGE_SUFFIXES}."
-        )
+        raise FileNotFoundError(f"Dataset folder {str(path)!r} holds no images with suffixes {IMAGE_SUFFIXES}.")
     return files
 
 
@@ -124,9 +122,7 @@ def _sources(dataset: str, eval_fraction: float) -> _Sources:
     if dataset.startswith("paired:"):
         parts = dataset.split(":")
         if len(parts) != 3:
-            raise ValueError(
-                f"dataset={dataset!r}: paired data is written 'paired:<lr_dir>:<hr_dir>'."
-            )
+            raise ValueError(f"dataset={dataset!r}: paired data is written 'paired:<lr_dir>:<hr_dir>'.")
         lr_files, hr_files = _read_folder(Path(parts[1])), _read_folder(Path(parts[2]))
         lr_names, hr_names = [p.name for p in lr_files], [p.name for p in hr_files]
         if lr_names != hr_names:
@@ -197,13 +193,9 @@ class PatchSampler:
         self.patch_size = patch_size
         self.degradation = degradation
         scale = degradation.scale
-        too_small = [
-            tuple(im.shape[1:]) for im in images if min(im.shape[1:]) < patch_size
-        ]
+        too_small = [tuple(im.shape[1:]) for im in images if min(im.shape[1:]) < patch_size]
         if too_small:
-            raise ValueError(
-                f"patch_size={patch_size} is larger than some training images {too_small[:3]}."
-            )
+            raise ValueError(f"patch_size={patch_size} is larger than some training images {too_small[:3]}.")
         if lr_images is not None:
             for hr, lr in zip(images, lr_images):
                 if hr.shape[1] // scale > lr.shape[1] or hr.shape[2] // scale > lr.shape[2]:
@@ -212,8 +204,7 @@ class PatchSampler:
                         f"{tuple(hr.shape[1:])} divided by scale {scale}."
                     )
         areas = np.array(
-            [(im.shape[1] - patch_size + 1) * (im.shape[2] - patch_size + 1) for im in images],
-            dtype=np.float64,
+            [(im.shape[1] - patch_size + 1) * (im.shape[2] - patch_size + 1) for im in images], dtype=np.float64
         )
         self.probabilities = areas / areas.sum()
         self._buffer: torch.Tensor | None = None
@@ -226,11 +217,7 @@ class PatchSampler:
         return self
 
     def sample(
-        self,
-        n: int,
-        rng: np.random.Generator,
-        generator: torch.Generator,
-        reuse_buffer: bool = False,
+        self, n: int, rng: np.random.Generator, generator: torch.Generator, reuse_buffer: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` (input, target) pairs: ``(n, 3, P/s, P/s)`` and ``(n, 3, P, P)``.
 
@@ -302,8 +289,7 @@ def _cut(
         for code in np.unique(orientation[which == i]):
             chosen = np.flatnonzero((which == i) & (orientation == code))
             patches = windows[
-                torch.from_numpy(ys[chosen] // step).to(device),
-                torch.from_numpy(xs[chosen] // step).to(device),
+                torch.from_numpy(ys[chosen] // step).to(device), torch.from_numpy(xs[chosen] // step).to(device)
             ]
             dims = [dim for dim, bit in ((-1, 1), (-2, 2)) if code & bit]
             if dims:
@@ -332,9 +318,7 @@ def eval_crop_positions(
         i = k % len(images.eval)
         image = images.eval[i]
         if min(image.shape[1:]) < size:
-            raise ValueError(
-                f"eval_size={size} is larger than evaluation image {tuple(image.shape[1:])}."
-            )
+            raise ValueError(f"eval_size={size} is larger than evaluation image {tuple(image.shape[1:])}.")
         if k < len(images.eval):  # the centre of every image first
             y, x = (image.shape[1] - size) // 2, (image.shape[2] - size) // 2
         else:
@@ -356,9 +340,7 @@ def make_eval_set(
     return _crop_set(images, positions, size, degradation, seed)
 
 
-def heldout_crop_positions(
-    images: ImageSet, count: int, size: int, scale: int
-) -> list[tuple[int, int, int]]:
+def heldout_crop_positions(images: ImageSet, count: int, size: int, scale: int) -> list[tuple[int, int, int]]:
     """Where the crops of :func:`make_test_set` lie: ``(image index, top, left)`` each.
 
     Each evaluation image is cut into a grid of ``size`` x ``size`` tiles (corners at
@@ -379,9 +361,7 @@ def heldout_crop_positions(
             (i, y, x)
             for y in range(0, height - size + 1, size)
             for x in range(0, width - size + 1, size)
-            if not any(
-                j == i and abs(y - ty) < size and abs(x - tx) < size for j, ty, tx in taken
-            )
+            if not any(j == i and abs(y - ty) < size and abs(x - tx) < size for j, ty, tx in taken)
         ]
         centre = ((height - size) / 2, (width - size) / 2)
         tiles.sort(key=lambda t: (t[1] - centre[0]) ** 2 + (t[2] - centre[1]) ** 2)
@@ -427,11 +407,7 @@ def make_test_set(
 
 
 def _crop_set(
-    images: ImageSet,
-    positions: list[tuple[int, int, int]],
-    size: int,
-    degradation: Degradation,
-    seed: int,
+    images: ImageSet, positions: list[tuple[int, int, int]], size: int, degradation: Degradation, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cut the crops at ``positions`` and their inputs (given LR crops, or degraded)."""
     generator = torch.Generator().manual_seed(seed)

@@ -53,14 +53,12 @@ def resolve_device(device: object, what: str = "device") -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ValueError(
-            f"{what}={text!r} was asked for, but CUDA is not available here. "
-            "Allowed on this machine: 'cpu' or 'auto'."
+            f"{what}={text!r} was asked for, but CUDA is not available here. Allowed on this machine: 'cpu' or 'auto'."
         )
     match = _CUDA_INDEX.fullmatch(text)
     count = torch.cuda.device_count()
     if match and int(match.group(1)) >= count:
         raise ValueError(
-            f"{what}={text!r} names GPU {match.group(1)}, but this machine has {count} "
-            f"(indices 0 to {count - 1})."
+            f"{what}={text!r} names GPU {match.group(1)}, but this machine has {count} (indices 0 to {count - 1})."
         )
     return torch.device(text)

@@ -168,21 +168,15 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
 
         self.degradation = make_degradation(config)
         images = load_dataset(config.dataset)
-        self.sampler = PatchSampler(
-            images.train, config.patch_size, self.degradation, images.train_lr
-        )
-        self._eval_lr, self._eval_hr = make_eval_set(
-            images, config.eval_images, config.eval_size, self.degradation
-        )
+        self.sampler = PatchSampler(images.train, config.patch_size, self.degradation, images.train_lr)
+        self._eval_lr, self._eval_hr = make_eval_set(images, config.eval_images, config.eval_size, self.degradation)
         self._images = images  # the test split of measure() is cut from them on first use
         self._test_set: tuple[torch.Tensor, torch.Tensor] | None = None
 
         with torch.random.fork_rng(devices=[]):
             self.model = build_backbone(config.backbone, config.scale, **config.backbone_kwargs)
         self._given_state = (
-            _clone_state(self.model.state_dict())
-            if isinstance(config.backbone, torch.nn.Module)
-            else None
+            _clone_state(self.model.state_dict()) if isinstance(config.backbone, torch.nn.Module) else None
         )
         self.trainer = Trainer(self.model, built, config.lr, amp=config.amp)
         if config.device == "cpu":  # nothing to defer: set up now, so errors come early
@@ -191,9 +185,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         n = len(self.loss_names)
         self.action_space = spaces.Box(0.0, 1.0, (n,), np.float32)
         metric_boxes = {
-            name: spaces.Box(
-                np.float32(low), np.float32(high), (1,), np.float32
-            )
+            name: spaces.Box(np.float32(low), np.float32(high), (1,), np.float32)
             for name, (low, high) in self.objective.bounds.items()
         }
         metric_space = spaces.Dict(dict(metric_boxes))
@@ -235,9 +227,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             return self._device
         config = self.config
         device = resolve_device(config.device, "EnvConfig.device")
-        if config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported(
-            including_emulation=False
-        ):
+        if config.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
             raise ValueError(
                 f"EnvConfig.amp=True needs native bfloat16, which "
                 f"{torch.cuda.get_device_name(device)!r} does not have (it needs compute "
@@ -280,9 +270,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         t0 = time.perf_counter()
         evaluation = self._evaluate(np.zeros(len(self.loss_names)), stage=0)
         if evaluation is None:
-            raise RuntimeError(
-                "The initial network produced non-finite outputs; check init_checkpoint."
-            )
+            raise RuntimeError("The initial network produced non-finite outputs; check init_checkpoint.")
         self.timings = {"train_seconds": 0.0, "eval_seconds": time.perf_counter() - t0, "prepare_seconds": 0.0}
         self._last = evaluation
         self._last["action"] = np.zeros(len(self.loss_names), np.float32)
@@ -296,8 +284,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         config = self.config
         if self._stage >= config.max_stages:
             raise gym.error.ResetNeeded(
-                f"The episode was truncated after max_stages={config.max_stages} stages; "
-                "call reset() before step()."
+                f"The episode was truncated after max_stages={config.max_stages} stages; call reset() before step()."
             )
         # A step that raises (the objective's function, a rater's timeout) leaves the
         # env as it was before the step: RNGs and, if it trained, the network are put back.
@@ -487,11 +474,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         return {
             "model": _clone_state(self.model.state_dict()),
             "optimizer": copy.deepcopy(self.trainer.optimizer.state_dict()),
-            "losses": {
-                name: copy.deepcopy(loss.state_dict())
-                for name, loss in self.losses.items()
-                if loss.trainable
-            },
+            "losses": {name: copy.deepcopy(loss.state_dict()) for name, loss in self.losses.items() if loss.trainable},
         }
 
     def _set_training_state(self, state: dict[str, Any]) -> None:
@@ -533,9 +516,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         try:
             self.model.load_state_dict(state)
         except RuntimeError as e:
-            raise ValueError(
-                f"The initial network state does not fit backbone={config.backbone!r}: {e}"
-            ) from e
+            raise ValueError(f"The initial network state does not fit backbone={config.backbone!r}: {e}") from e
 
     @torch.no_grad()
     def _evaluate(
@@ -556,15 +537,9 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             return None
         restored = restored.clamp(0, 1)
         result = objective.evaluate(
-            restored,
-            eval_hr,
-            degraded=eval_lr,
-            stage=stage,
-            weights=dict(zip(self.loss_names, map(float, weights))),
+            restored, eval_hr, degraded=eval_lr, stage=stage, weights=dict(zip(self.loss_names, map(float, weights)))
         )
-        loss_values = {
-            name: float(loss(restored, eval_hr)) for name, loss in self.losses.items()
-        }
+        loss_values = {name: float(loss(restored, eval_hr)) for name, loss in self.losses.items()}
         return {
             "metrics": {k: float(v) for k, v in result.metrics.items()},
             "objective": float(result.value),
@@ -597,10 +572,7 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
             "metrics": dict(last["metrics"]),
             "objective": last["objective"],
             "loss_values": dict(last["loss_values"]),
-            "weights": {
-                name: float(a) * float(s)
-                for name, a, s in zip(self.loss_names, last["action"], self._scales)
-            },
+            "weights": {name: float(a) * float(s) for name, a, s in zip(self.loss_names, last["action"], self._scales)},
             "stage": self._stage,
             "diverged": diverged,
         }

@@ -22,13 +22,7 @@ class MissingWeightsError(RuntimeError):
         install_hint: A shell command that installs the file from a local copy.
     """
 
-    def __init__(
-        self,
-        what: str,
-        filename: str,
-        expected_path: str | os.PathLike[str],
-        install_hint: str,
-    ) -> None:
+    def __init__(self, what: str, filename: str, expected_path: str | os.PathLike[str], install_hint: str) -> None:
         self.what = what
         self.filename = filename
         self.expected_path = expected_path
@@ -40,10 +34,7 @@ class MissingWeightsError(RuntimeError):
         )
 
     def __reduce__(self):  # keeps the error picklable across worker processes
-        return (
-            type(self),
-            (self.what, self.filename, self.expected_path, self.install_hint),
-        )
+        return (type(self), (self.what, self.filename, self.expected_path, self.install_hint))
 
 
 class ConfigError(ValueError):

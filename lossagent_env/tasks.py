@@ -66,9 +66,7 @@ class BicubicDownsample(Degradation):
         self.name = f"bicubic x{scale} down-sampling"
 
     def __call__(self, hr: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        lr = F.interpolate(
-            hr, scale_factor=1 / self.scale, mode="bicubic", antialias=True, align_corners=False
-        )
+        lr = F.interpolate(hr, scale_factor=1 / self.scale, mode="bicubic", antialias=True, align_corners=False)
         return quantize(lr)
 
 

@@ -82,7 +82,6 @@ class Trainer:
             total += loss.detach()
         return not bool(torch.isfinite(total)) or not parameters_finite(model)
 
-
     def _value(self, term: Loss, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if term.autocast_safe:
             with self._autocast(output.device):

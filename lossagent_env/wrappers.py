@@ -130,9 +130,7 @@ def _weight_env_losses(env: gym.Env) -> tuple[str, ...]:
     return tuple(loss_names)
 
 
-def resolve_presets(
-    presets: PresetSpec, loss_names: Sequence[str]
-) -> tuple[tuple[str, ...], np.ndarray]:
+def resolve_presets(presets: PresetSpec, loss_names: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
     """Check presets against an env's losses and turn them into action vectors.
 
     Args:
@@ -175,9 +173,7 @@ def resolve_presets(
         if isinstance(weights, Mapping):
             for loss, value in weights.items():
                 if loss not in loss_names:
-                    raise KeyError(
-                        f"Preset {name!r}: " + unknown_name_message("loss", loss, loss_names)
-                    )
+                    raise KeyError(f"Preset {name!r}: " + unknown_name_message("loss", loss, loss_names))
                 rows[k, loss_names.index(loss)] = _preset_weight(name, loss, value)
         elif isinstance(weights, (Sequence, np.ndarray)) and not isinstance(weights, str):
             values = list(weights)
@@ -199,14 +195,8 @@ def resolve_presets(
 
 
 def _preset_weight(preset: str, loss: str, value: Any) -> float:
-    if (
-        isinstance(value, (bool, np.bool_))
-        or not isinstance(value, numbers.Real)
-        or not 0.0 <= float(value) <= 1.0
-    ):
-        raise ValueError(
-            f"Preset {preset!r}: weight of loss {loss!r} is {value!r}. Allowed: a number in [0, 1]."
-        )
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"Preset {preset!r}: weight of loss {loss!r} is {value!r}. Allowed: a number in [0, 1].")
     return float(value)
 
 
@@ -227,8 +217,7 @@ def preset_index(action: Any, names: Sequence[str]) -> int:
     if index is None or not 0 <= index < len(names):
         choices = ", ".join(f"{i}={name!r}" for i, name in enumerate(names))
         raise ValueError(
-            f"Invalid action {action!r}. Allowed: an integer in [0, {len(names)}), one per "
-            f"preset ({choices})."
+            f"Invalid action {action!r}. Allowed: an integer in [0, {len(names)}), one per preset ({choices})."
         )
     return index
 
@@ -400,8 +389,7 @@ class TensorBoardLogger(gym.Wrapper):
         if self.env.render_mode != "rgb_array":
             if not self._warned_no_render:
                 logger.warning(
-                    "TensorBoardLogger(image_every=%d) needs render_mode='rgb_array' "
-                    "(got %r); no images are logged.",
+                    "TensorBoardLogger(image_every=%d) needs render_mode='rgb_array' (got %r); no images are logged.",
                     self.image_every,
                     self.env.render_mode,
                 )

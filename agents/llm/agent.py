@@ -437,8 +437,7 @@ class LLMAgent(BaseAgent):
             notes.update(found)
             if corrections:
                 logger.warning(
-                    "LLMAgent (%s) stage %d: corrected the answer: %s",
-                    self.model_name, self.t + 1, corrections,
+                    "LLMAgent (%s) stage %d: corrected the answer: %s", self.model_name, self.t + 1, corrections
                 )
             return action
 

@@ -318,24 +318,16 @@ def _row(record: HistoryRecord, spec: AgentSpec) -> str:
 
 
 def _history_variables(
-    spec: AgentSpec,
-    records: Sequence[HistoryRecord],
-    order: str,
-    max_tokens: int | None,
+    spec: AgentSpec, records: Sequence[HistoryRecord], order: str, max_tokens: int | None
 ) -> dict[str, str]:
     if order not in HISTORY_ORDERS:
         raise ValueError(f"history={order!r} is unknown. Allowed: {HISTORY_ORDERS}")
     done = max((r.stage for r in records), default=0)
-    progress = (
-        f"Next: stage {done + 1} of {spec.max_stages}."  # short: evaluated again at every decision
-    )
+    progress = f"Next: stage {done + 1} of {spec.max_stages}."  # short: evaluated again at every decision
     start = [r for r in records if r.weights is None]
     stages = [r for r in records if r.weights is not None]
     played = "preset" if spec.discrete else f"weights ({', '.join(spec.loss_names)})"
-    header = [
-        f"| stage | {played} | metrics | objective J | reward |",
-        "|---|---|---|---|---|",
-    ]
+    header = [f"| stage | {played} | metrics | objective J | reward |", "|---|---|---|---|---|"]
 
     def build(kept: list[HistoryRecord], omitted: int) -> dict[str, str]:
         shown = sorted(kept, key=lambda r: (r.objective if math.isfinite(r.objective) else -math.inf, r.stage)) if order == "sorted" else kept
@@ -350,9 +342,7 @@ def _history_variables(
         feedback_rows = [r for r in start + kept if r.feedback]
         feedback = ""
         if feedback_rows:
-            items = "\n".join(
-                f"- after stage {r.stage}: {' '.join(str(r.feedback).split())}" for r in feedback_rows
-            )
+            items = "\n".join(f"- after stage {r.stage}: {' '.join(str(r.feedback).split())}" for r in feedback_rows)
             feedback = "\n\nFeedback on the results:\n" + items
         return {"progress": progress, "history_table": "\n".join(lines), "feedback": feedback}
 
@@ -366,10 +356,7 @@ def _history_variables(
 
 
 def render_history(
-    spec: AgentSpec,
-    records: Sequence[HistoryRecord],
-    order: str = "chronological",
-    max_tokens: int | None = None,
+    spec: AgentSpec, records: Sequence[HistoryRecord], order: str = "chronological", max_tokens: int | None = None
 ) -> str:
     """The history prompt.
 

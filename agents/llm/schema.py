@@ -144,8 +144,7 @@ def make_answer_schema(
                 default=None,
                 alias=loss,
                 description=(
-                    f"Weight of the loss '{loss}' for the next stage, between 0 and 1 "
-                    f"(0 switches it off). {text}"
+                    f"Weight of the loss '{loss}' for the next stage, between 0 and 1 (0 switches it off). {text}"
                 ).strip(),
                 json_schema_extra={"minimum": 0.0, "maximum": 1.0},
                 allow_inf_nan=False,
@@ -163,9 +162,7 @@ def make_answer_schema(
 
 
 def validate_answer(
-    answer: BaseModel | Mapping[str, Any],
-    loss_names: Sequence[str],
-    previous: np.ndarray | None,
+    answer: BaseModel | Mapping[str, Any], loss_names: Sequence[str], previous: np.ndarray | None
 ) -> tuple[np.ndarray, list[dict[str, Any]], str]:
     """Turn a parsed answer into an action, repairing and recording what it must.
 
@@ -210,9 +207,7 @@ def validate_answer(
     return action.astype(np.float32), corrections, rationale
 
 
-def make_preset_schema(
-    preset_names: Sequence[str], *, rationale_chars: int = RATIONALE_MAX_CHARS
-) -> type[BaseModel]:
+def make_preset_schema(preset_names: Sequence[str], *, rationale_chars: int = RATIONALE_MAX_CHARS) -> type[BaseModel]:
     """The answer model on a preset env: one preset by name (an enum) and a rationale.
 
     Args:
@@ -231,17 +226,12 @@ def make_preset_schema(
         PRESET_SCHEMA_NAME,
         __base__=_AnswerBase,
         __doc__="The preset of loss weights for the next training stage, and a short rationale.",
-        preset=(
-            preset_type,
-            Field(description=f"The name of one preset: {', '.join(names)}."),
-        ),
+        preset=(preset_type, Field(description=f"The name of one preset: {', '.join(names)}.")),
         rationale=_rationale("this preset", rationale_chars),
     )
 
 
-def validate_preset_answer(
-    answer: BaseModel | Mapping[str, Any], preset_names: Sequence[str]
-) -> tuple[int, str]:
+def validate_preset_answer(answer: BaseModel | Mapping[str, Any], preset_names: Sequence[str]) -> tuple[int, str]:
     """The preset index and rationale of a parsed :func:`make_preset_schema` answer.
 
     Raises:

@@ -45,9 +45,7 @@ __all__ = [
 BASICSR_VERSION = "1.4.2"
 BASICSR_SDIST = f"basicsr-{BASICSR_VERSION}.tar.gz"
 """File name of the basicsr source distribution that carries NIQE's parameters."""
-BASICSR_SDIST_SHA256 = (
-    "b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87"
-)
+BASICSR_SDIST_SHA256 = "b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e31301e87"
 """sha256 of ``basicsr-1.4.2.tar.gz`` as served by PyPI."""
 
 
@@ -85,9 +83,7 @@ NIQE_SOURCES = (
 )
 """What ``install("niqe", source)`` accepts, for its messages."""
 
-_HASH_PREFIX = re.compile(
-    r"-([a-f0-9]{8,})\."
-)  # torch.hub's convention: name-<sha256 prefix>.ext
+_HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.")  # torch.hub's convention: name-<sha256 prefix>.ext
 
 
 # --------------------------------------------------------------------------- files
@@ -179,9 +175,7 @@ def _pyiqa_opts(metric: str) -> dict:
     return dict(DEFAULT_CONFIGS[metric]["metric_opts"])
 
 
-def _pyiqa_file(
-    arch_module: str, key: str, fmt: str = "torch", required_keys: tuple[str, ...] = ()
-) -> AssetFile:
+def _pyiqa_file(arch_module: str, key: str, fmt: str = "torch", required_keys: tuple[str, ...] = ()) -> AssetFile:
     """A file named in ``pyiqa.archs.<arch_module>.default_model_urls[key]``."""
     urls = importlib.import_module(f"pyiqa.archs.{arch_module}").default_model_urls
     return AssetFile(url_basename(urls[key]), "pyiqa", fmt, required_keys=required_keys)
@@ -201,12 +195,7 @@ def _clip_file(backbone: str) -> AssetFile:
 
     url = _MODELS[backbone]
     digest = urllib.parse.urlparse(url).path.split("/")[-2]
-    return AssetFile(
-        url_basename(url),
-        "clip",
-        "torchscript",
-        sha256=digest if len(digest) == 64 else None,
-    )
+    return AssetFile(url_basename(url), "clip", "torchscript", sha256=digest if len(digest) == 64 else None)
 
 
 def _timm_file(model_name: str) -> AssetFile:
@@ -216,35 +205,24 @@ def _timm_file(model_name: str) -> AssetFile:
     cfg = get_pretrained_cfg(model_name)
     if cfg is None or not cfg.hf_hub_id:
         raise ValueError(f"timm has no Hugging Face weights for {model_name!r}.")
-    return AssetFile(
-        cfg.hf_hub_filename or "model.safetensors", f"hf:{cfg.hf_hub_id}", "safetensors"
-    )
+    return AssetFile(cfg.hf_hub_filename or "model.safetensors", f"hf:{cfg.hf_hub_id}", "safetensors")
 
 
 def _lpips_files(metric: str) -> tuple[AssetFile, ...]:
     opts = _pyiqa_opts(metric)
     trunk = {"alex": "AlexNet_Weights", "vgg": "VGG16_Weights"}[opts["net"]]
-    return (
-        _torchvision_file(trunk),
-        _pyiqa_file("lpips_arch", f"{opts['version']}_{opts['net']}"),
-    )
+    return (_torchvision_file(trunk), _pyiqa_file("lpips_arch", f"{opts['version']}_{opts['net']}"))
 
 
 def _topiq_files(metric: str) -> tuple[AssetFile, ...]:
     opts = _pyiqa_opts(metric)
-    return (
-        _timm_file(opts["semantic_model_name"]),
-        _pyiqa_file("topiq_arch", opts["model_name"]),
-    )
+    return (_timm_file(opts["semantic_model_name"]), _pyiqa_file("topiq_arch", opts["model_name"]))
 
 
 def _nima_files(metric: str) -> tuple[AssetFile, ...]:
     opts = _pyiqa_opts(metric)
     base = opts["base_model_name"]
-    return (
-        _timm_file(base),
-        _pyiqa_file("nima_arch", f"{base}-{opts.get('train_dataset', 'ava')}"),
-    )
+    return (_timm_file(base), _pyiqa_file("nima_arch", f"{base}-{opts.get('train_dataset', 'ava')}"))
 
 
 # ----------------------------------------------------------------------- assets
@@ -282,9 +260,7 @@ class Asset:
 
     def usable_offline(self) -> bool:
         """Installed, and the Python modules it needs import."""
-        return self.installed() and all(
-            importlib.util.find_spec(m) is not None for m in self.requires
-        )
+        return self.installed() and all(importlib.util.find_spec(m) is not None for m in self.requires)
 
 
 _BOTH_FILES = "a folder holding both files, or one file at a time"
@@ -320,8 +296,5 @@ for _asset in (
 def install_command(name: str) -> str:
     """The command that installs asset ``name`` from a local copy."""
     if name == "niqe":
-        return (
-            f"lossagent assets install niqe --from {BASICSR_SDIST} (get that file with: "
-            f"{basicsr_download_shell()})"
-        )
+        return f"lossagent assets install niqe --from {BASICSR_SDIST} (get that file with: {basicsr_download_shell()})"
     return f"lossagent assets install {name} --from PATH"

@@ -15,13 +15,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 
-from lossagent_env.assets.catalog import (
-    ASSETS,
-    AssetFile,
-    hf_repo_cache,
-    install_command,
-    url_basename,
-)
+from lossagent_env.assets.catalog import ASSETS, AssetFile, hf_repo_cache, install_command, url_basename
 from lossagent_env.errors import MissingWeightsError
 
 __all__ = ["no_downloads"]
@@ -88,11 +82,7 @@ def no_downloads(what: str, asset: str | None = None) -> Iterator[None]:
         patch(hf_constants, "HF_HUB_OFFLINE", True)
         pyiqa_download = sys.modules.get("pyiqa.utils.download_util")
         if pyiqa_download is not None:
-            patch(
-                pyiqa_download,
-                "DEFAULT_CACHE_DIR",
-                os.path.join(torch.hub.get_dir(), "pyiqa"),
-            )
+            patch(pyiqa_download, "DEFAULT_CACHE_DIR", os.path.join(torch.hub.get_dir(), "pyiqa"))
         try:
             yield
         except MissingWeightsError:
@@ -117,9 +107,7 @@ def _find_asset_file(
     asset: str | None, filename: str | None, hf_repo: str | None = None
 ) -> tuple[str, AssetFile] | None:
     """The (asset, file) of the catalogue that matches; ``asset`` is looked at first."""
-    names = ([asset] if asset is not None and asset in ASSETS else []) + [
-        n for n in ASSETS.names() if n != asset
-    ]
+    names = ([asset] if asset is not None and asset in ASSETS else []) + [n for n in ASSETS.names() if n != asset]
     for name in names:
         for file in ASSETS.get(name).files:
             if filename is not None and file.filename == filename:
@@ -129,9 +117,7 @@ def _find_asset_file(
     return None
 
 
-def _missing_error(
-    what: str, asset: str | None, url: str, dst: str | os.PathLike | None
-) -> MissingWeightsError:
+def _missing_error(what: str, asset: str | None, url: str, dst: str | os.PathLike | None) -> MissingWeightsError:
     """The error for a refused download of ``url`` to ``dst`` (None: not known)."""
     filename = url_basename(url) or url
     found = _find_asset_file(asset, filename)
@@ -179,34 +165,22 @@ def _hf_offline_cause(error: BaseException) -> BaseException | None:
     return None
 
 
-def _missing_hf_error(
-    what: str, asset: str | None, cause: BaseException
-) -> MissingWeightsError:
+def _missing_hf_error(what: str, asset: str | None, cause: BaseException) -> MissingWeightsError:
     """The error for a Hugging Face file that is not in the local cache."""
     if asset is not None and asset in ASSETS:
         missing = [f for f in ASSETS.get(asset).missing() if f.hf_repo is not None]
         if missing:
-            return MissingWeightsError(
-                what, missing[0].filename, missing[0].path(), install_command(asset)
-            )
+            return MissingWeightsError(what, missing[0].filename, missing[0].path(), install_command(asset))
     repo_id, filename = _hf_request(cause)
     found = _find_asset_file(asset, None, hf_repo=repo_id)
     if found is not None:
         found_asset, file = found
-        return MissingWeightsError(
-            what, file.filename, file.path(), install_command(found_asset)
-        )
+        return MissingWeightsError(what, file.filename, file.path(), install_command(found_asset))
     if repo_id is None:
         return MissingWeightsError(
-            what,
-            "a Hugging Face Hub file",
-            "the Hugging Face cache",
-            "place the file in the Hugging Face cache",
+            what, "a Hugging Face Hub file", "the Hugging Face cache", "place the file in the Hugging Face cache"
         )
     expected = hf_repo_cache(repo_id) / "snapshots" / "<revision>" / str(filename)
     return MissingWeightsError(
-        what,
-        str(filename),
-        expected,
-        f"copy a Hugging Face cache that holds {repo_id} to {expected.parents[2]}",
+        what, str(filename), expected, f"copy a Hugging Face cache that holds {repo_id} to {expected.parents[2]}"
     )

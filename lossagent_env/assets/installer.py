@@ -17,13 +17,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from lossagent_env.assets.catalog import (
-    ASSETS,
-    Asset,
-    AssetFile,
-    hf_repo_cache,
-    install_command,
-)
+from lossagent_env.assets.catalog import ASSETS, Asset, AssetFile, hf_repo_cache, install_command
 from lossagent_env.assets.niqe import find_niqe_source, read_niqe_params, write_niqe_mat
 from lossagent_env.assets.verify import check_niqe_params, verify
 
@@ -38,9 +32,7 @@ _Writer = Callable[[Path], None]
 _Plan = list[tuple[AssetFile, _Writer, str]]
 
 
-def install(
-    name: str, source: str | os.PathLike[str], *, checksum: bool = True
-) -> list[Path]:
+def install(name: str, source: str | os.PathLike[str], *, checksum: bool = True) -> list[Path]:
     """Install the weight files of asset ``name`` from a local file or folder.
 
     Each file is written to a temporary file in its destination folder, checked (format,
@@ -69,9 +61,7 @@ def install(
     asset = ASSETS.get(name)
     source = Path(source).expanduser()
     if not source.exists():
-        raise FileNotFoundError(
-            f"Source {str(source)!r} does not exist. For {name!r} give {asset.sources_hint}."
-        )
+        raise FileNotFoundError(f"Source {str(source)!r} does not exist. For {name!r} give {asset.sources_hint}.")
     plan = _PLANNERS.get(name, _generic_plan)(asset, source)
 
     staged: list[tuple[Path, Path]] = []
@@ -80,9 +70,7 @@ def install(
         for file, write, origin in plan:
             folder = file.folder()
             created.extend(_make_dirs(folder))
-            handle, temp_name = tempfile.mkstemp(
-                prefix=f".{file.filename}.", suffix=".part", dir=folder
-            )
+            handle, temp_name = tempfile.mkstemp(prefix=f".{file.filename}.", suffix=".part", dir=folder)
             os.close(handle)
             temp = Path(temp_name)
             staged.append((temp, folder / file.filename))
@@ -105,9 +93,7 @@ def install(
     for path in installed:
         logger.info("Installed %s", path)
     if not checksum:
-        logger.warning(
-            "Installed %s without comparing checksums (--no-checksum).", name
-        )
+        logger.warning("Installed %s without comparing checksums (--no-checksum).", name)
     still_missing = asset.missing()
     if still_missing:
         logger.warning(
@@ -132,12 +118,7 @@ def status() -> list[dict]:
     for name in ASSETS.names():
         asset = ASSETS.get(name)
         files = [
-            {
-                "filename": f.filename,
-                "path": str(f.path()),
-                "installed": f.installed(),
-                "sha256": f.sha256,
-            }
+            {"filename": f.filename, "path": str(f.path()), "installed": f.installed(), "sha256": f.sha256}
             for f in asset.files
         ]
         rows.append(
@@ -172,8 +153,7 @@ def _generic_plan(asset: Asset, source: Path) -> _Plan:
                 plan.append((file, _copier(matches[0]), str(matches[0])))
         if not plan:
             raise ValueError(
-                f"No file of asset {asset.name!r} in folder {source}. "
-                f"Expected any of: {[f.filename for f in files]}."
+                f"No file of asset {asset.name!r} in folder {source}. Expected any of: {[f.filename for f in files]}."
             )
         return plan
     for file in files:

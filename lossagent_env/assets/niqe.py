@@ -20,20 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lossagent_env.assets.catalog import (
-    BASICSR_SDIST,
-    BASICSR_SDIST_SHA256,
-    NIQE_SOURCES,
-    basicsr_download_command,
-)
+from lossagent_env.assets.catalog import BASICSR_SDIST, BASICSR_SDIST_SHA256, NIQE_SOURCES, basicsr_download_command
 from lossagent_env.assets.verify import sha256_of
 
-__all__ = [
-    "fetch_basicsr_sdist",
-    "find_niqe_source",
-    "read_niqe_params",
-    "write_niqe_mat",
-]
+__all__ = ["fetch_basicsr_sdist", "find_niqe_source", "read_niqe_params", "write_niqe_mat"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +40,7 @@ def find_niqe_source(folder: Path, mat_name: str) -> Path:
         ValueError: The folder holds none of them.
     """
     patterns = (mat_name, "niqe_pris_params.npz", "basicsr-*.tar.gz")
-    candidates = [
-        p for pattern in patterns for p in sorted(folder.rglob(pattern)) if p.is_file()
-    ]
+    candidates = [p for pattern in patterns for p in sorted(folder.rglob(pattern)) if p.is_file()]
     if not candidates:
         raise ValueError(f"No NIQE source in folder {folder}. Allowed: {NIQE_SOURCES}.")
     return candidates[0]
@@ -72,9 +60,7 @@ def read_niqe_params(source: Path) -> tuple[np.ndarray, np.ndarray]:
 
     name = source.name.lower()
     if not name.endswith((".tar.gz", ".tgz", ".tar", ".npz", ".mat")):
-        raise ValueError(
-            f"{source.name!r} is not a NIQE source. Allowed: {NIQE_SOURCES}."
-        )
+        raise ValueError(f"{source.name!r} is not a NIQE source. Allowed: {NIQE_SOURCES}.")
     try:
         if name.endswith(".npz"):
             with np.load(source, allow_pickle=False) as data:
@@ -83,27 +69,13 @@ def read_niqe_params(source: Path) -> tuple[np.ndarray, np.ndarray]:
             content = scipy.io.loadmat(source)
             return content["mu_prisparam"], content["cov_prisparam"]
         with tarfile.open(source) as archive:
-            members = [
-                m
-                for m in archive.getmembers()
-                if m.name.endswith(_NIQE_NPZ_MEMBER) and m.isfile()
-            ]
+            members = [m for m in archive.getmembers() if m.name.endswith(_NIQE_NPZ_MEMBER) and m.isfile()]
             member = archive.extractfile(members[0]) if members else None
             if member is not None:
                 with np.load(io.BytesIO(member.read()), allow_pickle=False) as data:
                     return data["mu_pris_param"], data["cov_pris_param"]
-    except (
-        KeyError,
-        ValueError,
-        OSError,
-        EOFError,
-        tarfile.TarError,
-        zipfile.BadZipFile,
-        MatReadError,
-    ) as error:
-        raise ValueError(
-            f"{source} does not hold NIQE parameters ({type(error).__name__}: {error})."
-        ) from error
+    except (KeyError, ValueError, OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, MatReadError) as error:
+        raise ValueError(f"{source} does not hold NIQE parameters ({type(error).__name__}: {error}).") from error
     raise ValueError(
         f"{source} holds no {_NIQE_NPZ_MEMBER}; expected the basicsr source distribution ({BASICSR_SDIST})."
     )
@@ -114,9 +86,7 @@ def write_niqe_mat(dest: Path, mu: np.ndarray, cov: np.ndarray) -> None:
     import scipy.io
 
     with open(dest, "wb") as handle:  # savemat would add ".mat" to a path without it
-        scipy.io.savemat(
-            handle, {"mu_prisparam": mu.reshape(1, 36), "cov_prisparam": cov}
-        )
+        scipy.io.savemat(handle, {"mu_prisparam": mu.reshape(1, 36), "cov_prisparam": cov})
 
 
 def fetch_basicsr_sdist(dest: str | os.PathLike[str]) -> Path:
@@ -140,11 +110,7 @@ def fetch_basicsr_sdist(dest: str | os.PathLike[str]) -> Path:
     target = dest / BASICSR_SDIST
     if target.is_file() and sha256_of(target) == BASICSR_SDIST_SHA256:
         return target
-    command = [
-        sys.executable,
-        "-m",
-        *basicsr_download_command(dest, "--disable-pip-version-check"),
-    ]
+    command = [sys.executable, "-m", *basicsr_download_command(dest, "--disable-pip-version-check")]
     logger.info("Running: %s", " ".join(command))
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0 or not target.is_file():
@@ -154,7 +120,5 @@ def fetch_basicsr_sdist(dest: str | os.PathLike[str]) -> Path:
         )
     digest = sha256_of(target)
     if digest != BASICSR_SDIST_SHA256:
-        raise RuntimeError(
-            f"{target} has sha256 {digest}; PyPI's {BASICSR_SDIST} has {BASICSR_SDIST_SHA256}."
-        )
+        raise RuntimeError(f"{target} has sha256 {digest}; PyPI's {BASICSR_SDIST} has {BASICSR_SDIST_SHA256}.")
     return target

@@ -42,15 +42,11 @@ def verify(file: AssetFile, path: Path, source: str, checksum: bool = True) -> N
     is compared only when ``checksum``)."""
     size = path.stat().st_size
     if size == 0:
-        raise ValueError(
-            f"{source} is empty; expected {file.filename} ({file.fmt} format)."
-        )
+        raise ValueError(f"{source} is empty; expected {file.filename} ({file.fmt} format).")
     if checksum and (file.sha256 is not None or file.hash_prefix is not None):
         digest = sha256_of(path)
         if file.sha256 is not None and digest != file.sha256:
-            raise ValueError(
-                f"{source} has sha256 {digest}; {file.filename} must have sha256 {file.sha256}."
-            )
+            raise ValueError(f"{source} has sha256 {digest}; {file.filename} must have sha256 {file.sha256}.")
         if file.hash_prefix is not None and not digest.startswith(file.hash_prefix):
             raise ValueError(
                 f"{source} has sha256 {digest}; {file.filename} must have a sha256 starting with {file.hash_prefix}."
@@ -61,9 +57,7 @@ def verify(file: AssetFile, path: Path, source: str, checksum: bool = True) -> N
     except ValueError:
         raise
     except Exception as error:  # the readers raise many types on a wrong file
-        raise ValueError(
-            f"{source} is not a valid {file.fmt} file for {file.filename}: {error}"
-        ) from error
+        raise ValueError(f"{source} is not a valid {file.fmt} file for {file.filename}: {error}") from error
 
 
 def _check_format(file: AssetFile, path: Path) -> None:
@@ -72,22 +66,16 @@ def _check_format(file: AssetFile, path: Path) -> None:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
                 if not any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
-                    raise ValueError(
-                        f"zip archive without data.pkl ({len(names)} entries); not a torch file"
-                    )
+                    raise ValueError(f"zip archive without data.pkl ({len(names)} entries); not a torch file")
                 broken = archive.testzip()
                 if broken is not None:
-                    raise ValueError(
-                        f"entry {broken!r} is corrupt (CRC mismatch); the copy is damaged or truncated"
-                    )
+                    raise ValueError(f"entry {broken!r} is corrupt (CRC mismatch); the copy is damaged or truncated")
         elif file.fmt == "torchscript":
             raise ValueError("not a zip archive; TorchScript files are zip archives")
         else:
             import torch
 
-            torch.load(
-                path, map_location="cpu", weights_only=True
-            )  # legacy format: tensors only
+            torch.load(path, map_location="cpu", weights_only=True)  # legacy format: tensors only
     elif file.fmt == "mat":
         import scipy.io
 
@@ -98,9 +86,7 @@ def _check_format(file: AssetFile, path: Path) -> None:
                 f"MATLAB file without keys {absent}; it has {sorted(k for k in content if not k.startswith('__'))}"
             )
         if file.required_keys == ("mu_prisparam", "cov_prisparam"):
-            check_niqe_params(
-                content["mu_prisparam"], content["cov_prisparam"], str(path)
-            )
+            check_niqe_params(content["mu_prisparam"], content["cov_prisparam"], str(path))
     elif file.fmt == "safetensors":
         from safetensors import safe_open
 
@@ -108,14 +94,10 @@ def _check_format(file: AssetFile, path: Path) -> None:
             if not list(handle.keys()):
                 raise ValueError("safetensors file without tensors")
     else:
-        raise ValueError(
-            f"Unknown format {file.fmt!r}. Allowed: 'torch', 'torchscript', 'mat', 'safetensors'."
-        )
+        raise ValueError(f"Unknown format {file.fmt!r}. Allowed: 'torch', 'torchscript', 'mat', 'safetensors'.")
 
 
-def check_niqe_params(
-    mu: np.ndarray, cov: np.ndarray, source: str
-) -> tuple[np.ndarray, np.ndarray]:
+def check_niqe_params(mu: np.ndarray, cov: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
     """Check that ``mu``/``cov`` are the standard NIQE pristine parameters.
 
     Args:
@@ -133,9 +115,7 @@ def check_niqe_params(
     mu = np.asarray(mu, dtype=np.float64).ravel()
     cov = np.asarray(cov, dtype=np.float64)
     if mu.shape != (36,) or cov.shape != (36, 36):
-        raise ValueError(
-            f"{source}: NIQE parameters must have shapes 36 and 36x36; got {mu.shape} and {cov.shape}."
-        )
+        raise ValueError(f"{source}: NIQE parameters must have shapes 36 and 36x36; got {mu.shape} and {cov.shape}.")
     if not (np.isfinite(mu).all() and np.isfinite(cov).all()):
         raise ValueError(f"{source}: NIQE parameters contain non-finite values.")
     stats = {
@@ -144,11 +124,7 @@ def check_niqe_params(
         "cov_trace": float(np.trace(cov)),
         "cov_norm": float(np.linalg.norm(cov)),
     }
-    off = {
-        k: v
-        for k, v in stats.items()
-        if not np.isclose(v, _NIQE_REFERENCE[k], rtol=1e-6, atol=0)
-    }
+    off = {k: v for k, v in stats.items() if not np.isclose(v, _NIQE_REFERENCE[k], rtol=1e-6, atol=0)}
     if off:
         raise ValueError(
             f"{source}: these are not the standard NIQE pristine parameters "

@@ -66,9 +66,7 @@ class ResidualRestorer(nn.Module):
             nn.init.zeros_(last.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        base = x if self.scale == 1 else F.interpolate(
-            x, scale_factor=self.scale, mode="bicubic", align_corners=False
-        )
+        base = x if self.scale == 1 else F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         features = self.head(x)
         features = features + self.body_tail(self.body(features))
         return base + self.tail(features)
@@ -99,9 +97,7 @@ def build_backbone(spec: Any, scale: int, **kwargs: Any) -> nn.Module:
     if isinstance(spec, nn.Module):
         return spec
     if not isinstance(spec, str):
-        raise ValueError(
-            f"backbone={spec!r} must be a name {BACKBONES.names()} or an nn.Module."
-        )
+        raise ValueError(f"backbone={spec!r} must be a name {BACKBONES.names()} or an nn.Module.")
     factory = BACKBONES.get(spec)
     allowed = [p for p in inspect.signature(factory).parameters if p != "scale"]
     unknown = sorted(set(kwargs) - set(allowed))
@@ -112,9 +108,7 @@ def build_backbone(spec: Any, scale: int, **kwargs: Any) -> nn.Module:
     for key in ("channels", "blocks"):
         value = kwargs.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(
-                f"backbone_kwargs[{key!r}]={value!r} is not allowed. Allowed: an integer >= 1."
-            )
+            raise ValueError(f"backbone_kwargs[{key!r}]={value!r} is not allowed. Allowed: an integer >= 1.")
     res_scale = kwargs.get("res_scale")
     if res_scale is not None and (isinstance(res_scale, bool) or not isinstance(res_scale, (int, float)) or not res_scale > 0):
         raise ValueError(f"backbone_kwargs['res_scale']={res_scale!r} is not allowed. Allowed: a number > 0.")

@@ -24,14 +24,7 @@ from typing import Any, TypeVar
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, SecretStr
 
-__all__ = [
-    "BASE_URL_ENV_VAR",
-    "MODEL_ENV_VAR",
-    "is_embedded",
-    "model_name",
-    "resolve_chat_model",
-    "secret_values",
-]
+__all__ = ["BASE_URL_ENV_VAR", "MODEL_ENV_VAR", "is_embedded", "model_name", "resolve_chat_model", "secret_values"]
 
 MODEL_ENV_VAR = "LOSSAGENT_LLM"
 """Environment variable naming the default model."""

@@ -147,10 +147,7 @@ def missing_answer_reason(raw: Any) -> str:
     """Why a reply that raised no parsing error still gave no answer."""
     if isinstance(raw, AIMessage) and raw.invalid_tool_calls:
         call = raw.invalid_tool_calls[0]
-        return (
-            "the arguments of the function call are not valid JSON "
-            f"({call.get('error') or 'unparseable'})"
-        )
+        return f"the arguments of the function call are not valid JSON ({call.get('error') or 'unparseable'})"
     if isinstance(raw, AIMessage) and not raw.tool_calls:
         return "the reply held no function call / no answer in the expected format"
     return "the reply held no answer in the expected format"
@@ -277,10 +274,7 @@ class StructuredChat:
             if attempt == max_retries:
                 break
             answer.retries += 1
-            log.warning(
-                "%s: malformed answer (%s); asking again (%d/%d).",
-                what, reason, attempt + 1, max_retries,
-            )
+            log.warning("%s: malformed answer (%s); asking again (%d/%d).", what, reason, attempt + 1, max_retries)
             extra = [HumanMessage(reask(reason, self.scrub(reply_preview(raw))))]
         return answer
 
@@ -303,8 +297,7 @@ class StructuredChat:
                     delay = min(settings.backoff_base * 2**k, settings.backoff_max)
                     answer.transport_retries += 1
                     log.warning(
-                        "%s: %s; retrying in %.3g s (%d/%d).",
-                        what, text, delay, k + 1, settings.transport_retries,
+                        "%s: %s; retrying in %.3g s (%d/%d).", what, text, delay, k + 1, settings.transport_retries
                     )
                     self.sleep(delay)
                     continue

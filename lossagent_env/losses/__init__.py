@@ -43,28 +43,11 @@ from lossagent_env.losses.base import LOSSES, Loss
 from lossagent_env.losses.learned import IQALoss
 from lossagent_env.metrics import metric_info
 
-__all__ = [
-    "IQA_PREFIX",
-    "LOSSES",
-    "Loss",
-    "build_loss",
-    "loss_catalogue",
-    "offline_losses",
-]
+__all__ = ["IQA_PREFIX", "LOSSES", "Loss", "build_loss", "loss_catalogue", "offline_losses"]
 
 IQA_PREFIX = "iqa:"
 
-_OFFLINE_LOSSES = (
-    "l1",
-    "mse",
-    "charbonnier",
-    "ssim",
-    "ms_ssim",
-    "gradient",
-    "fft",
-    "tv",
-    "gan",
-)
+_OFFLINE_LOSSES = ("l1", "mse", "charbonnier", "ssim", "ms_ssim", "gradient", "fft", "tv", "gan")
 
 
 def offline_losses() -> tuple[str, ...]:
@@ -124,16 +107,14 @@ def build_loss(spec: str | Mapping[str, Any]) -> Loss:
     cls = LOSSES.get(name)
     if cls is IQALoss and "metric" not in kwargs:
         raise ValueError(
-            f"Loss spec {spec!r} names the pyiqa family without a metric. Allowed: "
-            "'iqa:<metric>', e.g. 'iqa:dists'."
+            f"Loss spec {spec!r} names the pyiqa family without a metric. Allowed: 'iqa:<metric>', e.g. 'iqa:dists'."
         )
     try:
         inspect.signature(cls).bind(**kwargs)
     except TypeError as error:
         allowed = [p for p in inspect.signature(cls).parameters if p not in ("args", "kwargs")]
         raise ValueError(
-            f"Loss {name!r} does not accept the options {sorted(kwargs)!r} ({error}). "
-            f"Allowed: {allowed}."
+            f"Loss {name!r} does not accept the options {sorted(kwargs)!r} ({error}). Allowed: {allowed}."
         ) from error
     return cls(**kwargs)
 

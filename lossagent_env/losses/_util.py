@@ -15,13 +15,10 @@ _M = TypeVar("_M", bound=nn.Module)
 def check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
     """Raise ``ValueError`` unless ``pred`` and ``target`` are ``(N, C, H, W)`` of one shape."""
     if pred.dim() != 4:
-        raise ValueError(
-            f"pred must be a 4-D tensor (N, C, H, W); got shape {tuple(pred.shape)!r}."
-        )
+        raise ValueError(f"pred must be a 4-D tensor (N, C, H, W); got shape {tuple(pred.shape)!r}.")
     if pred.shape != target.shape:
         raise ValueError(
-            f"pred and target must have the same shape; got {tuple(pred.shape)!r} and "
-            f"{tuple(target.shape)!r}."
+            f"pred and target must have the same shape; got {tuple(pred.shape)!r} and {tuple(target.shape)!r}."
         )
 
 

@@ -136,11 +136,7 @@ def _gradient_norm(loss: torch.Tensor, params: list[nn.Parameter]) -> float:
 
 
 def gradient_ratio(
-    loss: Loss,
-    net: nn.Module,
-    degraded: torch.Tensor,
-    target: torch.Tensor,
-    reference: Loss | None = None,
+    loss: Loss, net: nn.Module, degraded: torch.Tensor, target: torch.Tensor, reference: Loss | None = None
 ) -> float:
     """``||grad reference|| / ||grad loss||`` w.r.t. ``net``'s parameters on one batch.
 
@@ -163,13 +159,7 @@ def gradient_ratio(
 
 
 def measure_scale(
-    loss: Loss,
-    *,
-    num_batches: int = 25,
-    batch_size: int = 4,
-    patch_size: int = 32,
-    seed: int = 0,
-    warmup: int = 0,
+    loss: Loss, *, num_batches: int = 25, batch_size: int = 4, patch_size: int = 32, seed: int = 0, warmup: int = 0
 ) -> float:
     """The median of ``gradient_ratio`` over ``num_batches`` photo batches (see module doc).
 
@@ -186,9 +176,7 @@ def measure_scale(
     net = TinyRestorer(generator).to(device)
     if loss.trainable:
         loss.reset(torch.Generator().manual_seed(seed))
-    batches = photo_batches(
-        num_batches + (warmup if loss.trainable else 0), batch_size, patch_size, seed
-    )
+    batches = photo_batches(num_batches + (warmup if loss.trainable else 0), batch_size, patch_size, seed)
     ratios = []
     for index, (degraded, target) in enumerate(batches):
         degraded, target = degraded.to(device), target.to(device)

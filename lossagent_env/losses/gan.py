@@ -104,12 +104,7 @@ class GANLoss(Loss):
     value_range = (0.0, 25.0)
     trainable = True
 
-    def __init__(
-        self,
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.5, 0.999),
-        width: int = 32,
-    ):
+    def __init__(self, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999), width: int = 32):
         super().__init__()
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"gan lr must be a finite number > 0; got {lr!r}.")

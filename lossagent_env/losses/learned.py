@@ -147,9 +147,7 @@ class PerceptualLoss(Loss):
         # The file is read directly from where torchvision keeps it (nothing to download).
         # weights_only: it holds plain tensors. mmap (zip-format files only): the 0.5 GB
         # classifier is never read into memory.
-        state = torch.load(
-            path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
-        )
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
         prefix = "features."
         features.load_state_dict(
             {

@@ -51,9 +51,7 @@ class _SSIMBase(Loss):
         self._ssim = ssim
         self.window_size = int(window_size)
         self.sigma = float(sigma)
-        self.register_buffer(
-            "window", _gaussian_window(self.window_size, self.sigma), persistent=False
-        )
+        self.register_buffer("window", _gaussian_window(self.window_size, self.sigma), persistent=False)
 
     def _window_for(self, x: torch.Tensor) -> torch.Tensor:
         """The window repeated for the channels of ``x``: ``(C, 1, k, k)``."""
@@ -94,9 +92,7 @@ class SSIMLoss(_SSIMBase):
     @float32_forward
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_min_size(pred, self.window_size, self.name)
-        ssim_per_image = self._ssim(
-            pred, target, win=self._window_for(pred), get_cs=False, data_range=1.0
-        )
+        ssim_per_image = self._ssim(pred, target, win=self._window_for(pred), get_cs=False, data_range=1.0)
         return 1.0 - ssim_per_image.mean()
 
 

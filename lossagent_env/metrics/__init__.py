@@ -12,18 +12,8 @@ it needs the target (full reference) and whether it needs a weight file; see
 
 from __future__ import annotations
 
-from lossagent_env.metrics.catalogue import (
-    OPEN_BOUND,
-    MetricInfo,
-    metric_info,
-    metric_names,
-)
-from lossagent_env.metrics.pyiqa_metric import (
-    Metric,
-    clear_cache,
-    create_metric,
-    usable_metrics,
-)
+from lossagent_env.metrics.catalogue import OPEN_BOUND, MetricInfo, metric_info, metric_names
+from lossagent_env.metrics.pyiqa_metric import Metric, clear_cache, create_metric, usable_metrics
 
 __all__ = [
     "OPEN_BOUND",

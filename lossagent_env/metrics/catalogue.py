@@ -48,20 +48,7 @@ OPEN_BOUND = 1e6
 # need no weight file. Measured here: constructing every pyiqa metric with downloads
 # refused succeeds for exactly these types.
 WEIGHT_FREE_TYPES: frozenset[str] = frozenset(
-    {
-        "PSNR",
-        "SSIM",
-        "MS_SSIM",
-        "CW_SSIM",
-        "FSIM",
-        "VIF",
-        "GMSD",
-        "NLPD",
-        "VSI",
-        "MAD",
-        "PIQE",
-        "Entropy",
-    }
+    {"PSNR", "SSIM", "MS_SSIM", "CW_SSIM", "FSIM", "VIF", "GMSD", "NLPD", "VSI", "MAD", "PIQE", "Entropy"}
 )
 
 # Types that score a *set* of images against another set (FID, Inception Score), not one
@@ -171,14 +158,10 @@ def _parse_end(text: str, what: str) -> tuple[float | None, bool]:
     number = text.lstrip("~").strip()
     if not number:
         if not approximate:
-            raise ValueError(
-                f"Empty end in score range {what!r}. Allowed: a number, '~number' or '~'."
-            )
+            raise ValueError(f"Empty end in score range {what!r}. Allowed: a number, '~number' or '~'.")
         return None, True
     if not _NUMBER.match(number):
-        raise ValueError(
-            f"Cannot read {text!r} in score range {what!r}. Allowed: a number, '~number' or '~'."
-        )
+        raise ValueError(f"Cannot read {text!r} in score range {what!r}. Allowed: a number, '~number' or '~'.")
     return float(number), approximate
 
 
@@ -225,9 +208,7 @@ def parse_score_range(score_range: str | None) -> tuple[float, float]:
         highs.append(high)
     low, high = min(lows), max(highs)
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(
-            f"Score range {score_range!r} gives bounds ({low}, {high}); expected finite low < high."
-        )
+        raise ValueError(f"Score range {score_range!r} gives bounds ({low}, {high}); expected finite low < high.")
     return float(low), float(high)
 
 
@@ -259,8 +240,7 @@ def catalogue() -> dict[str, MetricInfo]:
             high=high,
             full_reference=cfg["metric_mode"] == "FR",
             needs_weights=metric_type not in WEIGHT_FREE_TYPES,
-            description=_DESCRIPTIONS.get(name)
-            or _describe_generic(name, cfg, lower_better),
+            description=_DESCRIPTIONS.get(name) or _describe_generic(name, cfg, lower_better),
             min_size=_MIN_SIZE.get(metric_type, 1),
             set_level=metric_type in SET_LEVEL_TYPES,
         )

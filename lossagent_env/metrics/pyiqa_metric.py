@@ -49,9 +49,7 @@ class Metric:
     def __repr__(self) -> str:
         return f"Metric({self.name!r}, device={str(self.device)!r})"
 
-    def __call__(
-        self, restored: torch.Tensor, target: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def __call__(self, restored: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
         """Score ``restored`` (against ``target`` for full-reference metrics).
 
         Args:
@@ -77,9 +75,7 @@ class Metric:
         with torch.no_grad():
             if self.info.full_reference:
                 if target is None:
-                    raise ValueError(
-                        f"Metric {self.name!r} compares with a target; got target=None."
-                    )
+                    raise ValueError(f"Metric {self.name!r} compares with a target; got target=None.")
                 _check_images("target", target)
                 if target.shape != restored.shape:
                     raise ValueError(
@@ -90,32 +86,24 @@ class Metric:
                     raise ValueError(
                         f"target values must be in [0, 1]; got [{target.min().item():.4g}, {target.max().item():.4g}]."
                     )
-                scores = self.model(
-                    restored, target.detach().to(self.device, torch.float32)
-                )
+                scores = self.model(restored, target.detach().to(self.device, torch.float32))
             else:
                 scores = self.model(restored)
         scores = torch.as_tensor(scores).detach().reshape(-1).to("cpu", torch.float32)
         if scores.numel() != n:
-            raise RuntimeError(
-                f"Metric {self.name!r} returned {scores.numel()} scores for {n} images."
-            )
+            raise RuntimeError(f"Metric {self.name!r} returned {scores.numel()} scores for {n} images.")
         return scores
 
 
 def _check_images(label: str, images: object) -> None:
     if not isinstance(images, torch.Tensor):
-        raise ValueError(
-            f"{label} must be a torch.Tensor (N, C, H, W); got {type(images).__name__}."
-        )
+        raise ValueError(f"{label} must be a torch.Tensor (N, C, H, W); got {type(images).__name__}.")
     if images.dim() != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
         raise ValueError(
             f"{label} must have shape (N, C, H, W) with N >= 1 and C in (1, 3); got {tuple(images.shape)}."
         )
     if not torch.isfinite(images).all():
-        raise ValueError(
-            f"{label} contains non-finite values (NaN or inf); metrics need finite images in [0, 1]."
-        )
+        raise ValueError(f"{label} contains non-finite values (NaN or inf); metrics need finite images in [0, 1].")
 
 
 def create_metric(name: str, device: str | torch.device = "cpu") -> Metric:
@@ -203,8 +191,6 @@ def usable_metrics() -> list[str]:
     for name, info in catalogue().items():
         if info.set_level:
             continue
-        if not info.needs_weights or (
-            name in ASSETS and ASSETS.get(name).usable_offline()
-        ):
+        if not info.needs_weights or (name in ASSETS and ASSETS.get(name).usable_offline()):
             usable.append(name)
     return sorted(usable)

@@ -154,15 +154,8 @@ def check_weight(metric: str | Objective, weight: object) -> float:
             name, ``("objective",)`` for an objective.
     """
     loc: tuple[str, ...] = ("objective", metric) if isinstance(metric, str) else ("objective",)
-    if (
-        isinstance(weight, bool)
-        or not isinstance(weight, numbers.Real)
-        or not math.isfinite(float(weight))
-    ):
-        raise ConfigError(
-            loc,
-            f"Weight of metric {metric!r} is {weight!r}. Allowed: a finite number >= 0.",
-        )
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(float(weight)):
+        raise ConfigError(loc, f"Weight of metric {metric!r} is {weight!r}. Allowed: a finite number >= 0.")
     if weight < 0:
         raise ConfigError(
             loc,

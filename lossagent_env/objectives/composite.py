@@ -28,13 +28,7 @@ from collections.abc import Mapping
 import torch
 
 from lossagent_env.metrics import OPEN_BOUND
-from lossagent_env.objectives.base import (
-    Objective,
-    ObjectiveResult,
-    check_finite_j,
-    check_j_bound,
-    check_weight,
-)
+from lossagent_env.objectives.base import Objective, ObjectiveResult, check_finite_j, check_j_bound, check_weight
 from lossagent_env.objectives.metric import MetricObjective
 
 __all__ = ["CompositeObjective", "part_scale"]
@@ -50,11 +44,7 @@ def part_scale(objective: Objective) -> float:
     total = 0.0
     for name in objective.metric_names:
         low, high = objective.bounds[name]
-        w = (
-            abs(float(weights[name]))
-            if isinstance(weights, Mapping) and name in weights
-            else 1.0
-        )
+        w = abs(float(weights[name])) if isinstance(weights, Mapping) and name in weights else 1.0
         total += w * (float(high) - float(low))
     return total
 
@@ -81,9 +71,7 @@ class CompositeObjective(Objective):
         KeyError: Unknown metric name.
     """
 
-    def __init__(
-        self, parts: Mapping[object, float], scales: Mapping[int, float] | None = None
-    ):
+    def __init__(self, parts: Mapping[object, float], scales: Mapping[int, float] | None = None):
         super().__init__()
         if not isinstance(parts, Mapping) or not parts:
             raise ValueError(
@@ -99,17 +87,12 @@ class CompositeObjective(Objective):
             self.weights.append(check_weight(key, weight))
             self.parts.append(MetricObjective({key: 1.0}) if isinstance(key, str) else key)
         if not any(w > 0 for w in self.weights):
-            raise ValueError(
-                f"All weights are 0 in {parts!r}. Allowed: at least one weight > 0."
-            )
+            raise ValueError(f"All weights are 0 in {parts!r}. Allowed: at least one weight > 0.")
         self._given = {key if isinstance(key, str) else repr(key): w for key, w in parts.items()}
         self._overrides = dict(scales or {})
         for index, scale in self._overrides.items():
             if not (isinstance(index, int) and 0 <= index < len(self.parts)) or not (
-                isinstance(scale, (int, float))
-                and not isinstance(scale, bool)
-                and math.isfinite(scale)
-                and scale > 0
+                isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0
             ):
                 raise ValueError(
                     f"scales[{index!r}] = {scale!r}. Allowed: a part index in [0, {len(self.parts)}) "
@@ -171,9 +154,7 @@ class CompositeObjective(Objective):
         feedback: list[str] = []
         invalid: list[str] = []
         for k, part in enumerate(self.parts):
-            result = part.evaluate(
-                restored, target, degraded=degraded, stage=stage, weights=weights
-            )
+            result = part.evaluate(restored, target, degraded=degraded, stage=stage, weights=weights)
             for m, v in result.metrics.items():
                 metrics[self._names[k][m]] = float(v)
             value += self.weights[k] * float(result.value) / self.scales[k]
@@ -219,26 +200,19 @@ class CompositeObjective(Objective):
                 )
             missing = [name for name in names.values() if name not in values]
             if missing:
-                raise KeyError(
-                    f"No value for metrics {missing}; the objective needs {list(self.metric_names)}."
-                )
+                raise KeyError(f"No value for metrics {missing}; the objective needs {list(self.metric_names)}.")
             part_value = part.combine({m: values[name] for m, name in names.items()})
             value += self.weights[k] * float(part_value) / self.scales[k]
         return check_finite_j(float(value), self, values)
 
     def j_bound(self) -> float:
         """``sum_k w_k * J_bound_k / scale_k``: the largest ``|J|`` over the parts' bounds."""
-        return float(
-            sum(w * part.j_bound() / s for w, part, s in zip(self.weights, self.parts, self.scales))
-        )
+        return float(sum(w * part.j_bound() / s for w, part, s in zip(self.weights, self.parts, self.scales)))
 
     def describe(self) -> str:
         if not self.scales:
             self._build_names()
-        terms = " + ".join(
-            f"{w:g}*J_{p}/{s:g}"
-            for w, p, s in zip(self.weights, self.prefixes, self.scales)
-        )
+        terms = " + ".join(f"{w:g}*J_{p}/{s:g}" for w, p, s in zip(self.weights, self.prefixes, self.scales))
         lines = [
             (
                 "The objective J combines several objectives; each part's J is divided by the span "

@@ -38,21 +38,15 @@ class CallableObjective(Objective):
     ):
         super().__init__()
         if not callable(fn):
-            raise ValueError(
-                f"CallableObjective needs a callable fn(restored, target) -> float; got {fn!r}."
-            )
+            raise ValueError(f"CallableObjective needs a callable fn(restored, target) -> float; got {fn!r}.")
         if not isinstance(name, str) or not name.strip():
-            raise ValueError(
-                f"CallableObjective name must be a non-empty string; got {name!r}."
-            )
+            raise ValueError(f"CallableObjective name must be a non-empty string; got {name!r}.")
         low, high = (float(b) for b in bounds)
         if not (math.isfinite(low) and math.isfinite(high) and low < high):
             raise ValueError(f"bounds must be finite with low < high; got {bounds!r}.")
         self.fn = fn
         self.name = name
-        self.description = (
-            description or f"a user-supplied function {name}(restored, target)"
-        )
+        self.description = description or f"a user-supplied function {name}(restored, target)"
         self.metric_names = (name,)
         self.lower_better = {name: False}
         self.bounds = {name: (low, high)}
@@ -74,9 +68,7 @@ class CallableObjective(Objective):
                 f"Objective function {self.name!r} returned {raw!r}; it must return one number."
             ) from error
         if not math.isfinite(value):
-            raise ValueError(
-                f"Objective function {self.name!r} returned {value!r}; it must return a finite number."
-            )
+            raise ValueError(f"Objective function {self.name!r} returned {value!r}; it must return a finite number.")
         return ObjectiveResult(metrics={self.name: value}, value=value)
 
     def describe(self) -> str:

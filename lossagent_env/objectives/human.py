@@ -40,14 +40,7 @@ import torch.nn.functional as F
 
 from lossagent_env.objectives.base import Objective, ObjectiveResult
 
-__all__ = [
-    "HUMAN_METRIC",
-    "FileRater",
-    "HumanObjective",
-    "TerminalRater",
-    "check_score",
-    "comparison_image",
-]
+__all__ = ["HUMAN_METRIC", "FileRater", "HumanObjective", "TerminalRater", "check_score", "comparison_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +59,10 @@ def check_score(score: object) -> float:
         ValueError: Anything else; the message names the value and the range.
     """
     if isinstance(score, bool) or not isinstance(score, numbers.Real):
-        raise ValueError(
-            f"Score {score!r} is not a number. Allowed: a number from 1 to 10."
-        )
+        raise ValueError(f"Score {score!r} is not a number. Allowed: a number from 1 to 10.")
     value = float(score)
     if not math.isfinite(value) or not SCORE_RANGE[0] <= value <= SCORE_RANGE[1]:
-        raise ValueError(
-            f"Score {score!r} is out of range. Allowed: a number from 1 to 10."
-        )
+        raise ValueError(f"Score {score!r} is out of range. Allowed: a number from 1 to 10.")
     return value
 
 
@@ -81,19 +70,12 @@ def _check_comment(comment: object) -> str | None:
     if comment is None:
         return None
     if not isinstance(comment, str):
-        raise ValueError(
-            f"Comment {comment!r} is a {type(comment).__name__}. Allowed: a string or None."
-        )
+        raise ValueError(f"Comment {comment!r} is a {type(comment).__name__}. Allowed: a string or None.")
     text = " ".join(comment.split())
     return text or None
 
 
-def comparison_image(
-    restored: torch.Tensor,
-    target: torch.Tensor,
-    degraded: torch.Tensor | None,
-    caption: str,
-) -> Any:
+def comparison_image(restored: torch.Tensor, target: torch.Tensor, degraded: torch.Tensor | None, caption: str) -> Any:
     """A PIL image: degraded | restored | target, with ``caption`` written above.
 
     Args:
@@ -107,11 +89,7 @@ def comparison_image(
     height, width = restored.shape[-2:]
     panels = []
     if degraded is not None:
-        panels.append(
-            F.interpolate(degraded[None].float(), size=(height, width), mode="nearest")[
-                0
-            ]
-        )
+        panels.append(F.interpolate(degraded[None].float(), size=(height, width), mode="nearest")[0])
     panels += [restored.float(), target.float()]
     row = torch.cat([p.clamp(0, 1) for p in panels], dim=-1)
     if row.shape[0] == 1:
@@ -137,12 +115,7 @@ class TerminalRater:
         ValueError: ``default`` is not a number from 1 to 10.
     """
 
-    def __init__(
-        self,
-        default: float = 5.0,
-        input_stream: IO[str] | None = None,
-        output_stream: IO[str] | None = None,
-    ):
+    def __init__(self, default: float = 5.0, input_stream: IO[str] | None = None, output_stream: IO[str] | None = None):
         self.default = check_score(default)
         self.input_stream = input_stream
         self.output_stream = output_stream
@@ -160,9 +133,7 @@ class TerminalRater:
     def __call__(self, image_path: str, stage: int) -> tuple[float, str | None]:
         """Show where the image is, read a score (Enter: the default), then a comment."""
         out = self.output_stream or sys.stdout
-        out.write(
-            f"Stage {stage}: comparison image (degraded | restored | target) at {image_path}\n"
-        )
+        out.write(f"Stage {stage}: comparison image (degraded | restored | target) at {image_path}\n")
         while True:
             answer = self._ask(f"Score 1-10 [Enter = {self.default:g}]: ")
             if not answer:
@@ -194,15 +165,8 @@ class FileRater:
         ValueError: ``timeout`` or ``poll`` not positive.
     """
 
-    def __init__(
-        self,
-        answer_dir: str | Path | None = None,
-        timeout: float = 600.0,
-        poll: float = 0.2,
-    ):
-        if not (
-            isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0
-        ):
+    def __init__(self, answer_dir: str | Path | None = None, timeout: float = 600.0, poll: float = 0.2):
+        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
             raise ValueError(f"timeout={timeout!r}. Allowed: a number of seconds > 0.")
         if not (isinstance(poll, (int, float)) and math.isfinite(poll) and poll > 0):
             raise ValueError(f"poll={poll!r}. Allowed: a number of seconds > 0.")
@@ -238,9 +202,7 @@ class FileRater:
                             f"Answer file {str(path)!r} holds {answer!r}. Allowed: "
                             '{"score": 1-10, "comment": "optional text"}.'
                         )
-                    return check_score(answer["score"]), _check_comment(
-                        answer.get("comment")
-                    )
+                    return check_score(answer["score"]), _check_comment(answer.get("comment"))
             if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"No rating for stage {stage} after {self.timeout:g}s: waited for {str(path)!r} "
@@ -275,11 +237,7 @@ class HumanObjective(Objective):
                 "(score 1-10, comment or None), a TerminalRater or a FileRater."
             )
         self.rater = rater
-        self.out_dir = (
-            Path(out_dir)
-            if out_dir is not None
-            else Path(tempfile.mkdtemp(prefix="lossagent-human-"))
-        )
+        self.out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="lossagent-human-"))
         self.history: list[tuple[int, float, str | None]] = []
         self.metric_names = (HUMAN_METRIC,)
         self.lower_better = {HUMAN_METRIC: False}
@@ -294,11 +252,7 @@ class HumanObjective(Objective):
 
     def image_path(self, stage: int) -> Path:
         """Path of the comparison image of ``stage`` in the current episode."""
-        folder = (
-            self.out_dir
-            if self._episode <= 1
-            else self.out_dir / f"episode_{self._episode:03d}"
-        )
+        folder = self.out_dir if self._episode <= 1 else self.out_dir / f"episode_{self._episode:03d}"
         return folder / f"stage_{stage:03d}.png"
 
     def evaluate(
@@ -321,23 +275,15 @@ class HumanObjective(Objective):
         path.parent.mkdir(parents=True, exist_ok=True)
         shown = ", ".join(f"{k}={v:.3g}" for k, v in (weights or {}).items()) or "none"
         caption = f"stage {stage}   degraded | restored | target\nweights: {shown}"
-        comparison_image(
-            restored[0], target[0], None if degraded is None else degraded[0], caption
-        ).save(path)
+        comparison_image(restored[0], target[0], None if degraded is None else degraded[0], caption).save(path)
         answer = self.rater(str(path), stage)
         if not isinstance(answer, tuple) or len(answer) != 2:
-            raise ValueError(
-                f"The rater returned {answer!r}. Allowed: a tuple (score 1-10, comment or None)."
-            )
+            raise ValueError(f"The rater returned {answer!r}. Allowed: a tuple (score 1-10, comment or None).")
         score, comment = check_score(answer[0]), _check_comment(answer[1])
         self._last_stage = stage
         self.history.append((stage, score, comment))
-        logger.info(
-            "Stage %d rated %g%s", stage, score, f": {comment}" if comment else ""
-        )
-        return ObjectiveResult(
-            metrics={HUMAN_METRIC: score}, value=score, feedback=comment
-        )
+        logger.info("Stage %d rated %g%s", stage, score, f": {comment}" if comment else "")
+        return ObjectiveResult(metrics={HUMAN_METRIC: score}, value=score, feedback=comment)
 
     def describe(self) -> str:
         return (

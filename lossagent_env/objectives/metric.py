@@ -58,21 +58,15 @@ class MetricObjective(Objective):
                 raise UnknownNameError(("objective", name), e.args[0]) from None
             if info.set_level:
                 raise ConfigError(
-                    ("objective", name),
-                    f"Metric {name!r} compares sets of images and cannot score a stage.",
+                    ("objective", name), f"Metric {name!r} compares sets of images and cannot score a stage."
                 )
             checked[name] = check_weight(name, weight)
         if not any(w > 0 for w in checked.values()):
-            raise ConfigError(
-                ("objective",),
-                f"All weights are 0 in {weights!r}. Allowed: at least one weight > 0."
-            )
+            raise ConfigError(("objective",), f"All weights are 0 in {weights!r}. Allowed: at least one weight > 0.")
         self.weights = checked
         self.infos = {name: metric_info(name) for name in checked}
         self.metric_names = tuple(checked)
-        self.lower_better = {
-            name: info.lower_better for name, info in self.infos.items()
-        }
+        self.lower_better = {name: info.lower_better for name, info in self.infos.items()}
         self.bounds = {name: (info.low, info.high) for name, info in self.infos.items()}
         check_j_bound(self, self.weights)
         self._metrics: dict[str, Metric] | None = None
@@ -88,9 +82,7 @@ class MetricObjective(Objective):
         Raises:
             MissingWeightsError: A metric's weight file is not installed.
         """
-        self._metrics = {
-            name: create_metric(name, device) for name in self.metric_names
-        }
+        self._metrics = {name: create_metric(name, device) for name in self.metric_names}
         self._device = next(iter(self._metrics.values())).device
 
     def evaluate(
@@ -136,13 +128,10 @@ class MetricObjective(Objective):
         """
         missing = [name for name in self.metric_names if name not in values]
         if missing:
-            raise KeyError(
-                f"No value for metrics {missing}; the objective needs {list(self.metric_names)}."
-            )
+            raise KeyError(f"No value for metrics {missing}; the objective needs {list(self.metric_names)}.")
         value = float(
             sum(
-                self.weights[name]
-                * (-values[name] if self.lower_better[name] else values[name])
+                self.weights[name] * (-values[name] if self.lower_better[name] else values[name])
                 for name in self.metric_names
             )
         )
@@ -150,12 +139,7 @@ class MetricObjective(Objective):
 
     def j_bound(self) -> float:
         """``sum_i w_i * max(|low_i|, |high_i|)``: the largest ``|J|`` over the bounds."""
-        return float(
-            sum(
-                self.weights[name] * max(abs(low), abs(high))
-                for name, (low, high) in self.bounds.items()
-            )
-        )
+        return float(sum(self.weights[name] * max(abs(low), abs(high)) for name, (low, high) in self.bounds.items()))
 
     def formula(self) -> str:
         """``J`` in symbols, e.g. ``"J = 1*psnr - 0.5*niqe"``."""
@@ -177,17 +161,9 @@ class MetricObjective(Objective):
         ]
         for name in self.metric_names:
             info = self.infos[name]
-            direction = (
-                "lower is better, so it enters J negated"
-                if info.lower_better
-                else "higher is better"
-            )
-            lines.append(
-                f"- {name} (weight {format_weight(self.weights[name])}; {direction}): {info.description}"
-            )
-        lines.append(
-            f"{self.formula()}. The reward of a stage is the change of J from the previous stage."
-        )
+            direction = "lower is better, so it enters J negated" if info.lower_better else "higher is better"
+            lines.append(f"- {name} (weight {format_weight(self.weights[name])}; {direction}): {info.description}")
+        lines.append(f"{self.formula()}. The reward of a stage is the change of J from the previous stage.")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -87,8 +87,7 @@ class JudgeAnswer(BaseModel):
         description="How well the restored images match the description, from 0 (not at all) to 10 (perfectly).",
     )
     critique: str = Field(
-        min_length=1,
-        description="One paragraph: what matches the description, what does not, and what to improve.",
+        min_length=1, description="One paragraph: what matches the description, what does not, and what to improve."
     )
 
 
@@ -102,13 +101,7 @@ def _mix_schema(names: Sequence[str]) -> type[BaseModel]:
     term = create_model(
         "MetricWeight",
         __doc__="One metric of the mix and its relative weight.",
-        metric=(
-            str,
-            Field(
-                description="A metric name from the list.",
-                json_schema_extra={"enum": list(names)},
-            ),
-        ),
+        metric=(str, Field(description="A metric name from the list.", json_schema_extra={"enum": list(names)})),
         weight=(float, Field(description="Relative weight, a number >= 0.")),
     )
     return create_model(
@@ -116,10 +109,7 @@ def _mix_schema(names: Sequence[str]) -> type[BaseModel]:
         __doc__="A weighted mix of image-quality metrics that expresses the description.",
         terms=(
             list[term],  # type: ignore[valid-type]
-            Field(
-                min_length=1,
-                description="The metrics of the mix, each with a relative weight >= 0.",
-            ),
+            Field(min_length=1, description="The metrics of the mix, each with a relative weight >= 0."),
         ),
     )
 
@@ -136,17 +126,13 @@ def encode_png(image: torch.Tensor) -> str:
     from PIL import Image
 
     if image.dim() != 3 or image.shape[0] not in (1, 3):
-        raise ValueError(
-            f"encode_png needs a (C, H, W) image with C 1 or 3; got shape {tuple(image.shape)}."
-        )
+        raise ValueError(f"encode_png needs a (C, H, W) image with C 1 or 3; got shape {tuple(image.shape)}.")
     array = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
     array = np.ascontiguousarray(array.transpose(1, 2, 0))
     pil = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
     buffer = io.BytesIO()
     pil.save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(
-        "ascii"
-    )
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _reask(reason: str, preview: str) -> str:
@@ -325,9 +311,7 @@ class JudgeObjective(TextObjective):
         )
         return ObjectiveResult(metrics={JUDGE_METRIC: math.nan}, value=math.nan)
 
-    def judge_messages(
-        self, restored: torch.Tensor, degraded: torch.Tensor | None
-    ) -> list[Any]:
+    def judge_messages(self, restored: torch.Tensor, degraded: torch.Tensor | None) -> list[Any]:
         """The message sent to the judge: description, then per image restored (+ degraded).
 
         Args:
@@ -349,19 +333,11 @@ class JudgeObjective(TextObjective):
         ]
         for i in range(count):
             content.append({"type": "text", "text": f"Restored image {i + 1}:"})
-            content.append(
-                {"type": "image_url", "image_url": {"url": encode_png(restored[i])}}
-            )
+            content.append({"type": "image_url", "image_url": {"url": encode_png(restored[i])}})
             if degraded is not None:
-                content.append(
-                    {"type": "text", "text": f"Degraded input {i + 1} (reference):"}
-                )
-                content.append(
-                    {"type": "image_url", "image_url": {"url": encode_png(degraded[i])}}
-                )
-        system = SystemMessage(
-            "You are a strict judge of image-restoration results. Answer with the JudgeAnswer tool."
-        )
+                content.append({"type": "text", "text": f"Degraded input {i + 1} (reference):"})
+                content.append({"type": "image_url", "image_url": {"url": encode_png(degraded[i])}})
+        system = SystemMessage("You are a strict judge of image-restoration results. Answer with the JudgeAnswer tool.")
         return [system, HumanMessage(content=content)]
 
     def describe(self) -> str:
@@ -409,11 +385,7 @@ class TranslateObjective(TextObjective):
         if self.candidates is not None:
             usable = set(usable_metrics())
             return [name for name in self.candidates if name in usable]
-        return [
-            name
-            for name in usable_metrics()
-            if metric_info(name).high - metric_info(name).low < OPEN_BOUND
-        ]
+        return [name for name in usable_metrics() if metric_info(name).high - metric_info(name).low < OPEN_BOUND]
 
     def translation_prompt(self, names: Sequence[str]) -> str:
         """The text sent to the model in translate mode."""
@@ -421,9 +393,7 @@ class TranslateObjective(TextObjective):
         for name in names:
             info = metric_info(name)
             direction = "lower is better" if info.lower_better else "higher is better"
-            reference = (
-                "compares with the target" if info.full_reference else "no reference"
-            )
+            reference = "compares with the target" if info.full_reference else "no reference"
             lines.append(f"- {name} ({direction}; {reference}): {info.description}")
         return (
             "An image-restoration network is trained so that its outputs match this description:\n"
@@ -449,9 +419,7 @@ class TranslateObjective(TextObjective):
             self._use_mix(answer.value)
             logger.info("Text %r translated into the mix %s", self.description, self.mix)
             return
-        self._use_default(
-            f"the model's answers were invalid after {answer.retries + 1} tries: {answer.reason}"
-        )
+        self._use_default(f"the model's answers were invalid after {answer.retries + 1} tries: {answer.reason}")
 
     def _mix_of(self, terms: Sequence[Any], allowed: Sequence[str]) -> dict[str, float]:
         """The mix an answer proposes. Names not in ``allowed`` are dropped, and reported
@@ -489,10 +457,7 @@ class TranslateObjective(TextObjective):
     def _use_default(self, reason: str) -> None:
         self.fallback_reason = reason
         logger.warning(
-            "Translation of %r failed (%s); using the default mix %s.",
-            self.description,
-            reason,
-            DEFAULT_MIX,
+            "Translation of %r failed (%s); using the default mix %s.", self.description, reason, DEFAULT_MIX
         )
         self._use_mix(DEFAULT_MIX)
 
@@ -519,9 +484,7 @@ class TranslateObjective(TextObjective):
         mix = ", ".join(f"{name} {share:.2f}" for name, share in (self.mix or {}).items())
         lines = [f"{head}: relative weights {mix}; each metric is divided by the span of its range."]
         if self.fallback_reason is not None:
-            lines.append(
-                f"The translation failed ({self.fallback_reason}); the default mix {DEFAULT_MIX} is used."
-            )
+            lines.append(f"The translation failed ({self.fallback_reason}); the default mix {DEFAULT_MIX} is used.")
         if self.dropped:
             lines.append(f"Unknown metric names dropped from the translation: {self.dropped}.")
         lines.append(self._inner.describe())

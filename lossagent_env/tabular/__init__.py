@@ -35,12 +35,7 @@ from __future__ import annotations
 from lossagent_env.tabular.analysis import TableAnalysis
 from lossagent_env.tabular.build import TableSpec, compute_unit, table_header
 from lossagent_env.tabular.format import NodeRecord, Table, TableFormatError, read_table
-from lossagent_env.tabular.replay import (
-    TabularEnv,
-    load_table,
-    resolve_table,
-    shipped_tables,
-)
+from lossagent_env.tabular.replay import TabularEnv, load_table, resolve_table, shipped_tables
 
 __all__ = [
     "NodeRecord",

@@ -130,9 +130,7 @@ class TableSpec:
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"TableSpec.{name}={value!r}. Allowed: an integer >= 1.")
         if not self.metrics or len(set(self.metrics)) != len(self.metrics):
-            raise ValueError(
-                f"TableSpec.metrics={list(self.metrics)!r}. Allowed: at least one metric, each once."
-            )
+            raise ValueError(f"TableSpec.metrics={list(self.metrics)!r}. Allowed: at least one metric, each once.")
         if not self.seeds:
             raise ValueError("TableSpec.seeds is empty. Allowed: at least one integer >= 0, each once.")
         self.seeds = tuple(check_seeds(self.seeds, "TableSpec.seeds"))
@@ -144,8 +142,7 @@ class TableSpec:
         for inst in self.instances:
             if inst.split not in INSTANCE_SPLITS:
                 raise ValueError(
-                    f"TableSpec.instances {inst.name!r} has split={inst.split!r}. Allowed: "
-                    f"{list(INSTANCE_SPLITS)}."
+                    f"TableSpec.instances {inst.name!r} has split={inst.split!r}. Allowed: {list(INSTANCE_SPLITS)}."
                 )
         seeds = tuple(s for inst in self.instances for s in inst.seeds)
         if self.seeds and tuple(self.seeds) != seeds:
@@ -181,12 +178,7 @@ def make_build_env(spec: TableSpec, seed: int | None = None) -> PresetActions:
     the tree of ``seed`` (:meth:`TableSpec.env_for`), the panel objective and
     ``max_stages = stages``, wrapped in ``PresetActions``."""
     env_id, env_kwargs = spec.env_for(seed)
-    env = gym.make(
-        env_id,
-        **env_kwargs,
-        objective=panel_objective(spec.metrics),
-        max_stages=spec.stages,
-    )
+    env = gym.make(env_id, **env_kwargs, objective=panel_objective(spec.metrics), max_stages=spec.stages)
     return PresetActions(env, spec.presets)
 
 
@@ -283,10 +275,7 @@ def table_header(spec: TableSpec, env: PresetActions) -> dict[str, Any]:
             }
             for name in u.loss_names
         ],
-        "presets": [
-            {"name": name, "weights": row.tolist()}
-            for name, row in zip(env.preset_names, env.preset_weights)
-        ],
+        "presets": [{"name": name, "weights": row.tolist()} for name, row in zip(env.preset_names, env.preset_weights)],
         "metrics": list(spec.metrics),
         "metric_lower_better": {m: metric_info(m).lower_better for m in spec.metrics},
         "seeds": list(spec.seeds),
@@ -337,9 +326,7 @@ def cached_build_env(spec: TableSpec, seed: int | None = None) -> PresetActions:
     """:func:`make_build_env`, kept for the next call with the same configuration (one
     per process: making one costs seconds)."""
     key = json.dumps(
-        [*spec.env_for(seed), list(spec.presets.items()), spec.metrics, spec.stages],
-        sort_keys=True,
-        default=repr,
+        [*spec.env_for(seed), list(spec.presets.items()), spec.metrics, spec.stages], sort_keys=True, default=repr
     )
     if key not in _ENV_CACHE:
         for env in _ENV_CACHE.values():
@@ -350,10 +337,7 @@ def cached_build_env(spec: TableSpec, seed: int | None = None) -> PresetActions:
 
 
 def compute_unit(
-    spec: TableSpec,
-    seed: int,
-    first: int,
-    on_node: Callable[[NodeRecord], None] | None = None,
+    spec: TableSpec, seed: int, first: int, on_node: Callable[[NodeRecord], None] | None = None
 ) -> list[NodeRecord]:
     """Train and measure every node of one unit (see the module docstring).
 

@@ -110,9 +110,7 @@ def spec_of(table: Table) -> TableSpec:
     )
 
 
-def check_against_live(
-    table: str | Any, samples: int = 3, stages: int | None = None, seed: int = 0
-) -> list[LiveCheck]:
+def check_against_live(table: str | Any, samples: int = 3, stages: int | None = None, seed: int = 0) -> list[LiveCheck]:
     """Train ``samples`` random preset sequences live and compare them with ``table``.
 
     Args:

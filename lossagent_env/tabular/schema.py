@@ -91,12 +91,9 @@ class LossEntry(_Strict):
     """One entry of ``losses``: a loss of the action, in action order."""
 
     name: Name = Field(description="Loss name as the live env's loss_names has it.")
-    scale: Annotated[Finite, Field(ge=0.0)] = Field(
-        description="Effective weight = action * scale."
-    )
+    scale: Annotated[Finite, Field(ge=0.0)] = Field(description="Effective weight = action * scale.")
     value_range: list[Finite] = Field(
-        min_length=2, max_length=2,
-        description="Finite [low, high] of the loss's value (the observation's bounds).",
+        min_length=2, max_length=2, description="Finite [low, high] of the loss's value (the observation's bounds)."
     )
 
     @model_validator(mode="after")
@@ -126,9 +123,7 @@ class InstanceEntry(_Strict):
     """One entry of ``instances`` (format 2): a problem instance and its replicates."""
 
     name: Name = Field(description="Instance name, unique in the table.")
-    split: Literal["train", "test"] = Field(
-        description="'train': agents may tune on it; 'test': only scored on."
-    )
+    split: Literal["train", "test"] = Field(description="'train': agents may tune on it; 'test': only scored on.")
     env_id: Name = Field(description="Gymnasium id of its live env.")
     env_kwargs: dict[StrictStr, Any] = Field(description="Its gym.make kwargs (the table's, with its own).")
     env_config: EnvConfigEntry = Field(description="Its full EnvConfig.")
@@ -206,11 +201,7 @@ METRIC_ROW = RowSchema(
 )
 """A row of ``metrics`` (``value`` None: NaN, not measured)."""
 
-LOSS_ROW = RowSchema(
-    "losses",
-    ("seed", "path", "loss", "value"),
-    (StrictInt, StrictStr, StrictStr, StrictFloat | None),
-)
+LOSS_ROW = RowSchema("losses", ("seed", "path", "loss", "value"), (StrictInt, StrictStr, StrictStr, StrictFloat | None))
 """A row of ``losses`` (``value`` None: NaN; an infinite loss is a value)."""
 
 UNIT_ROW = RowSchema("units", ("seed", "first", "nodes"), (StrictInt, StrictInt, StrictInt))
@@ -226,9 +217,7 @@ def decode_header(rows: Sequence[tuple[Any, Any]], source: str) -> dict[str, Any
     header: dict[str, Any] = {}
     for key, value in rows:
         if not isinstance(key, str) or not isinstance(value, (str, bytes)):
-            raise TableFormatError(
-                f"Table {source}: header row {key!r} = {value!r} is not a key and a JSON text."
-            )
+            raise TableFormatError(f"Table {source}: header row {key!r} = {value!r} is not a key and a JSON text.")
         try:
             header[key] = json.loads(value)
         except ValueError as e:
