@@ -62,13 +62,8 @@ class Agent(Protocol):
         on a preset env the index of a preset."""
 
     def observe(
-        self,
-        action: np.ndarray | int,
-        reward: float,
-        observation: Mapping[str, Any],
-        info: Mapping[str, Any],
-        terminated: bool,
-        truncated: bool,
+        self, action: np.ndarray | int, reward: float, observation: Mapping[str, Any], info: Mapping[str, Any],
+        terminated: bool, truncated: bool,
     ) -> None:
         """Learn from the outcome of ``action`` (reward: higher is better)."""
 
@@ -164,13 +159,8 @@ class BaseAgent:
         return np.asarray(action, dtype=np.float32)
 
     def observe(
-        self,
-        action: np.ndarray | int,
-        reward: float,
-        observation: Mapping[str, Any],
-        info: Mapping[str, Any],
-        terminated: bool,
-        truncated: bool,
+        self, action: np.ndarray | int, reward: float, observation: Mapping[str, Any], info: Mapping[str, Any],
+        terminated: bool, truncated: bool,
     ) -> None:
         """Record the outcome of ``action`` and advance the stage counter."""
         if self.spec is not None and self.spec.discrete:

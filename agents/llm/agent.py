@@ -29,7 +29,6 @@ Environment variables:
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -320,15 +319,7 @@ class LLMAgent(BaseAgent):
     def _record_start(self, info: Mapping[str, Any]) -> None:
         if self.records:
             return
-        self.records.append(
-            HistoryRecord(
-                stage=int(info.get("stage", 0)),
-                weights=None,
-                metrics={k: float(v) for k, v in info.get("metrics", {}).items()},
-                objective=float(info.get("objective", math.nan)),
-                feedback=info.get("feedback"),
-            )
-        )
+        self.records.append(HistoryRecord.from_info(info, 0, None))
 
     def _on_initial(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         self._record_start(info)
@@ -468,18 +459,10 @@ class LLMAgent(BaseAgent):
     def _observe(self, action: np.ndarray, reward: float, observation: Any, info: Mapping[str, Any]) -> None:
         assert self._kind is not None
         preset, weights, self._previous = self._kind.played(action)
-        self.records.append(
-            HistoryRecord(
-                stage=int(info.get("stage", self.t + 1)),
-                weights=tuple(float(w) for w in weights),
-                preset=preset,
-                metrics={k: float(v) for k, v in info.get("metrics", {}).items()},
-                objective=float(info.get("objective", math.nan)),
-                reward=float(reward),
-                diverged=bool(info.get("diverged", False)),
-                feedback=info.get("feedback"),
-            )
+        record = HistoryRecord.from_info(
+            info, self.t + 1, tuple(float(w) for w in weights), preset=preset, reward=float(reward)
         )
+        self.records.append(record)
 
     def __repr__(self) -> str:
         shown = f", examples={self.examples}" if self.examples else ""

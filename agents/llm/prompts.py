@@ -202,6 +202,19 @@ class HistoryRecord:
     feedback: str | None = None
     preset: str | None = None
 
+    @classmethod
+    def from_info(
+        cls, info: Mapping[str, Any], stage: int, weights: tuple[float, ...] | None, **played: Any
+    ) -> HistoryRecord:
+        """The row of what the env reported in ``info`` (``stage`` where it has none),
+        after playing ``weights`` (None: the start) and ``played`` (``preset``, ``reward``)."""
+        return cls(
+            stage=int(info.get("stage", stage)), weights=weights,
+            metrics={k: float(v) for k, v in info.get("metrics", {}).items()},
+            objective=float(info.get("objective", math.nan)), diverged=bool(info.get("diverged", False)),
+            feedback=info.get("feedback"), **played,
+        )
+
 
 @dataclass(frozen=True)
 class ExampleRun:
@@ -409,14 +422,8 @@ def format_instructions(spec: AgentSpec, method: str, schema: type[BaseModel]) -
 
 
 def render_parts(
-    spec: AgentSpec,
-    records: Sequence[HistoryRecord],
-    *,
-    method: str,
-    schema: type[BaseModel],
-    order: str = "chronological",
-    max_history_tokens: int | None = None,
-    examples: Sequence[ExampleRun] = (),
+    spec: AgentSpec, records: Sequence[HistoryRecord], *, method: str, schema: type[BaseModel],
+    order: str = "chronological", max_history_tokens: int | None = None, examples: Sequence[ExampleRun] = (),
 ) -> PromptParts:
     """The parts, rendered."""
     return PromptParts(
@@ -428,14 +435,8 @@ def render_parts(
 
 
 def build_messages(
-    spec: AgentSpec,
-    records: Sequence[HistoryRecord],
-    *,
-    method: str,
-    schema: type[BaseModel],
-    order: str = "chronological",
-    max_history_tokens: int | None = None,
-    reask: Sequence[BaseMessage] = (),
+    spec: AgentSpec, records: Sequence[HistoryRecord], *, method: str, schema: type[BaseModel],
+    order: str = "chronological", max_history_tokens: int | None = None, reask: Sequence[BaseMessage] = (),
     examples: Sequence[ExampleRun] = (),
 ) -> list[BaseMessage]:
     """The chat messages of one request: :data:`PROMPT` (:data:`PRESET_PROMPT` on a preset

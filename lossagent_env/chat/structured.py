@@ -184,7 +184,9 @@ class RetrySettings(BaseModel):
     method: Method = Field(default="function_calling", description="One of :data:`METHODS`.")
     max_retries: int = Field(default=2, ge=0, description="Re-asks after a malformed answer, per ask.")
     transport_retries: int = Field(default=3, ge=0, description="Retries after a transport error, per request.")
-    backoff_base: NonNegative = Field(default=0.5, description="First pause after a transport error, seconds; doubled each time.")
+    backoff_base: NonNegative = Field(
+        default=0.5, description="First pause after a transport error, seconds; doubled each time."
+    )
     backoff_max: NonNegative = Field(default=BACKOFF_MAX, description="Longest pause, seconds.")
 
 

@@ -119,12 +119,6 @@ def build_loss(spec: str | Mapping[str, Any]) -> Loss:
     return cls(**kwargs)
 
 
-def _usable_now(cls: type[Loss]) -> bool:
-    if not cls.needs_weights:
-        return True
-    return bool(cls.weights_installed())
-
-
 def loss_catalogue(iqa_metrics: Iterable[str] = ()) -> list[dict[str, Any]]:
     """What the loss repository holds, for ``lossagent losses`` and documentation.
 
@@ -155,7 +149,7 @@ def loss_catalogue(iqa_metrics: Iterable[str] = ()) -> list[dict[str, Any]]:
                 "scale": None if cls.needs_weights else cls.scale,
                 "value_range": cls.value_range,
                 "needs_weights": cls.needs_weights,
-                "usable_now": _usable_now(cls),
+                "usable_now": bool(cls.weights_installed()),  # True for losses without files
             }
         )
     rows.extend(_iqa_row(metric) for metric in iqa_metrics)
