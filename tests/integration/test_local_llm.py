@@ -21,6 +21,7 @@ from lossagent_env.chat import local
 from lossagent_env.chat.local import LOCAL_API_KEY, LocalLLMServer, local_model_path
 from lossagent_env.chat.local import server as server_module
 from lossagent_env.chat.local.patches import apply_patches, bounded_numbers, grammar_first, jump_forward
+from lossagent_env.cpus import available_cpus
 
 _INSTALL = "pip install 'lossagent-env[local-llm]'"
 
@@ -372,7 +373,7 @@ def test_default_threads_are_torch_threads_at_most_the_cpus(monkeypatch: pytest.
     import torch
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 512)
-    assert server_module.default_threads() == server_module.cpus() < 512
+    assert server_module.default_threads() == available_cpus() < 512
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert server_module.default_threads() == 1
 
