@@ -1,21 +1,46 @@
-"""Benchmarks: suites as data, the runner, the report and plots.
+"""Benchmarks: suites as data, their execution, and the reports.
 
-``lossagent bench --suite smoke`` (see :mod:`benchmarks.cli`) is the front door;
-:func:`benchmarks.suite.load_suite`, :func:`benchmarks.runner.run_suite` and
-:func:`benchmarks.report.build_report` are the same steps as a library.
+``lossagent bench --suite smoke`` (:mod:`benchmarks.cli`) is the front door; the same
+steps as a library::
 
-Modules, each importing only those listed before it:
+    from benchmarks import load_suite, run_suite, build_report
+    result = run_suite(load_suite("smoke"), "runs/smoke")
+    build_report("runs/smoke")
 
-- :mod:`benchmarks.errors`: the benchmark errors and the record of a failed run;
-- :mod:`benchmarks.output`: the owner of an output folder or table file (check, lock,
-  resume, clean up);
-- :mod:`benchmarks.executor`: where runs and table units execute (inline, process pool,
-  Ray), with results streamed back;
-- :mod:`benchmarks.suite`: suites as data (TOML), validated;
-- :mod:`benchmarks.results`: the output directory: its layout, ``results.jsonl``
-  (writer, reader), atomic JSON files and the resume rule;
-- :mod:`benchmarks.runs`: run specs and names, one run -> rows (the row schema);
-- :mod:`benchmarks.report`: ``summary.csv``, ``report.md`` and plots from the rows;
-- :mod:`benchmarks.runner`: :func:`~benchmarks.runner.run_suite`, which ties them up;
+Sub-packages, by job (each imports only those listed before it, and ``errors``):
+
+- :mod:`benchmarks.suites`: the shipped suite files (``*.toml``) and the code that reads
+  and checks them (a bench suite, a ``[table]`` section, its size);
+- :mod:`benchmarks.execution`: where runs and table units execute (inline, process
+  pool, Ray), the output folder and ``results.jsonl``, one run -> rows, ``run_suite``
+  and ``tabulate``;
+- :mod:`benchmarks.reports`: ``summary.csv``, ``report.md`` and plots from the rows;
+  the scores of a table replay, the statistics and the rendering;
 - :mod:`benchmarks.cli`: the ``lossagent`` command line, on top of everything.
+
+The measurement scripts (timings against the targets, the table screen, the GPU check)
+are not part of the package: they are the top-level folder ``measure/`` of the
+repository, run as ``python -m measure.<script>``.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["build_report", "load_suite", "load_table_spec", "run_suite", "tabulate"]
+
+_HOMES = {
+    "load_suite": "benchmarks.suites.suite",
+    "load_table_spec": "benchmarks.suites.table",
+    "run_suite": "benchmarks.execution.runner",
+    "tabulate": "benchmarks.execution.tabulate",
+    "build_report": "benchmarks.reports.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The library entry points, imported on first use (the command line stays quick)."""
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'benchmarks' has no attribute {name!r}")

@@ -25,8 +25,8 @@ from pathlib import Path
 
 _CHILD = (
     "import json, sys\n"
-    "from benchmarks.runner import run_suite\n"
-    "from benchmarks.suite import Suite\n"
+    "from benchmarks.execution.runner import run_suite\n"
+    "from benchmarks.suites.suite import Suite\n"
     "suite = Suite.from_dict(json.load(open(sys.argv[1])))\n"
     "run_suite(suite, sys.argv[2], workers=int(sys.argv[3]), report=False)\n"
 )
@@ -53,9 +53,9 @@ def workers_ratio(
     Returns:
         ``{"runs", "serial_s", "parallel_s", "ratio", "max_rel_diff", "same_actions"}``.
     """
-    from benchmarks.results import read_rows
-    from benchmarks.runs import expand
-    from benchmarks.suite import load_suite
+    from benchmarks.execution.results import read_rows
+    from benchmarks.execution.runs import expand
+    from benchmarks.suites.suite import load_suite
 
     suite = load_suite(suite_name)
     data = suite.to_dict()

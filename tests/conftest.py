@@ -92,7 +92,7 @@ def small_table(tmp_path_factory) -> dict:
     ``{"path": table file, "suite": its suite file, "seconds": build time}``."""
     import time
 
-    from benchmarks.tabulate import tabulate
+    from benchmarks.execution.tabulate import tabulate
 
     folder = tmp_path_factory.mktemp("small_table")
     suite = folder / "small.toml"
@@ -146,7 +146,7 @@ of them another task, 2 replicates each."""
 def instance_table(tmp_path_factory) -> dict:
     """The table of instances, built once per session in this process (one worker):
     ``{"path": table file, "suite": its suite file}``."""
-    from benchmarks.tabulate import tabulate
+    from benchmarks.execution.tabulate import tabulate
 
     folder = tmp_path_factory.mktemp("instance_table")
     suite = folder / "instances.toml"

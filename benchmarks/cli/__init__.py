@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from benchmarks.errors import BenchmarkError, RunsFailedError
-    from benchmarks.suite import SuiteError
+    from benchmarks.suites.suite import SuiteError
     from lossagent_env.chat.local.lifetime import stop_servers_on_signals
     from lossagent_env.errors import MissingWeightsError
 

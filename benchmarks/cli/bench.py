@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _existing_out(out: str) -> str:
     """Why an existing ``--out`` cannot start a benchmark, and what will work."""
-    from benchmarks.results import SUITE_FILE
+    from benchmarks.execution.results import SUITE_FILE
 
     if not os.path.isdir(out):
         return f"--out {out!r} exists and is not a folder; --out is a new folder for the benchmark. Choose another --out."
@@ -90,9 +90,9 @@ def _existing_out(out: str) -> str:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.executor import check_backend
-    from benchmarks.runner import run_suite, stored_suite
-    from benchmarks.suite import load_suite, safe_name
+    from benchmarks.execution.executor import check_backend
+    from benchmarks.execution.runner import run_suite, stored_suite
+    from benchmarks.suites.suite import load_suite, safe_name
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers} is not allowed. Allowed: an integer >= 1")
@@ -146,7 +146,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            from benchmarks.results import RESULTS, complete_runs, read_rows
+            from benchmarks.execution.results import RESULTS, complete_runs, read_rows
 
             rows = read_rows(Path(out) / RESULTS)
             bar.update(sum(1 for r in rows if r["run"] in complete_runs(rows)))
@@ -162,8 +162,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    from benchmarks.report import llm_time, llm_time_line, read_summary
-    from benchmarks.results import RESULTS, read_rows
+    from benchmarks.execution.results import RESULTS, read_rows
+    from benchmarks.reports.report import llm_time, llm_time_line, read_summary
 
     summary = read_summary(Path(out) / "summary.csv")
     for row in summary:
@@ -186,7 +186,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _apply_overrides(suite: Any, args: argparse.Namespace) -> Any:
-    from benchmarks.suite import TABULAR_ENV_ID
+    from benchmarks.suites.suite import TABULAR_ENV_ID
 
     if suite.env_id == TABULAR_ENV_ID and (args.device is not None or args.data is not None):
         raise UsageError("--device and --data do not apply to a table replay: it trains nothing.")

@@ -25,8 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from benchmarks.output import OutputLock
-    from benchmarks.report import build_report
+    from benchmarks.execution.output import OutputLock
+    from benchmarks.reports.report import build_report
 
     if not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out!r} is not a folder of a benchmark.")

@@ -99,7 +99,7 @@ def _one_run_suite(args: argparse.Namespace, env_id: str, objective: Any, env_kw
                    agent_kwargs: dict[str, Any]) -> Any:
     """The run as a suite of one agent, one objective and one seed, checked as every
     suite is (names, then values); a refusal names the flag it comes from."""
-    from benchmarks.suite import Suite, SuiteError, validate_names, validate_values
+    from benchmarks.suites.suite import Suite, SuiteError, validate_names, validate_values
 
     data = {
         "name": "run",
@@ -179,9 +179,9 @@ def _live_defaults(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from agents import make_agent
-    from benchmarks.results import RESULTS, TENSORBOARD
-    from benchmarks.runs import RunSpec, run_name, run_one
-    from benchmarks.suite import TABULAR_ENV_ID, objective_label
+    from benchmarks.execution.results import RESULTS, TENSORBOARD
+    from benchmarks.execution.runs import RunSpec, run_name, run_one
+    from benchmarks.suites.suite import TABULAR_ENV_ID, objective_label
 
     env_id = args.env if "/" in args.env else f"LossAgent/{args.env}"
     objective = parse_objective(args.objective)

@@ -19,7 +19,7 @@ class _HelpFormatter(Formatter):
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = super()._get_help_string(action)
         if text is not None and "{ray_timeout}" in text:
-            from benchmarks.executor import RAY_CONNECT_TIMEOUT_S
+            from benchmarks.execution.executor import RAY_CONNECT_TIMEOUT_S
 
             text = text.replace("{ray_timeout}", f"{RAY_CONNECT_TIMEOUT_S:g}")
         return text
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "name or a file) live here and print each one's distance from the table, in units of "
         "the difference between two of its replicates (sqrt(2) x their standard deviation); exit 1 "
         "if any value lies beyond the band: Student's t on replicates - 1 degrees of freedom, "
-        "0.27%% false alarms per value (9.2 with 5 replicates)",
+        "0.27%% false alarms per value (6.6 with 5 replicates)",
     )
     parser.add_argument("--samples", type=int, default=3, help="sequences trained by --verify [default: 3]")
     parser.add_argument("--stages", type=int, default=None,
@@ -74,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-nodes", type=int, default=None, metavar="N",
         help="allow tables of up to N nodes; a larger table is refused before anything is "
         "created, with its size and an estimated build time [default: "
-        "benchmarks.tabulate.MAX_NODES, about 11 hours of building with 2 workers]",
+        "benchmarks.execution.tabulate.MAX_NODES, about 11 hours of building with 2 workers]",
     )
     parser.add_argument("--resume", action="store_true", help="finish the table in --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -103,8 +103,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_tabulate(args: argparse.Namespace) -> int:
-    from benchmarks.executor import RAY_CONNECT_TIMEOUT_S, available_cores, check_backend
-    from benchmarks.tabulate import MAX_NODES, load_table_spec, tabulate
+    from benchmarks.execution.executor import RAY_CONNECT_TIMEOUT_S, check_backend
+    from benchmarks.execution.tabulate import MAX_NODES, load_table_spec, tabulate
+    from lossagent_env.cpus import available_cpus
 
     if args.verify is not None:
         return _cmd_verify(args)
@@ -122,7 +123,7 @@ def _cmd_tabulate(args: argparse.Namespace) -> int:
     if args.ray_timeout is not None and args.ray_address is None:
         raise UsageError("--ray-timeout is the wait for a --ray-address; give one, or leave out --ray-timeout.")
     check_backend(args.backend, args.ray_address)
-    workers, cores = args.workers, available_cores()
+    workers, cores = args.workers, available_cpus()
     if args.ray_address is None and workers > cores:  # processes (or a local Ray cluster) of this machine
         print(f"lossagent tabulate: --workers {workers} is more than the {cores} cores here; using {cores} "
               "processes.", file=sys.stderr)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import runner
 from benchmarks.cli import main
-from benchmarks.executor import threads_per_worker
-from benchmarks.results import read_rows
-from benchmarks.runs import expand
-from benchmarks.suite import load_suite, load_suite_text
+from benchmarks.execution import runner
+from benchmarks.execution.executor import threads_per_worker
+from benchmarks.execution.results import read_rows
+from benchmarks.execution.runs import expand
+from benchmarks.suites.suite import load_suite, load_suite_text
 
 SUITE = """\
 name = "embedded-test"
@@ -138,7 +138,7 @@ def test_the_runner_does_not_import_the_embedded_model():
     import grimp
 
     graph = grimp.build_graph("benchmarks", "agents", "lossagent_env")
-    imported = graph.find_modules_directly_imported_by("benchmarks.runner")
+    imported = graph.find_modules_directly_imported_by("benchmarks.execution.runner")
     assert not [m for m in imported if m.startswith("lossagent_env.chat")]
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.executor import threads_per_worker
-from benchmarks.report import TIMING_COLUMNS, read_summary
-from benchmarks.results import complete_runs, read_rows
+from benchmarks.execution.executor import threads_per_worker
+from benchmarks.execution.results import complete_runs, read_rows
+from benchmarks.reports.report import TIMING_COLUMNS, read_summary
 
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = 3

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cli import main
-from benchmarks.results import RESULTS, read_rows
-from benchmarks.runner import run_suite
-from benchmarks.suite import load_suite_text
+from benchmarks.execution.results import RESULTS, read_rows
+from benchmarks.execution.runner import run_suite
+from benchmarks.suites.suite import load_suite_text
 from lossagent_env.tabular.replay import TABLES_DIR
 
 SUITE = """\
@@ -246,7 +246,7 @@ def test_an_exact_duplicate_row_is_dropped_with_a_warning(finished, tmp_path, ca
     out = _copy(finished, tmp_path)
     lines = (out / RESULTS).read_text().splitlines()
     (out / RESULTS).write_text("\n".join([*lines, lines[2]]) + "\n")
-    with caplog.at_level(logging.WARNING, logger="benchmarks.results"):
+    with caplog.at_level(logging.WARNING, logger="benchmarks.execution.results"):
         assert main(["report", "--out", str(out)]) == 0
     assert f"{out / RESULTS}:{len(lines) + 1}: an exact copy of line 3" in caplog.text
     text = (out / "report.md").read_text()
@@ -394,7 +394,7 @@ def test_a_label_with_a_bar_runs_and_reports(small_table, tmp_path):
     out = tmp_path / "bench"
     assert main(["bench", "--suite", str(_suite_file(tmp_path, small_table["path"], extra)), "--out", str(out)]) == 0
     scores = json.loads((out / "scores.json").read_text())
-    assert "ucb|fast" in scores["iqm"] and "ucb|fast > ucb" in scores["probability_of_improvement"]
+    assert "ucb|fast" in scores["plays"] and any(e["agent"] == "ucb|fast" for e in scores["agents"])
     text = (out / "report.md").read_text()
     assert "| ucb\\|fast |" in text
     assert main(["report", "--out", str(out)]) == 0

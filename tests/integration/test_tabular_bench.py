@@ -10,9 +10,9 @@ import pytest
 
 import lossagent_env  # noqa: F401
 from benchmarks.cli import main
-from benchmarks.results import read_rows
-from benchmarks.runner import run_suite
-from benchmarks.suite import SuiteError, load_suite, load_suite_text
+from benchmarks.execution.results import read_rows
+from benchmarks.execution.runner import run_suite
+from benchmarks.suites.suite import SuiteError, load_suite, load_suite_text
 
 SUITE = """\
 name = "tabular-test"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.tabulate import tabulate
+from benchmarks.execution.tabulate import tabulate
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = 2 * 3  # seeds x presets of the small table

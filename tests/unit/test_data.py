@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.perf_data import reference_sample
 from lossagent_env.data import PatchSampler, load_dataset
 from lossagent_env.tasks import BicubicDownsample, GaussianNoise, JPEGCompression
+from measure.perf_data import reference_sample
 
 
 def _reference(sampler: PatchSampler, n: int, rng: np.random.Generator) -> torch.Tensor:

@@ -11,9 +11,9 @@ import time
 import pytest
 import torch
 
-from benchmarks import executor as ex
 from benchmarks.errors import BenchmarkError
-from benchmarks.runs import RunSpec, run_task
+from benchmarks.execution import executor as ex
+from benchmarks.execution.runs import RunSpec, run_task
 
 
 def count_up(item: int, context: ex.Context) -> int:
@@ -116,7 +116,7 @@ def test_workers_take_the_gpus_in_turn():
 
 
 def test_a_run_trains_on_the_device_its_worker_is_given(monkeypatch):
-    import benchmarks.runs as runs
+    import benchmarks.execution.runs as runs
 
     seen = []
     monkeypatch.setattr(runs, "execute_run", lambda spec, out, emit: seen.append(spec.env_kwargs) or 0)

@@ -15,7 +15,7 @@ from pathlib import Path
 import grimp
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("lossagent_env", "agents", "benchmarks")
+PACKAGES = ("lossagent_env", "agents", "benchmarks", "measure")
 
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess:

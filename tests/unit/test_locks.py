@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.output import LOCK_FILE, OutputLock
+from benchmarks.execution.output import LOCK_FILE, OutputLock
 
 
 def test_a_released_lock_can_be_taken_again_and_names_its_holder(tmp_path):
@@ -120,7 +120,7 @@ def test_a_released_lock_removes_its_file_and_a_stale_one_is_taken_over(tmp_path
 def test_a_lock_file_removed_by_its_holder_after_it_was_opened_is_not_a_lock(tmp_path, monkeypatch):
     """A process that opened the lock file just before its holder removed it must not
     hold a lock on that file without a name while a third process locks the new one."""
-    import benchmarks.output as output
+    import benchmarks.execution.output as output
 
     first = OutputLock(tmp_path, "first").acquire()
     unnamed = open(tmp_path / LOCK_FILE, "r+", encoding="utf-8")  # opened while first holds it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.output import LOCK_FILE, Output, check_same
+from benchmarks.execution.output import LOCK_FILE, Output, check_same
 
 
 def _fail_inside(output: Output, keep: bool, **claim) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.perf_smoke import DECISION_GOAL_S, DECISION_TARGET_S, JOB_GOAL_S, JOB_TARGET_S, main, verdict
+from measure.perf_smoke import DECISION_GOAL_S, DECISION_TARGET_S, JOB_GOAL_S, JOB_TARGET_S, main, verdict
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.report import (
+from benchmarks.execution.results import complete_runs, read_rows
+from benchmarks.reports.report import (
     SUMMARY_COLUMNS,
     build_report,
     llm_time,
@@ -17,7 +18,6 @@ from benchmarks.report import (
     read_summary,
     summarize,
 )
-from benchmarks.results import complete_runs, read_rows
 
 LOSSES = ("l1", "ssim", "fft")
 
@@ -99,7 +99,7 @@ def test_mean_intervals_are_rliables_stratified_bootstrap_and_reproducible():
 def test_agents_with_the_same_scores_get_the_same_interval():
     from rliable import metrics
 
-    from benchmarks.stats import interval_estimates
+    from benchmarks.reports.stats import interval_estimates
 
     scores = np.array([[0.1, -0.5], [0.3, 0.2], [-0.9, 0.4]])
     other = np.array([[1.0, 2.0], [0.0, -1.0], [0.5, 0.5]])

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.results import ROW_KEYS, ResultRow, read_rows
-from benchmarks.runs import RunSpec, execute_run
-from benchmarks.suite import TABULAR_ENV_ID
+from benchmarks.execution.results import ROW_KEYS, ResultRow, read_rows
+from benchmarks.execution.runs import RunSpec, execute_run
+from benchmarks.suites.suite import TABULAR_ENV_ID
 
 
 @pytest.fixture(scope="module")

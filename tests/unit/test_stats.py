@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from benchmarks.stats import holm, paired, stratified, verdict
+from benchmarks.reports.stats import holm, paired, stratified, verdict
 
 
 def test_paired_is_students_t_on_n_minus_1_degrees_of_freedom():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.runs import expand, run_name
-from benchmarks.suite import (
+from benchmarks.execution.runs import expand, run_name
+from benchmarks.suites.suite import (
     Suite,
     SuiteError,
     load_suite,
@@ -164,7 +164,7 @@ def test_agent_labels_that_clash_in_file_names_are_an_error():
      ("..", "--"), (".hidden", "-hidden"), ("", "-"), ("a b|c", "a-b-c")],
 )
 def test_safe_name_keeps_a_label_inside_its_folder(label, safe, tmp_path):
-    from benchmarks.suite import safe_name
+    from benchmarks.suites.suite import safe_name
 
     assert safe_name(label) == safe
     assert (tmp_path / safe_name(label)).resolve().parent == tmp_path.resolve()

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.suite import SuiteError
-from benchmarks.suite_table import table_spec_from_text
-from benchmarks.tabulate import tabulate
+from benchmarks.execution.tabulate import tabulate
+from benchmarks.suites.suite import SuiteError
+from benchmarks.suites.table import table_spec_from_text
 from tests.conftest import INSTANCE_TABLE_TOML, SMALL_TABLE_TOML
 
 SCIENCE = 'kwargs = { dataset = "skimage:science" }'

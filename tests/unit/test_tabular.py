@@ -19,8 +19,8 @@ from gymnasium.utils.env_checker import check_env, data_equivalence
 
 import lossagent_env  # noqa: F401  (registers the env ids)
 from benchmarks.cli import main as lossagent
-from benchmarks.suite import SuiteError
-from benchmarks.tabulate import TabulateError, table_spec_from_text, tabulate
+from benchmarks.execution.tabulate import TabulateError, table_spec_from_text, tabulate
+from benchmarks.suites.suite import SuiteError
 from lossagent_env.data import eval_crop_positions, heldout_crop_positions, load_dataset
 from lossagent_env.objectives import CompositeObjective, MetricObjective
 from lossagent_env.tabular import TableAnalysis, load_table
@@ -344,7 +344,7 @@ def test_the_command_line_reports_errors_with_exit_status_2(small_table, tmp_pat
 
 def test_a_table_being_built_is_locked(small_table, tmp_path):
     from benchmarks.errors import BenchmarkError
-    from benchmarks.output import OutputLock
+    from benchmarks.execution.output import OutputLock
 
     out = tmp_path / "locked.sqlite"
     with OutputLock.for_file(out, "lossagent tabulate"):
@@ -354,16 +354,16 @@ def test_a_table_being_built_is_locked(small_table, tmp_path):
 
 
 def test_a_shipped_table_suite_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
-    from benchmarks.tabulate import load_table_spec
+    from benchmarks.execution.tabulate import load_table_spec
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tabular").mkdir()  # a folder named like the shipped suite
-    assert load_table_spec("tabular").stages == 5
+    assert load_table_spec("tabular").stages == 4
 
 
 def test_a_build_that_stores_no_unit_removes_its_new_file(tmp_path, monkeypatch):
-    import benchmarks.tabulate as tabulate_module
-    from benchmarks.tabulate import UnitsFailedError
+    import benchmarks.execution.tabulate as tabulate_module
+    from benchmarks.execution.tabulate import UnitsFailedError
 
     def broken(spec, seed, first, on_node=None):
         raise RuntimeError("out of memory")

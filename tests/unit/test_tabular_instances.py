@@ -16,8 +16,8 @@ import pytest
 import lossagent_env  # noqa: F401  (registers the ids)
 from agents import make_agent, run_episode
 from agents.spec import AgentSpec
-from benchmarks.suite import SuiteError
-from benchmarks.suite_table import load_table_spec, table_spec_from_text
+from benchmarks.suites.suite import SuiteError
+from benchmarks.suites.table import load_table_spec, table_spec_from_text
 from lossagent_env.tabular import TableAnalysis, TableFormatError, TabularEnv, load_table
 from lossagent_env.tabular.build import make_build_env
 from lossagent_env.tabular.check import check_against_live
@@ -292,7 +292,7 @@ def test_bad_instance_and_tree_arguments_name_what_is_allowed(instance_table):
 def test_the_shipped_tabular_suite_is_its_tables_recipe():
     """The shipped tables are what their suites say they build, and the suites play their
     test instances."""
-    from benchmarks.suite import load_suite
+    from benchmarks.suites.suite import load_suite
 
     for name, table_name in (("tabular", "lossbench3"), ("tabular-v2", "lossbench")):
         _check_shipped(load_suite, name, table_name)

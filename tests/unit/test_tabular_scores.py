@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks.runs import expand
-from benchmarks.suite import load_suite_text, validate_values
-from benchmarks.tabular_scores import score_runs
+from benchmarks.execution.runs import expand
+from benchmarks.reports.scores import score_runs
+from benchmarks.suites.suite import load_suite_text, validate_values
 from tests.synthetic_table import PRESETS, write_table
 
 NAMES = list(PRESETS)
@@ -18,7 +19,7 @@ NAMES = list(PRESETS)
 
 def _noise(*key: object) -> float:
     """A fixed draw per key, ~N(0, 1)."""
-    return float(np.random.default_rng(abs(hash(repr(key))) % 2**32).normal())
+    return float(np.random.default_rng(zlib.crc32(repr(key).encode())).normal())
 
 
 def one_db_below(instance: str, replicate: int, path: tuple[int, ...], split: str) -> float:
@@ -42,7 +43,7 @@ def _suite(table: Path, agents: dict[str, str], seeds: int = 8, extra: str = "")
     )
     return f"""
 name = "synthetic"
-seeds = {list(range(seeds))}
+seeds = {list(range(100, 100 + seeds))}
 objectives = ["psnr"]
 {extra}
 [env]
@@ -163,7 +164,7 @@ def test_an_agent_below_another_on_every_instance_is_never_ranked_above_it(tmp_p
 
 
 def test_the_report_says_below_where_the_agent_is_below(table):
-    from benchmarks.render import tabular_markdown
+    from benchmarks.reports.render import tabular_markdown
 
     scores = score(table, {"fixed": ["pixel", "pixel"], "good": ["edges", "edges"]})
     text = tabular_markdown(scores, "synthetic", {})
@@ -179,3 +180,11 @@ def test_the_report_says_below_where_the_agent_is_below(table):
     assert "within noise" in cells["vs best static in hindsight: textures"] or cells[
         "vs best static in hindsight: textures"] == "0 identical"
     assert "`fixed` played `pixel > pixel` on every run." in text
+
+
+def test_a_suite_whose_seeds_mix_tree_seeds_and_problem_seeds_is_refused(table):
+    from benchmarks.suites.suite import SuiteError
+
+    text = _suite(table, {"fixed": "pixel"}).replace(str(list(range(100, 108))), str(list(range(8))))
+    with pytest.raises(SuiteError, match=r"seeds \[4, 5, 6, 7\] name trees of the instances this suite plays"):
+        validate_values(load_suite_text(text))

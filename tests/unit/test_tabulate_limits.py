@@ -1,11 +1,11 @@
-"""The size limit of ``benchmarks.tabulate.tabulate``: a table too large to build is
+"""The size limit of ``benchmarks.execution.tabulate.tabulate``: a table too large to build is
 refused at once, with its node count and an estimated time, and nothing is created."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.tabulate import MAX_NODES, TabulateError, table_nodes, table_spec_from_text, tabulate
+from benchmarks.execution.tabulate import MAX_NODES, TabulateError, table_nodes, table_spec_from_text, tabulate
 from tests.conftest import SMALL_TABLE_TOML
 
 

@@ -1,13 +1,13 @@
 """Building tables for ``LossAgent/Tabular-v0``: a suite's ``[table]`` -> one SQLite file.
 
-The suite file's ``[table]`` section is read by :mod:`benchmarks.suite_table` (every key
-is documented in :class:`~benchmarks.suite_table.TableModel`).
+The suite file's ``[table]`` section is read by :mod:`benchmarks.suites.table` (every key
+is documented in :class:`~benchmarks.suites.table.TableModel`).
 
 How a build runs (:func:`tabulate`): the parent process makes the env once (which
 checks the configuration and gives the header), creates the file, then hands out the
 units of work, the subtrees of each ``(seed, first preset)``
 (:func:`lossagent_env.tabular.build.compute_unit`), to the executor
-(:mod:`benchmarks.executor`: inline, ``workers`` spawned processes, or Ray tasks
+(:mod:`benchmarks.execution.executor`: inline, ``workers`` spawned processes, or Ray tasks
 reserving ``threads`` Ray CPUs each). Finished units come back to the parent, which
 alone writes the file, one transaction per unit; a kill at any moment loses at most the
 units in flight. ``resume=True`` skips the units already stored. Every unit runs
@@ -16,9 +16,9 @@ equals an uninterrupted one in every column but the wall-clock seconds.
 
 Before it creates anything, a build checks its size (at most ``max_nodes`` nodes,
 default :data:`MAX_NODES`; the refusal gives the count and an estimated time, counted
-by :mod:`benchmarks.table_size` from the table's dimensions: a suite file's size is
+by :mod:`benchmarks.suites.size` from the table's dimensions: a suite file's size is
 counted when it is read, before its seeds are listed), the
-output path (:class:`benchmarks.output.Output`: a file name in an existing folder; no
+output path (:class:`benchmarks.execution.output.Output`: a file name in an existing folder; no
 file of the names SQLite uses beside it, ``<out>-journal``, ``-wal`` and ``-shm``,
 unless it resumes; the new file is first written under a temporary name of its own, so
 no other file of the user's is touched) and starts the backend (a Ray address that
@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import BenchmarkError, RunsFailedError
-from benchmarks.executor import RAY_CONNECT_TIMEOUT_S, Context, Executor
-from benchmarks.output import Output, check_same
-from benchmarks.suite_table import TableModel, load_table_spec, table_spec_from_text
-from benchmarks.table_size import MAX_NODES, SECONDS_PER_NODE, count_nodes, size_refusal
+from benchmarks.execution.executor import RAY_CONNECT_TIMEOUT_S, Context, Executor
+from benchmarks.execution.output import Output, check_same
+from benchmarks.suites.size import MAX_NODES, SECONDS_PER_NODE, count_nodes, size_refusal
+from benchmarks.suites.table import TableModel, load_table_spec, table_spec_from_text
 from lossagent_env.config import EnvConfig
 from lossagent_env.tabular.build import (
     HEADER_NOT_COMPARED,
@@ -173,7 +173,7 @@ def tabulate(
             allowed.
         SuiteError: ``spec`` names a suite whose ``[table]`` section is malformed, asks
             for something this machine cannot build, or has more than ``max_nodes`` nodes
-            (see :func:`~benchmarks.suite_table.load_table_spec`).
+            (see :func:`~benchmarks.suites.table.load_table_spec`).
         TabulateError: The table has more than ``max_nodes`` nodes; ``out`` is a folder,
             or its folder does not exist; ``out`` exists without ``resume`` (or one of
             :data:`SIDE_FILES` beside it); with ``resume``, it does not exist, is not a

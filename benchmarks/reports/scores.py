@@ -33,7 +33,7 @@ expectation, p < 0.05 after Holm) on most test instances. The ranking of a track
 the mean primary score over its admitted cells, with a 95% stratified-bootstrap
 interval (replicates resampled within each cell; rliable).
 
-Statistics are :mod:`benchmarks.stats`; the Markdown is :mod:`benchmarks.render`.
+Statistics are :mod:`benchmarks.reports.stats`; the Markdown is :mod:`benchmarks.reports.render`.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ from typing import Any
 import numpy as np
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.results import ResultRow
-from benchmarks.runs import RunSpec
-from benchmarks.stats import ALPHA, Estimate, holm, interval_estimates, paired, stratified, verdict
-from benchmarks.suite import objective_label
+from benchmarks.execution.results import ResultRow
+from benchmarks.execution.runs import RunSpec
+from benchmarks.reports.stats import ALPHA, Estimate, holm, interval_estimates, paired, stratified, verdict
+from benchmarks.suites.suite import objective_label
 
 __all__ = [
     "ADMIT_RANK",
@@ -70,6 +70,10 @@ REFERENCES = ("first", "transferred", "hindsight")
 """The references of the gains, in report order."""
 
 TRACKS = {"tuned": "tuned objective", "new": "new objective"}
+
+IMPROVEMENT_REPS = 500
+"""Bootstrap resamples of the probability-of-improvement intervals (each runs a
+Mann-Whitney statistic per cell, so they cost far more than the means')."""
 
 
 @dataclass
@@ -182,6 +186,10 @@ class TabularScores:
         objectives: ``{track: [objective labels in suite order]}``.
         replicates: Replicates per test instance.
         first: The name of the table's first preset.
+        iqm: ``{track: {agent: (iqm, low, high)}}``: rliable's interquartile mean of the
+            per-replicate scores of the ranked cells, with its interval (secondary).
+        improvement: ``{track: {(x, y): (p, low, high)}}``: rliable's probability that
+            agent x improves on agent y on those scores (secondary).
     """
 
     cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)
@@ -195,6 +203,8 @@ class TabularScores:
     objectives: dict[str, list[str]] = field(default_factory=dict)
     replicates: dict[str, int] = field(default_factory=dict)
     first: str = ""
+    iqm: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
+    improvement: dict[str, dict[tuple[str, str], tuple[float, float, float]]] = field(default_factory=dict)
 
     def instances(self, track: str, objective: str) -> list[str]:
         """The test instances of an objective, in table order."""
@@ -212,7 +222,7 @@ def score_runs(runs: Mapping[str, Sequence[ResultRow]], specs: Mapping[str, RunS
 
     Args:
         runs: Rows of each complete run, sorted by stage.
-        specs: The suite's runs by name (:func:`benchmarks.runs.expand`).
+        specs: The suite's runs by name (:func:`benchmarks.execution.runs.expand`).
         table: The table file to score against (verified by the report).
 
     Raises:
@@ -380,8 +390,28 @@ def _ranking(result: TabularScores, track: str) -> list[tuple[str, float, float,
     if complete:
         for agent, estimate in interval_estimates(complete, lambda x: np.mean(np.mean(x, axis=0))).items():
             bounds[agent] = (float(estimate[1, 0]), float(estimate[2, 0]))
+        _secondary(result, track, complete)
     ranked = sorted(means, key=lambda a: (-means[a], a))
     return [(a, means[a], *bounds.get(a, (math.nan, math.nan))) for a in ranked]
+
+
+def _secondary(result: TabularScores, track: str, matrices: Mapping[str, np.ndarray]) -> None:
+    """rliable's interquartile mean and probability of improvement of the same scores
+    (secondary: the ranking is the mean, which keeps an agent below another on every
+    cell below it)."""
+    from rliable import metrics
+
+    result.iqm[track] = {
+        a: (float(e[0, 0]), float(e[1, 0]), float(e[2, 0]))
+        for a, e in interval_estimates(dict(matrices), metrics.aggregate_iqm).items()
+    }
+    agents = list(matrices)
+    pairs = {(x, y): (matrices[x], matrices[y]) for i, x in enumerate(agents) for y in agents[i + 1 :]}
+    improvement: dict[tuple[str, str], tuple[float, float, float]] = {}
+    for (x, y), e in interval_estimates(pairs, metrics.probability_of_improvement, reps=IMPROVEMENT_REPS).items():
+        p, low, high = float(e[0, 0]), float(e[1, 0]), float(e[2, 0])
+        improvement[(x, y)], improvement[(y, x)] = (p, low, high), (1.0 - p, 1.0 - high, 1.0 - low)
+    result.improvement[track] = improvement
 
 
 def _played(env: Any, run_rows: Sequence[ResultRow]) -> list[int]:

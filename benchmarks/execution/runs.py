@@ -50,10 +50,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.executor import Context
-from benchmarks.output import Output
-from benchmarks.results import RESULTS, ResultsWriter, tensorboard_dir
-from benchmarks.suite import TABULAR_ENV_ID, ObjectiveEntry, Suite, safe_name
+from benchmarks.execution.executor import Context
+from benchmarks.execution.output import Output
+from benchmarks.execution.results import RESULTS, ResultsWriter, tensorboard_dir
+from benchmarks.suites.suite import TABULAR_ENV_ID, ObjectiveEntry, Suite, safe_name
 from lossagent_env.jsonable import jsonable
 
 __all__ = [
@@ -127,7 +127,7 @@ class RunSpec:
 
 def run_name(env_id: str, agent: str, objective: str, seed: int) -> str:
     """``f"{env_id}__{agent}__{objective}__{seed}"``, made file-system safe
-    (:func:`benchmarks.suite.safe_name`)."""
+    (:func:`benchmarks.suites.suite.safe_name`)."""
     return safe_name(f"{env_id}__{agent}__{objective}__{seed}")
 
 
@@ -310,7 +310,7 @@ def run_one(
         spec: The run.
         out: A new or empty directory for ``results.jsonl`` (each row appended and
             fsync'ed as its stage ends) and ``tb/<run name>``, owned by an
-            :class:`~benchmarks.output.Output`; None writes nothing. If the run fails
+            :class:`~benchmarks.execution.output.Output`; None writes nothing. If the run fails
             before its first row, everything it created there is removed.
         on_row: Called with each row after it is written (progress bars).
 

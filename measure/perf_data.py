@@ -1,6 +1,6 @@
 """Data preparation of one paper-scale stage: the sampler against a per-patch reference.
 
-    python -m benchmarks.perf_data [--repeats 5] [--task sr|denoise|jpeg]
+    python -m measure.perf_data [--repeats 5] [--task sr|denoise|jpeg]
 
 A paper-scale stage (``benchmarks/suites/paper.toml``) trains 500 iterations of 16
 patches of 96 px, x4: 8,000 patches to cut, flip and degrade. This times, in one process
@@ -27,7 +27,7 @@ from lossagent_env.tasks import TASKS
 def reference_sample(sampler: PatchSampler, n: int, rng: np.random.Generator, generator: torch.Generator):
     """Patch by patch: cut, stack, degrade, then flip each subset with boolean masks."""
     p, s = sampler.patch_size, sampler.degradation.scale
-    which = rng.choice(len(sampler.images), size=n, p=sampler._p)
+    which = rng.choice(len(sampler.images), size=n, p=sampler.probabilities)
     u = rng.random((n, 2))
     flips = rng.random((n, 3)) < 0.5
     patches = []
@@ -52,7 +52,7 @@ def reference_sample(sampler: PatchSampler, n: int, rng: np.random.Generator, ge
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf_data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m measure.perf_data", description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--task", choices=TASKS.names(), default="sr")
     args = parser.parse_args(argv)

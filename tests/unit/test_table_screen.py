@@ -1,4 +1,4 @@
-"""Before a table is built: the node-cost benchmark and the pilot of preset sequences."""
+"""Before a table is built: the node-cost benchmark and the screen of preset sequences."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import pilot
-from benchmarks.perf_node import main, measure
+from measure import screen
+from measure.perf_node import main, measure
 
 SUITE = """
 name = "tiny-table"
@@ -57,20 +57,21 @@ def test_node_parts_are_measured_and_add_up(tmp_path: Path, capsys):
     assert '"node":' in capsys.readouterr().out
 
 
-def test_pilot_sequences_are_statics_then_half_switches():
-    seqs = pilot.sequences(["a", "b", "c"], 4)
+def test_screen_sequences_are_statics_then_half_switches():
+    assert list(screen.sequences(["a", "b"], 3)) == ["a x3", "b x3"]
+    seqs = screen.sequences(["a", "b", "c"], 4, switching=True)
     assert list(seqs)[:3] == ["a x4", "b x4", "c x4"] and seqs["b x4"] == (1, 1, 1, 1)
     assert seqs["c x2 > a x2"] == (2, 2, 0, 0) and len(seqs) == 3 + 6
 
 
-def test_pilot_summary_takes_each_metric_direction():
+def test_screen_comparison_takes_each_metric_direction():
     results = {
         "a x2": {"psnr": [30.0, 30.2], "niqe": [6.0, 6.2]},
         "b x2": {"psnr": [29.0, 29.2], "niqe": [5.0, 5.2]},
         "a x1 > b x1": {"psnr": [30.5, 30.7], "niqe": [5.5, 5.7]},
         "b x1 > a x1": {"psnr": [28.0, 28.2], "niqe": [7.0, 7.2]},
     }
-    psnr, niqe = pilot.summarize(results, ["psnr", "niqe"])
+    psnr, niqe = screen.compare_sequences(results, ["psnr", "niqe"])
     assert psnr["best_static"] == "a x2" and psnr["best_static_value"] == pytest.approx(30.1)
     assert psnr["best_switching"] == "a x1 > b x1" and psnr["gain"] == pytest.approx(0.5)
     se = 0.2 / math.sqrt(2) / math.sqrt(2)  # stdev of two values 0.2 apart, over sqrt(2)
@@ -81,29 +82,26 @@ def test_pilot_summary_takes_each_metric_direction():
     assert niqe["best_switching"] == "a x1 > b x1" and niqe["gain"] == pytest.approx(-0.5)
 
 
-def test_pilot_runs_a_tiny_table_and_saves_every_replicate(tmp_path: Path, capsys):
+def test_the_screen_trains_every_sequence_keeps_every_crop_and_summarizes(tmp_path: Path, capsys):
     path = tmp_path / "tiny.toml"
-    path.write_text(SUITE, encoding="utf-8")
-    out = tmp_path / "pilot.json"
-    assert pilot.main([f"--suite={path}", "--stages=2", "--replicates=2", "--instance={}",
-                       '--instance={"eval_images": 1}', f"--out={out}"]) == 0
-    printed = capsys.readouterr().out
-    assert printed.count("instance ") == 2 and "best static" in printed and "z = " in printed
+    path.write_text(SUITE.replace("seeds = [0]\nmetrics", "seeds = [0, 1]\nmetrics"), encoding="utf-8")
+    out = tmp_path / "screen.json"
+    assert screen.main([f"--suite={path}", f"--out={out}", "--switching"]) == 0
     saved = json.loads(out.read_text())
-    assert [entry["instance"] for entry in saved] == [{}, {"eval_images": 1}]
-    values = saved[0]["results"]["pixel x2"]["psnr"]
-    assert len(values) == 2 and values[0] != values[1]  # two replicates, different training noise
+    assert [u["seed"] for u in saved["units"]] == [0, 1]
+    unit = saved["units"][0]
+    assert list(unit["sequences"]) == ["pixel x2", "structure x2", "pixel x1 > structure x1", "structure x1 > pixel x1"]
+    stage = unit["sequences"]["pixel x2"][1]
+    assert len(stage["val"]["psnr"]) == 2 and len(stage["test"]["ssim"]) == 2  # every crop, both splits
+    first, second = (u["sequences"]["pixel x2"][1]["test"]["psnr"] for u in saved["units"])
+    assert first != second  # two replicates, different training noise
+    capsys.readouterr()
+    assert screen.main([f"--summary={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "== psnr after 2 stages" in printed and "best switch" in printed and "val/test rho by depth" in printed
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--stages=1"], "both must be >= 2"),
-    (["--instance=[1]"], "Allowed: a JSON object"),
-    (["--instance={"], "is not JSON"),
-    (["--presets=pixel,nope"], "are not in the table"),
-])
-def test_pilot_refuses_bad_arguments(argv, message, tmp_path: Path, capsys):
-    path = tmp_path / "tiny.toml"
-    path.write_text(SUITE, encoding="utf-8")
+def test_the_screen_refuses_bad_arguments(tmp_path: Path, capsys):
     with pytest.raises(SystemExit):
-        pilot.main([f"--suite={path}", *argv])
-    assert message in capsys.readouterr().err
+        screen.main(["--workers=0"])
+    assert "--workers 0" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Overhead of the env over a bare PyTorch training loop, measured in one process.
 
-    python -m benchmarks.perf [--config smoke|paper] [--device cuda] [--amp]
+    python -m measure.perf [--config smoke|paper] [--device cuda] [--amp]
                               [--repeats 9] [--stage-iters 40] [--action 0.5] [--json]
 
 ``--config smoke`` (the default) is the smoke suite's configuration
@@ -50,7 +50,7 @@ def suite_configuration(name: str = "smoke") -> tuple[str, dict]:
     The paper suite's image folder (DIV2K) is replaced by the shipped photographs, so it
     runs offline; the objective is PSNR.
     """
-    from benchmarks.suite import load_suite
+    from benchmarks.suites.suite import load_suite
 
     suite = load_suite(name, check_names=False)
     kwargs = {**suite.env_kwargs, "stage_iters": suite.stage_iters, "objective": "psnr"}
@@ -148,9 +148,9 @@ def measure(env_id: str, kwargs: dict, repeats: int, action_value: float, seed: 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.perf",
+        prog="python -m measure.perf",
         description=__doc__.split("\n\n")[0],
-        epilog="Example: python -m benchmarks.perf --repeats 9",
+        epilog="Example: python -m measure.perf --repeats 9",
     )
     parser.add_argument("--config", choices=CONFIGS, default="smoke", help="suite configuration [smoke]")
     parser.add_argument("--repeats", type=int, default=9)

@@ -8,7 +8,7 @@ Layout::
     <out>/runner.json      workers, backend and torch threads per run it started with
     <out>/results.jsonl    one JSON row per finished stage: the source of truth
     <out>/tb/<run name>/   TensorBoard event files of each run
-    <out>/summary.csv, report.md, plots/   rebuilt from results.jsonl (benchmarks.report)
+    <out>/summary.csv, report.md, plots/   rebuilt from results.jsonl (benchmarks.reports.report)
 
 ``suite.json`` is written last when a benchmark starts, so its presence marks a
 benchmark directory. ``lossagent run --out`` writes ``results.jsonl`` and ``tb/`` only.
@@ -24,11 +24,11 @@ warning, and two different rows for one stage of a run are an error naming both 
 Durability: one process alone appends to ``results.jsonl``, through a
 :class:`ResultsWriter`, which flushes each row and calls ``os.fsync`` before it returns
 (rows of parallel runs reach that process through a queue as soon as their stage ends,
-see :mod:`benchmarks.executor`). A SIGKILL at any moment therefore loses at most the
+see :mod:`benchmarks.execution.executor`). A SIGKILL at any moment therefore loses at most the
 stages in flight, and leaves at most one torn last line, which :func:`read_rows`
 ignores. JSON files (``suite.json``, ``runner.json``) are written atomically.
 
-Ownership, creation and clean-up of the directory: :mod:`benchmarks.output`.
+Ownership, creation and clean-up of the directory: :mod:`benchmarks.execution.output`.
 
 The resume rule (:func:`prepare_resume`): a run with all ``max_stages`` rows is
 complete and skipped; the rows of every incomplete run are dropped (``results.jsonl``
@@ -52,7 +52,7 @@ from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationE
 from typing_extensions import TypedDict  # pydantic reads TypedDicts from here before Python 3.12
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.suite import Suite, TableIdentity
+from benchmarks.suites.suite import Suite, TableIdentity
 
 __all__ = [
     "ROW_ADAPTER",
@@ -181,7 +181,7 @@ class ResultsWriter:
 @with_config(ConfigDict(extra="allow", strict=True, use_attribute_docstrings=True))
 class ResultRow(TypedDict):
     """One line of ``results.jsonl``: one finished stage of one run, as
-    :func:`benchmarks.runs.execute_run` writes it (``json.dumps`` with sorted keys).
+    :func:`benchmarks.execution.runs.execute_run` writes it (``json.dumps`` with sorted keys).
 
     The keys without ``NotRequired`` (:data:`ROW_KEYS`) are the ones resume and the
     report cannot do without; rows written by earlier versions may lack the others.

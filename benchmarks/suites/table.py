@@ -34,14 +34,14 @@ replicates); instance ``i`` gets the seeds ``i * replicates`` to
 
 Everything the section says is checked when it is read, before a build creates
 anything: types (integers are integers, not ``true`` or ``2.0``), the table's size
-(counted from its dimensions, :mod:`benchmarks.table_size`, before any seed is listed),
+(counted from its dimensions, :mod:`benchmarks.suites.size`, before any seed is listed),
 names (env ids, EnvConfig fields, backbones, losses, metrics), and every configuration
 the build will make (the table's env, or each instance's: its values as the env checks
 them, its dataset, its device on this machine, and every preset against its losses).
 
 Other sections of the file (a bench suite's agents, objectives) are read by
-:mod:`benchmarks.suite`; errors are the same :class:`~benchmarks.suite.SuiteError`,
-located by file, line and key. The build itself is :mod:`benchmarks.tabulate`.
+:mod:`benchmarks.suites.suite`; errors are the same :class:`~benchmarks.suites.suite.SuiteError`,
+located by file, line and key. The build itself is :mod:`benchmarks.execution.tabulate`.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ import gymnasium as gym
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 import lossagent_env
-from benchmarks.suite import EnvEntry, SuiteError, read_suite_file
-from benchmarks.table_size import MAX_NODES, size_refusal
-from benchmarks.tomlpos import decode_error_line, file_loc
+from benchmarks.suites.size import MAX_NODES, size_refusal
+from benchmarks.suites.suite import EnvEntry, SuiteError, read_suite_file
+from benchmarks.suites.tomlpos import decode_error_line, file_loc
 from lossagent_env.backbones import BACKBONES
 from lossagent_env.config import EnvConfig
 from lossagent_env.data import check_dataset
@@ -69,8 +69,8 @@ from lossagent_env.errors import ConfigError
 from lossagent_env.losses import LOSSES, offline_losses
 from lossagent_env.metrics import metric_info, metric_names
 from lossagent_env.registry import unknown_name_message
+from lossagent_env.seeds import check_seeds
 from lossagent_env.tabular.build import RESERVED_ENV_KWARGS, InstanceSpec, TableSpec, panel_objective
-from lossagent_env.tabular.replay import check_seeds
 from lossagent_env.wrappers import resolve_presets
 
 __all__ = ["MIN_REPLICATES", "TableModel", "load_table_spec", "table_spec_from_text"]
@@ -222,7 +222,7 @@ def table_spec_from_text(
         return SuiteError.at(source, text, loc, message)
 
     if not isinstance(data.get("table"), dict):
-        raise fail(("table",), "no [table] section; a table needs one (see benchmarks.suite_table)")
+        raise fail(("table",), "no [table] section; a table needs one (see benchmarks.suites.table)")
     section = data["table"]
     try:
         model = TableModel.model_validate(section)

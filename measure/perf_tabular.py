@@ -1,6 +1,6 @@
 """Speed of ``LossAgent/Tabular-v0``: steps per second through ``gym.make``, and the oracle.
 
-    python -m benchmarks.perf_tabular --table PATH [--objective psnr] [--steps 20000]
+    python -m measure.perf_tabular --table PATH [--objective psnr] [--steps 20000]
                                       [--repeats 7] [--ppo] [--json]
 
 Each repeat plays ``--steps`` steps of random presets (drawn beforehand) through the
@@ -79,7 +79,7 @@ def measure(table: str, objective: str, steps: int, repeats: int, seed: int = 0)
 def ppo_train_seconds(table: str, objective: str) -> float:
     """Wall time of training the tabular suite's PPO agent on ``table``."""
     from agents import make_agent
-    from benchmarks.suite import load_suite
+    from benchmarks.suites.suite import load_suite
 
     suite = load_suite("tabular", check_names=False)
     kwargs = next(a.kwargs for a in suite.agents if a.name == "ppo")
@@ -96,7 +96,7 @@ def ppo_train_seconds(table: str, objective: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf_tabular", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m measure.perf_tabular", description=__doc__.split("\n")[0])
     parser.add_argument("--table", required=True, help="table file or shipped table name")
     parser.add_argument("--objective", default="psnr", help="a panel metric (default psnr)")
     parser.add_argument("--steps", type=int, default=20_000)

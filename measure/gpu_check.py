@@ -1,11 +1,11 @@
 """One command that checks the CUDA path on a machine with a GPU (a few minutes).
 
-    python -m benchmarks.gpu_check [--out DIR] [--repeats 3]
+    python -m measure.gpu_check [--out DIR] [--repeats 3]
 
 It runs, and prints the outcome of, each part:
 
 1. the CUDA tests (``pytest -m gpu``);
-2. ``python -m benchmarks.perf --config paper --device cuda`` without and with
+2. ``python -m measure.perf --config paper --device cuda`` without and with
    ``--amp``: ``env_overhead_ratio``, ``eval_share`` and the stage split (data
    preparation, training, evaluation);
 3. a 2-env async vector env on CUDA with gymnasium's default start method (fork);
@@ -80,7 +80,7 @@ def _step(name: str, command: list[str], timeout: float) -> tuple[bool, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.gpu_check",
+        prog="python -m measure.gpu_check",
         description="Check the CUDA path: CUDA tests, paper-scale perf with and without "
         "amp, an async vector env and a 2-worker bench on the GPU.",
     )
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     results["cuda tests"], _ = _step("cuda tests", [python, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider"], 240)
     for amp in (False, True):
         name = f"perf paper cuda{' amp' if amp else ''}"
-        command = [python, "-m", "benchmarks.perf", "--config", "paper", "--device", "cuda",
+        command = [python, "-m", "measure.perf", "--config", "paper", "--device", "cuda",
                    "--repeats", str(args.repeats)] + (["--amp"] if amp else [])
         results[name], _ = _step(name, command, 300)
     results["async vector env"], _ = _step("async vector env", [python, "-c", _VECTOR], 180)

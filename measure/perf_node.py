@@ -1,6 +1,6 @@
 """Where the time of one table node goes: training, the two evaluation splits, each metric.
 
-    python -m benchmarks.perf_node [--suite tabular] [--nodes 20] [--json]
+    python -m measure.perf_node [--suite tabular] [--nodes 20] [--json]
 
 Builds the live env of the suite's ``[table]`` exactly as ``lossagent tabulate`` does
 (its panel, presets and torch threads), then computes ``--nodes`` nodes as a unit does:
@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.suite_table import load_table_spec
+from benchmarks.suites.table import load_table_spec
 from lossagent_env.env import LossAgentEnv
 from lossagent_env.metrics.pyiqa_metric import Metric
 from lossagent_env.tabular.build import make_build_env, panel_objective
@@ -89,7 +89,7 @@ def measure(suite: str, nodes: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.perf_node", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m measure.perf_node", description=__doc__.split("\n")[0])
     parser.add_argument("--suite", default="tabular", help="a suite with a [table] section [default: tabular]")
     parser.add_argument("--nodes", type=int, default=20, help="nodes to time [default: 20]")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

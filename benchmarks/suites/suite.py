@@ -38,7 +38,7 @@ A malformed suite raises :class:`SuiteError`, which names the file, the line and
 key; an unknown env, agent, loss or metric name gets a "Did you mean" hint.
 
 Example:
-    >>> from benchmarks.suite import load_suite
+    >>> from benchmarks.suites.suite import load_suite
     >>> suite = load_suite("smoke")
     >>> [a.label for a in suite.agents]
     ['fixed', 'random', 'ucb', 'dwa', 'llm']
@@ -57,7 +57,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from benchmarks.tomlpos import decode_error_line, dotted, file_loc, locate
+from benchmarks.suites.tomlpos import decode_error_line, dotted, file_loc, locate
 from lossagent_env.registry import unknown_name_message
 
 __all__ = [
@@ -85,7 +85,7 @@ TABULAR_ENV_ID = "LossAgent/Tabular-v0"
 TABULAR_KWARGS = ("seeds", "table", "instances")
 """The env kwargs a suite may give a table replay: the table fixes every other setting."""
 
-SUITES_DIR = Path(__file__).resolve().parent / "suites"
+SUITES_DIR = Path(__file__).resolve().parent
 """Where the named suites (``smoke``, ``quick``, ``paper``) live."""
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+\-]")
@@ -203,7 +203,7 @@ class SuiteModel(_Strict):
     table: dict[str, Any] | None = Field(
         default=None,
         description="How the table this suite replays was built: a [table] section, read "
-        "by `lossagent tabulate` (benchmarks.tabulate), not by the benchmark.",
+        "by `lossagent tabulate` (benchmarks.execution.tabulate), not by the benchmark.",
     )
     new_objective: NewObjectiveEntry | None = Field(
         default=None,
@@ -219,7 +219,7 @@ class SuiteModel(_Strict):
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        from lossagent_env.tabular.replay import check_seeds
+        from lossagent_env.seeds import check_seeds
 
         return check_seeds(seeds)
 
@@ -723,9 +723,19 @@ def _validate_tabular(suite: Suite, text: str | None, source: str) -> None:
         )
     for i, objective in enumerate(suite.objectives):
         try:
-            gym.make(TABULAR_ENV_ID, **suite.env_kwargs, objective=objective.spec, max_stages=suite.max_stages)
+            env = gym.make(TABULAR_ENV_ID, **suite.env_kwargs, objective=objective.spec, max_stages=suite.max_stages)
         except ConfigError as e:
             fail(suite_loc(suite, e.loc, i), str(e))
+    trees = set(env.unwrapped.table.seeds)
+    named = [seed for seed in suite.seeds if seed in trees]
+    if named and len(named) < len(suite.seeds):
+        fail(
+            ("seeds",),
+            f"seeds {named[:8]} name trees of the instances this suite plays ({sorted(trees)[:8]}...), which they "
+            "play, while the others are mapped to problems (see Starting State of LossAgent/Tabular-v0): some "
+            "problems would be played twice and others never. Allowed: seeds that all name trees, or none "
+            f"(for example {max(trees) + 1} and up)",
+        )
     if suite.tune_on is not None:
         for i, objective in enumerate(suite.new_objectives):
             try:
@@ -740,7 +750,7 @@ def _validate_tabular(suite: Suite, text: str | None, source: str) -> None:
 
 class TableIdentity(_Strict):
     """The table file a benchmark replays, recorded in its ``suite.json`` when it starts
-    (see :mod:`benchmarks.results`), so that nothing is scored against another file."""
+    (see :mod:`benchmarks.execution.results`), so that nothing is scored against another file."""
 
     table: str = Field(description="The table as the suite names it: a path or a shipped name.")
     path: str = Field(description="The file that name resolved to, absolute.")

@@ -1,7 +1,7 @@
 """The executor: one task mapped over many items, inline, in a process pool or on Ray.
 
-``lossagent bench`` (a task per run, :func:`benchmarks.runs.run_task`) and ``lossagent
-tabulate`` (a task per unit of a table, :mod:`benchmarks.tabulate`) both run their work
+``lossagent bench`` (a task per run, :func:`benchmarks.execution.runs.run_task`) and ``lossagent
+tabulate`` (a task per unit of a table, :mod:`benchmarks.execution.tabulate`) both run their work
 here, so the two commands share one way to start workers, give them GPUs, stream their
 messages back and notice a worker that died.
 
@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from benchmarks.errors import BenchmarkError
+from lossagent_env.cpus import available_cpus
 
 __all__ = [
     "BACKENDS",
@@ -61,7 +62,6 @@ __all__ = [
     "Context",
     "Executor",
     "TaskFailure",
-    "available_cores",
     "check_backend",
     "ray_gpus",
     "threads_per_worker",
@@ -97,15 +97,9 @@ class TaskFailure:
     traceback: str
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the OS has one)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
-
-
 def threads_per_worker(workers: int) -> int:
     """``max(1, cores // workers)``: torch threads for each of ``workers`` processes."""
-    return max(1, available_cores() // workers)
+    return max(1, available_cpus() // workers)
 
 
 def check_backend(backend: str, ray_address: str | None) -> None:

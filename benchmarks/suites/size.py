@@ -5,7 +5,7 @@ presets and ``T`` stages has ``trees * (1 + K + K**2 + ... + K**T)`` nodes. The 
 counted from these numbers, never from a list of seeds or nodes, so that a suite asking
 for ``replicates = 1000000000`` or ``stages = 1000000000`` is refused at once, with its
 size and an estimated build time, before anything is built or allocated
-(:func:`size_refusal`; :mod:`benchmarks.suite_table` and :func:`benchmarks.tabulate.tabulate`
+(:func:`size_refusal`; :mod:`benchmarks.suites.table` and :func:`benchmarks.execution.tabulate.tabulate`
 ask it).
 """
 

@@ -6,7 +6,7 @@ process, every core), so that the machine's drift hits both settings alike. Prin
 per setting, the median wall time of the job and the median latency of the embedded
 model's decisions (read back from ``results.jsonl``), and the ratio of the medians::
 
-    python -m benchmarks.perf_smoke [--repeats 3] [--baseline] [--out DIR]
+    python -m measure.perf_smoke [--repeats 3] [--baseline] [--out DIR]
 
 Targets on 2 cores: a job within 90 s (goal 60 s), a decision within 1.0 s (goal 0.5 s).
 It is a measurement, not a test: machines are shared and noisy, so compare settings
@@ -30,8 +30,8 @@ SETTINGS = {"default": [], "workers 1": ["--workers", "1"]}
 
 def time_job(out: Path, extra: list[str]) -> tuple[float, float]:
     """Run the smoke job into ``out``; return its wall time and its median decision latency."""
-    from benchmarks.report import llm_time
-    from benchmarks.results import RESULTS, read_rows
+    from benchmarks.execution.results import RESULTS, read_rows
+    from benchmarks.reports.report import llm_time
 
     command = [sys.executable, "-m", "benchmarks", "bench", "--suite", "smoke", "--out", str(out), *extra]
     t0 = time.perf_counter()
@@ -50,7 +50,7 @@ def verdict(value: float, target: float, goal: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.perf_smoke",
+        prog="python -m measure.perf_smoke",
         description="Median wall time and decision latency of `lossagent bench --suite smoke`.",
     )
     parser.add_argument("--repeats", type=int, default=3, help="jobs per setting; medians count [default: 3]")

@@ -11,7 +11,7 @@ request), and prints one `key: value` line per result:
     ...
 
 Usage:
-    python -m benchmarks.local_llm_probe [--n 20] [--method function_calling]
+    python -m measure.local_llm_probe [--n 20] [--method function_calling]
         [--chat-format chatml-function-calling|chatml|none] [--stock-grammar]
         [--threads N] [--verbose]
 """

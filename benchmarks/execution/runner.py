@@ -1,11 +1,11 @@
 """The benchmark runner: a suite -> runs -> ``results.jsonl`` (+ TensorBoard, report).
 
-:func:`run_suite` expands a suite into its runs (:mod:`benchmarks.runs`), sets up or
-resumes the output directory (:mod:`benchmarks.results`: the layout, durability and
+:func:`run_suite` expands a suite into its runs (:mod:`benchmarks.execution.runs`), sets up or
+resumes the output directory (:mod:`benchmarks.execution.results`: the layout, durability and
 the resume rule), executes the runs that are not complete on a backend
-(:mod:`benchmarks.executor`: inline, a process pool or Ray), appends every row to
+(:mod:`benchmarks.execution.executor`: inline, a process pool or Ray), appends every row to
 ``results.jsonl`` in this process as it arrives, and rebuilds the report
-(:mod:`benchmarks.report`). A run that raises does not stop the others; the failures
+(:mod:`benchmarks.reports.report`). A run that raises does not stop the others; the failures
 are raised together at the end (:class:`RunsFailedError`).
 
 The names the runner works with are importable from here too: :class:`RunSpec`,
@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import BenchmarkError, RunFailure, RunsFailedError
-from benchmarks.executor import BACKENDS, Executor, threads_per_worker
-from benchmarks.output import Output, check_same
-from benchmarks.report import build_report
-from benchmarks.results import (
+from benchmarks.execution.executor import BACKENDS, Executor, threads_per_worker
+from benchmarks.execution.output import Output, check_same
+from benchmarks.execution.results import (
     RESULTS,
     RUNNER_FILE,
     SUITE_FILE,
@@ -42,8 +41,9 @@ from benchmarks.results import (
     read_stored_suite,
     write_json,
 )
-from benchmarks.runs import RunSpec, execute_run, expand, run_name, run_task
-from benchmarks.suite import TABULAR_ENV_ID, Suite, identify_table, validate_values
+from benchmarks.execution.runs import RunSpec, execute_run, expand, run_name, run_task
+from benchmarks.reports.report import build_report
+from benchmarks.suites.suite import TABULAR_ENV_ID, Suite, identify_table, validate_values
 
 __all__ = [
     "BACKENDS",
@@ -118,7 +118,7 @@ def run_suite(
         backend: ``"local"`` or ``"ray"``.
         ray_address: Address of a Ray cluster; None starts a local one.
         resume: Continue the benchmark in ``out`` (the resume rule of
-            :mod:`benchmarks.results`).
+            :mod:`benchmarks.execution.results`).
         on_row: Called in this process with every row as it is written (progress bars).
         image_every: TensorBoard image period in stages (default ``ceil(max_stages/4)``).
         report: Rebuild ``summary.csv``, ``report.md`` and the plots at the end.

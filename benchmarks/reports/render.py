@@ -3,7 +3,7 @@
 * :func:`markdown_text`, :func:`plain_text`, :func:`save_figure`: the helpers of every
   report (live and tabular).
 * :func:`tabular_markdown`: the section of a table replay's report
-  (:class:`benchmarks.tabular_scores.TabularScores`): its first lines answer the
+  (:class:`benchmarks.reports.scores.TabularScores`): its first lines answer the
   question, per test instance and overall, which agent is above or below each reference
   beyond noise, with the ranking; then what the table says (spread, noise, the values
   of selection and of scheduling), the admission of the objectives, the training
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.results import write_atomic
-from benchmarks.stats import ALPHA, Estimate
-from benchmarks.tabular_scores import REFERENCES, TRACKS, TabularScores
+from benchmarks.execution.results import write_atomic
+from benchmarks.reports.scores import REFERENCES, TRACKS, TabularScores
+from benchmarks.reports.stats import ALPHA, Estimate
 
 __all__ = ["markdown_text", "plain_text", "plot_ranking", "save_figure", "scores_json", "tabular_markdown"]
 
@@ -40,7 +40,7 @@ def plain_text(text: Any) -> str:
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str]) -> Path:
-    """Save a Matplotlib figure as PNG atomically (:func:`benchmarks.results.write_atomic`)."""
+    """Save a Matplotlib figure as PNG atomically (:func:`benchmarks.execution.results.write_atomic`)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return write_atomic(path, buffer.getvalue())
@@ -131,21 +131,41 @@ def _track(scores: TabularScores, track: str) -> list[str]:
     cells = [c for c in scores.cells.values() if c.track == track and c.objective in admitted]
     ranking = scores.ranking.get(track, [])
     if ranking:
-        header = ["rank", "agent", "score"] + [f"{_md(c.objective)}: {_md(c.instance)}" for c in cells]
+        iqm = scores.iqm.get(track, {})
+        header = ["rank", "agent", "score"] + [f"{_md(c.objective)}: {_md(c.instance)}" for c in cells] + ["IQM"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for rank, (agent, mean, low, high) in enumerate(ranking, 1):
             per = []
             for cell in cells:
                 entry = scores.agents.get((*cell.key, agent))
                 per.append("-" if entry is None or entry.score is None else f"{entry.score.mean:.3f}")
-            lines.append(f"| {rank} | {_md(agent)} | {_interval(mean, low, high)} | " + " | ".join(per) + " |")
-        lines.append("")
+            lines.append(
+                f"| {rank} | {_md(agent)} | {_interval(mean, low, high)} | " + " | ".join(per)
+                + f" | {_interval(*iqm[agent]) if agent in iqm else '-'} |"
+            )
+        lines += ["", "IQM: rliable's interquartile mean of the per-replicate scores [95% stratified bootstrap "
+                  "interval], secondary; the ranking is the mean, which keeps an agent that is below another on "
+                  "every cell below it.", ""]
+        lines += _improvement(scores.improvement.get(track, {}), [a for a, *_ in ranking])
     else:
         lines += ["No ranking: no objective of this track is admitted (see the admission table below).", ""]
     for objective in objectives:
         lines += _gains_table(scores, track, objective)
     lines += _findings(scores, track)
     return lines
+
+
+def _improvement(improvement: Mapping[tuple[str, str], tuple[float, float, float]], agents: list[str]) -> list[str]:
+    """rliable's probability of improvement, P(row > column) [95% interval]."""
+    if not improvement:
+        return []
+    lines = ["Probability of improvement, P(row > column) on the ranked cells [95% interval] (rliable):", "",
+             "| | " + " | ".join(map(_md, agents)) + " |", "|---|" + "---|" * len(agents)]
+    for x in agents:
+        cells = ["-" if (x, y) not in improvement else "{:.2f} [{:.2f}, {:.2f}]".format(*improvement[(x, y)])
+                 for y in agents]
+        lines.append(f"| {_md(x)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _gains_table(scores: TabularScores, track: str, objective: str) -> list[str]:
@@ -312,6 +332,10 @@ def scores_json(scores: TabularScores) -> dict[str, Any]:
             {"track": k[0], "objective": k[1], "agent": k[2], "reference": k[3], **(est(e) or {}), "verdict": v}
             for k, (e, v) in scores.overall.items()
         ],
+        "iqm": {t: {a: list(v) for a, v in per.items()} for t, per in scores.iqm.items()},
+        "probability_of_improvement": {
+            t: {f"{x} > {y}": list(v) for (x, y), v in per.items()} for t, per in scores.improvement.items()
+        },
         "budgets": scores.budgets,
         "plays": {a: {f"{t}/{o}/{s}": p for (t, o, s), p in plays.items()} for a, plays in scores.plays.items()},
     }

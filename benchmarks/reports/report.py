@@ -8,7 +8,7 @@
 - ``plots/<objective>__weights.png``: each agent's effective loss weights over the
   stages as a stacked area (mean over seeds), one panel per agent;
 - ``report.md``: for a table replay first the verdicts on its test instances
-  (:mod:`benchmarks.tabular_scores`, rendered by :mod:`benchmarks.render`; all of it in
+  (:mod:`benchmarks.reports.scores`, rendered by :mod:`benchmarks.reports.render`; all of it in
   ``scores.json``); then how many of the suite's runs are complete ("N of M"), the
   missing runs per agent (a benchmark killed half-way, runs that failed), then per
   objective a table of agents (the suite's agents without a complete run shown as such)
@@ -17,20 +17,20 @@
 The report is built in four steps: :func:`load_benchmark` reads and checks the rows,
 the stored suite and the table; :func:`aggregate` groups the complete runs, summarizes
 them and scores a table replay; :func:`render_markdown` fills in the Markdown
-templates (``benchmarks/templates/report.md``); :func:`build_report` writes the files.
+templates (``benchmarks/reports/templates/report.md``); :func:`build_report` writes the files.
 
-Statistics (:mod:`benchmarks.stats`): the live tables show the **mean** over seeds with
+Statistics (:mod:`benchmarks.reports.stats`): the live tables show the **mean** over seeds with
 rliable's 95% stratified-bootstrap percentile interval (2,000 resamples, seed 0); a
 group there is one agent on one objective, whose only runs are its seeds (2 or 3 in the
 shipped suites). The verdicts of a table replay are paired by replicate per test
 instance (Student's t on replicates - 1 degrees of freedom, Holm across instances) and
-never pool an sd across instances (:mod:`benchmarks.tabular_scores`).
+never pool an sd across instances (:mod:`benchmarks.reports.scores`).
 
 Every file goes under ``out``: plot names come from :func:`plot_stems` (labels made
 file-system safe, so a crafted ``../../x`` cannot leave ``plots/``).
 
 What the report accepts (a crafted or damaged ``results.jsonl`` gives one error naming
-the file, the line and the field, see :mod:`benchmarks.results`): a row that repeats
+the file, the line and the field, see :mod:`benchmarks.execution.results`): a row that repeats
 another exactly is dropped with a warning and counted in ``report.md``; two different
 rows for one stage of a run are an error naming both lines. With ``suite.json``, every
 row must belong to one of the suite's runs and agree with it. A tabular benchmark is
@@ -63,7 +63,7 @@ metrics enter it negated):
 Every column except ``wall_s_mean`` is a deterministic function of the rows.
 
 Example:
-    >>> from benchmarks.report import build_report
+    >>> from benchmarks.reports.report import build_report
     >>> paths = build_report("runs/smoke-20250101-120000")
     >>> paths["report"]
     PosixPath('runs/smoke-20250101-120000/report.md')
@@ -88,10 +88,7 @@ from typing import Any, Literal
 import numpy as np
 
 from benchmarks.errors import BenchmarkError
-from benchmarks.render import markdown_text as _md
-from benchmarks.render import plain_text as _plain
-from benchmarks.render import plot_ranking, save_figure, scores_json, tabular_markdown
-from benchmarks.results import (
+from benchmarks.execution.results import (
     RESULTS,
     SUITE_FILE,
     ResultRow,
@@ -102,11 +99,14 @@ from benchmarks.results import (
     write_atomic,
     write_json,
 )
-from benchmarks.runs import RunSpec, expand
-from benchmarks.stats import BOOTSTRAP_REPS, interval_estimates
-from benchmarks.suite import TABULAR_ENV_ID, Suite, TableIdentity, file_sha256, safe_name
-from benchmarks.tabular_scores import TabularScores, score_runs
-from benchmarks.templates import fragments, join_blocks
+from benchmarks.execution.runs import RunSpec, expand
+from benchmarks.reports.render import markdown_text as _md
+from benchmarks.reports.render import plain_text as _plain
+from benchmarks.reports.render import plot_ranking, save_figure, scores_json, tabular_markdown
+from benchmarks.reports.scores import TabularScores, score_runs
+from benchmarks.reports.stats import BOOTSTRAP_REPS, interval_estimates
+from benchmarks.reports.templates import fragments, join_blocks
+from benchmarks.suites.suite import TABULAR_ENV_ID, Suite, TableIdentity, file_sha256, safe_name
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -170,7 +170,7 @@ _EXTRA_TRAINING = {
 def mean_intervals(values: np.ndarray) -> np.ndarray:
     """The mean over runs of every column of ``values``, with its 95% interval.
 
-    The interval is rliable's stratified bootstrap (:func:`benchmarks.stats.interval_estimates`):
+    The interval is rliable's stratified bootstrap (:func:`benchmarks.reports.stats.interval_estimates`):
     each column is a task whose runs are resampled. A NaN is a run a column lacks:
     the columns measured by the same runs are estimated together on those runs.
 
@@ -726,7 +726,7 @@ def aggregate(bench: Benchmark) -> Aggregates:
 
 
 def render_markdown(bench: Benchmark, agg: Aggregates, score_plots: Mapping[str, str]) -> str:
-    """``report.md``: the fragments of ``benchmarks/templates/report.md`` filled in.
+    """``report.md``: the fragments of ``benchmarks/reports/templates/report.md`` filled in.
 
     Args:
         bench: The benchmark.
@@ -773,7 +773,7 @@ def _plots_dir(out: Path) -> Path:
 def plot_stems(labels: Iterable[str]) -> dict[str, str]:
     """A distinct, file-system-safe file-name stem for each objective label.
 
-    Every label goes through :func:`benchmarks.suite.safe_name` (so ``../../x`` stays
+    Every label goes through :func:`benchmarks.suites.suite.safe_name` (so ``../../x`` stays
     inside ``plots/``); one longer than 80 characters is cut and given a hash of the
     whole label, and a stem already taken gets ``-2``, ``-3``, ...
     """
