@@ -20,7 +20,7 @@ table's analysis knows the best sequence and scores on the held-out test split.
   random expectation and rank agreement, per tree or over an instance's replicates.
 
 Building a whole table (process pools, Ray, progress, resume) is
-``benchmarks.tabulate``, behind ``lossagent tabulate``.
+``benchmarks.execution.tabulate``, behind ``lossagent tabulate``.
 
 Example:
     >>> import gymnasium as gym, lossagent_env

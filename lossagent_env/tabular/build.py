@@ -5,7 +5,7 @@ The unit of work is the subtree of one ``(seed, first preset)`` pair: ``reset(se
 child trained for real from its parent's state (``get_state`` / ``set_state``). Units
 are independent, so any number of processes or machines can compute them; one writer
 stores each unit in one transaction (:func:`lossagent_env.tabular.format.write_unit`).
-Orchestration (process pools, Ray, progress, resume) is in ``benchmarks.tabulate``.
+Orchestration (process pools, Ray, progress, resume) is in ``benchmarks.execution.tabulate``.
 
 Every unit runs with ``torch.set_num_threads(spec.threads)`` (float32 reductions
 depend on the thread count), so a table does not depend on how many workers built it.

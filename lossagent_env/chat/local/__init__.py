@@ -51,7 +51,7 @@ LLM agent records that line in its notes and ``lossagent bench`` shows it in
 `response_format={"type": "json_object", "schema": ...}` and answers OpenAI's
 `{"type": "json_schema", ...}` with HTTP 500 ("Input should be 'text' or
 'json_object'"). `method="json_mode"` gets a generic JSON grammar only (no keys, no
-types), see `benchmarks/local_llm_probe.py` for the measured difference.
+types), see `measure/local_llm_probe.py` for the measured difference.
 
 Example:
     >>> from lossagent_env.chat.local import local_chat_model
