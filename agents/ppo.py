@@ -25,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -40,6 +40,7 @@ from agents.tuning import training_env
 from lossagent_env.arguments import Finite, Positive, check_arguments
 from lossagent_env.device import check_device
 from lossagent_env.registry import unknown_name_message
+from lossagent_env.tabular import TabularEnv
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +55,16 @@ def _import_sb3() -> Any:
     return stable_baselines3
 
 
-def _scaled_flat(space: spaces.Space) -> Callable[[Any], np.ndarray]:
-    """The map from an observation of ``space`` to the vector PPO sees.
+def _without_metrics(space: spaces.Space) -> tuple[spaces.Space, Callable[[Any], Any]]:
+    """The observation space without its ``metrics``, and the map to it."""
+    assert isinstance(space, spaces.Dict)
+    keys = [k for k in space.spaces if k != "metrics"]
+    return spaces.Dict({k: space.spaces[k] for k in keys}), lambda observation: {k: observation[k] for k in keys}
+
+
+def _scaled_flat(space: spaces.Space, without_metrics: bool = False) -> Callable[[Any], np.ndarray]:
+    """The map from an observation of ``space`` to the vector PPO sees (without the
+    ``metrics`` entry where ``without_metrics``).
 
     Gymnasium's flat vector of the observation (:func:`gymnasium.spaces.flatten`),
     each entry mapped from its bounds to ``[-1, 1]`` as ``2 * (x - low) / (high - low) - 1``
@@ -67,6 +76,10 @@ def _scaled_flat(space: spaces.Space) -> Callable[[Any], np.ndarray]:
     Raises:
         ValueError: ``space`` has an infinite bound.
     """
+    if without_metrics:
+        inner, pick = _without_metrics(space)
+        scale_inner = _scaled_flat(inner)
+        return lambda observation: scale_inner(pick(observation))
     flat_space = spaces.flatten_space(space)
     low = np.asarray(getattr(flat_space, "low", np.inf), dtype=np.float64)
     high = np.asarray(getattr(flat_space, "high", np.inf), dtype=np.float64)
@@ -87,11 +100,12 @@ def _scaled_flat(space: spaces.Space) -> Callable[[Any], np.ndarray]:
     return scale
 
 
-def scaled_flat_observations(env: gym.Env) -> gym.Env:
+def scaled_flat_observations(env: gym.Env, without_metrics: bool = False) -> gym.Env:
     """``env`` with the observations PPO sees: flat ``float32`` vectors in ``[-1, 1]``.
 
     Args:
         env: An env whose observation space (a Dict of Boxes) has finite bounds.
+        without_metrics: Leave out the ``metrics`` entry (see :class:`PPOAgent`).
 
     Returns:
         A :class:`gymnasium.wrappers.TransformObservation` of ``env`` (see
@@ -102,8 +116,9 @@ def scaled_flat_observations(env: gym.Env) -> gym.Env:
         ValueError: The observation space has an infinite bound.
     """
     space = env.observation_space
-    box = spaces.Box(-1.0, 1.0, (spaces.flatdim(space),), np.float32)
-    return TransformObservation(env, _scaled_flat(space), box)
+    size = spaces.flatdim(_without_metrics(space)[0] if without_metrics else space)
+    box = spaces.Box(-1.0, 1.0, (size,), np.float32)
+    return TransformObservation(env, _scaled_flat(space, without_metrics), box)
 
 
 @contextlib.contextmanager
@@ -259,7 +274,7 @@ class _TrainArguments(BaseModel):
     steps: TrainSteps
 
 
-_TRAINED: dict[str, tuple[Any, int, list[str] | None, int | None]] = {}
+_TRAINED: dict[str, tuple[Any, int, list[str] | None, int | None, bool]] = {}
 """Policies trained on designated seeds, by settings and env configuration (see PPOAgent)."""
 
 
@@ -310,7 +325,10 @@ class PPOAgent(BaseAgent):
         train_seeds: Seeds of the training episodes (None: the env's own resets). On a
             table of problem instances (format 2) PPO trains on the table's training
             instances (:func:`agents.tuning.training_env`) whatever the episode's env
-            plays, and ``train_seeds`` must be None.
+            plays, and ``train_seeds`` must be None. Where those replay another
+            objective than the episode's (a benchmark's new-objective track), the
+            policy observes everything but the metrics (the weights, the loss values,
+            the progress): the only observations that mean the same under both.
         ppo_kwargs: Further ``stable_baselines3.PPO`` arguments.
         initial_weights: Weights of the first stage (see :class:`BaseAgent`).
 
@@ -370,6 +388,8 @@ class PPOAgent(BaseAgent):
         self.train_seeds = checked.train_seeds
         self.model: Any = None
         self.trained_steps = 0
+        self.without_metrics = False
+        """The policy observes everything but the metrics (trained under another objective)."""
         self._train_instances: list[str] | None = None
         self._stages: int | None = None
 
@@ -404,11 +424,15 @@ class PPOAgent(BaseAgent):
                     f"PPOAgent(train_seeds={self.train_seeds!r}) on a table of problem instances: it "
                     "trains on the table's training instances. Allowed: train_seeds=None."
                 )
-            base_env = training_env(base_env, "PPOAgent")
+            view = training_env(base_env, "PPOAgent")
+            scored = cast(TabularEnv, base_env.unwrapped).objective.describe()
+            base_env = view
             self._train_instances = [i.name for i in base_env.instances]
             self._stages = base_env.max_stages
+            self.without_metrics = base_env.objective.describe() != scored
         wrapped = scaled_flat_observations(
-            base_env if self.train_seeds is None else _SeedsInTurn(base_env, self.train_seeds, self.seed)
+            base_env if self.train_seeds is None else _SeedsInTurn(base_env, self.train_seeds, self.seed),
+            self.without_metrics,
         )
         device = sb3.common.utils.get_device(self.device)
         try:
@@ -459,7 +483,7 @@ class PPOAgent(BaseAgent):
             return
         key = self._cache_key(env) if self.train_seeds is not None or _on_instances(env) else None
         if key is not None and key in _TRAINED:
-            self.model, self.trained_steps, self._train_instances, self._stages = _TRAINED[key]
+            self.model, self.trained_steps, self._train_instances, self._stages, self.without_metrics = _TRAINED[key]
             logger.info("PPOAgent reuses a policy trained for %d steps on this configuration.", self.trained_steps)
             return
         logger.info(
@@ -471,7 +495,7 @@ class PPOAgent(BaseAgent):
         self.train(env)
         self.train_seconds = time.perf_counter() - started
         if key is not None:
-            _TRAINED[key] = (self.model, self.trained_steps, self._train_instances, self._stages)
+            _TRAINED[key] = (self.model, self.trained_steps, self._train_instances, self._stages, self.without_metrics)
 
     def budget(self) -> dict[str, Any] | None:
         """The training budget: env steps (and episodes) before the episode, and where."""
@@ -491,7 +515,7 @@ class PPOAgent(BaseAgent):
         u = env.unwrapped
         table = getattr(u, "table", None)
         settings = {
-            "agent": {k: v for k, v in vars(self).items() if k not in ("model", "trained_steps", "spec", "rng", "_notes", "t", "_train_instances", "_stages")},
+            "agent": {k: v for k, v in vars(self).items() if k not in ("model", "trained_steps", "spec", "rng", "_notes", "t", "_train_instances", "_stages", "without_metrics")},
             "env": [type(u).__name__, getattr(getattr(env, "spec", None), "id", None)],
             # on a table of instances the config follows the episode's instance; the table says it all
             "config": u.config.to_dict() if hasattr(u, "config") and not _on_instances(env) else None,
@@ -525,7 +549,8 @@ class PPOAgent(BaseAgent):
             )
         assert self.spec is not None
         expected = self.model.observation_space.shape
-        got = (spaces.flatdim(self.spec.observation_space),)
+        space = self.spec.observation_space
+        got = (spaces.flatdim(_without_metrics(space)[0] if self.without_metrics else space),)
         if expected != got:
             raise ValueError(
                 f"The PPO policy was trained on observations of shape {expected}; this env gives {got}. "
@@ -534,7 +559,7 @@ class PPOAgent(BaseAgent):
 
     def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
         assert self.spec is not None
-        flat = _scaled_flat(self.spec.observation_space)(observation)
+        flat = _scaled_flat(self.spec.observation_space, self.without_metrics)(observation)
         action, _ = self.model.predict(flat, deterministic=True)
         self._notes = {"trained_steps": self.trained_steps}
         if self.train_seeds is not None:

@@ -128,10 +128,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(_existing_out(out))
     from tqdm import tqdm
 
-    n_runs = len(suite.agents) * len(suite.objectives) * len(suite.seeds)
+    objectives = len(suite.objectives) + len(suite.new_objectives)
+    n_runs = len(suite.agents) * objectives * len(suite.seeds)
+    tracks = f" ({len(suite.new_objectives)} of them the new-objective track's)" if suite.new_objectives else ""
     print(
         f"lossagent bench: suite {suite.name!r}: {len(suite.agents)} agents x "
-        f"{len(suite.objectives)} objectives x {len(suite.seeds)} seeds = {n_runs} runs of "
+        f"{objectives} objectives{tracks} x {len(suite.seeds)} seeds = {n_runs} runs of "
         f"{suite.max_stages} stages x {suite.stage_iters} iterations -> {out}",
         file=sys.stderr,
     )

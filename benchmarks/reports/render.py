@@ -146,12 +146,12 @@ def _track(scores: TabularScores, track: str) -> list[str]:
         lines += ["", "IQM: rliable's interquartile mean of the per-replicate scores [95% stratified bootstrap "
                   "interval], secondary; the ranking is the mean, which keeps an agent that is below another on "
                   "every cell below it.", ""]
-        lines += _improvement(scores.improvement.get(track, {}), [a for a, *_ in ranking])
     else:
         lines += ["No ranking: no objective of this track is admitted (see the admission table below).", ""]
     for objective in objectives:
         lines += _gains_table(scores, track, objective)
     lines += _findings(scores, track)
+    lines += _improvement(scores.improvement.get(track, {}), [a for a, *_ in ranking])
     return lines
 
 

@@ -337,3 +337,19 @@ def test_only_the_table_loader_and_writer_read_the_format_version():
         if "format_version" in path.read_text(encoding="utf-8")
     }
     assert readers <= allowed, readers - allowed
+
+
+@pytest.mark.rl
+def test_ppo_of_the_new_objective_track_observes_what_means_the_same_under_both_objectives(instance_table):
+    pytest.importorskip("stable_baselines3")
+    env = gym.make("LossAgent/Tabular-v0", table=str(instance_table["path"]), objective={"psnr": 1.0, "ssim": 5.0},
+                   train_objective="psnr", instances="test")
+    agent = make_agent("ppo", train_steps=64, n_steps=16)
+    trajectory = run_episode(env, agent, seed=0)  # trained under psnr (one metric), plays under two
+    assert agent.without_metrics and len(trajectory.stages) == 2
+    space = env.observation_space
+    assert agent.model.observation_space.shape == (gym.spaces.flatdim(space) - len(space["metrics"].spaces),)
+    tuned = make_agent("ppo", train_steps=64, n_steps=16)
+    run_episode(gym.make("LossAgent/Tabular-v0", table=str(instance_table["path"]), objective="psnr",
+                         instances="test"), tuned, seed=0)
+    assert not tuned.without_metrics  # the tuned track observes the metrics too
