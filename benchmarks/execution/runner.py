@@ -369,13 +369,18 @@ def _check_resumable(out: Path, record: dict[str, Any]) -> None:
 
 def _check_same_table(recorded: Any, now: dict[str, Any], suite_file: Path) -> None:
     """Refuse to resume a tabular benchmark on another table file than it started with."""
-    if isinstance(recorded, dict) and recorded.get("sha256") == now["sha256"]:
-        return
+    if isinstance(recorded, dict) and (
+        recorded.get("sha256") == now["sha256"] or (recorded.get("content") and recorded.get("content") == now["content"])
+    ):
+        return  # the same file, or a rebuild with the same values
     was = f"sha256 {recorded.get('sha256')}" if isinstance(recorded, dict) else "no recorded table"
+    why = f"it has sha256 {now['sha256']}, {str(suite_file)!r} holds {was}"
+    if isinstance(recorded, dict) and recorded.get("content"):
+        why += ", and its values differ"
     raise BenchmarkError(
-        f"Cannot resume: the table {now['table']!r} ({now['path']}) is not the file this "
-        f"benchmark started with: it has sha256 {now['sha256']}, {str(suite_file)!r} holds "
-        f"{was}. Restore that table file, or start a new benchmark with another --out."
+        f"Cannot resume: the table {now['table']!r} ({now['path']}) is not the table this "
+        f"benchmark started with: {why}. Restore that table file, or start a new benchmark "
+        "with another --out."
     )
 
 

@@ -642,15 +642,22 @@ def verify_table(
         logger.warning("%s records no table file; scoring against %s (sha256 %s) unchecked.", suite_file, path, sha)
     else:
         same = [path for path, sha in hashes.items() if sha == recorded.sha256]
+        if not same and recorded.content:  # a rebuild of the recipe: another file, the same values?
+            same = [path for path in hashes if load_table(path).content_sha256() == recorded.content]
+            if same:
+                logger.info("%s is another file than the benchmark ran on, with the same values.", same[0])
         if not same:
             path, sha = next(iter(hashes.items()))
-            raise BenchmarkError(
-                f"The table file {str(path)!r} has sha256 {sha}, but this benchmark ran on a table "
-                f"with sha256 {recorded.sha256} (recorded in {str(suite_file)!r}): scored against "
-                "this file its results would change. Restore that table file, or rerun the "
-                "benchmark on this one."
+            differs = (
+                "its values differ from those of the table it ran on, so its scores would change"
+                if recorded.content else "the record holds nothing to compare their values by"
             )
-        path, sha = same[0], recorded.sha256
+            raise BenchmarkError(
+                f"The table file {str(path)!r} (sha256 {sha}) is not the table this benchmark ran on "
+                f"(sha256 {recorded.sha256}, recorded in {str(suite_file)!r}): {differs}. Restore that "
+                "table file, or rerun the benchmark on this one."
+            )
+        path, sha = same[0], hashes[same[0]]
     header = load_table(path).header
     built = header.get("env_config", {}).get("stage_iters", header.get("env_kwargs", {}).get("stage_iters"))
     identity = recorded or TableIdentity(table=str(table), path=str(path.resolve()), sha256=sha)

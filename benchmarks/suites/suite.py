@@ -755,6 +755,11 @@ class TableIdentity(_Strict):
     table: str = Field(description="The table as the suite names it: a path or a shipped name.")
     path: str = Field(description="The file that name resolved to, absolute.")
     sha256: str = Field(description="SHA-256 of the file's bytes, in hex.")
+    content: str | None = Field(
+        default=None,
+        description="SHA-256 of what scores read (lossagent_env.tabular.Table.content_sha256): "
+        "the same for a rebuild of one recipe on one machine, whose file differs in its seconds.",
+    )
 
 
 def identify_table(table: str | os.PathLike[str]) -> TableIdentity:
@@ -763,10 +768,12 @@ def identify_table(table: str | os.PathLike[str]) -> TableIdentity:
     Raises:
         FileNotFoundError: No such table file or shipped table.
     """
-    from lossagent_env.tabular import resolve_table
+    from lossagent_env.tabular import load_table, resolve_table
 
     path = resolve_table(table).resolve()
-    return TableIdentity(table=str(table), path=str(path), sha256=file_sha256(path))
+    return TableIdentity(
+        table=str(table), path=str(path), sha256=file_sha256(path), content=load_table(path).content_sha256()
+    )
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

@@ -460,6 +460,27 @@ class Table:
             ),
         )
 
+    def content_sha256(self) -> str:
+        """SHA-256 of what a replay and its analysis read: presets, losses, panel,
+        instances and trees, and every value, flag and loss; not the wall-clock seconds,
+        nor how and where the table was built. Two builds of one recipe on one machine
+        have the same content (their seconds differ, so their files do)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        described = [
+            list(self.preset_names), self.preset_weights.tolist(), list(self.loss_names), self.loss_scales.tolist(),
+            self.loss_ranges.tolist(), list(self.metrics), list(self.seeds), self.stages,
+            [[i.name, i.split, i.env_id, i.env_kwargs, list(i.seeds), i.task] for i in self.instances],
+        ]
+        digest.update(json.dumps(described, sort_keys=True, default=repr).encode())
+        for split in sorted(self.values):
+            digest.update(np.ascontiguousarray(self.values[split]).tobytes())
+            digest.update(np.ascontiguousarray(self.invalid[split]).tobytes())
+        digest.update(np.ascontiguousarray(self.losses).tobytes())
+        digest.update(np.ascontiguousarray(self.diverged).tobytes())
+        return digest.hexdigest()
+
     def instance(self, name: str) -> Instance:
         """The instance called ``name``.
 

@@ -112,6 +112,25 @@ def test_report_and_resume_refuse_a_replaced_table(small_table, tmp_path, capsys
     _one_line_error(capsys, code, "bench", str(table), recorded, now)
 
 
+def test_a_table_rebuilt_with_the_same_values_is_accepted(small_table, tmp_path, capsys):
+    """A rebuild of the same recipe on the same machine differs only in its seconds: the
+    report and --resume accept it (its file differs, its values do not)."""
+    table = tmp_path / "table.sqlite"
+    shutil.copy(small_table["path"], table)
+    out = tmp_path / "bench"
+    assert main(["bench", "--suite", str(_suite_file(tmp_path, table)), "--out", str(out)]) == 0
+    before = (out / "scores.json").read_text()
+    recorded = hashlib.sha256(table.read_bytes()).hexdigest()
+    with sqlite3.connect(table) as db:  # the wall-clock seconds of a rebuild
+        db.execute("UPDATE nodes SET train_seconds = train_seconds * 1.5 + 0.25")
+    db.close()
+    assert hashlib.sha256(table.read_bytes()).hexdigest() != recorded
+    capsys.readouterr()
+    assert main(["report", "--out", str(out)]) == 0
+    assert (out / "scores.json").read_text() == before
+    assert main(["bench", "--resume", "--out", str(out)]) == 0
+
+
 def test_a_shipped_table_is_hashed_where_the_package_keeps_it(tmp_path):
     suite = load_suite_text(
         SUITE.format(table="smoke", extra="").replace("[123, 456]", "[3]")
