@@ -8,7 +8,8 @@
   beyond noise, with the ranking; then what the table says (spread, noise, the values
   of selection and of scheduling), the admission of the objectives, the training
   budgets and the agents whose plays were identical.
-* :func:`plot_ranking`: the ranking of each track as bars with their intervals.
+* :func:`plot_ranking`: the ranking of each track as bars with their intervals, and
+  rliable's performance profiles.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def _track(scores: TabularScores, track: str) -> list[str]:
         iqm = scores.iqm.get(track, {})
         header = ["rank", "agent", "score"] + [f"{_md(c.objective)}: {_md(c.instance)}" for c in cells] + ["IQM"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for rank, (agent, mean, low, high) in enumerate(ranking, 1):
+        for agent, mean, low, high in ranking:
+            rank = 1 + sum(other > mean for _, other, _, _ in ranking)  # equal scores share a rank
             per = []
             for cell in cells:
                 entry = scores.agents.get((*cell.key, agent))
@@ -155,15 +157,15 @@ def _track(scores: TabularScores, track: str) -> list[str]:
     return lines
 
 
-def _improvement(improvement: Mapping[tuple[str, str], tuple[float, float, float]], agents: list[str]) -> list[str]:
-    """rliable's probability of improvement, P(row > column) [95% interval]."""
+def _improvement(improvement: Mapping[tuple[str, str], float], agents: list[str]) -> list[str]:
+    """rliable's probability of improvement, P(row > column), the point estimate."""
     if not improvement:
         return []
-    lines = ["Probability of improvement, P(row > column) on the ranked cells [95% interval] (rliable):", "",
+    lines = ["Probability of improvement, P(row > column), on the ranked cells' per-replicate scores (rliable; "
+             "the point estimate, secondary):", "",
              "| | " + " | ".join(map(_md, agents)) + " |", "|---|" + "---|" * len(agents)]
     for x in agents:
-        cells = ["-" if (x, y) not in improvement else "{:.2f} [{:.2f}, {:.2f}]".format(*improvement[(x, y)])
-                 for y in agents]
+        cells = [f"{improvement[(x, y)]:.2f}" if (x, y) in improvement else "-" for y in agents]
         lines.append(f"| {_md(x)} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -298,6 +300,22 @@ def plot_ranking(scores: TabularScores, out_dir: str | os.PathLike[str]) -> dict
         fig.tight_layout()
         title = f"ranking, {TRACKS.get(track, track)}"
         paths[title] = save_figure(fig, Path(out_dir) / f"tabular__ranking_{track}.png")
+        profile = scores.profiles.get(track)
+        if profile:
+            fig = Figure(figsize=(6.4, 4.0), dpi=100)
+            FigureCanvasAgg(fig)
+            ax = fig.add_subplot()
+            for agent, *_ in ranking:
+                if agent in profile:
+                    ax.plot(profile["tau"], profile[agent], label=plain_text(agent))
+            ax.set_xlabel("score tau (test split)")
+            ax.set_ylabel("fraction of replicates with score > tau")
+            ax.set_title(f"Performance profiles (rliable), track: {TRACKS.get(track, track)}")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize="small")
+            fig.tight_layout()
+            title = f"performance profiles, {TRACKS.get(track, track)}"
+            paths[title] = save_figure(fig, Path(out_dir) / f"tabular__profiles_{track}.png")
     return paths
 
 
@@ -334,8 +352,9 @@ def scores_json(scores: TabularScores) -> dict[str, Any]:
         ],
         "iqm": {t: {a: list(v) for a, v in per.items()} for t, per in scores.iqm.items()},
         "probability_of_improvement": {
-            t: {f"{x} > {y}": list(v) for (x, y), v in per.items()} for t, per in scores.improvement.items()
+            t: {f"{x} > {y}": v for (x, y), v in per.items()} for t, per in scores.improvement.items()
         },
+        "profiles": scores.profiles,
         "budgets": scores.budgets,
         "plays": {a: {f"{t}/{o}/{s}": p for (t, o, s), p in plays.items()} for a, plays in scores.plays.items()},
     }

@@ -71,9 +71,7 @@ REFERENCES = ("first", "transferred", "hindsight")
 
 TRACKS = {"tuned": "tuned objective", "new": "new objective"}
 
-IMPROVEMENT_REPS = 500
-"""Bootstrap resamples of the probability-of-improvement intervals (each runs a
-Mann-Whitney statistic per cell, so they cost far more than the means')."""
+
 
 
 @dataclass
@@ -188,8 +186,10 @@ class TabularScores:
         first: The name of the table's first preset.
         iqm: ``{track: {agent: (iqm, low, high)}}``: rliable's interquartile mean of the
             per-replicate scores of the ranked cells, with its interval (secondary).
-        improvement: ``{track: {(x, y): (p, low, high)}}``: rliable's probability that
-            agent x improves on agent y on those scores (secondary).
+        improvement: ``{track: {(x, y): p}}``: rliable's probability that agent x
+            improves on agent y on those scores (secondary; the point estimate).
+        profiles: ``{track: {"tau": [...], agent: [fraction of runs with score > tau]}}``:
+            rliable's performance profiles of those scores.
     """
 
     cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)
@@ -204,7 +204,8 @@ class TabularScores:
     replicates: dict[str, int] = field(default_factory=dict)
     first: str = ""
     iqm: dict[str, dict[str, tuple[float, float, float]]] = field(default_factory=dict)
-    improvement: dict[str, dict[tuple[str, str], tuple[float, float, float]]] = field(default_factory=dict)
+    improvement: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)
+    profiles: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def instances(self, track: str, objective: str) -> list[str]:
         """The test instances of an objective, in table order."""
@@ -396,22 +397,28 @@ def _ranking(result: TabularScores, track: str) -> list[tuple[str, float, float,
 
 
 def _secondary(result: TabularScores, track: str, matrices: Mapping[str, np.ndarray]) -> None:
-    """rliable's interquartile mean and probability of improvement of the same scores
-    (secondary: the ranking is the mean, which keeps an agent below another on every
-    cell below it)."""
+    """rliable's interquartile mean (with its interval), probability of improvement (the
+    point estimate: a bootstrap of it costs minutes) and performance profiles of the same
+    scores. Secondary: the ranking is the mean, which keeps an agent below another on
+    every cell below it."""
+    from rliable import library as rly
     from rliable import metrics
+
+    from benchmarks.reports.stats import global_rng_seeded
 
     result.iqm[track] = {
         a: (float(e[0, 0]), float(e[1, 0]), float(e[2, 0]))
         for a, e in interval_estimates(dict(matrices), metrics.aggregate_iqm).items()
     }
     agents = list(matrices)
-    pairs = {(x, y): (matrices[x], matrices[y]) for i, x in enumerate(agents) for y in agents[i + 1 :]}
-    improvement: dict[tuple[str, str], tuple[float, float, float]] = {}
-    for (x, y), e in interval_estimates(pairs, metrics.probability_of_improvement, reps=IMPROVEMENT_REPS).items():
-        p, low, high = float(e[0, 0]), float(e[1, 0]), float(e[2, 0])
-        improvement[(x, y)], improvement[(y, x)] = (p, low, high), (1.0 - p, 1.0 - high, 1.0 - low)
-    result.improvement[track] = improvement
+    result.improvement[track] = {
+        (x, y): float(metrics.probability_of_improvement(matrices[x], matrices[y]))
+        for x in agents for y in agents if x != y
+    }
+    tau = np.linspace(-1.0, 1.5, 51)
+    with global_rng_seeded():  # its (unused) intervals draw from NumPy's global RNG
+        profiles, _ = rly.create_performance_profile(dict(matrices), tau, reps=10)
+    result.profiles[track] = {"tau": tau.tolist(), **{a: np.asarray(p).tolist() for a, p in profiles.items()}}
 
 
 def _played(env: Any, run_rows: Sequence[ResultRow]) -> list[int]:

@@ -61,10 +61,15 @@ def test_stratified_with_equal_strata_is_the_mean_of_means():
     assert verdict(stratified([a, [4.0]])) == "no test"
 
 
-def test_holm_matches_the_step_down_rule():
+def test_holm_matches_the_step_down_rule_and_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
     p = [0.01, 0.04, 0.03, float("nan")]
     adjusted = holm(p)
     assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adjusted[3])
+    draws = np.random.default_rng(0).uniform(0, 0.2, size=(50, 5))
+    for row in draws:
+        assert holm(row) == pytest.approx(multipletests(row, method="holm")[1].tolist())
     assert holm([]) == []
     e = paired([-1.0, -1.1, -0.9, -1.05])
     assert verdict(e, p=0.2) == "within noise"  # the adjusted p decides
