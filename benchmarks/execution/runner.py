@@ -146,7 +146,8 @@ def run_suite(
     if resume and threads is None:
         # so that resumed runs reproduce the others
         threads, embedded_threads = _stored_threads(Path(out))
-    validate_values(suite)  # everything is checked before anything is created
+    if not suite.values_checked:  # everything is checked once, before anything is created
+        validate_values(suite)
     runs = expand(suite, image_every=image_every)
     if workers is None:
         workers = auto_workers(suite, runs, backend)

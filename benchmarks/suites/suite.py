@@ -284,6 +284,9 @@ class Suite:
         self.seeds = list(model.seeds)
         self.requires_data = model.requires_data
         self.table = model.table
+        self.values_checked = False
+        """Whether :func:`validate_values` has passed on this suite (a changed copy,
+        :meth:`replace`, is a new suite and is checked again)."""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description that :meth:`from_dict` turns back into the suite."""
@@ -645,6 +648,7 @@ def validate_values(suite: Suite, text: str | None = None, source: str | None = 
         text = _text_or_none(suite.path)
     if suite.env_id == TABULAR_ENV_ID:
         _validate_tabular(suite, text, source)
+        suite.values_checked = True
         return
     spec = gym.registry.get(suite.env_id)
     task = (spec.kwargs or {}).get("task") if spec is not None else None
@@ -656,6 +660,7 @@ def validate_values(suite: Suite, text: str | None = None, source: str | None = 
             check_settings(**base, **({} if objective is None else {"objective": objective.spec}))
         except ConfigError as e:
             raise SuiteError.at(source, text, suite_loc(suite, e.loc, i), str(e)) from None
+    suite.values_checked = True
 
 
 def suite_loc(suite: Suite, loc: Sequence, objective: int | None) -> tuple:

@@ -222,3 +222,23 @@ def test_bench_on_a_table_of_instances_scores_each_test_instance_in_both_tracks(
         assert heading in report
     assert report.index("## Verdicts on the test instances") < report.index("## Run details")
     assert "| ucb | on test frozen, train episodes 20, train instances photos, scenes, train steps 40 |" in report
+
+
+def test_a_table_of_one_tree_is_reported_with_no_test_instead_of_failing(tmp_path):
+    """One replicate gives no noise band: the verdicts say "no test", and the report, every
+    other section included, is written (it used to exit 2 after every run was done)."""
+    from benchmarks.execution.tabulate import tabulate
+    from tests.conftest import SMALL_TABLE_TOML
+
+    suite = tmp_path / "one.toml"
+    suite.write_text(SMALL_TABLE_TOML.replace("seeds = [123, 456]", "seeds = [0]"), encoding="utf-8")
+    table = tmp_path / "one.sqlite"
+    tabulate(suite, table, progress=False)
+    bench = _suite_file(tmp_path, table).read_text().replace("seeds = [123, 456]", "seeds = [0]")
+    (tmp_path / "bench.toml").write_text(bench)
+    out = tmp_path / "bench"
+    assert main(["bench", "--suite", str(tmp_path / "bench.toml"), "--out", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Verdicts on the test instances" in report and "no test" in report
+    assert "## Objective: psnr" in report and "TensorBoard" in report
+    assert main(["report", "--out", str(out)]) == 0

@@ -207,3 +207,18 @@ def test_llm_time_is_the_median_decision_and_its_share_of_the_runs_wall_time(tmp
     with open(tmp_path / "results.jsonl", "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
     assert line in build_report(tmp_path)["report"].read_text()
+
+
+def test_a_run_whose_last_stage_is_unmeasured_is_not_given_an_earlier_final_j(rows, tmp_path):
+    """The final J is the last stage's own value: a NaN there is counted, not replaced by
+    the last measured stage (the best-so-far and the AUC still carry it forward)."""
+    last = next(r for r in rows if r["agent"] == "ucb" and r["seed"] == 2 and r["stage"] == 3)
+    last["objective_value"] = float("nan")
+    ucb = summarize(rows, agent_order=["ucb", "llm"])[0]
+    assert ucb["final_unmeasured"] == 1 and ucb["unmeasured"] == 1
+    assert ucb["final_mean"] == pytest.approx(np.mean([22.0, 22.5]))  # the two measured finals
+    assert ucb["best_mean"] == pytest.approx(np.mean([22.0, 23.0, 20.0]))
+    with open(tmp_path / "results.jsonl", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    text = build_report(tmp_path)["report"].read_text()
+    assert "(1 of 3 runs unmeasured at the last stage)" in text
