@@ -279,7 +279,7 @@ def score_runs(runs: Mapping[str, Sequence[ResultRow]], specs: Mapping[str, RunS
                 entry = AgentCell(agent, cell, {t: float(np.mean(v)) for t, v in by_tree.items()},
                                   sum(len(v) for v in by_tree.values()))
                 result.agents[(track, objective, instance, agent)] = entry
-    for key in {k[:2] + (k[3],) for k in result.agents}:
+    for key in dict.fromkeys(k[:2] + (k[3],) for k in result.agents):  # in a fixed order
         _gains(result, *key)
     for track in result.objectives:
         result.ranking[track] = _ranking(result, track)
