@@ -94,10 +94,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.execution.runner import run_suite, stored_suite
     from benchmarks.suites.suite import load_suite, safe_name
 
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers {args.workers} is not allowed. Allowed: an integer >= 1")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads {args.threads} is not allowed. Allowed: an integer >= 1")
     check_backend(args.backend, args.ray_address)
     if args.resume:
         if args.out is None:

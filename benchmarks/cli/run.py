@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import textwrap
 import time
@@ -180,8 +179,8 @@ def _live_defaults(args: argparse.Namespace, env_kwargs: dict[str, Any]) -> None
 def _cmd_run(args: argparse.Namespace) -> int:
     from agents import make_agent
     from benchmarks.execution.results import RESULTS, TENSORBOARD
-    from benchmarks.execution.runs import RunSpec, run_name, run_one
-    from benchmarks.suites.suite import TABULAR_ENV_ID, objective_label
+    from benchmarks.execution.runs import expand, run_one
+    from benchmarks.suites.suite import TABULAR_ENV_ID
 
     env_id = args.env if "/" in args.env else f"LossAgent/{args.env}"
     objective = parse_objective(args.objective)
@@ -201,27 +200,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         _table_defaults(args, env_kwargs)
     else:
         _live_defaults(args, env_kwargs)
-    _one_run_suite(args, env_id, objective, env_kwargs, agent_kwargs)
+    suite = _one_run_suite(args, env_id, objective, env_kwargs, agent_kwargs)
     try:
         make_agent(args.agent, **agent_kwargs)  # builds no model yet: checks the arguments
     except (TypeError, ValueError) as e:
         raise UsageError(str(e)) from e
-    label = objective_label(objective)
-    spec = RunSpec(
-        name=run_name(env_id, args.agent, label, args.seed),
-        suite="run",
-        env_id=env_id,
-        env_kwargs=env_kwargs,
-        agent=args.agent,
-        agent_name=args.agent,
-        agent_kwargs=agent_kwargs,
-        objective=label,
-        objective_spec=objective,
-        seed=args.seed,
-        max_stages=args.stages,
-        stage_iters=args.iters,
-        image_every=max(1, math.ceil(args.stages / 4)),
-    )
+    (spec,) = expand(suite)  # the one run, as a bench would run it
+    label = spec.objective
     from tqdm import tqdm
 
     bar = tqdm(total=args.stages, unit="stage", desc=f"{args.agent}/{label}", file=sys.stderr)

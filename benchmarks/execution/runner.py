@@ -43,7 +43,14 @@ from benchmarks.execution.results import (
 )
 from benchmarks.execution.runs import RunSpec, execute_run, expand, run_name, run_task
 from benchmarks.reports.report import build_report
-from benchmarks.suites.suite import TABULAR_ENV_ID, Suite, identify_table, validate_values
+from benchmarks.suites.suite import (
+    TABULAR_ENV_ID,
+    Suite,
+    TableIdentity,
+    identify_table,
+    table_differs,
+    validate_values,
+)
 
 __all__ = [
     "BACKENDS",
@@ -369,20 +376,15 @@ def _check_resumable(out: Path, record: dict[str, Any]) -> None:
 
 
 def _check_same_table(recorded: Any, now: dict[str, Any], suite_file: Path) -> None:
-    """Refuse to resume a tabular benchmark on another table file than it started with."""
-    if isinstance(recorded, dict) and (
-        recorded.get("sha256") == now["sha256"] or (recorded.get("content") and recorded.get("content") == now["content"])
-    ):
-        return  # the same file, or a rebuild with the same values
-    was = f"sha256 {recorded.get('sha256')}" if isinstance(recorded, dict) else "no recorded table"
-    why = f"it has sha256 {now['sha256']}, {str(suite_file)!r} holds {was}"
-    if isinstance(recorded, dict) and recorded.get("content"):
-        why += ", and its values differ"
-    raise BenchmarkError(
-        f"Cannot resume: the table {now['table']!r} ({now['path']}) is not the table this "
-        f"benchmark started with: {why}. Restore that table file, or start a new benchmark "
-        "with another --out."
-    )
+    """Refuse to resume a tabular benchmark on another table than it started with."""
+    before = TableIdentity.model_validate(recorded) if isinstance(recorded, dict) else None
+    why = table_differs(before, TableIdentity.model_validate(now))
+    if why is not None:
+        raise BenchmarkError(
+            f"Cannot resume: the table {now['table']!r} ({now['path']}) is not the table this benchmark "
+            f"started with ({str(suite_file)!r}): {why}. Restore that table file, or start a new "
+            "benchmark with another --out."
+        )
 
 
 def stored_suite(out: str | os.PathLike[str]) -> Suite:

@@ -106,7 +106,7 @@ from benchmarks.reports.render import plot_ranking, save_figure, scores_json, ta
 from benchmarks.reports.scores import TabularScores, score_runs
 from benchmarks.reports.stats import BOOTSTRAP_REPS, interval_estimates
 from benchmarks.reports.templates import fragments, join_blocks
-from benchmarks.suites.suite import TABULAR_ENV_ID, Suite, TableIdentity, file_sha256, safe_name
+from benchmarks.suites.suite import TABULAR_ENV_ID, Suite, TableIdentity, identify_table, safe_name, table_differs
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -613,8 +613,9 @@ def verify_table(
     """The table a tabular benchmark ran on, checked to be the very same file.
 
     Of the recorded path and ``table`` resolved again as the env resolves it (a path,
-    or a shipped table's name), the first file whose SHA-256 equals the recorded one is
-    used; if none does, its scores would silently change, and it is an error. A
+    or a shipped table's name), the first that is the recorded table (the same file, or
+    a rebuild with the same values: :func:`benchmarks.suites.suite.table_differs`) is
+    used; if none is, its scores could silently change, and it is an error. A
     benchmark whose ``suite.json`` records no table (started by an earlier version) is
     scored against the file found now, with a warning.
 
@@ -636,31 +637,21 @@ def verify_table(
         if not candidates:
             where = f" (recorded in {str(suite_file)!r} as {recorded.path!r})" if recorded else ""
             raise FileNotFoundError(f"The table of this benchmark is gone{where}: {e}") from None
-    hashes = {path: file_sha256(path) for path in dict.fromkeys(candidates)}
+    found = [identify_table(path) for path in dict.fromkeys(candidates)]
+    now = next((f for f in found if table_differs(recorded, f) is None), None)
     if recorded is None:
-        path, sha = next(iter(hashes.items()))
-        logger.warning("%s records no table file; scoring against %s (sha256 %s) unchecked.", suite_file, path, sha)
-    else:
-        same = [path for path, sha in hashes.items() if sha == recorded.sha256]
-        if not same and recorded.content:  # a rebuild of the recipe: another file, the same values?
-            same = [path for path in hashes if load_table(path).content_sha256() == recorded.content]
-            if same:
-                logger.info("%s is another file than the benchmark ran on, with the same values.", same[0])
-        if not same:
-            path, sha = next(iter(hashes.items()))
-            differs = (
-                "its values differ from those of the table it ran on, so its scores would change"
-                if recorded.content else "the record holds nothing to compare their values by"
-            )
-            raise BenchmarkError(
-                f"The table file {str(path)!r} (sha256 {sha}) is not the table this benchmark ran on "
-                f"(sha256 {recorded.sha256}, recorded in {str(suite_file)!r}): {differs}. Restore that "
-                "table file, or rerun the benchmark on this one."
-            )
-        path, sha = same[0], hashes[same[0]]
+        now = found[0]
+        logger.warning("%s records no table file; scoring against %s (sha256 %s) unchecked.", suite_file, now.path, now.sha256)
+    elif now is None:
+        raise BenchmarkError(
+            f"The table file {found[0].path!r} is not the table this benchmark ran on (recorded in "
+            f"{str(suite_file)!r}): {table_differs(recorded, found[0])}. Restore that table file, or rerun "
+            "the benchmark on this one."
+        )
+    path = Path(now.path)
     header = load_table(path).header
     built = header.get("env_config", {}).get("stage_iters", header.get("env_kwargs", {}).get("stage_iters"))
-    identity = recorded or TableIdentity(table=str(table), path=str(path.resolve()), sha256=sha)
+    identity = recorded or now.model_copy(update={"table": str(table)})
     return VerifiedTable(identity, path, header, None if built is None else int(built), recorded is not None)
 
 

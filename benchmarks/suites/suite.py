@@ -767,6 +767,16 @@ class TableIdentity(_Strict):
     )
 
 
+def table_differs(recorded: TableIdentity | None, now: TableIdentity) -> str | None:
+    """Why ``now`` is not the table of ``recorded`` (None where it is: the same file, or
+    a rebuild of one recipe with the same values and other seconds)."""
+    if recorded is not None and (recorded.sha256 == now.sha256 or (recorded.content and recorded.content == now.content)):
+        return None
+    was = f"sha256 {recorded.sha256}" if recorded is not None else "no recorded table"
+    why = f"it has sha256 {now.sha256}, the benchmark's record {was}"
+    return why + (", and its values differ, so its scores would change" if recorded and recorded.content else "")
+
+
 def identify_table(table: str | os.PathLike[str]) -> TableIdentity:
     """Resolve a table (path or shipped name, as ``LossAgent/Tabular-v0`` does) and hash it.
 
