@@ -266,7 +266,7 @@ def _identical(scores: TabularScores) -> list[str]:
         what = (f"`{' > '.join(next(iter(sequences)))}` on every run" if len(sequences) == 1
                 else f"{len(sequences)} different sequences")
         if len(agents) > 1:
-            lines.append(f"- {', '.join(f'`{_md(a)}`' for a in agents)} played identically on every run ({_md(what)}).")
+            lines.append(f"- {', '.join(f'`{_md(a)}`' for a in agents)} played identically: {_md(what)}.")
         elif len(sequences) == 1:
             lines.append(f"- `{_md(agents[0])}` played {_md(what)}.")
     if not lines:
