@@ -245,7 +245,8 @@ def score_runs(runs: Mapping[str, Sequence[ResultRow]], specs: Mapping[str, RunS
         if spec is None:
             raise BenchmarkError(f"Run {name!r} is not a run of the suite; it cannot be scored.")
         groups[(spec.track, spec.objective)].append((spec, rows))
-    for (track, objective), members in groups.items():
+    order = {k: i for i, k in enumerate(dict.fromkeys((s.track, s.objective) for s in specs.values()))}
+    for (track, objective), members in sorted(groups.items(), key=lambda kv: order[kv[0]]):  # the suite's order
         spec = members[0][0]
         kwargs = spec.make_env_kwargs()
         envs[(track, objective)] = gym.make(spec.env_id, **kwargs).unwrapped
