@@ -53,9 +53,9 @@ import re
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from benchmarks.suites.tomlpos import decode_error_line, dotted, file_loc, locate
 from lossagent_env.registry import unknown_name_message
@@ -165,6 +165,30 @@ class AgentEntry(_Strict):
         return self.label or self.name
 
 
+def _check_objective_spec(spec: str | dict[str, float]) -> str | dict[str, float]:
+    if isinstance(spec, dict):
+        if not spec:
+            raise ValueError("an objective table must name at least one metric")
+        bad = {k: v for k, v in spec.items() if not math.isfinite(v) or v == 0}
+        if bad:
+            raise ValueError(f"objective weights must be finite and non-zero, got {bad}")
+    return spec
+
+
+ObjectiveSpec = Annotated[str | dict[str, float], AfterValidator(_check_objective_spec)]
+"""An objective in a suite file: a metric name or a ``{metric = weight}`` table."""
+
+_OBJECTIVE_PLACES = (("objectives", int), ("new_objective", "objectives", int), ("new_objective", "tune_on"))
+"""Where a suite file holds an objective (``int``: any position in the list)."""
+
+
+def _is_objective_place(loc: tuple) -> bool:
+    return any(
+        len(loc) == len(place) and all(isinstance(p, int) if q is int else p == q for p, q in zip(loc, place))
+        for place in _OBJECTIVE_PLACES
+    )
+
+
 class ObjectiveEntry(_Strict):
     """One objective: a metric name or a ``{metric: weight}`` mix."""
 
@@ -179,10 +203,10 @@ class ObjectiveEntry(_Strict):
 class NewObjectiveEntry(_Strict):
     """The ``[new_objective]`` table: the track of objectives no agent tunes on."""
 
-    objectives: list[str | dict[str, float]] = Field(
+    objectives: list[ObjectiveSpec] = Field(
         min_length=1, description="Objectives the agents are scored on without tuning on them."
     )
-    tune_on: str | dict[str, float] = Field(
+    tune_on: ObjectiveSpec = Field(
         description="The objective agents with a training budget tune under, on the table's "
         "training instances (not one of `objectives`)."
     )
@@ -195,7 +219,7 @@ class SuiteModel(_Strict):
     description: str = Field(default="", description="What the suite is for.")
     env: EnvEntry
     budget: Budget
-    objectives: list[str | dict[str, float]] = Field(
+    objectives: list[ObjectiveSpec] = Field(
         min_length=1, description="Metric names or {metric: weight} tables."
     )
     agents: list[AgentEntry] = Field(min_length=1)
@@ -223,21 +247,7 @@ class SuiteModel(_Strict):
 
         return check_seeds(seeds)
 
-    @field_validator("objectives")
-    @classmethod
-    def _check_objectives(cls, objectives: list[str | dict[str, float]]):
-        for spec in objectives:
-            _check_objective_spec(spec)
-        return objectives
 
-
-def _check_objective_spec(spec: str | dict[str, float]) -> None:
-    if isinstance(spec, dict):
-        if not spec:
-            raise ValueError("an objective table must name at least one metric")
-        bad = {k: v for k, v in spec.items() if not math.isfinite(v) or v == 0}
-        if bad:
-            raise ValueError(f"objective weights must be finite and non-zero, got {bad}")
 
 
 NEW_TRACK_SUFFIX = ".new"
@@ -453,12 +463,12 @@ def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path
         # an unknown key (often a typo) explains the "missing" error that comes with it
         err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
         loc = file_loc(data, tuple(err["loc"]), keep_missing=err["type"] == "missing")
-        msg = err["msg"]
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = unknown_name_message("key", loc[-1], _allowed_keys(loc))
         elif err["type"] == "missing":
             msg = "required key is missing"
-        elif len(loc) == 2 and loc[0] == "objectives":
+        elif _is_objective_place(loc) and err["type"] != "value_error":
             msg = (
                 f"{_value_at(data, loc)!r} is not an objective. Allowed: a metric name or a "
                 "table of {metric = weight} numbers"
@@ -475,12 +485,7 @@ def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path
     _no_duplicates([objective_label(s) for s in model.objectives], "objectives", "objective", source, text)
     if model.new_objective is not None:
         new = model.new_objective
-        _no_duplicates([objective_label(s) for s in new.objectives], "new_objective.objectives", "objective", source, text)
-        try:
-            for spec in [*new.objectives, new.tune_on]:
-                _check_objective_spec(spec)
-        except ValueError as e:
-            raise SuiteError.at(source, text, ("new_objective",), str(e)) from None
+        _no_duplicates([objective_label(s) for s in new.objectives], ("new_objective", "objectives"), "objective", source, text)
         tuned = objective_label(new.tune_on)
         if tuned in [objective_label(s) for s in new.objectives]:
             raise SuiteError.at(
@@ -501,13 +506,13 @@ def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path
     return Suite(model, path=path)
 
 
-def _no_duplicates(values: list[str], key: str, what: str, source: str, text: str | None) -> None:
+def _no_duplicates(values: list[str], key: str | tuple[str, ...], what: str, source: str, text: str | None) -> None:
     seen: set[str] = set()
     for i, value in enumerate(values):
         if value in seen:
             hint = " (add `label = ...` to tell two entries apart)" if key == "agents" else ""
             message = f"duplicate {what} {value!r}; each must appear once{hint}"
-            raise SuiteError.at(source, text, (key, i), message)
+            raise SuiteError.at(source, text, (*((key,) if isinstance(key, str) else key), i), message)
         seen.add(value)
 
 
@@ -531,7 +536,8 @@ def _no_file_name_clash(labels: list[str], source: str, text: str | None) -> Non
 def _allowed_keys(loc: tuple) -> list[str]:
     parent = tuple(p for p in loc[:-1] if not isinstance(p, int))
     model: dict[tuple, type[BaseModel]] = {
-        (): SuiteModel, ("env",): EnvEntry, ("budget",): Budget, ("agents",): AgentEntry
+        (): SuiteModel, ("env",): EnvEntry, ("budget",): Budget, ("agents",): AgentEntry,
+        ("new_objective",): NewObjectiveEntry,
     }
     return list(model[parent].model_fields) if parent in model else []
 

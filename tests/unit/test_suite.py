@@ -228,3 +228,40 @@ def test_suite_file_errors_name_the_file(tmp_path: Path):
     path.write_text(TINY.replace("stage_iters = 2", "stage_iters = -1"))
     with pytest.raises(SuiteError, match=r"broken\.toml:\d+: key 'budget.stage_iters'"):
         load_suite(path)
+
+
+
+_TABLE_TRACKS = (
+    TINY.replace('"LossAgent/SuperResolution-v0"', '"LossAgent/Tabular-v0"')
+    .replace('objectives = ["psnr", { psnr = 1.0, ssim = 10.0 }]', 'objectives = ["psnr"]\n\n[new_objective]\nSECTION\n')
+    .replace("{ scale = 2, patch_size = 32, batch_size = 2, eval_images = 2, eval_size = 32 }", '{ table = "smoke" }')
+)
+
+
+@pytest.mark.parametrize(
+    "section, key, line, words",
+    [
+        ('objectives = [{ ssim = "x" }]\ntune_on = "psnr"', "new_objective.objectives[0]", 0,
+         '{\'ssim\': \'x\'} is not an objective. Allowed: a metric name or a table of {metric = weight} numbers'),
+        ('objectives = [{ ssim = 1e400 }]\ntune_on = "psnr"', "new_objective.objectives[0]", 0,
+         "objective weights must be finite and non-zero, got {'ssim': inf}"),
+        ('objectives = ["piqe"]\ntune_on = {}', "new_objective.tune_on", 1, "an objective table must name at least one metric"),
+        ('objectives = ["piqe"]\ntune_on = 3', "new_objective.tune_on", 1, "3 is not an objective"),
+        ('objectives = ["piqe", "piqe"]\ntune_on = "psnr"', "new_objective.objectives[1]", 0, "duplicate objective 'piqe'"),
+        ('objectives = ["piqe"]\ntune_on = "psnr"\nextra = 1', "new_objective.extra", 2, "Known: ['objectives', 'tune_on']"),
+        ('objectives = ["piqe"]\ntune_on = "piqe"', "new_objective.tune_on", 1, "one of the track's objectives"),
+        ('objectives = []\ntune_on = "psnr"', "new_objective.objectives", 0, "at least 1 item"),
+    ],
+)
+def test_a_bad_new_objective_section_names_its_key_line_and_what_is_allowed(section, key, line, words):
+    text = _TABLE_TRACKS.replace("SECTION", section)
+    error = _error(text)
+    assert error.key == key and words in str(error) and "Value error" not in str(error), str(error)
+    assert error.line == _line_of(text, section.splitlines()[line]), str(error)
+
+
+def test_a_good_new_objective_section_gives_the_track_its_labels():
+    text = _TABLE_TRACKS.replace("SECTION", 'objectives = ["piqe", { ssim = 50, piqe = 0.1 }]\ntune_on = "psnr"')
+    suite = load_suite_text(text, check_names=False)
+    assert [o.label for o in suite.new_objectives] == ["piqe.new", "50ssim+0.1piqe.new"]
+    assert suite.tune_on is not None and suite.tune_on.spec == "psnr"
