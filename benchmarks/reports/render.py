@@ -53,6 +53,13 @@ _WORDS = {"above": "**above**", "below": "**below**", "within noise": "within no
           "no test": "no test"}
 
 
+def _played(played: list[int], replicates: list[int]) -> str:
+    """What the header adds where the agents played fewer replicates than the table has."""
+    if not played or played == replicates:
+        return ""
+    return f"; the agents played {' to '.join(map(str, (played[0], played[-1]) if len(played) > 1 else played))} of them"
+
+
 def _gain(estimate: Estimate | None, word: str | None) -> str:
     """``-0.986 ±0.048 **below**``: mean, half-width of the 95% interval, verdict."""
     if estimate is None or not math.isfinite(estimate.mean):
@@ -90,13 +97,16 @@ def tabular_markdown(scores: TabularScores, table: str, plots: Mapping[str, str]
     """
     instances = list(dict.fromkeys(c.instance for c in scores.cells.values()))
     replicates = sorted(set(scores.replicates.values()))
+    played = sorted({len(a.j) for a in scores.agents.values()})
     lines = [
         "## Verdicts on the test instances",
         "",
         f"Table `{_md(table)}`, test instances {', '.join(f'`{_md(i)}`' for i in instances)} "
-        f"({' or '.join(map(str, replicates))} replicates each). Every number below is on the test split (crops "
-        "no agent saw), per (objective, test instance) and paired by replicate: the same training "
-        "randomness under the agent's choices and under the reference's.",
+        f"({' or '.join(map(str, replicates))} replicates each{_played(played, replicates)}). Every number below is "
+        "on the test split (crops no agent saw), per (objective, test instance) and paired by replicate: the "
+        "same training randomness under the agent's choices and under the reference's."
+        + (" A verdict needs two replicates of an instance: where an agent played one, its gains say *no test* "
+           "(give the suite at least two seeds per test instance)." if played and played[0] < 2 else ""),
         "",
         f"- Gains: agent - reference in the metric's units (higher is better), mean over replicates ± half "
         f"the 95% interval, Student's t on replicates - 1 degrees of freedom; **above** or **below** when "

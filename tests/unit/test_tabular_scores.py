@@ -182,6 +182,20 @@ def test_the_report_says_below_where_the_agent_is_below(table):
     assert "`fixed` played `pixel > pixel` on every run." in text
 
 
+@pytest.mark.parametrize("seeds, played, why", [(8, None, False), (4, 2, False), (2, 1, True)])
+def test_the_report_says_how_many_replicates_the_agents_played_and_why_one_gives_no_test(table, seeds, played, why):
+    from benchmarks.reports.render import tabular_markdown
+
+    scores = score(table, {"fixed": ["pixel", "pixel"], "good": ["edges", "edges"]}, seeds=seeds)
+    text = tabular_markdown(scores, "synthetic", {})
+    header = next(line for line in text.splitlines() if line.startswith("Table `synthetic`"))
+    assert "(4 replicates each" in header
+    assert (f"; the agents played {played} of them)" in header) == (played is not None)
+    assert ("A verdict needs two replicates of an instance" in header) == why
+    verdicts = {a.verdicts["hindsight"] for a in scores.agents.values()}
+    assert ("no test" in verdicts) == why
+
+
 def test_a_suite_whose_seeds_mix_tree_seeds_and_problem_seeds_is_refused(table):
     from benchmarks.suites.suite import SuiteError
 
