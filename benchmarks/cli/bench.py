@@ -16,6 +16,13 @@ from benchmarks.cli.common import EXIT_OK, Formatter, UsageError, parse_seeds
 __all__ = ["register"]
 
 
+def _shipped_suites() -> list[str]:
+    """The shipped suites' names, read from the folder without importing the suite code."""
+    import benchmarks.suites
+
+    return sorted(p.stem for p in Path(benchmarks.suites.__file__).parent.glob("*.toml"))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand."""
     bench = sub.add_parser(
@@ -40,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--suite",
         default=None,
-        help="a shipped suite name (smoke, quick, paper) or the path of a TOML file "
+        help=f"a shipped suite name ({', '.join(_shipped_suites())}) or the path of a TOML file "
         "[default: smoke, or the suite stored in --out with --resume]",
     )
     bench.add_argument("--out", default=None, help="output directory [default: runs/<suite>-<timestamp>]")

@@ -86,7 +86,7 @@ TABULAR_KWARGS = ("seeds", "table", "instances")
 """The env kwargs a suite may give a table replay: the table fixes every other setting."""
 
 SUITES_DIR = Path(__file__).resolve().parent
-"""Where the named suites (``smoke``, ``quick``, ``paper``) live."""
+"""Where the shipped suites (``smoke``, ``quick``, ``paper``, ``tabular``, ...) live."""
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+\-]")
 

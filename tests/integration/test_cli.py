@@ -143,6 +143,15 @@ def test_every_subcommand_help_has_an_example(command, capsys):
     assert "example" in capsys.readouterr().out
 
 
+def test_bench_help_names_every_shipped_suite(capsys):
+    from benchmarks.suites.suite import suite_names
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse may wrap at a hyphen
+    assert f"a shipped suite name ({', '.join(suite_names())})" in text and "tabular" in suite_names()
+
+
 def test_parse_helpers():
     assert parse_seeds("0,1,2") == [0, 1, 2] and parse_seeds("2-4,0") == [0, 2, 3, 4]
     assert parse_objective("psnr") == "psnr"
