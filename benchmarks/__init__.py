@@ -7,15 +7,16 @@ steps as a library::
     result = run_suite(load_suite("smoke"), "runs/smoke")
     build_report("runs/smoke")
 
-Sub-packages, by job (each imports only those listed before it, and ``errors``):
+Parts, by job, each importing only those listed before it (and ``errors``; an
+import-linter contract keeps the order):
 
 - :mod:`benchmarks.suites`: the shipped suite files (``*.toml``) and the code that reads
   and checks them (a bench suite, a ``[table]`` section, its size);
 - :mod:`benchmarks.execution`: where runs and table units execute (inline, process
-  pool, Ray), the output folder and ``results.jsonl``, one run -> rows, ``run_suite``
-  and ``tabulate``;
+  pool, Ray), the output folder and ``results.jsonl``, one run -> rows, ``tabulate``;
 - :mod:`benchmarks.reports`: ``summary.csv``, ``report.md`` and plots from the rows;
   the scores of a table replay, the statistics and the rendering;
+- :mod:`benchmarks.runner`: ``run_suite``, a suite's runs executed, then its report;
 - :mod:`benchmarks.cli`: the ``lossagent`` command line, on top of everything.
 
 The measurement scripts (timings against the targets, the table screen, the GPU check)
@@ -33,7 +34,7 @@ __all__ = ["build_report", "load_suite", "load_table_spec", "run_suite", "tabula
 _HOMES = {
     "load_suite": "benchmarks.suites.suite",
     "load_table_spec": "benchmarks.suites.table",
-    "run_suite": "benchmarks.execution.runner",
+    "run_suite": "benchmarks.runner",
     "tabulate": "benchmarks.execution.tabulate",
     "build_report": "benchmarks.reports.report",
 }

@@ -25,7 +25,7 @@ from pathlib import Path
 
 _CHILD = (
     "import json, sys\n"
-    "from benchmarks.execution.runner import run_suite\n"
+    "from benchmarks.runner import run_suite\n"
     "from benchmarks.suites.suite import Suite\n"
     "suite = Suite.from_dict(json.load(open(sys.argv[1])))\n"
     "run_suite(suite, sys.argv[2], workers=int(sys.argv[3]), report=False)\n"

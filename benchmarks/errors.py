@@ -1,7 +1,7 @@
 """The errors of a benchmark, and the record of a run that failed.
 
 They live below every other benchmark module (runs, results, output, executor, runner), so
-each can raise or report them; :mod:`benchmarks.execution.runner` exports them too.
+each can raise or report them; :mod:`benchmarks.runner` exports them too.
 """
 
 from __future__ import annotations

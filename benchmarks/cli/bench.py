@@ -98,7 +98,7 @@ def _existing_out(out: str) -> str:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.execution.executor import check_backend
-    from benchmarks.execution.runner import run_suite, stored_suite
+    from benchmarks.runner import run_suite, stored_suite
     from benchmarks.suites.suite import load_suite, safe_name
 
     check_backend(args.backend, args.ray_address)

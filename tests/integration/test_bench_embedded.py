@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import runner
 from benchmarks.cli import main
-from benchmarks.execution import runner
 from benchmarks.execution.executor import threads_per_worker
 from benchmarks.execution.results import read_rows
 from benchmarks.execution.runs import expand
@@ -138,7 +138,7 @@ def test_the_runner_does_not_import_the_embedded_model():
     import grimp
 
     graph = grimp.build_graph("benchmarks", "agents", "lossagent_env")
-    imported = graph.find_modules_directly_imported_by("benchmarks.execution.runner")
+    imported = graph.find_modules_directly_imported_by("benchmarks.runner")
     assert not [m for m in imported if m.startswith("lossagent_env.chat")]
 
 

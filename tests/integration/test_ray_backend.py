@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.execution.results import complete_runs, read_rows
-from benchmarks.execution.runner import run_suite
+from benchmarks.runner import run_suite
 from benchmarks.suites.suite import load_suite_text
 
 pytestmark = pytest.mark.ray

@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks.cli import main
 from benchmarks.execution.results import RESULTS, read_rows
-from benchmarks.execution.runner import run_suite
+from benchmarks.runner import run_suite
 from benchmarks.suites.suite import load_suite_text
 from lossagent_env.tabular.replay import TABLES_DIR
 

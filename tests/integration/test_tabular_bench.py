@@ -11,7 +11,7 @@ import pytest
 import lossagent_env  # noqa: F401
 from benchmarks.cli import main
 from benchmarks.execution.results import read_rows
-from benchmarks.execution.runner import run_suite
+from benchmarks.runner import run_suite
 from benchmarks.suites.suite import SuiteError, load_suite, load_suite_text
 
 SUITE = """\
