@@ -119,8 +119,8 @@ def test_argument_error_is_one_line(command, argv):
 
 def test_workers_ratio_help_imports_nothing_heavy():
     result = subprocess.run(
-        [sys.executable, "-c", "import sys, benchmarks.__main__ as m\n"
-         "try:\n    m.main(['workers-ratio', '--help'])\nexcept SystemExit:\n    pass\n"
+        [sys.executable, "-c", "import sys, measure.workers_ratio as m\n"
+         "try:\n    m.main(['--help'])\nexcept SystemExit:\n    pass\n"
          f"print(sorted(n for n in {HEAVY!r} if n in sys.modules), file=sys.stderr)"],
         cwd=ROOT, env=_environ(), capture_output=True, text=True, timeout=120,
     )
