@@ -139,8 +139,8 @@ def test_admission_refuses_an_objective_whose_choice_moves_nothing(tmp_path):
     assert scores.ranking["tuned"] == []
 
 
-@pytest.mark.parametrize("draw", range(6))
-def test_an_agent_below_another_on_every_instance_is_never_ranked_above_it(tmp_path, draw):
+def _random_table_scores(tmp_path: Path, draw: int):
+    """Agents playing each of the 4 sequences on a table of random preset effects."""
     rng = np.random.default_rng(draw)
     effects = {inst: rng.normal(0, 1.0, size=(2, 2)) for inst in ("train-a", "science", "textures")}
 
@@ -148,12 +148,22 @@ def test_an_agent_below_another_on_every_instance_is_never_ranked_above_it(tmp_p
         base = 25.0 + 0.3 * _noise(draw, instance, replicate) + 0.05 * _noise(draw, instance, replicate, path, split)
         return base + sum(effects[instance][d, a] for d, a in enumerate(path))
 
-    t = write_table(tmp_path / "random.sqlite", value)
+    t = write_table(tmp_path / f"random{draw}.sqlite", value)
     sequences = [[a, b] for a in NAMES for b in NAMES]
     plays = {f"agent{i}": [NAMES[x] for x in map(NAMES.index, s)] for i, s in enumerate(sequences)}
-    scores = score(t, plays)
-    if not scores.ranking["tuned"]:
-        pytest.skip("objective not admitted on this draw")
+    return plays, score(t, plays)
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_an_agent_below_another_on_every_instance_is_never_ranked_above_it(tmp_path, case):
+    # the case-th draw whose objective is admitted (a draw where the presets move nothing
+    # beyond noise has no ranking to test)
+    for draw in range(case, case + 6 * 10, 6):
+        plays, scores = _random_table_scores(tmp_path, draw)
+        if scores.ranking["tuned"]:
+            break
+    else:
+        pytest.fail(f"no admitted draw among {list(range(case, case + 60, 6))}")
     rank = {a: i for i, (a, *_) in enumerate(scores.ranking["tuned"])}
     instances = ("science", "textures")
     for a in plays:
