@@ -248,8 +248,6 @@ class SuiteModel(_Strict):
         return check_seeds(seeds)
 
 
-
-
 NEW_TRACK_SUFFIX = ".new"
 """Appended to the label of an objective of the new-objective track (``"piqe.new"``):
 its runs and report rows differ from a tuned run on the same objective."""
