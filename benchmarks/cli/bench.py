@@ -78,7 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.set_defaults(func=_cmd_bench)
 
 
-
 def _existing_out(out: str) -> str:
     """Why an existing ``--out`` cannot start a benchmark, and what will work."""
     from benchmarks.execution.results import SUITE_FILE

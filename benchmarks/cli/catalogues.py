@@ -39,7 +39,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     metrics.set_defaults(func=_cmd_metrics)
 
 
-
 def _wrap(text: str, indent: int = 4) -> str:
     return textwrap.fill(
         " ".join(str(text).split()), width=88, initial_indent=" " * indent, subsequent_indent=" " * indent

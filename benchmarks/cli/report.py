@@ -23,7 +23,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     report.set_defaults(func=_cmd_report)
 
 
-
 def _cmd_report(args: argparse.Namespace) -> int:
     from benchmarks.execution.output import OutputLock
     from benchmarks.reports.report import build_report

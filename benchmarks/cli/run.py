@@ -93,7 +93,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=_cmd_run)
 
 
-
 def _one_run_suite(args: argparse.Namespace, env_id: str, objective: Any, env_kwargs: dict[str, Any],
                    agent_kwargs: dict[str, Any]) -> Any:
     """The run as a suite of one agent, one objective and one seed, checked as every

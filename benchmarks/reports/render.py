@@ -53,11 +53,12 @@ _WORDS = {"above": "**above**", "below": "**below**", "within noise": "within no
           "no test": "no test"}
 
 
-def _played(played: list[int], replicates: list[int]) -> str:
+def _played_clause(played: list[int], replicates: list[int]) -> str:
     """What the header adds where the agents played fewer replicates than the table has."""
     if not played or played == replicates:
         return ""
-    return f"; the agents played {' to '.join(map(str, (played[0], played[-1]) if len(played) > 1 else played))} of them"
+    count = str(played[0]) if len(played) == 1 else f"{played[0]} to {played[-1]}"
+    return f"; the agents played {count} of them"
 
 
 def _gain(estimate: Estimate | None, word: str | None) -> str:
@@ -102,7 +103,7 @@ def tabular_markdown(scores: TabularScores, table: str, plots: Mapping[str, str]
         "## Verdicts on the test instances",
         "",
         f"Table `{_md(table)}`, test instances {', '.join(f'`{_md(i)}`' for i in instances)} "
-        f"({' or '.join(map(str, replicates))} replicates each{_played(played, replicates)}). Every number below is "
+        f"({' or '.join(map(str, replicates))} replicates each{_played_clause(played, replicates)}). Every number below is "
         "on the test split (crops no agent saw), per (objective, test instance) and paired by replicate: the "
         "same training randomness under the agent's choices and under the reference's."
         + (" A verdict needs two replicates of an instance: where an agent played one, its gains say *no test* "

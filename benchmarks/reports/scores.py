@@ -72,8 +72,6 @@ REFERENCES = ("first", "transferred", "hindsight")
 TRACKS = {"tuned": "tuned objective", "new": "new objective"}
 
 
-
-
 @dataclass
 class Cell:
     """One (track, objective, test instance): its references per replicate (test split).

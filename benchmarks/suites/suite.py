@@ -483,9 +483,10 @@ def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path
     _no_duplicates([objective_label(s) for s in model.objectives], "objectives", "objective", source, text)
     if model.new_objective is not None:
         new = model.new_objective
-        _no_duplicates([objective_label(s) for s in new.objectives], ("new_objective", "objectives"), "objective", source, text)
+        labels = [objective_label(s) for s in new.objectives]
+        _no_duplicates(labels, ("new_objective", "objectives"), "objective", source, text)
         tuned = objective_label(new.tune_on)
-        if tuned in [objective_label(s) for s in new.objectives]:
+        if tuned in labels:
             raise SuiteError.at(
                 source, text, ("new_objective", "tune_on"),
                 f"{tuned!r} is one of the track's objectives; the new-objective track scores agents on "
@@ -652,18 +653,17 @@ def validate_values(suite: Suite, text: str | None = None, source: str | None = 
         text = _text_or_none(suite.path)
     if suite.env_id == TABULAR_ENV_ID:
         _validate_tabular(suite, text, source)
-        suite.values_checked = True
-        return
-    spec = gym.registry.get(suite.env_id)
-    task = (spec.kwargs or {}).get("task") if spec is not None else None
-    base = {"max_stages": suite.max_stages, "stage_iters": suite.stage_iters, **suite.env_kwargs}
-    if task is not None:
-        base["task"] = task
-    for i, objective in [(None, None), *enumerate(suite.objectives)]:
-        try:
-            check_settings(**base, **({} if objective is None else {"objective": objective.spec}))
-        except ConfigError as e:
-            raise SuiteError.at(source, text, suite_loc(suite, e.loc, i), str(e)) from None
+    else:
+        spec = gym.registry.get(suite.env_id)
+        task = (spec.kwargs or {}).get("task") if spec is not None else None
+        base = {"max_stages": suite.max_stages, "stage_iters": suite.stage_iters, **suite.env_kwargs}
+        if task is not None:
+            base["task"] = task
+        for i, objective in [(None, None), *enumerate(suite.objectives)]:
+            try:
+                check_settings(**base, **({} if objective is None else {"objective": objective.spec}))
+            except ConfigError as e:
+                raise SuiteError.at(source, text, suite_loc(suite, e.loc, i), str(e)) from None
     suite.values_checked = True
 
 

@@ -274,7 +274,6 @@ def test_a_second_process_on_a_running_out_is_refused_and_loses_nothing(capsys, 
     assert json.loads((out / "suite.json").read_text())["name"] == "misuse"
 
 
-
 # ---------------------------------------------------------------- lossagent run on a table
 def _lossagent(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The real command line in a fresh process."""

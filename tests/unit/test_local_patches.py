@@ -19,7 +19,6 @@ REPO = Path(__file__).resolve().parents[2]
 ALL = list(PATCHES)
 
 
-
 def _pin(text: str, package: str) -> str | None:
     match = re.search(rf"^{re.escape(package)}==(\S+)", text, re.MULTILINE)
     return match.group(1) if match else None

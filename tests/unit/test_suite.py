@@ -230,7 +230,6 @@ def test_suite_file_errors_name_the_file(tmp_path: Path):
         load_suite(path)
 
 
-
 _TABLE_TRACKS = (
     TINY.replace('"LossAgent/SuperResolution-v0"', '"LossAgent/Tabular-v0"')
     .replace('objectives = ["psnr", { psnr = 1.0, ssim = 10.0 }]', 'objectives = ["psnr"]\n\n[new_objective]\nSECTION\n')
