@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-import threading
 from importlib import metadata
 
 import torch
+
+from lossagent_env.once import warn_once
 
 __all__ = ["NAME", "TESTED_VERSION", "apply", "installed_version", "why_not"]
 
@@ -32,13 +33,12 @@ NAME = "separable_ssim"
 TESTED_VERSION = "0.1.16"
 """The pyiqa release the patch was tested with (``constraints.txt`` pins it)."""
 
-_warned: set[str] = set()
-_lock = threading.Lock()
-
-
-def installed_version() -> str:
-    """The installed pyiqa release."""
-    return metadata.version("pyiqa")
+def installed_version() -> str | None:
+    """The installed pyiqa release (None where pyiqa has no package metadata)."""
+    try:
+        return metadata.version("pyiqa")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def why_not() -> str | None:
@@ -46,6 +46,8 @@ def why_not() -> str | None:
     :data:`TESTED_VERSION`, ``ssim_arch.filter2`` must take ``(input, weight, shape)``,
     and ``ssim_arch.ssim`` must call it by that name."""
     version = installed_version()
+    if version is None:
+        return "pyiqa's release cannot be read (no package metadata)"
     if version != TESTED_VERSION:
         return f"pyiqa {version} is not {TESTED_VERSION}, the release it was tested with"
     from pyiqa.archs import ssim_arch
@@ -63,16 +65,16 @@ def apply() -> str | None:
     """Install the patch in this process where it can apply (again, if pyiqa's filter was
     put back); None where it is installed, else why not, said in one warning line the
     first time (pyiqa's own filter then runs)."""
+    from pyiqa.archs import ssim_arch
+
+    if getattr(ssim_arch.filter2, "separable", False):  # installed, and not put back since
+        return None
     reason = why_not()
-    with _lock:
-        if reason is None:
-            _install()
-        elif reason not in _warned:
-            _warned.add(reason)
-            logger.warning(
-                "pyiqa patch %s not applied (%s): the SSIM metrics run pyiqa's own, slower filter. "
-                "Install pyiqa==%s (constraints.txt) to apply it.", NAME, reason, TESTED_VERSION,
-            )
+    if reason is None:
+        _install()
+    else:
+        warn_once(logger, f"pyiqa patch {NAME} not applied ({reason}): the SSIM metrics run pyiqa's own, slower "
+                          f"filter. Install pyiqa=={TESTED_VERSION} (constraints.txt) to apply it.")
     return reason
 
 

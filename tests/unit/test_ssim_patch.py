@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lossagent_env import once
 from lossagent_env.metrics import clear_cache, create_metric, ssim_patch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ def stock_filter(monkeypatch: pytest.MonkeyPatch):
     from pyiqa.archs import ssim_arch
 
     monkeypatch.setattr(ssim_arch, "filter2", pyiqa.matlab_utils.filter2)
-    monkeypatch.setattr(ssim_patch, "_warned", set())
+    monkeypatch.setattr(once, "_said", set())  # its warning not said yet in this process
     clear_cache()
     yield ssim_arch
     clear_cache()

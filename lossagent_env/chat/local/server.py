@@ -33,8 +33,9 @@ from typing import Any
 from lossagent_env.chat.local import lifetime
 from lossagent_env.chat.local.handshake import READY_PATH, Handshake, proof
 from lossagent_env.chat.local.model_file import INSTALL_HINT, local_model_path
-from lossagent_env.chat.local.patches import check_names, warning_line
+from lossagent_env.chat.local.patches import warning_line
 from lossagent_env.cpus import available_cpus
+from lossagent_env.once import warn_once
 
 __all__ = [
     "DEFAULT_CHAT_FORMAT",
@@ -101,10 +102,6 @@ _SOURCE_ROOT = str(Path(__file__).resolve().parents[3])
 # Loopback requests never go through a proxy named by http_proxy.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-_warned: set[str] = set()
-_warned_lock = threading.Lock()
-
-
 def _check_server_dependencies() -> None:
     """Raise one `ImportError` naming every missing module of `llama-cpp-python[server]`."""
     missing = [name for name in _SERVER_MODULES if importlib.util.find_spec(name) is None]
@@ -158,13 +155,16 @@ def _listen(host: str, port: int | None) -> socket.socket:
         raise RuntimeError(f"Cannot start the local LLM server: listening on {host}:{port or 0} failed: {e}") from e
 
 
-def _warn_once(line: str) -> None:
-    """Log ``line`` as a warning, once per process."""
-    with _warned_lock:
-        if line in _warned:
-            return
-        _warned.add(line)
-    logger.warning("%s", line)
+def _end(proc: subprocess.Popen[bytes], timeout: float, on_kill: Any = None) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` s (``on_kill()`` just before it), and reap."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if on_kill is not None:
+            on_kill()
+        proc.kill()
+        proc.wait(timeout=timeout)
 
 
 class _Impostor(RuntimeError):
@@ -331,10 +331,12 @@ class LocalLLMServer:
 
     def patch_names(self) -> list[str]:
         """The patches this server asks for (`bounded_numbers`, `grammar_first`, `jump_forward`)."""
-        names = ["bounded_numbers"] if self.bounded_numbers else []
-        if self.grammar_first:
-            names += ["grammar_first", "jump_forward"] if self.jump_forward else ["grammar_first"]
-        return check_names(names)
+        asked = {
+            "bounded_numbers": self.bounded_numbers,
+            "grammar_first": self.grammar_first,
+            "jump_forward": self.grammar_first and self.jump_forward,
+        }
+        return [name for name, wanted in asked.items() if wanted]
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> str:
@@ -354,6 +356,7 @@ class LocalLLMServer:
         with self._lock:
             if self.running:
                 return self.base_url
+            self.patches = {}  # until this start's server says
             if self._proc is not None:  # died since the last start
                 logger.warning(
                     "Local LLM server had exited (code %s)%s; restarting. Its log: %s",
@@ -377,7 +380,7 @@ class LocalLLMServer:
                 raise
             self.patches = {str(k): (None if v is None else str(v)) for k, v in (answer.get("patches") or {}).items()}
             for line in self.warnings:
-                _warn_once(line)
+                warn_once(logger, line)
             logger.info("Local LLM server ready at %s", self.base_url)
             return self.base_url
 
@@ -481,13 +484,7 @@ class LocalLLMServer:
             proc = self._proc
             if proc is not None and proc.poll() is None:
                 logger.info("Stopping local LLM server (pid %d)", proc.pid)
-                proc.terminate()
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    logger.warning("Local LLM server ignored SIGTERM; killing pid %d", proc.pid)
-                    proc.kill()
-                    proc.wait(timeout=timeout)
+                _end(proc, timeout, lambda: logger.warning("Local LLM server ignored SIGTERM; killing pid %d", proc.pid))
             self._cleanup()
             atexit.unregister(self.stop)
 
@@ -498,12 +495,7 @@ class LocalLLMServer:
         proc, folder = self._proc, self._log_dir
         if proc is not None and proc.poll() is None:
             try:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=timeout)
+                _end(proc, timeout)
             except (OSError, subprocess.TimeoutExpired) as e:  # the process ends with ours anyway
                 logger.debug("Stopping the local LLM server (pid %d) at once failed: %s", proc.pid, e)
         if folder is not None:

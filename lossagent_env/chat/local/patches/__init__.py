@@ -22,15 +22,12 @@ looser numbers; :func:`warning_line` says so in one line, which the caller logs.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 
 from lossagent_env.chat.local.patches import bounded_numbers, grammar_first, jump_forward
 from lossagent_env.chat.local.patches.base import TESTED_VERSIONS, Patch, installed_version
 
 __all__ = ["PATCHES", "TESTED_VERSIONS", "Patch", "apply_patches", "check_names", "installed_version", "warning_line"]
-
-logger = logging.getLogger(__name__)
 
 PATCHES: dict[str, Patch] = {p.name: p for p in (bounded_numbers.PATCH, grammar_first.PATCH, jump_forward.PATCH)}
 """Name -> patch, in the order they are applied."""
@@ -69,8 +66,6 @@ def apply_patches(names: Iterable[str]) -> dict[str, str | None]:
             except Exception as e:  # reported to the caller; the stock code keeps serving
                 reason = f"it failed while installing: {type(e).__name__}: {e}"
         outcome[name] = reason
-        if reason is not None:
-            logger.debug("llama-cpp-python patch %s not applied: %s", name, reason)
     return outcome
 
 

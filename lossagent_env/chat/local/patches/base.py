@@ -32,7 +32,6 @@ class Patch:
             lacks or has changed (an empty list when all are as tested).
         install: Applies it in this process (the server's).
         needs: Patches that must be applied before it.
-        tested_versions: The llama-cpp-python releases it may apply to.
     """
 
     name: str
@@ -40,17 +39,16 @@ class Patch:
     internals: Callable[[], list[str]]
     install: Callable[[], None]
     needs: tuple[str, ...] = ()
-    tested_versions: tuple[str, ...] = TESTED_VERSIONS
 
     def why_not(self, applied: Collection[str] = ()) -> str | None:
         """Why this patch cannot apply here (after ``applied``), or None when it can.
 
-        Its release must be one of ``tested_versions``, every internal must be there,
+        Its release must be one of :data:`TESTED_VERSIONS`, every internal must be there,
         and the patches it needs applied.
         """
         version = installed_version()
-        if version not in self.tested_versions:
-            return f"llama-cpp-python {version} is not {' or '.join(self.tested_versions)}, the release it was tested with"
+        if version not in TESTED_VERSIONS:
+            return f"llama-cpp-python {version} is not {' or '.join(TESTED_VERSIONS)}, the release it was tested with"
         missing = self.internals()
         if missing:
             return f"llama-cpp-python {version} lacks or has changed {', '.join(missing)}"
