@@ -10,7 +10,7 @@ exactly what an agent or a reference scores on each replicate.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from lossagent_env.tabular.build import InstanceSpec, TableSpec, make_build_env, table_header
@@ -22,7 +22,8 @@ INSTANCES = (("train-a", "train"), ("science", "test"), ("textures", "test"))
 PRESETS = {"pixel": {"l1": 1.0}, "edges": {"l1": 1.0, "gradient": 1.0}}
 
 
-def spec(replicates: int = 4, stages: int = 2, instances: Sequence[tuple[str, str]] = INSTANCES) -> TableSpec:
+def spec(replicates: int = 4, stages: int = 2, instances: Sequence[tuple[str, str]] = INSTANCES,
+         kwargs: Mapping[str, dict] | None = None) -> TableSpec:
     return TableSpec(
         env_id="LossAgent/SuperResolution-v0",
         env_kwargs={
@@ -34,16 +35,18 @@ def spec(replicates: int = 4, stages: int = 2, instances: Sequence[tuple[str, st
         seeds=(),
         stages=stages,
         instances=tuple(
-            InstanceSpec(name, split, {}, tuple(range(i * replicates, (i + 1) * replicates)))
+            InstanceSpec(name, split, dict((kwargs or {}).get(name, {})), tuple(range(i * replicates, (i + 1) * replicates)))
             for i, (name, split) in enumerate(instances)
         ),
     )
 
 
 def write_table(path: str | Path, value: Value, replicates: int = 4, stages: int = 2,
-                instances: Sequence[tuple[str, str]] = INSTANCES) -> Path:
-    """Write the table (see the module docstring) and return its path."""
-    table = spec(replicates, stages, instances)
+                instances: Sequence[tuple[str, str]] = INSTANCES, kwargs: Mapping[str, dict] | None = None,
+                diverged: Callable[[str, tuple[int, ...]], bool] | None = None) -> Path:
+    """Write the table (see the module docstring) and return its path; ``kwargs``: env
+    settings of some instances; ``diverged(instance, path)``: the nodes whose stage diverged."""
+    table = spec(replicates, stages, instances, kwargs)
     env = make_build_env(table)
     try:
         header = table_header(table, env)
@@ -66,7 +69,8 @@ def write_table(path: str | Path, value: Value, replicates: int = 4, stages: int
                         paths += level
                     records = [
                         NodeRecord(
-                            seed=seed, path=p, diverged=False, train_seconds=0.0, eval_seconds=0.0,
+                            seed=seed, path=p, diverged=bool(diverged and diverged(inst.name, p)),
+                            train_seconds=0.0, eval_seconds=0.0,
                             metrics={split: {"psnr": value(inst.name, replicate, p, split)} for split in ("val", "test")},
                             losses={"l1": 0.05, "gradient": 0.1},
                         )

@@ -117,7 +117,7 @@ class TableAnalysis:
         k = len(self.preset_names)
         if len(actions) > self.table.stages:
             raise ValueError(f"{len(actions)} actions given; the table holds {self.table.stages} stages.")
-        bad = [a for a in actions if not 0 <= int(a) < k]
+        bad = [a for a in actions if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or not 0 <= a < k]
         if bad:
             raise ValueError(f"Actions {bad} are not presets. Allowed: integers in [0, {k}).")
         return self.j(split)[self._rows(seeds), self.table.node_index(actions)]
@@ -172,7 +172,7 @@ class TableAnalysis:
         trees = self._trees(instance, seeds)
         means = self.means(trees, "val")
         best = int(np.argmax(means))
-        static = self.best_static(trees)
+        static = int(np.argmax(means[self.static_sequences]))  # best_static(trees), from these means
         actions = self.actions(best)
         return {
             "actions": actions,

@@ -278,13 +278,10 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             self.seeds = own if seeds is None else _checked_seeds(whole, seeds, own)
         # what this env may read: the validation split of the trees it plays
         self.table = t = whole.restricted(self.seeds, splits=("val",))
-        self.instances = t.instances
-        self.header = whole.header
-        self.table_splits = {
-            split: [i.name for i in whole.instances if i.split == split] for split in INSTANCE_SPLITS
-        }
+        played = {i.name for i in t.instances}  # those with a tree among the seeds, in the order asked for
+        self.instances = tuple(t.instance(i.name) for i in chosen if i.name in played)
+        self._splits = {split: [i.name for i in whole.instances if i.split == split] for split in INSTANCE_SPLITS}
         self._table_arg, self._objective_arg, self._train_objective_arg = table, objective, train_objective
-        self._instances_arg = instances
         self.preset_names = t.preset_names
         self.preset_weights = t.preset_weights
         self.loss_names = t.loss_names
@@ -294,7 +291,6 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         }
         # the live env's configuration, for agents' specs (that of the episode's instance)
         self.config = live_config(t, instance=self.instances[0], objective=objective, max_stages=max_stages)
-        self._penalty = float(self.config.divergence_penalty)
 
         with _located("objective"):
             panel = panel_objective_of(objective, t.metrics)
@@ -372,7 +368,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
     def splits(self) -> dict[str, list[str]]:
         """``{"train": [...], "test": [...]}``: the table's instances by split (a table
         of one configuration has no split: both lists are empty)."""
-        return {split: list(names) for split, names in self.table_splits.items()}
+        return {split: list(names) for split, names in self._splits.items()}
 
     @property
     def train_objective(self) -> Any:
@@ -438,7 +434,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         self._local = self._local * len(self.preset_names) + index
         self._node = self._offsets[self._stage] + self._local
         if self.table.diverged[self._s, self._node]:
-            reward = self._penalty
+            reward = float(self.config.divergence_penalty)  # the episode's instance's
         else:
             objective = float(self._j[self._s, self._node])
             if math.isfinite(objective) and math.isfinite(self._reference):

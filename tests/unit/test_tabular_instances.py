@@ -67,6 +67,33 @@ def test_a_reset_seed_plays_one_instance_and_one_of_its_replicates(instance_tabl
     assert env.instance in TEST
 
 
+def test_a_list_of_instances_is_played_in_the_order_given(instance_table):
+    env = replay(instance_table, objective="psnr", instances=["noisy", "science"])
+    assert [i.name for i in env.instances] == ["noisy", "science"]
+    played = []
+    for seed in (100, 101):
+        env.reset(seed=seed)
+        played.append(env.instance)
+    assert played == ["noisy", "science"]  # instance s % I of the list, as Starting State says
+
+
+def test_a_diverged_stage_costs_the_penalty_of_the_episodes_instance(tmp_path):
+    from tests.synthetic_table import write_table
+
+    table = write_table(
+        tmp_path / "penalties.sqlite", lambda instance, replicate, path, split: 25.0,
+        kwargs={"science": {"divergence_penalty": -3.0}, "textures": {"divergence_penalty": -7.0}},
+        diverged=lambda instance, path: path == (1,),
+    )
+    env = gym.make("LossAgent/Tabular-v0", table=str(table), instances="test").unwrapped
+    rewards = {}
+    for name in ("science", "textures", "science"):
+        env.reset(seed=env.table.instance(name).seeds[0])
+        rewards[name] = (env.step(1)[1], env.step(0)[1])
+    assert rewards == {"science": (-3.0, 0.0), "textures": (-7.0, 0.0)}
+    env.close()
+
+
 def test_the_replay_equals_the_live_env_of_each_instance(instance_table):
     spec = load_table_spec(instance_table["suite"])
     env = replay(instance_table, objective={"psnr": 1.0, "ssim": 1.0})
@@ -287,6 +314,8 @@ def test_bad_instance_and_tree_arguments_name_what_is_allowed(instance_table):
         analysis.values([99], [0], "test")
     with pytest.raises(ValueError, match=r"Actions \[2\] are not presets"):
         analysis.values([4], [2], "test")
+    with pytest.raises(ValueError, match=r"Actions \[True, 1.7\] are not presets"):  # not a bool, not a float
+        analysis.values([4], [True, 1.7], "test")
 
 
 def test_the_shipped_tabular_suite_is_its_tables_recipe():
