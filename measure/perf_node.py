@@ -38,7 +38,7 @@ from lossagent_env.tabular.build import make_build_env, panel_objective
 
 def measure(suite: str, nodes: int) -> dict[str, float]:
     """Median seconds of each part of a node of ``suite``'s table (see the module doc)."""
-    spec = load_table_spec(suite)
+    spec = load_table_spec(suite, max_nodes=None)  # times a few nodes, builds no table
     previous = torch.get_num_threads()
     torch.set_num_threads(spec.threads)
     spent: dict[str, float] = defaultdict(float)

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         train, test = [s for s in args.train.split(",") if s], [s for s in args.test.split(",") if s]
         print("\n".join(summarize(saved["units"], train, test, saved["metrics"], args.stages)))
         return 0
-    spec = load_table_spec(args.suite)
+    spec = load_table_spec(args.suite, max_nodes=None)  # the screen builds no table: no size limit
     started = time.perf_counter()
     units = run_screen(spec, args.workers, args.switching)
     seconds = time.perf_counter() - started

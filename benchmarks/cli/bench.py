@@ -12,15 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cli.common import EXIT_OK, Formatter, UsageError, parse_seeds
+from benchmarks.suites import suite_names
 
 __all__ = ["register"]
-
-
-def _shipped_suites() -> list[str]:
-    """The shipped suites' names, read from the folder without importing the suite code."""
-    import benchmarks.suites
-
-    return sorted(p.stem for p in Path(benchmarks.suites.__file__).parent.glob("*.toml"))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bench.add_argument(
         "--suite",
         default=None,
-        help=f"a shipped suite name ({', '.join(_shipped_suites())}) or the path of a TOML file "
+        help=f"a shipped suite name ({', '.join(suite_names())}) or the path of a TOML file "
         "[default: smoke, or the suite stored in --out with --resume]",
     )
     bench.add_argument("--out", default=None, help="output directory [default: runs/<suite>-<timestamp>]")

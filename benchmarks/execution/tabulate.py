@@ -43,8 +43,8 @@ from typing import Any
 from benchmarks.errors import BenchmarkError, RunsFailedError
 from benchmarks.execution.executor import RAY_CONNECT_TIMEOUT_S, Context, Executor
 from benchmarks.execution.output import Output, check_same
-from benchmarks.suites.size import MAX_NODES, SECONDS_PER_NODE, count_nodes, size_refusal
-from benchmarks.suites.table import TableModel, load_table_spec, table_spec_from_text
+from benchmarks.suites.size import MAX_NODES, count_nodes, size_refusal
+from benchmarks.suites.table import load_table_spec, table_spec_from_text
 from lossagent_env.config import EnvConfig
 from lossagent_env.tabular.build import (
     HEADER_NOT_COMPARED,
@@ -66,8 +66,6 @@ from lossagent_env.tabular.format import (
 
 __all__ = [
     "MAX_NODES",
-    "SECONDS_PER_NODE",
-    "TableModel",
     "TabulateError",
     "TabulateResult",
     "UnitFailure",
@@ -98,9 +96,6 @@ class UnitsFailedError(TabulateError, RunsFailedError):
 
     def __init__(self, message: str, failures: list[UnitFailure]):
         super().__init__(message, failures)  # type: ignore[arg-type]
-
-
-# --------------------------------------------------------------------------- the spec
 
 
 # --------------------------------------------------------------------------- the build

@@ -57,6 +57,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from benchmarks.suites import SUITES_DIR, suite_names
 from benchmarks.suites.tomlpos import decode_error_line, dotted, file_loc, locate
 from lossagent_env.registry import unknown_name_message
 
@@ -85,8 +86,6 @@ TABULAR_ENV_ID = "LossAgent/Tabular-v0"
 TABULAR_KWARGS = ("seeds", "table", "instances")
 """The env kwargs a suite may give a table replay: the table fixes every other setting."""
 
-SUITES_DIR = Path(__file__).resolve().parent
-"""Where the shipped suites (``smoke``, ``quick``, ``paper``, ``tabular``, ...) live."""
 
 _SAFE = re.compile(r"[^A-Za-z0-9._+\-]")
 
@@ -378,11 +377,6 @@ def objective_label(spec: str | dict[str, float]) -> str:
 
 
 # --------------------------------------------------------------------------- loading
-
-
-def suite_names() -> list[str]:
-    """Names of the shipped suites (files in :data:`SUITES_DIR`)."""
-    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
 
 
 def load_suite(name_or_path: str | Path, *, check_names: bool = True) -> Suite:
