@@ -1,28 +1,9 @@
 """The loss repository: named, described, scaled losses for image restoration.
 
-Every loss takes ``pred`` and ``target`` of shape ``(N, C, H, W)`` with values in
-``[0, 1]`` and returns its *unweighted* value, a scalar tensor (lower is better); the
-weighted sum ``sum_i action_i * scale_i * L_i`` is formed by the trainer alone.
-
-Offline set (no downloaded weights), in the fixed order of :func:`offline_losses`:
-
-| name          | what it compares                                | value range       | scale |
-|---------------|-------------------------------------------------|-------------------|-------|
-| `l1`          | mean absolute pixel error                       | [0, 1]            | 1     |
-| `mse`         | mean squared pixel error                        | [0, 1]            | 4     |
-| `charbonnier` | smooth L1, ``sqrt(err**2 + 1e-6)``              | [1e-3, 1.0000005] | 1     |
-| `ssim`        | 1 - SSIM (RGB, 11x11 Gaussian window)           | [0, 1]            | 1     |
-| `ms_ssim`     | 1 - MS-SSIM (as many scales as fit, at most 5)  | [0, 1]            | 1     |
-| `gradient`    | L1 between Sobel gradients (edges)              | [0, 2]            | 18    |
-| `fft`         | L1 between Fourier spectra (frequencies)        | [0, 1]            | 12    |
-| `tv`          | total variation of ``pred`` (ignores target)    | [0, 2]            | 14    |
-| `gan`         | LSGAN generator loss, own patch discriminator   | [0, 25] (bound)   | 0.3   |
-
-Scales make an action of 1.0 pull on the network about as hard as ``l1`` at 1.0; they
-were measured as gradient-norm ratios (:mod:`lossagent_env.losses.calibration`).
-
-With weight files installed (``lossagent assets install <name> --from PATH``):
-``perceptual`` (VGG19 features), ``lpips``, and any pyiqa metric as ``"iqa:<metric>"``.
+Every loss maps ``pred`` and ``target`` ``(N, C, H, W)`` in ``[0, 1]`` to its *unweighted*
+value (lower is better). The offline set, in the fixed order of :func:`offline_losses`,
+with value ranges, scales and how they were measured, and the losses that need weight
+files: see docs/env.md ("The loss repository").
 
 Example:
     >>> from lossagent_env.losses import build_loss

@@ -1,37 +1,9 @@
 """Measuring loss scales: how strongly a loss pulls on a network, relative to ``l1``.
 
-A loss's ``scale`` is chosen so that an action of 1.0 gives a gradient of the same
-magnitude as ``l1`` at 1.0. The measurement: a tiny residual CNN (3 convolutions, 32
-channels, seeded) restores 2x bicubic-downscaled patches of photographs shipped with
-scikit-image (``astronaut``, ``chelsea``, ``coffee``; random 32 px crops); for each of a
-few batches of 4 patches the ratio
-
-    ||d l1 / d theta|| / ||d loss / d theta||          (theta: the network's parameters)
-
-is taken, and the scale is the median ratio. Trainable losses (``gan``) are reset from
-the seed and updated once per batch, as in a training stage.
-
-Measured on CPU, 25 batches of 4x3x32x32 per seed, seeds 0-4 (the seed also sets the
-network's initialisation); ``gan`` after 50 discriminator updates:
-
-    loss          median ratio   range over seeds   declared scale
-    l1            1.00           1.00               1.0
-    mse           4.1            2.7 - 13.8         4.0
-    charbonnier   1.00           1.000 - 1.002      1.0
-    ssim          1.1            0.57 - 1.45        1.0
-    ms_ssim       1.2            0.64 - 1.71        1.0   (2 scales at 32 px)
-    gradient      18.0           14.1 - 24.8        18.0
-    fft           12.1           11.5 - 13.4        12.0
-    tv            13.8           9.2 - 16.7         14.0
-    gan           0.28           0.13 - 0.34        0.3   (80 with a fresh
-                                                           discriminator, 0.1 after 200
-                                                           updates)
-
-The numbers in each loss class's ``scale`` comment come from
-``measure_scale``; ``tests/unit/test_losses.py`` checks that every declared scale is
-within a factor of 2 of a fresh measurement (seed 0). Losses with downloaded
-weights (``perceptual``, ``lpips``, ``iqa:<metric>``) are measured the same way when
-they are built, since the ratio depends on the weights.
+A loss's ``scale`` is the median over batches of shipped photographs of
+``||grad l1|| / ||grad loss||`` on a tiny seeded restoration network; the method and
+the measured ratios of the offline losses are in docs/env.md ("The loss repository").
+Losses with downloaded weights are measured the same way when they are built.
 """
 
 from __future__ import annotations

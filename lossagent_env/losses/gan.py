@@ -1,17 +1,8 @@
 """The adversarial loss ``gan``: a small PatchGAN discriminator trained alongside the network.
 
-Formulation: least-squares GAN (LSGAN, Mao et al., 2017). With ``D`` the discriminator's
-per-patch output map,
-
-- generator loss (``forward``): ``mean((D(pred) - 1)**2)``, what the restoration network
-  minimises;
-- discriminator loss (``update``): ``0.5 * (mean((D(target) - 1)**2) + mean(D(pred)**2))``.
-
-LSGAN was chosen over the non-saturating logistic loss because it trains stably without
-spectral or batch normalisation (so the discriminator stays tiny and deterministic), its
-gradients do not vanish when ``D`` is confident, and its value has a natural scale:
-about 1 for an untrained ``D`` (output near 0), 0.25 at the LSGAN equilibrium
-(``D = 0.5``).
+Least-squares GAN (LSGAN): the network minimises ``mean((D(pred) - 1)**2)``, the
+discriminator ``0.5 * (mean((D(target) - 1)**2) + mean(D(pred)**2))``. Why LSGAN, and
+how its scale and bound were chosen: docs/env.md ("The loss repository").
 """
 
 from __future__ import annotations
@@ -79,8 +70,8 @@ class GANLoss(Loss):
         betas: Adam betas (0.5, 0.999 as usual for GANs).
         width: channels of the discriminator's first layer.
 
-    Shapes: ``(N, C, H, W)`` in ``[0, 1]``, ``H, W >= 4``. Value ``>= 0``, unbounded in
-    principle; lower means the discriminator takes the restored images for real ones.
+    ``H, W >= 4``. The value is ``>= 0``, unbounded in principle (``value_range`` is a
+    bound for the observation); lower means ``D`` takes the restored images for real.
     """
 
     name = "gan"
@@ -94,14 +85,8 @@ class GANLoss(Loss):
         "artefacts, colour shifts and unstable training. Use a small weight together "
         "with pixel or perceptual losses."
     )
-    # Measured gradient ratio vs l1 after 50 discriminator updates (25 more batches,
-    # seeds 0-4): median 0.28 (0.13-0.34). The ratio depends on how trained the
-    # discriminator is: about 80 for a fresh one (its outputs are near 0 and flat), 0.65
-    # after 50 updates, 0.1 after 200 against a fixed network.
     scale = 0.3
-    # LSGAN trains D towards outputs 0 (restored) and 1 (real), so |D - 1| stays below
-    # ~2 in practice (value <= 4); the bound allows |D - 1| <= 5 before clipping.
-    value_range = (0.0, 25.0)
+    value_range = (0.0, 25.0)  # |D - 1| <= 5; about 2 in practice
     trainable = True
 
     def __init__(self, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999), width: int = 32):

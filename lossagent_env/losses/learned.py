@@ -1,22 +1,12 @@
 """Losses that need downloaded weight files: ``perceptual``, ``lpips`` and ``iqa:<metric>``.
 
-This project never downloads at run time. Where the files of a loss are known (the
-asset catalogue :data:`lossagent_env.assets.ASSETS`: ``perceptual``, ``lpips`` and the
-learned pyiqa metrics listed there), building it first checks that every file is
-installed and otherwise raises :class:`lossagent_env.errors.MissingWeightsError` naming
-the file, the folder it must be put in and the command that installs it
-(``lossagent assets install <name> --from PATH``), before any library code runs.
-pyiqa metrics are then built inside :func:`lossagent_env.assets.no_downloads`, which
-turns any other download attempt (torch.hub, torchvision, timm, pyiqa, CLIP, the
-Hugging Face Hub) into that same error before a connection is made.
-
-Where the files live: torchvision weights (VGG19, AlexNet) in
-``$TORCH_HOME/hub/checkpoints/``, pyiqa's in ``$TORCH_HOME/hub/pyiqa/`` (more exactly
-``torch.hub.get_dir()``, resolved when the loss is built).
-
-The ``scale`` of these losses depends on the weights, so it is measured when the loss
-is built (:func:`lossagent_env.losses.calibration.measure_scale`, the measurement that
-set the offline losses' scales), unless given as ``scale=``.
+Building one first checks that its files in the asset catalogue
+(:data:`lossagent_env.assets.ASSETS`) are installed, else raises
+:class:`lossagent_env.errors.MissingWeightsError` with the command that installs them;
+pyiqa metrics are built inside :func:`lossagent_env.assets.no_downloads`, so nothing is
+downloaded at run time. Their ``scale`` depends on the weights, so it is measured when
+the loss is built (:func:`lossagent_env.losses.calibration.measure_scale`) unless given
+as ``scale=``.
 """
 
 from __future__ import annotations
@@ -99,8 +89,7 @@ class PerceptualLoss(Loss):
             Default ``{"conv5_4": 1.0}`` (before activation, as in ESRGAN).
         scale: the loss's scale; measured when built if None.
 
-    Shapes: ``(N, 3, H, W)`` in ``[0, 1]``, ``H, W >= 2**(block - 1)`` of the deepest
-    layer. Value ``>= 0``, 0 when equal; lower is better.
+    Inputs need ``H, W >= 2**(block - 1)`` of the deepest layer.
 
     Raises:
         MissingWeightsError: the VGG19 weight file is not installed.
@@ -223,8 +212,6 @@ class IQALoss(Loss):
         scale: the loss's scale; measured when built if None.
         **metric_kwargs: options passed on to ``pyiqa.create_metric``.
 
-    Shapes: ``(N, 3, H, W)`` in ``[0, 1]`` (each metric has its own minimum size).
-
     Raises:
         KeyError: unknown metric (with the closest names).
         MissingWeightsError: a weight file of the metric is not installed.
@@ -335,8 +322,6 @@ class LPIPSLoss(IQALoss):
 
     Args:
         scale: the loss's scale; measured when built if None.
-
-    Shapes: ``(N, 3, H, W)`` in ``[0, 1]``. Value ``>= 0``, 0 when equal; lower is better.
     """
 
     name = "lpips"
