@@ -59,13 +59,11 @@ def make_objective(spec: object) -> Objective:
     Args:
         spec: One of
 
-            * a metric name (``"psnr"``, ``"niqe"``, any pyiqa name): that metric,
-              weight 1;
+            * a metric name (``"psnr"``, ``"niqe"``, any pyiqa name): that metric, weight 1;
             * a dict ``{metric: weight}`` (weights finite, ``>= 0``, one ``> 0``);
-            * a dict whose keys are metric names or :class:`Objective` instances, at
-              least one an objective: a
-              :class:`CompositeObjective`, each part
-              normalised by the span of its ``J``;
+            * a dict whose keys are metric names or :class:`Objective` instances, at least
+              one an objective: a :class:`CompositeObjective`, each part normalised by the
+              span of its ``J``;
             * an :class:`Objective` (returned as is);
             * a callable ``fn(restored, target) -> float``, higher is better.
 

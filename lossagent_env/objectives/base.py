@@ -1,10 +1,4 @@
-"""The objective interface: what a stage is judged by, as one number ``J``.
-
-An objective is measured on the evaluation images after every stage. It returns the raw
-value of each of its metrics (the observation's ``"metrics"``) and ``J``, where every
-lower-is-better metric is negated so that a higher ``J`` is always better; the env's
-reward is ``J_t - J_{t-1}``.
-"""
+"""The objective interface (see :mod:`lossagent_env.objectives`): the base class, its result and its checks."""
 
 from __future__ import annotations
 
@@ -106,8 +100,7 @@ class Objective:
                 objectives that report them.
 
         Returns:
-            The raw metrics (keyed and ordered as :attr:`metric_names`), ``J`` (higher is
-            better), and the feedback and invalid metrics, if any.
+            An :class:`ObjectiveResult`.
         """
         raise NotImplementedError
 
@@ -157,11 +150,8 @@ def check_weight(metric: str | Objective, weight: object) -> float:
     if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(float(weight)):
         raise ConfigError(loc, f"Weight of metric {metric!r} is {weight!r}. Allowed: a finite number >= 0.")
     if weight < 0:
-        raise ConfigError(
-            loc,
-            f"Weight of metric {metric!r} is {weight!r}. Allowed: a finite number >= 0 "
-            "(the direction of each metric is known; lower-is-better metrics are negated automatically).",
-        )
+        why = " (the direction of each metric is known; lower-is-better metrics are negated automatically)"
+        raise ConfigError(loc, f"Weight of metric {metric!r} is {weight!r}. Allowed: a finite number >= 0{why}.")
     return float(weight)
 
 

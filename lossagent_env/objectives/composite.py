@@ -1,19 +1,8 @@
 """Composite objectives: a weighted sum of objectives whose weights mean what they say.
 
-Normalisation rule: part ``k`` (an :class:`~lossagent_env.objectives.base.Objective`, or a
-metric name, which becomes ``MetricObjective({name: 1})``) enters as
-``w_k * J_k / scale_k`` where ``scale_k`` is the span of ``J_k`` over its declared
-bounds, ``sum_i |v_i| * (high_i - low_i)`` for a part ``J_k = sum_i v_i * m_i``
-(for a single metric simply ``high - low``: 10 for a judge's 0-10 score, 120 for psnr's
-bounds ``(-40, 80)``, 9 for a person's 1-10 rating). So ``{"niqe": 0.5, judge: 0.5}``
-gives each part the same leverage over its whole range. Parts whose span is not
-finite or huge (open-ended metrics) need an explicit ``scales=`` entry.
-
-Metric names: every metric of part ``k`` appears as ``"<prefix>/<metric>"`` where the
-prefix is the part's metric name when the part has one metric, else ``"part<k>"``; a
-name used twice gets ``_2``, ``_3``... Feedback of the parts is joined, each line
-prefixed with its part. If any part's ``J`` is NaN (not measured this stage), the
-composite ``J`` is NaN too.
+Each part enters divided by the span of its ``J`` over its bounds, so every part has the
+same leverage over its whole range; the rule, the metric names and the feedback of
+the parts: see docs/objectives.md ("Composite objectives").
 
 Example::
 
@@ -35,7 +24,7 @@ __all__ = ["CompositeObjective", "part_scale"]
 
 
 def part_scale(objective: Objective) -> float:
-    """The span of ``J`` over the objective's bounds (see the module docstring).
+    """The span of ``J`` over the objective's bounds (docs/objectives.md).
 
     For a :class:`MetricObjective` the metric weights are used; for any other objective
     each metric counts with weight 1 (their ``J`` is their single metric).
@@ -55,8 +44,8 @@ class CompositeObjective(Objective):
     Args:
         parts: ``{objective or metric name: weight}``, non-empty, weights finite
             ``>= 0`` with one ``> 0``.
-        scales: Optional ``{index of the part: scale}`` overriding the rule of the
-            module docstring (needed for parts with open-ended bounds).
+        scales: Optional ``{index of the part: scale}`` overriding :func:`part_scale`
+            (needed for parts with open-ended bounds).
 
     Attributes:
         parts: The part objectives, in the given order.

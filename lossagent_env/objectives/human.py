@@ -1,20 +1,9 @@
 """Human feedback as the objective: a person rates every stage from 1 to 10.
 
-At every evaluation :class:`HumanObjective` saves a comparison image, degraded (nearest
-up-sampled) | restored | target of the first evaluation image, with the stage and the
-loss weights written on it, as ``stage_NNN.png`` in ``out_dir``; then it asks the rater
-for a score (1 to 10, higher is better) and an optional comment. The score is the
-objective's metric ``"human"`` and ``J``; the comment becomes ``info["feedback"]``.
-
-Raters:
-
-* :class:`TerminalRater`: asks on a terminal; empty input gives ``default`` score, bad
-  input is asked again with what is allowed.
-* :class:`FileRater`: for notebooks and remote machines; waits for an answer file next to
-  the image (``stage_003.json`` beside ``stage_003.png``) holding
-  ``{"score": 7, "comment": "..."}``; after ``timeout`` seconds it raises
-  ``TimeoutError`` naming the file it waited for (the stage is not silently skipped).
-* any callable ``fn(image_path: str, stage: int) -> (score, comment or None)``.
+:class:`HumanObjective` saves a comparison image of every stage and asks a rater
+(:class:`TerminalRater`, :class:`FileRater`, or any ``fn(image_path, stage) -> (score,
+comment or None)``); the score is the metric ``"human"`` and ``J``, the comment the
+feedback. See docs/objectives.md ("Human feedback").
 
 Example::
 
@@ -136,11 +125,8 @@ class TerminalRater:
         out.write(f"Stage {stage}: comparison image (degraded | restored | target) at {image_path}\n")
         while True:
             answer = self._ask(f"Score 1-10 [Enter = {self.default:g}]: ")
-            if not answer:
-                score = self.default
-                break
             try:
-                score = check_score(float(answer))
+                score = check_score(float(answer)) if answer else self.default
                 break
             except ValueError:
                 out.write(f"{answer!r} is not a number from 1 to 10; try again.\n")
@@ -166,10 +152,9 @@ class FileRater:
     """
 
     def __init__(self, answer_dir: str | Path | None = None, timeout: float = 600.0, poll: float = 0.2):
-        if not (isinstance(timeout, (int, float)) and math.isfinite(timeout) and timeout > 0):
-            raise ValueError(f"timeout={timeout!r}. Allowed: a number of seconds > 0.")
-        if not (isinstance(poll, (int, float)) and math.isfinite(poll) and poll > 0):
-            raise ValueError(f"poll={poll!r}. Allowed: a number of seconds > 0.")
+        for name, value in (("timeout", timeout), ("poll", poll)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}={value!r}. Allowed: a number of seconds > 0.")
         self.answer_dir = None if answer_dir is None else Path(answer_dir)
         self.timeout = float(timeout)
         self.poll = float(poll)
@@ -260,8 +245,7 @@ class HumanObjective(Objective):
         stage: int = 0, weights: dict[str, float] | None = None,
     ) -> ObjectiveResult:
         """Save the comparison image of the first image (``stage`` and ``weights``
-        written on it), ask the rater, return its score and comment. A ``stage`` not
-        above the previous one of the episode becomes the previous one + 1.
+        written on it), ask the rater, return its score and comment.
 
         Raises:
             ValueError: The rater returned a bad score or comment.

@@ -89,13 +89,7 @@ class MetricObjective(Objective):
         self, restored: torch.Tensor, target: torch.Tensor, *, degraded: torch.Tensor | None = None,
         stage: int = 0, weights: dict[str, float] | None = None,
     ) -> ObjectiveResult:
-        """Mean of each metric over the images, and ``J``. Deterministic on CPU.
-
-        A metric that gives NaN for an image (a collapsed, e.g. flat, output) counts that
-        image at the metric's worst bound, and an infinity at the bound of its sign, so
-        that the worst outcome is scored as such instead of making ``J`` NaN; such
-        metrics are listed in the result's ``invalid``.
-        """
+        """Mean of each metric over the images, and ``J`` (non-numbers as :attr:`ObjectiveResult.invalid` says)."""
         if self._metrics is None:
             self.setup(restored.device)
         assert self._metrics is not None  # set by setup()
@@ -129,13 +123,10 @@ class MetricObjective(Objective):
         missing = [name for name in self.metric_names if name not in values]
         if missing:
             raise KeyError(f"No value for metrics {missing}; the objective needs {list(self.metric_names)}.")
-        value = float(
-            sum(
-                self.weights[name] * (-values[name] if self.lower_better[name] else values[name])
-                for name in self.metric_names
-            )
+        value = sum(
+            self.weights[name] * (-values[name] if self.lower_better[name] else values[name]) for name in self.metric_names
         )
-        return check_finite_j(value, self, values)
+        return check_finite_j(float(value), self, values)
 
     def j_bound(self) -> float:
         """``sum_i w_i * max(|low_i|, |high_i|)``: the largest ``|J|`` over the bounds."""
@@ -143,11 +134,10 @@ class MetricObjective(Objective):
 
     def formula(self) -> str:
         """``J`` in symbols, e.g. ``"J = 1*psnr - 0.5*niqe"``."""
-        terms = []
-        for name in self.metric_names:
-            sign = "-" if self.lower_better[name] else "+"
-            terms.append(f"{sign} {format_weight(self.weights[name])}*{name}")
-        text = " ".join(terms)
+        text = " ".join(
+            f"{'-' if self.lower_better[name] else '+'} {format_weight(self.weights[name])}*{name}"
+            for name in self.metric_names
+        )
         return "J = " + (text[2:] if text.startswith("+ ") else "-" + text[2:])
 
     def describe(self) -> str:

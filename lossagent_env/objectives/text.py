@@ -1,31 +1,9 @@
 """Text objectives: a description of the wanted result, judged by a model or translated.
 
-:class:`TextObjective` is the entry point; its ``mode`` picks one of two classes:
-
-* ``mode="judge"`` (:class:`JudgeObjective`): after every stage a chat model that
-  accepts images sees the description and, for each judged evaluation image, the
-  restored image and the degraded input (base64 PNG ``image_url`` parts). It answers a
-  :class:`JudgeAnswer` (``score`` 0 to 10, higher is better, and a one-paragraph
-  ``critique``). The score is the objective's only metric, ``"text_judge"`` (bounds
-  ``(0, 10)``) and ``J``; the critique is the result's ``feedback``, which the env puts
-  in ``info["feedback"]`` and the LLM agent shows in its history prompt. A malformed
-  answer is asked again up to ``max_retries`` times; a timeout, a lost connection or
-  HTTP 429/5xx is retried with backoff up to ``transport_retries`` times. If no usable
-  score comes back the stage is *not measured*: ``J`` is NaN (the env gives reward 0
-  and keeps the last measured ``J`` as reference), the failure is counted in
-  ``failures`` and logged at WARNING, and the episode goes on. An error a retry cannot
-  fix (HTTP 401, an unknown model) raises ``RuntimeError``.
-* ``mode="translate"`` (:class:`TranslateObjective`): once, at setup, a chat model maps
-  the description onto a weighted mix of the metrics usable offline now (each shown with
-  its one-line description and direction). Unknown names are dropped and reported;
-  weights must be finite and ``>= 0`` with one ``> 0``; if no valid mix comes back the
-  objective falls back to :data:`DEFAULT_MIX` and says so (``fallback_reason``, a
-  WARNING and :meth:`describe`). Evaluation is then a
-  :class:`~lossagent_env.objectives.metric.MetricObjective` whose weight of metric ``m``
-  is ``mix[m] / span(m)``, ``span`` being the width of the metric's bounds, so that the
-  model's relative weights mean what they say whatever the metric's units.
-
-Both ask through :class:`lossagent_env.chat.StructuredChat`, the loop the LLM agent uses.
+:class:`TextObjective` is the entry point; ``mode="judge"`` makes a :class:`JudgeObjective`
+(a chat model scores every stage 0-10, metric ``"text_judge"``, and its critique is the
+feedback), ``mode="translate"`` a :class:`TranslateObjective` (the text becomes a mix of
+metrics once, at setup). Retries, failures and the fallback: see docs/objectives.md.
 
 Example::
 
@@ -251,7 +229,7 @@ _SHARED = frozenset({"judge", "llm", "_chat"})
 
 
 class JudgeObjective(TextObjective):
-    """A chat model scores every stage 0-10 against the description (module docstring).
+    """A chat model scores every stage 0-10 against the description (docs/objectives.md).
 
     Attributes:
         failures: Stages whose score could not be obtained (``J`` is NaN).
@@ -350,7 +328,7 @@ class JudgeObjective(TextObjective):
 
 
 class TranslateObjective(TextObjective):
-    """The description becomes a mix of metrics, once, at setup (module docstring).
+    """The description becomes a mix of metrics, once, at setup (docs/objectives.md).
 
     Attributes:
         mix: After setup: metric -> relative weight (sum 1).
