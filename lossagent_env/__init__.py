@@ -1,15 +1,10 @@
 """LossAgent Gym: training of an image-restoration network as a Gymnasium environment.
 
-Importing this package registers the environment ids::
-
-    LossAgent/SuperResolution-v0   bicubic down-sampling, ``scale`` 2 or 4
-    LossAgent/Denoising-v0         Gaussian noise, ``sigma``
-    LossAgent/JPEG-v0              JPEG compression, ``quality``
-
-Each accepts the keyword arguments of :class:`lossagent_env.config.EnvConfig`.
-
-    LossAgent/Tabular-v0           replay of a precomputed table (``table=``,
-                                   ``objective=``); see :mod:`lossagent_env.tabular`
+Importing this package registers the environment ids: one per task of
+:data:`lossagent_env.tasks.TASKS` (``LossAgent/SuperResolution-v0``, ``Denoising-v0``,
+``JPEG-v0``; each accepts the keyword arguments of :class:`lossagent_env.config.EnvConfig`,
+see docs/env.md), and ``LossAgent/Tabular-v0``, the replay of a precomputed table
+(:mod:`lossagent_env.tabular`).
 
 The package itself imports neither Gymnasium nor torch, so a light submodule (the
 registry, the asset catalogue) stays light: the ids are registered at once if Gymnasium is

@@ -199,10 +199,6 @@ class EnvConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, printable values (objects are shown by their ``repr``)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if not isinstance(value, (str, int, float, bool, type(None), dict, list, tuple)):
-                value = repr(value)
-            out[f.name] = value
-        return out
+        plain = (str, int, float, bool, type(None), dict, list, tuple)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: value if isinstance(value, plain) else repr(value) for name, value in values.items()}

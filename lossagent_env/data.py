@@ -383,21 +383,11 @@ def heldout_crop_positions(images: ImageSet, count: int, size: int, scale: int) 
 def make_test_set(
     images: ImageSet, count: int, size: int, degradation: Degradation, seed: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A second evaluation set whose crops overlap no crop of :func:`make_eval_set`.
+    """A second evaluation set, ``(inputs, targets)`` as :func:`make_eval_set` returns, whose
+    crops (at :func:`heldout_crop_positions`) overlap none of its crops.
 
-    The crops are at :func:`heldout_crop_positions`; ``seed`` only draws the noise of
-    random degradations (Gaussian noise), and differs from the validation set's by
-    default so that the two noise draws differ too.
-
-    Args:
-        images: The dataset.
-        count: Number of test crops (the env uses ``eval_images``).
-        size: Side of a target crop (the env uses ``eval_size``).
-        degradation: The env's degradation.
-        seed: Seed of the degradation's noise.
-
-    Returns:
-        ``(inputs, targets)`` as :func:`make_eval_set` returns them.
+    ``seed`` only draws the noise of random degradations (Gaussian noise), and differs
+    from the validation set's by default so that the two noise draws differ too.
 
     Raises:
         ValueError: The images have no room for ``count`` disjoint crops.

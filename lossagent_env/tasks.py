@@ -3,15 +3,8 @@
 :data:`TASKS` is the one registry of tasks: each :class:`Task` gives its key (the
 ``EnvConfig.task`` value), its Gymnasium id, the ``EnvConfig`` field that sets its
 strength, the degradation it undoes, and its description (which reaches the LLM agent's
-prompt). The config, the env ids and the agents' task text all read it.
-
-==========  ================================  ===========  ============================
-key         env id                            parameter    degradation
-==========  ================================  ===========  ============================
-``sr``      ``LossAgent/SuperResolution-v0``  ``scale``    bicubic down-sampling x2/x4
-``denoise`` ``LossAgent/Denoising-v0``        ``sigma``    additive Gaussian noise
-``jpeg``    ``LossAgent/JPEG-v0``             ``quality``  JPEG compression (Pillow)
-==========  ================================  ===========  ============================
+prompt). The config, the env ids and the agents' task text all read it (the table of
+tasks is in docs/env.md, "Ids and settings").
 
 Each degradation maps a batch of clean targets ``(N, C, H, W)`` in ``[0, 1]`` to the
 network input, drawing any randomness from a local ``torch.Generator``. All of them work

@@ -1,9 +1,9 @@
 """Gymnasium wrappers for LossAgent environments.
 
 :class:`PresetActions` gives an env a ``Discrete(K)`` action space over K named weight
-presets (the action space of the tabular benchmark). :class:`TensorBoardLogger` writes a run's trajectory as TensorBoard event files; it
-works with any agent (it only reads what the env returns) and is what the benchmark
-runner puts around every run.
+presets (the action space of the tabular benchmark). :class:`TensorBoardLogger` writes a
+run's trajectory as TensorBoard event files; it works with any agent (it only reads what
+the env returns) and is what the benchmark runner puts around every run.
 
 Example:
     >>> import gymnasium as gym, numpy as np
@@ -304,12 +304,9 @@ class TensorBoardLogger(gym.Wrapper):
         self._episode_return += float(reward)
         self._episode_length += 1
         add = self.writer.add_scalar
-        for name, value in info.get("weights", {}).items():
-            add(f"weights/{name}", float(value), step)
-        for name, value in info.get("loss_values", {}).items():
-            add(f"losses/{name}", float(value), step)
-        for name, value in info.get("metrics", {}).items():
-            add(f"metrics/{name}", float(value), step)
+        for section, key in (("weights", "weights"), ("losses", "loss_values"), ("metrics", "metrics")):
+            for name, value in info.get(key, {}).items():
+                add(f"{section}/{name}", float(value), step)
         if "objective" in info:
             add("objective", float(info["objective"]), step)
         add("reward", float(reward), step)
@@ -318,7 +315,7 @@ class TensorBoardLogger(gym.Wrapper):
         for key in ("train_seconds", "eval_seconds"):
             if key in timings:
                 add(f"perf/{key}", float(timings[key]), step)
-        iters = _stage_iters(self.env)
+        iters = getattr(getattr(self.env.unwrapped, "config", None), "stage_iters", None)
         train_s = float(timings.get("train_seconds", 0.0))
         if iters and train_s > 0:
             add("charts/SPS", iters / train_s, step)
@@ -408,8 +405,3 @@ def config_markdown(items: Mapping[str, Any]) -> str:
         text = str(value).replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {key} | {text} |")
     return "\n".join(lines)
-
-
-def _stage_iters(env: gym.Env) -> int | None:
-    config = getattr(env.unwrapped, "config", None)
-    return getattr(config, "stage_iters", None)

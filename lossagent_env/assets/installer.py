@@ -1,10 +1,5 @@
-"""The installer: puts asset files in place from local copies, and reports what is there.
-
-:func:`install` copies (or, for ``niqe``, converts) the files of one asset from a
-local file or folder to where its library looks; every file is checked first and
-moved into place atomically, so a wrong file is refused and leaves nothing behind.
-:func:`status` lists every asset and whether its files are installed.
-"""
+"""The installer: puts asset files in place from local copies (:func:`install`), and
+reports what is there (:func:`status`)."""
 
 from __future__ import annotations
 
@@ -135,22 +130,15 @@ def status() -> list[dict]:
 
 
 # -------------------------------------------------------------------------- plans
-def _copier(source: Path) -> _Writer:
-    def write(dest: Path) -> None:
-        shutil.copyfile(source, dest)
-
-    return write
-
-
 def _generic_plan(asset: Asset, source: Path) -> _Plan:
     """Copy the files a source provides: a file by its name, or a folder's matches."""
     files = asset.files
     if source.is_dir():
-        plan = []
+        plan: _Plan = []
         for file in files:
             matches = sorted(p for p in source.rglob(file.filename) if p.is_file())
             if matches:
-                plan.append((file, _copier(matches[0]), str(matches[0])))
+                plan.append((file, functools.partial(shutil.copyfile, matches[0]), str(matches[0])))
         if not plan:
             raise ValueError(
                 f"No file of asset {asset.name!r} in folder {source}. Expected any of: {[f.filename for f in files]}."
@@ -158,9 +146,9 @@ def _generic_plan(asset: Asset, source: Path) -> _Plan:
         return plan
     for file in files:
         if source.name == file.filename:
-            return [(file, _copier(source), str(source))]
+            return [(file, functools.partial(shutil.copyfile, source), str(source))]
     if len(files) == 1:
-        return [(files[0], _copier(source), str(source))]
+        return [(files[0], functools.partial(shutil.copyfile, source), str(source))]
     raise ValueError(
         f"{source.name!r} is not a file of asset {asset.name!r}. "
         f"Allowed: {[f.filename for f in files]}, or a folder holding them."

@@ -62,8 +62,8 @@ class GANLoss(Loss):
 
     State: the discriminator's parameters and (as extra state) its Adam optimizer's
     state and the number of updates are all in ``state_dict()``, so a snapshot restores
-    the adversarial game exactly. The optimizer is created on ``reset`` (and lazily on
-    the first ``update``); after ``.to(device)`` its state is moved along.
+    the adversarial game exactly. The optimizer is created on ``reset``; after
+    ``.to(device)`` its state is moved along.
 
     Args:
         lr: Adam learning rate of the discriminator.
@@ -88,6 +88,7 @@ class GANLoss(Loss):
     scale = 0.3
     value_range = (0.0, 25.0)  # |D - 1| <= 5; about 2 in practice
     trainable = True
+    _optimizer: torch.optim.Adam  # set by reset, which __init__ calls
 
     def __init__(self, lr: float = 1e-4, betas: tuple[float, float] = (0.5, 0.999), width: int = 32):
         super().__init__()
@@ -98,8 +99,6 @@ class GANLoss(Loss):
         self.lr = float(lr)
         self.betas = (float(betas[0]), float(betas[1]))
         self.discriminator = PatchDiscriminator(width=int(width))
-        self._optimizer: torch.optim.Adam | None = None
-        self.num_updates = 0
         self.reset(torch.Generator().manual_seed(_DEFAULT_SEED))
 
     # -- the adversarial game ---------------------------------------------------------
@@ -122,7 +121,7 @@ class GANLoss(Loss):
             pred: restored batch ``(N, C, H, W)``; detached here if it is not already.
             target: ground-truth batch of the same shape.
         """
-        optimizer = self._ensure_optimizer()
+        optimizer = self._optimizer
         params = list(self.discriminator.parameters())
         with torch.enable_grad():
             for param in params:
@@ -156,24 +155,17 @@ class GANLoss(Loss):
     def _new_optimizer(self) -> torch.optim.Adam:
         return torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=self.betas)
 
-    def _ensure_optimizer(self) -> torch.optim.Adam:
-        if self._optimizer is None:
-            self._optimizer = self._new_optimizer()
-        return self._optimizer
-
     def _apply(self, fn, recurse: bool = True):
         """Move the optimizer's state along with the parameters (``.to()``, ``.cuda()``)."""
         result = super()._apply(fn, recurse)
-        if self._optimizer is not None:
-            # Optimizer.load_state_dict casts every state tensor to its parameter's
-            # device and dtype (keeping Adam's step counter where Adam expects it).
-            self._optimizer.load_state_dict(self._optimizer.state_dict())
+        # Optimizer.load_state_dict casts every state tensor to its parameter's device and
+        # dtype (keeping Adam's step counter where Adam expects it).
+        self._optimizer.load_state_dict(self._optimizer.state_dict())
         return result
 
     def get_extra_state(self) -> dict[str, Any]:
         """Optimizer state (a deep copy, so later steps do not alter a snapshot) and count."""
-        optimizer_state = self._ensure_optimizer().state_dict()
-        return {"optimizer": copy.deepcopy(optimizer_state), "num_updates": self.num_updates}
+        return {"optimizer": copy.deepcopy(self._optimizer.state_dict()), "num_updates": self.num_updates}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         if not isinstance(state, dict) or not {"optimizer", "num_updates"} <= state.keys():

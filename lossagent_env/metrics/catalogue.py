@@ -1,26 +1,10 @@
 """The metric catalogue: every pyiqa metric with its direction, bounds and description.
 
 Everything the project knows about a metric sits in this module, next to the one
-function that builds the catalogue from pyiqa's ``DEFAULT_CONFIGS``:
-
-* direction (``lower_better``), full- or no-reference (``metric_mode``) and the score
-  range come from pyiqa's own configuration;
-* which metric types compute from the formula alone (no weight file), their smallest
-  accepted input side, and a one-line description for the common metrics are the
-  three tables below.
-
-Bounds rule (used for the observation ``Box``; values are clipped only there, never in
-``info`` or in the objective): pyiqa writes a score range as ``"low, high"`` where a
-leading ``~`` marks an approximate end and a bare ``~`` an open end.
-
-* an exact end is used as it is (``"0, 1"`` -> ``(0, 1)``);
-* an approximate end is moved outward by the nominal span ``high - low`` (at least 1):
-  ``"~0, ~40"`` (psnr) -> ``(-40, 80)``, ``"~0, ~100"`` (niqe) -> ``(-100, 200)``;
-  PSNR on ``[0, 1]`` images cannot leave ``[0, 80]`` (pyiqa adds ``eps=1e-8`` to the
-  MSE), and the scores of the other metrics stay well inside twice their nominal span;
-* an open end becomes ``-/+ OPEN_BOUND`` (``1e6``), e.g. mad ``"0, ~"`` -> ``(0, 1e6)``;
-* a range with several labelled parts (``"quality: 0, 1; rank: 0, 2"``) takes the
-  union of the parts.
+function that builds the catalogue from pyiqa's ``DEFAULT_CONFIGS``: direction,
+reference and score range come from pyiqa's configuration; which types need no weight
+file, their smallest input side and the descriptions of common metrics are the tables
+below. How a score range becomes finite bounds: docs/objectives.md ("Metric bounds").
 """
 
 from __future__ import annotations
@@ -122,9 +106,8 @@ class MetricInfo:
         name: pyiqa metric name, e.g. ``"psnr"``.
         lower_better: True if a lower score is better (niqe, lpips); the objective
             negates such metrics so that a higher ``J`` is always better.
-        low: Finite lower bound for the observation ``Box`` (see the bounds rule in
-            the module docstring). Values are clipped into ``[low, high]`` in
-            observations only.
+        low: Finite lower bound for the observation ``Box`` (:func:`parse_score_range`).
+            Values are clipped into ``[low, high]`` in observations only.
         high: Finite upper bound for the observation ``Box``.
         full_reference: True if the metric compares the restored image with the target;
             False for no-reference metrics, which ignore the target.
@@ -165,8 +148,17 @@ def _parse_end(text: str, what: str) -> tuple[float | None, bool]:
     return float(number), approximate
 
 
+def _bound(end: float | None, approximate: bool, span: float | None, outward: float) -> float:
+    """One end of a range as a finite bound, moved ``outward`` (-1 or +1) if approximate."""
+    if end is None:
+        return outward * OPEN_BOUND
+    if not approximate:
+        return end
+    return end + outward * (span if span is not None else max(abs(end), 1.0))
+
+
 def parse_score_range(score_range: str | None) -> tuple[float, float]:
-    """Turn a pyiqa score range into finite observation bounds (rule in the module docstring).
+    """Turn a pyiqa score range into finite observation bounds (rule: docs/objectives.md).
 
     Args:
         score_range: pyiqa's string, e.g. ``"~0, ~40"``, ``"0, 1"``, ``"0, ~"``, or
@@ -192,20 +184,8 @@ def parse_score_range(score_range: str | None) -> tuple[float, float]:
             )
         (lo, lo_approx), (hi, hi_approx) = (_parse_end(e, score_range) for e in ends)
         span = max(hi - lo, 1.0) if lo is not None and hi is not None else None
-        if lo is None:
-            low = -OPEN_BOUND
-        elif lo_approx:
-            low = lo - (span if span is not None else max(abs(lo), 1.0))
-        else:
-            low = lo
-        if hi is None:
-            high = OPEN_BOUND
-        elif hi_approx:
-            high = hi + (span if span is not None else max(abs(hi), 1.0))
-        else:
-            high = hi
-        lows.append(low)
-        highs.append(high)
+        lows.append(_bound(lo, lo_approx, span, -1.0))
+        highs.append(_bound(hi, hi_approx, span, 1.0))
     low, high = min(lows), max(highs)
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
         raise ValueError(f"Score range {score_range!r} gives bounds ({low}, {high}); expected finite low < high.")

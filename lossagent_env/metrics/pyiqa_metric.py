@@ -50,15 +50,7 @@ class Metric:
         return f"Metric({self.name!r}, device={str(self.device)!r})"
 
     def __call__(self, restored: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-        """Score ``restored`` (against ``target`` for full-reference metrics).
-
-        Args:
-            restored: ``(N, C, H, W)`` images, values in ``[0, 1]`` (clamped).
-            target: ``(N, C, H, W)`` reference images in ``[0, 1]``; required for
-                full-reference metrics, ignored otherwise.
-
-        Returns:
-            ``(N,)`` float32 scores on the CPU.
+        """Score ``restored`` (against ``target``, required for full-reference metrics).
 
         Raises:
             ValueError: Wrong shape, non-finite values, target missing or out of
