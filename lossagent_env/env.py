@@ -394,23 +394,19 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
 
     # ------------------------------------------------------------ measurement
     def measure(self, objective: Any, split: str = "test") -> dict[str, Any]:
-        """Measure the current network on an evaluation split, changing nothing.
-
-        No random number is drawn and no stage passes: the next ``step`` gives the same
-        result, bit for bit, whether or not this was called.
+        """Measure the current network on an evaluation split, changing nothing: no random
+        number is drawn and no stage passes, so the next ``step`` gives the same result.
 
         Args:
-            objective: What to measure; anything ``objective=`` accepts. A new objective
-                is set up on the env's device; an ``Objective`` instance is used as is
-                (metric objectives set themselves up on first use).
-            split: ``"val"``, the evaluation set the env reports on (``info``), or
-                ``"test"``, ``test_images`` crops (default: as many as ``"val"``) of the
-                same size from the same images that overlap none of the ``"val"`` crops
+            objective: What to measure; anything ``objective=`` accepts (an ``Objective``
+                instance is used as is, anything else is built and set up here).
+            split: ``"val"``, the evaluation set of ``info``, or ``"test"``,
+                ``test_images`` crops that overlap none of the ``"val"`` crops
                 (:func:`lossagent_env.data.make_test_set`), never shown to the agent.
 
         Returns:
-            ``{"metrics": {name: value}, "objective": J, "loss_values": {loss: value},
-            "invalid": [metrics counted at their worst bound]}``.
+            ``{"metrics", "objective", "loss_values", "invalid"}``, as ``info`` has them
+            (``invalid``: the ``invalid_metrics``, maybe none).
 
         Raises:
             ValueError: ``split`` is not ``"val"`` or ``"test"``; or the images have no
@@ -431,20 +427,10 @@ class LossAgentEnv(gym.Env[ObsType, np.ndarray]):
         return {k: evaluation[k] for k in ("metrics", "objective", "loss_values", "invalid")}
 
     def restore(self, split: str = "val") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The current network's outputs on an evaluation split, changing nothing.
-
-        Args:
-            split: ``"val"`` (the crops the env reports on) or ``"test"`` (the held-out
-                crops of :meth:`measure`).
-
-        Returns:
-            ``(inputs, restored, targets)``, float tensors ``(N, 3, H, W)`` on the env's
-            device; ``restored`` is clamped to ``[0, 1]`` (what the metrics see).
-
-        Raises:
-            ValueError: ``split`` is not ``"val"`` or ``"test"``.
-            gym.error.ResetNeeded: ``reset`` was not called.
-        """
+        """``(inputs, restored, targets)`` of the current network on an evaluation split
+        (``"val"`` or ``"test"``, as in :meth:`measure`), changing nothing: float tensors
+        ``(N, 3, H, W)`` on the env's device, ``restored`` clamped to ``[0, 1]`` (what the
+        metrics see). Raises as :meth:`measure`."""
         inputs, targets = self._split_set(split, "restore")
         training = self.model.training
         self.model.eval()

@@ -5,17 +5,7 @@ presets (the action space of the tabular benchmark). :class:`TensorBoardLogger` 
 run's trajectory as TensorBoard event files; it works with any agent (it only reads what
 the env returns) and is what the benchmark runner puts around every run.
 
-Example:
-    >>> import gymnasium as gym, numpy as np
-    >>> import lossagent_env
-    >>> from lossagent_env.wrappers import TensorBoardLogger
-    >>> env = gym.make("LossAgent/SuperResolution-v0", stage_iters=2, max_stages=3,
-    ...                render_mode="rgb_array")
-    >>> env = TensorBoardLogger(env, "runs/tb/my-run", image_every=2)
-    >>> obs, info = env.reset(seed=0)
-    >>> obs, r, term, trunc, info = env.step(np.full(env.action_space.shape, 0.5, np.float32))
-    >>> env.close()                                   # flushes and closes the writer
-    # tensorboard --logdir runs/tb
+Example and TensorBoard tags: docs/env.md ("Wrappers").
 """
 
 from __future__ import annotations
@@ -225,30 +215,8 @@ def preset_index(action: Any, names: Sequence[str]) -> int:
 class TensorBoardLogger(gym.Wrapper):
     """Logs every stage of a LossAgent env to TensorBoard.
 
-    ``global_step`` is the stage: the number of ``step`` calls since the wrapper was
-    built, so a second episode continues the axis instead of overwriting the first
-    (for a single episode it equals ``info["stage"]``).
-
-    Tags (sections as in CleanRL/BasicSR):
-
-    ============================  =====================================================
-    ``weights/<loss>``            effective weight of each loss this stage
-    ``losses/<loss>``             unweighted loss value on the evaluation set
-    ``metrics/<metric>``          raw metric value (its own direction)
-    ``objective``                 objective J (higher is better)
-    ``reward``                    J_t - J_{t-1}
-    ``diverged``                  1 if the stage diverged and was rolled back, else 0
-    ``perf/train_seconds``        wall time of the training part of the stage
-    ``perf/eval_seconds``         wall time of the evaluation part of the stage
-    ``charts/SPS``                training iterations per second of the stage
-    ``charts/episodic_return``    sum of rewards, at the last stage of an episode
-    ``charts/episodic_length``    stages in the episode, at its last stage
-    ``images/comparison``         degraded | restored | target (``render_mode="rgb_array"``)
-    ``objective/feedback``        textual feedback of text or human objectives
-    ``config``                    the env configuration, once, as a Markdown table
-    ``agent/...``                 whatever the caller adds with :meth:`log_text` and
-                                  :meth:`log_scalar` (rationale, latency, tokens)
-    ============================  =====================================================
+    ``global_step`` is the stage (the number of ``step`` calls since the wrapper was
+    built); the tags are listed in docs/env.md ("Wrappers").
 
     Args:
         env: A LossAgent env (possibly wrapped).

@@ -3,18 +3,8 @@
 An objective is measured on the evaluation images after every stage. It returns the raw
 value of each of its metrics (the observation's ``"metrics"``) and ``J``, where every
 lower-is-better metric is negated so that a higher ``J`` is always better; the env's
-reward is ``J_t - J_{t-1}``. One module per kind:
-
-=================================  =====================================================
-:mod:`~.base`                      :class:`Objective`, :class:`ObjectiveResult`
-:mod:`~.metric`                    :class:`MetricObjective`: a weighted sum of metrics
-:mod:`~.function`                  :class:`CallableObjective`: ``fn(restored, target)``
-:mod:`~.composite`                 :class:`CompositeObjective`: normalised parts
-:mod:`~.text`                      :class:`TextObjective` (``mode="judge"``:
-                                   :class:`JudgeObjective`; ``mode="translate"``:
-                                   :class:`TranslateObjective`)
-:mod:`~.human`                     :class:`HumanObjective` and its raters
-=================================  =====================================================
+reward is ``J_t - J_{t-1}``. One module per kind (``base``, ``metric``, ``function``,
+``composite``, ``text``, ``human``); which objective gives which ``J``: docs/objectives.md.
 
 :func:`make_objective` turns the env's ``objective=`` argument into an objective::
 
