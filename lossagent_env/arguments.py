@@ -1,11 +1,9 @@
 """Arguments checked by a pydantic schema, refused in one line that names them.
 
 A class that takes arguments a user writes (an agent, a text objective, the retry
-settings of a chat) declares what they may be as a pydantic model (types, ranges, rules
-that tie arguments together) and checks them once, when it is built, so a wrong value is
-refused up front, by name, instead of failing later deep inside a library with its own
-message. The agents (:mod:`agents.arguments` adds their training budgets) and the chat
-models of this package share it.
+settings of a chat) declares them as a pydantic model and checks them once, when it is
+built, so a wrong value is refused up front, by name. The agents
+(:mod:`agents.arguments`) and the chat models of this package share it.
 
 Example:
     >>> class _Args(BaseModel):

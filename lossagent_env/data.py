@@ -83,15 +83,9 @@ class ImageSet:
 
 
 def check_dataset(dataset: str) -> None:
-    """Check a ``dataset`` value without reading any image: its form, the name of a
-    scikit-image group, and that each folder exists and holds enough images (and, for
-    paired folders, the same file names). :func:`load_dataset` refuses exactly these.
-
-    Raises:
-        FileNotFoundError: a folder is missing or holds no images.
-        ValueError: ``dataset`` has none of the forms of :func:`load_dataset`, names no
-            scikit-image group, or a folder holds too few images.
-    """
+    """Raise what :func:`load_dataset` raises for ``dataset`` before it reads an image: a
+    wrong form, an unknown scikit-image group, a missing folder or one with too few
+    images (or, for paired folders, other file names)."""
     _sources(dataset, eval_fraction=0.1)
 
 

@@ -24,13 +24,6 @@ def jsonable(value: Any) -> Any:
     Mappings become dicts with ``str`` keys and lists and tuples become lists, converted
     element by element. Floats are kept as they are, NaN and infinities included.
 
-    Args:
-        value: None, bool, int, float, str, a NumPy scalar or array, a 0-dimensional
-            torch tensor, or a list, tuple or mapping of these.
-
-    Returns:
-        The same value built from None, bool, int, float, str, list and dict.
-
     Raises:
         TypeError: ``value`` holds something JSON cannot represent (named in the message).
 

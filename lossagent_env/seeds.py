@@ -21,11 +21,8 @@ def _integer(value: Any) -> bool:
 
 
 def check_seed(seed: Any, what: str = "seed") -> int:
-    """``seed`` as an ``int`` if it is an integer ``>= 0`` (Python or NumPy).
-
-    Args:
-        seed: The value to check.
-        what: How the message names it (``"seed"``).
+    """``seed`` as an ``int`` if it is an integer ``>= 0`` (Python or NumPy); messages
+    name it ``what``.
 
     Raises:
         TypeError: A bool, float, string or any other type (``True`` would otherwise
@@ -41,11 +38,7 @@ def check_seed(seed: Any, what: str = "seed") -> int:
 
 def check_seeds(seeds: Sequence[Any], what: str = "seeds") -> list[int]:
     """``seeds`` as a list of ``int`` if each passes :func:`check_seed` and appears once
-    (checked in linear time).
-
-    Args:
-        seeds: The seeds.
-        what: How the message names the list (e.g. ``"seeds=[1, 1]"``).
+    (checked in linear time); messages name the list ``what`` (e.g. ``"seeds=[1, 1]"``).
 
     Raises:
         TypeError: A seed that is not an integer.

@@ -160,12 +160,7 @@ def resolve_presets(presets: PresetSpec, loss_names: Sequence[str]) -> tuple[tup
         if name in names:
             raise ValueError(f"Preset name {name!r} appears twice. Allowed: each name once.")
         names.append(name)
-        if isinstance(weights, Mapping):
-            for loss, value in weights.items():
-                if loss not in loss_names:
-                    raise KeyError(f"Preset {name!r}: " + unknown_name_message("loss", loss, loss_names))
-                rows[k, loss_names.index(loss)] = _preset_weight(name, loss, value)
-        elif isinstance(weights, (Sequence, np.ndarray)) and not isinstance(weights, str):
+        if isinstance(weights, (Sequence, np.ndarray)) and not isinstance(weights, str):
             values = list(weights)
             if len(values) != n:
                 raise ValueError(
@@ -173,13 +168,16 @@ def resolve_presets(presets: PresetSpec, loss_names: Sequence[str]) -> tuple[tup
                     f"{loss_names}. Allowed: one weight per loss in this order, or a "
                     "{loss: weight} dict."
                 )
-            for loss, value in zip(loss_names, values):
-                rows[k, loss_names.index(loss)] = _preset_weight(name, loss, value)
-        else:
+            weights = dict(zip(loss_names, values))
+        elif not isinstance(weights, Mapping):
             raise ValueError(
                 f"Preset {name!r} has weights {weights!r}. Allowed: a {{loss: weight}} dict "
                 f"or a vector of {n} weights in the order {loss_names}."
             )
+        for loss, value in weights.items():
+            if loss not in loss_names:
+                raise KeyError(f"Preset {name!r}: " + unknown_name_message("loss", loss, loss_names))
+            rows[k, loss_names.index(loss)] = _preset_weight(name, loss, value)
     rows.flags.writeable = False
     return tuple(names), rows
 

@@ -50,19 +50,13 @@ BASICSR_SDIST_SHA256 = "b89b595a87ef964cda9913b4d99380ddb6554c965577c0c10cb7b78e
 
 
 def basicsr_download_command(dest: str | os.PathLike[str], *options: str) -> list[str]:
-    """The pip command that downloads :data:`BASICSR_SDIST`, and only it, into ``dest``.
+    """The pip command (a list starting with ``"pip"``; further pip ``options`` go before
+    ``-d``) that downloads :data:`BASICSR_SDIST`, and only it, into ``dest``.
 
     ``--no-binary basicsr`` asks for the source distribution (the wheel does not carry
     the ``.npz``), and ``--no-build-isolation`` lets pip read its metadata with the
     installed setuptools instead of building numpy from source (``--no-binary :all:``
     would).
-
-    Args:
-        dest: Folder pip writes the file to.
-        *options: Further pip options, placed before ``-d``.
-
-    Returns:
-        The argument list, starting with ``"pip"``.
     """
     return [
         "pip", "download", f"basicsr=={BASICSR_VERSION}",

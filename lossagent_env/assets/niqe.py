@@ -90,17 +90,11 @@ def write_niqe_mat(dest: Path, mu: np.ndarray, cov: np.ndarray) -> None:
 
 
 def fetch_basicsr_sdist(dest: str | os.PathLike[str]) -> Path:
-    """Get ``basicsr-1.4.2.tar.gz`` (NIQE's parameters) into ``dest`` with pip.
+    """The path of ``basicsr-1.4.2.tar.gz`` (NIQE's parameters) in ``dest`` (created if
+    needed), got with pip unless a verified copy is there already.
 
-    Reuses a copy already in ``dest``. Runs
-    :func:`~lossagent_env.assets.catalog.basicsr_download_command` with the running
+    Runs :func:`~lossagent_env.assets.catalog.basicsr_download_command` with the running
     interpreter (``python -m pip ...``), and checks the file's sha256 against PyPI's.
-
-    Args:
-        dest: Folder to put the file in (created if needed).
-
-    Returns:
-        Path of the verified sdist.
 
     Raises:
         RuntimeError: pip failed, or the file's sha256 is not PyPI's.

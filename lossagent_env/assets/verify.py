@@ -98,15 +98,8 @@ def _check_format(file: AssetFile, path: Path) -> None:
 
 
 def check_niqe_params(mu: np.ndarray, cov: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Check that ``mu``/``cov`` are the standard NIQE pristine parameters.
-
-    Args:
-        mu: The 36 means, any shape that flattens to 36.
-        cov: The 36x36 covariance.
-        source: Where they were read, for the message.
-
-    Returns:
-        ``(mu, cov)`` as float64, ``mu`` flattened to shape ``(36,)``.
+    """``(mu, cov)`` as float64, ``mu`` flattened to ``(36,)``, if they are the standard NIQE
+    pristine parameters (36 means, any shape; 36x36 covariance) read from ``source``.
 
     Raises:
         ValueError: Wrong shapes, non-finite values, or other statistics than the

@@ -43,19 +43,10 @@ def _photos() -> tuple[torch.Tensor, ...]:
 def photo_batches(
     num_batches: int, batch_size: int = 4, patch_size: int = 32, seed: int = 0
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Random crops of shipped photos and their 2x bicubic-degraded versions.
-
-    Args:
-        num_batches: how many batches.
-        batch_size: patches per batch.
-        patch_size: side of a patch in pixels (even).
-        seed: seed of the local generator that picks photos and positions.
-
-    Returns:
-        A list of ``(degraded, target)`` pairs, both ``(batch_size, 3, patch_size,
-        patch_size)`` in ``[0, 1]``; ``degraded`` is the target downscaled 2x and
-        upscaled back (bicubic), i.e. blurred.
-    """
+    """``num_batches`` pairs ``(degraded, target)``, both ``(batch_size, 3, patch_size,
+    patch_size)`` in ``[0, 1]``: random crops of shipped photos (photos and positions drawn
+    from ``seed``; ``patch_size`` even), and the crops downscaled 2x and upscaled back
+    (bicubic), i.e. blurred."""
     if patch_size < 4 or patch_size % 2:
         raise ValueError(f"patch_size must be an even integer >= 4; got {patch_size!r}.")
     generator = torch.Generator().manual_seed(seed)
@@ -110,18 +101,9 @@ def _gradient_norm(loss: torch.Tensor, params: list[nn.Parameter]) -> float:
 def gradient_ratio(
     loss: Loss, net: nn.Module, degraded: torch.Tensor, target: torch.Tensor, reference: Loss | None = None
 ) -> float:
-    """``||grad reference|| / ||grad loss||`` w.r.t. ``net``'s parameters on one batch.
-
-    Args:
-        loss: the loss to measure, on the same device as ``net`` and the tensors.
-        net: the network whose output ``net(degraded)`` is compared with ``target``.
-        degraded: network input ``(N, 3, H, W)``.
-        target: ``(N, 3, H, W)`` in ``[0, 1]``.
-        reference: the loss of scale 1 (``l1`` when None).
-
-    Returns:
-        The ratio (``inf`` if ``loss`` has no gradient at all).
-    """
+    """``||grad reference|| / ||grad loss||`` w.r.t. ``net``'s parameters, for ``net(degraded)``
+    against ``target`` (``inf`` if ``loss`` has no gradient at all); ``reference`` is the
+    loss of scale 1 (``l1`` when None). Everything on one device."""
     reference = reference if reference is not None else LOSSES.get("l1")()
     params = [p for p in net.parameters() if p.requires_grad]
     pred = net(degraded)

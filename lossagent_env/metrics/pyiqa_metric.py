@@ -99,20 +99,12 @@ def _check_images(label: str, images: object) -> None:
 
 
 def create_metric(name: str, device: str | torch.device = "cpu") -> Metric:
-    """Build (once) and return the metric ``name`` on ``device``.
+    """The metric ``name`` (a pyiqa name) on ``device`` (``"cpu"``, ``"cuda[:N]"``, ``"auto"``),
+    built once per ``(name, device)``: a second call returns the same object.
 
-    Metrics are cached per ``(name, device)``: a second call returns the same object.
     pyiqa's real constructor runs inside :func:`lossagent_env.assets.no_downloads`, so
-    a missing weight file raises before any download is attempted.
-    pyiqa's SSIM metrics run with the patch of :mod:`~lossagent_env.metrics.ssim_patch`
-    where it applies (else one warning line says why not).
-
-    Args:
-        name: A pyiqa metric name (see :func:`metric_names`).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
-
-    Returns:
-        The :class:`Metric`.
+    a missing weight file raises before any download is attempted. pyiqa's SSIM metrics
+    run with the patch of :mod:`~lossagent_env.metrics.ssim_patch` where it applies.
 
     Raises:
         KeyError: Unknown name (with a "Did you mean" hint).
