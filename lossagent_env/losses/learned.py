@@ -202,10 +202,8 @@ class IQALoss(Loss):
     ``.to()``), inside :func:`lossagent_env.assets.no_downloads`. Lower-is-better
     metrics are returned as they are; higher-is-better ones are negated, so the value is
     always something to minimise. No-reference metrics ignore ``target``. Each instance
-    sets, from the metric catalogue (:func:`lossagent_env.metrics.metric_info`): its
-    ``name`` ``"iqa:<metric>"``, its ``description``, ``needs_weights`` and
-    ``value_range`` (the metric's bounds, negated and swapped for higher-is-better
-    metrics); its ``scale`` is measured when built unless ``scale=`` is given.
+    sets its ``name`` (``"iqa:<metric>"``), ``description``, ``needs_weights`` and
+    ``value_range`` (:meth:`value_range_for`) from the metric catalogue.
 
     Args:
         metric: a pyiqa metric name (``lossagent_env.metrics.metric_names()``).

@@ -423,11 +423,8 @@ class TranslateObjective(TextObjective):
     def _use_mix(self, mix: Mapping[str, float]) -> None:
         total = sum(mix.values())
         self.mix = {name: w / total for name, w in mix.items() if w > 0}
-        weights = {}
-        for name, share in self.mix.items():
-            info = metric_info(name)
-            weights[name] = share / (info.high - info.low)
-        self._inner = MetricObjective(weights)
+        infos = {name: metric_info(name) for name in self.mix}
+        self._inner = MetricObjective({name: share / (infos[name].high - infos[name].low) for name, share in self.mix.items()})
         self.metric_names = self._inner.metric_names
         self.lower_better = dict(self._inner.lower_better)
         self.bounds = dict(self._inner.bounds)
