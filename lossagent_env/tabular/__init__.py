@@ -1,26 +1,21 @@
 """Tabular replay: every stage outcome of a configuration, precomputed and replayed.
 
-For K named weight presets, T stages and the replicates of one or more problem
-instances, a *table* stores the outcome of every preset sequence (``K + K^2 + ... +
-K^T`` stages per replicate, each trained for real), measured on a panel of metrics on
-two disjoint evaluation splits. ``LossAgent/Tabular-v0`` replays the validation split
-of a table in microseconds per step, exactly as the live env would play it; the
-table's analysis knows the best sequence and scores on the held-out test split.
+A *table* stores the outcome of every sequence of K presets over T stages, for the
+replicates of one or more problem instances, on a panel of metrics and two disjoint
+evaluation splits; see docs/tables.md.
 
-* :mod:`~lossagent_env.tabular.format`: the file (SQLite; schema and header documented
-  there) and reading it into arrays.
-* :mod:`~lossagent_env.tabular.schema`: the header and rows as pydantic models; reading
-  checks a file against them, so a damaged or crafted file is one
-  :class:`TableFormatError` naming the file and the field or row.
+* :mod:`~lossagent_env.tabular.format`: the file (SQLite) and reading it into arrays.
+* :mod:`~lossagent_env.tabular.schema`: the header and rows as pydantic models, which
+  reading checks a file against.
 * :mod:`~lossagent_env.tabular.build`: the specification of a table and the unit of
   work of a build (the subtree of one seed and first preset).
 * :mod:`~lossagent_env.tabular.objective`: objectives over the panel (``J`` of a node).
 * :mod:`~lossagent_env.tabular.replay`: the env ``LossAgent/Tabular-v0``.
-* :mod:`~lossagent_env.tabular.analysis`: the oracle, the best static preset, the
-  random expectation and rank agreement, per tree or over an instance's replicates.
+* :mod:`~lossagent_env.tabular.analysis`: the oracle and the references, per tree or
+  over an instance's replicates.
 
-Building a whole table (process pools, Ray, progress, resume) is
-``benchmarks.execution.tabulate``, behind ``lossagent tabulate``.
+Building a whole table (process pools, Ray, resume) is ``benchmarks.execution.tabulate``,
+behind ``lossagent tabulate``.
 
 Example:
     >>> import gymnasium as gym, lossagent_env

@@ -2,20 +2,10 @@
 
 The env an agent is given (:class:`~lossagent_env.tabular.replay.TabularEnv`) replays
 the validation split of the instances it plays, and nothing else. Everything that looks
-at a whole tree at once, or at the held-out test split, is here:
-
-* ``J`` of every node on each split, computed from the stored panel values exactly as
-  the replay computes its reward (:mod:`~lossagent_env.tabular.objective`);
-* per set of trees (one tree, an instance's replicates, or the replicates of several
-  instances): the value of every preset sequence of ``max_stages`` stages, the
-  **oracle** (the best sequence on the mean of the trees' validation ``J``, found by
-  exhaustive search), the **best static preset** (one preset held for every stage), the
-  exact expectation of a uniformly random schedule (the mean over all ``K**T``
-  sequences), and the val/test rank agreement of the sequences.
-
-Replicates of an instance differ only in training randomness, so each quantity is given
-per replicate (rows in the order of the instance's seeds), for statistics that pair by
-replicate; means over replicates choose, per-replicate values score.
+at a whole tree at once, or at the held-out test split, is here (docs/tables.md, "The
+analysis"). Replicates of an instance differ only in training randomness, so each
+quantity is given per replicate (rows in the order of the instance's seeds), for
+statistics that pair by replicate; means over replicates choose, per-replicate values score.
 
 Example:
     >>> from lossagent_env.tabular import TableAnalysis

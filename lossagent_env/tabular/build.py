@@ -3,12 +3,10 @@
 The unit of work is the subtree of one ``(seed, first preset)`` pair: ``reset(seed)``
 (the root), ``step(first)``, then depth first over all ``K**(T-1)`` continuations, each
 child trained for real from its parent's state (``get_state`` / ``set_state``). Units
-are independent, so any number of processes or machines can compute them; one writer
-stores each unit in one transaction (:func:`lossagent_env.tabular.format.write_unit`).
-Orchestration (process pools, Ray, progress, resume) is in ``benchmarks.execution.tabulate``.
-
-Every unit runs with ``torch.set_num_threads(spec.threads)`` (float32 reductions
-depend on the thread count), so a table does not depend on how many workers built it.
+are independent; one writer stores each in one transaction
+(:func:`lossagent_env.tabular.format.write_unit`), and ``benchmarks.execution.tabulate``
+orchestrates them. Every unit runs with ``torch.set_num_threads(spec.threads)`` (float32
+reductions depend on the thread count), so a table does not depend on how many workers built it.
 """
 
 from __future__ import annotations
@@ -255,7 +253,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def table_header(spec: TableSpec, env: PresetActions) -> dict[str, Any]:
-    """The header of ``spec``'s table (see :mod:`lossagent_env.tabular.format`).
+    """The header of ``spec``'s table (its keys: docs/tables.md, "The file").
 
     Args:
         spec: The table.

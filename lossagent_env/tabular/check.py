@@ -1,17 +1,10 @@
 """Does a table agree with live training here? Distances in units of its replicate noise.
 
-Chaotic training gives equal values bit for bit only on the machine (and package
-versions) that built a table. Elsewhere the question is whether live training lands
-within the table's noise: the seeds of a table differ only in training randomness, so
-the spread of a node's values over the seeds is the noise a reproduction may show: a
-live run that has drifted from the table is, at worst, one more replicate, and differs
-from the table's value by about sqrt(2) times the standard deviation over the seeds.
-
 :func:`check_against_live` trains a few preset sequences live, from the table's own
 header (env configuration, presets, panel, torch threads), and gives each node's
-distance from the table in units of that difference (``|live - table| / (sqrt(2) *
-sd over the seeds)``), per metric and split, against a band on the right degrees of
-freedom (:func:`band`). ``lossagent tabulate --verify TABLE`` prints it.
+distance from the table, ``|live - table| / (sqrt(2) * sd over the replicates)``, per
+metric and split, against a band on the right degrees of freedom (:func:`band`).
+``lossagent tabulate --verify TABLE`` prints it; why these units: docs/tables.md.
 """
 
 from __future__ import annotations

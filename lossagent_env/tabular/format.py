@@ -1,106 +1,10 @@
-"""The table file: one SQLite database, readable with the ``sqlite3`` shell or pandas.
+"""The table file: one SQLite database, written unit by unit and read into arrays.
 
-A table holds every stage outcome of one env configuration: for each seed, the tree of
-all preset sequences up to ``stages`` (T) steps, K presets per step. A *node* is
-``(seed, path)``, where ``path`` is the sequence of preset indices played from the
-state after ``reset(seed=seed)`` (the root: the empty path, depth 0). A table of K
-presets and T stages has ``1 + K + K^2 + ... + K^T`` nodes per seed.
-
-Path encoding: the preset indices joined by ``"."``, as text: ``""`` is the root,
-``"2"`` the node after preset 2, ``"2.0.1"`` after presets 2, 0, 1. Preset ``i`` is
-entry ``i`` of the header's ``presets`` list.
-
-Schema (format versions 1 and 2)::
-
-    header(key TEXT PRIMARY KEY, value TEXT)        -- one JSON value per key
-    nodes(seed INTEGER, path TEXT, depth INTEGER,   -- depth = number of presets in path
-          diverged INTEGER,                         -- 1: the last stage diverged
-          train_seconds REAL, eval_seconds REAL)    -- wall-clock seconds of the last stage
-    metrics(seed INTEGER, path TEXT, split TEXT,    -- split: 'val' or 'test'
-            metric TEXT, value REAL,                -- raw panel metric value
-            invalid INTEGER)                        -- 1: NaN for some crop, counted at
-                                                    --    the metric's worst bound
-    losses(seed INTEGER, path TEXT, loss TEXT, value REAL)   -- unweighted, on 'val'
-    units(seed INTEGER, first INTEGER, nodes INTEGER)        -- finished build units
-
-Primary keys: ``nodes(seed, path)``, ``metrics(seed, path, split, metric)``,
-``losses(seed, path, loss)``, ``units(seed, first)``.
-
-Units and values:
-
-* ``value`` columns are SQLite ``REAL`` (8-byte IEEE floats), so a Python float
-  survives the round trip exactly; SQLite stores NaN as ``NULL``, so ``NULL`` means
-  NaN (a metric that could not be measured).
-* metrics are in their own direction (``metric_lower_better`` in the header), means
-  over the evaluation crops, as the live env reports them in ``info["metrics"]``.
-* ``split = 'val'`` is the evaluation set the live env reports on (what agents see);
-  ``'test'`` is as many crops of the same size, from the same images, that overlap no
-  ``'val'`` crop (:func:`lossagent_env.data.make_test_set`), measured on the same
-  network right after the stage.
-* a node whose last stage diverged (``diverged = 1``) holds what the live env reports
-  then: the network went back to the start of the stage, so its ``'val'`` metrics and
-  losses are those of the last stage that did not diverge, and its ``'test'`` metrics
-  are measured on that same network.
-* ``train_seconds`` and ``eval_seconds`` are the wall-clock times of the original
-  stage (``env.unwrapped.timings``; the root has ``train_seconds = 0`` and the time of
-  the initial evaluation). They are the only values that differ between two builds
-  of the same table; the root row is written by the first unit of its seed to finish.
-* ``units`` marks the finished units of work: the whole subtree below one
-  ``(seed, first preset)`` pair, written in one transaction with its nodes (a build
-  killed at any moment loses at most the units in flight); ``nodes`` counts the
-  nodes the unit computed, its root included.
-
-Header keys (JSON values):
-
-=====================  ===============================================================
-``format``             ``"lossagent-table"``
-``format_version``     ``1`` or ``2`` (below)
-``env_id``             Gymnasium id of the live env, e.g. ``"LossAgent/SuperResolution-v0"``
-``env_kwargs``         keyword arguments of ``gym.make`` (without ``objective`` and
-                       ``max_stages``, which the table's user chooses)
-``env_config``         the full ``EnvConfig`` of the build, defaults filled in
-``losses``             ``[{"name", "scale", "value_range": [low, high]}]`` in action order
-``presets``            ``[{"name", "weights": [one per loss, action units]}]`` in order
-``metrics``            the panel: metric names, in order
-``metric_lower_better``  ``{metric: bool}``
-``seeds``              the seeds, in order
-``stages``             T, the depth of every tree
-``splits``             how the ``'val'`` and ``'test'`` crops were made
-``torch_threads``      torch threads every unit ran with (results depend on it)
-``versions``           ``python``, ``torch``, ``numpy``, ``pyiqa``, ``gymnasium``,
-                       ``lossagent_env``
-``build``              ``{"command", "description", "machine"}``: how and where the table
-                       was built (``machine``: CPU model, its vector instruction sets,
-                       cores, the instruction set of torch's CPU kernels; ``seconds``:
-                       the measured wall time of the build, once it is complete)
-``instances``          format 2 only: ``[{"name", "split", "env_id", "env_kwargs",
-                       "env_config", "seeds"}]``, the problem instances (see below)
-=====================  ===============================================================
-
-Format version 2 (instances and replicates). A version 1 table holds one env
-configuration, and each seed is one tree. A version 2 table holds several *problem
-instances* (``instances``): each has a name, a ``split`` (``"train"``: agents may tune
-on it; ``"test"``: agents are only scored on it), its own env configuration (its
-``env_id``, ``env_kwargs`` and ``env_config``: the table's ``env_kwargs`` with its own,
-for example another ``dataset`` or degradation) and its *replicates*: seeds, one tree
-each, that differ only in training randomness. A tree is still keyed by its seed,
-which is unique in the table; ``seeds`` lists every instance's seeds, in instance order,
-and the top-level ``env_id`` and ``env_kwargs`` are what every instance shares.
-Losses, presets, panel and stages are the same for all instances, so one agent plays
-them all. The SQL tables are the same in both versions.
-
-Reading (:func:`read_table`) checks the header and every row against the pydantic
-models of :mod:`lossagent_env.tabular.schema`, and the row counts against what the
-header claims before it allocates anything; any problem, a damaged SQLite page
-included, is one :class:`TableFormatError` that names the file and the field or row.
-
-Example, without this project::
-
-    import json, sqlite3, pandas as pd
-    db = sqlite3.connect("table.sqlite")
-    header = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM header")}
-    psnr = pd.read_sql("SELECT seed, path, value FROM metrics "
-                       "WHERE split = 'val' AND metric = 'psnr'", db)
+A table holds, per seed, the tree of all preset sequences up to ``stages`` steps; a
+node is ``(seed, path)``, ``path`` the preset indices from the root, stored as text
+joined by ``"."`` (``""`` is the root). Reading checks the header and every row against
+:mod:`lossagent_env.tabular.schema` first; any problem is one :class:`TableFormatError`.
+The schema, the header keys, units and format versions: see docs/tables.md ("The file").
 """
 
 from __future__ import annotations
@@ -388,7 +292,7 @@ class Table:
     ``(a_1, ..., a_d)`` is ``offset(d) + sum_j a_j * K**(d - j)`` (its digits in base K).
 
     Attributes:
-        header: The header (see the module docstring).
+        header: The header (its keys: docs/tables.md).
         preset_names: Preset names, in action order.
         preset_weights: Read-only ``float32 (K, n_losses)``: the action of each preset.
         loss_names: Losses, in action order.

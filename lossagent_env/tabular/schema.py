@@ -4,7 +4,7 @@ Reading a table checks every header value and every row against these models bef
 trusts any of them (a damaged or hand-edited file gives one :class:`TableFormatError`
 that names the file, the field and the value, never a ``KeyError`` or a bare
 ``sqlite3`` error deep in the reader). The layout itself is documented in
-:mod:`lossagent_env.tabular.format`.
+docs/tables.md ("The file").
 
 * :class:`TableHeader`: the header keys, their types and ranges, and how they relate
   (one weight per loss in every preset, names used once).
@@ -133,7 +133,7 @@ class InstanceEntry(_Strict):
 
 
 class TableHeader(_Strict):
-    """The header of a table (see :mod:`lossagent_env.tabular.format` for each key)."""
+    """The header of a table (each key: docs/tables.md, "The file")."""
 
     format: Literal["lossagent-table"]
     format_version: Literal[1, 2]
