@@ -48,13 +48,7 @@ class TableAnalysis:
 
             table = load_table(table)
         self.table = table
-        depth = table.stages if max_stages is None else max_stages
-        if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= table.stages:
-            raise ValueError(
-                f"max_stages={max_stages!r} is not allowed. Allowed: an integer in [1, {table.stages}] "
-                "(the table's depth)."
-            )
-        self.depth = depth
+        self.depth = table.episode_length(max_stages)
         self.panel: PanelObjective = panel_objective_of(objective, table.metrics)
         self.objective = self.panel.objective
         self.preset_names = table.preset_names

@@ -124,11 +124,7 @@ def check_against_live(table: str | Any, samples: int = 3, stages: int | None = 
     import time
 
     t = load_table(table)
-    depth = t.stages if stages is None else stages
-    if not _is_int(depth) or not 1 <= depth <= t.stages:
-        raise ConfigError(
-            ("stages",), f"stages={stages!r} is not allowed. Allowed: an integer in [1, {t.stages}] (the table's depth)."
-        )
+    depth = t.episode_length(int(stages) if isinstance(stages, np.integer) else stages, "stages")
     if not _is_int(samples) or not 1 <= samples <= MAX_SAMPLES:
         raise ConfigError(
             ("samples",),

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from lossagent_env.errors import ConfigError
 from lossagent_env.tabular.schema import (
     FORMAT,
     FORMAT_VERSION,
@@ -409,6 +410,19 @@ class Table:
     def n_presets(self) -> int:
         return len(self.preset_names)
 
+    def episode_length(self, value: Any, name: str = "max_stages") -> int:
+        """``value`` as a number of stages, 1 to the table's depth (None: the depth).
+
+        Raises:
+            ConfigError: Anything else; ``loc`` is ``(name,)``.
+        """
+        stages = self.stages if value is None else value
+        if not isinstance(stages, int) or isinstance(stages, bool) or not 1 <= stages <= self.stages:
+            raise ConfigError(
+                (name,), f"{name}={value!r} is not allowed. Allowed: an integer in [1, {self.stages}] (the table's depth)."
+            )
+        return stages
+
     def offset(self, depth: int) -> int:
         """Index of the first node of ``depth`` (the number of shallower nodes)."""
         return sum(self.n_presets**d for d in range(depth))
@@ -532,13 +546,19 @@ class _Arrays:
         self.diverged = np.zeros(shape, bool)
         self.train_seconds, self.eval_seconds = np.zeros(shape), np.zeros(shape)
 
-    def _at(self, table: str, rows: list[tuple[Any, ...]], columns: list[list[Any]],
-            keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Seed and node indices of the rows (their first two columns) that ``keep`` marks."""
+    def _at(
+        self, table: str, rows: list[tuple[Any, ...]], width: int, names: Sequence[str] | None = None, column: int = 0
+    ) -> tuple[list[list[Any]], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The columns of ``rows``, which rows are kept (those whose ``column`` is one of
+        ``names``; all without ``names``), and the seed, node and name indices of those."""
+        columns = _columns(rows, width)
+        entry = np.zeros(len(rows), np.int64)
+        if names is not None:
+            entry = _lookup({name: i for i, name in enumerate(names)}, columns[column])
+        keep = entry >= 0
         seed_index = _lookup(self.seed_of, columns[0])
         node_index = _lookup(self.node_of, columns[1])
-        bad = (seed_index < 0) | (node_index < 0)
-        bad_rows = np.flatnonzero(bad if keep is None else bad & keep)
+        bad_rows = np.flatnonzero(((seed_index < 0) | (node_index < 0)) & keep)
         if bad_rows.size:
             row = rows[int(bad_rows[0])]
             raise TableFormatError(
@@ -547,7 +567,7 @@ class _Arrays:
                 f"preset indices in [0, {len(self.model.presets)}) joined by '.', at most "
                 f"{self.model.stages} of them."
             )
-        return (seed_index, node_index) if keep is None else (seed_index[keep], node_index[keep])
+        return columns, keep, seed_index[keep], node_index[keep], entry[keep]
 
     def _once(self, table: str, what: str, at: tuple[np.ndarray, ...], shape: tuple[int, ...]) -> None:
         """Every cell of ``shape`` given exactly once."""
@@ -559,8 +579,7 @@ class _Arrays:
             )
 
     def fill_nodes(self, rows: list[tuple[Any, ...]]) -> None:
-        columns = _columns(rows, 6)
-        s, n = self._at("nodes", rows, columns)
+        columns, _, s, n, _ = self._at("nodes", rows, 6)
         depths = np.fromiter(map(_depth, columns[1]), np.int64, len(rows))
         wrong = np.flatnonzero(depths != np.array(columns[2], np.int64))
         if wrong.size:
@@ -575,11 +594,7 @@ class _Arrays:
         self.eval_seconds[s, n] = np.array(columns[5], np.float64)
 
     def fill_metrics(self, rows: list[tuple[Any, ...]]) -> None:
-        columns = _columns(rows, 6)
-        m = _lookup({name: i for i, name in enumerate(self.model.metrics)}, columns[3])
-        keep = m >= 0
-        s, n = self._at("metrics", rows, columns, keep)
-        m = m[keep]
+        columns, keep, s, n, m = self._at("metrics", rows, 6, self.model.metrics, 3)
         split = _lookup({name: i for i, name in enumerate(SPLITS)}, columns[2])[keep]
         values = np.array(columns[4], np.float64)[keep]  # None (SQL NULL) -> NaN
         flags = np.array(columns[5], bool)[keep]
@@ -592,11 +607,7 @@ class _Arrays:
             self.invalid[name][at] = flags[here]
 
     def fill_losses(self, rows: list[tuple[Any, ...]]) -> None:
-        columns = _columns(rows, 4)
-        m = _lookup({name: i for i, name in enumerate(self.model.loss_names)}, columns[2])
-        keep = m >= 0
-        s, n = self._at("losses", rows, columns, keep)
-        m = m[keep]
+        columns, keep, s, n, m = self._at("losses", rows, 4, self.model.loss_names, 2)
         self._once("losses", "loss values", (s, n, m), self.losses.shape)
         self.losses[s, n, m] = np.array(columns[3], np.float64)[keep]
 
@@ -655,9 +666,4 @@ def _depth(path: str) -> int:
 
 def _all_paths(k: int, stages: int) -> list[tuple[int, ...]]:
     """Every path, breadth-first, children in preset order (the node index order)."""
-    paths: list[tuple[int, ...]] = [()]
-    level: list[tuple[int, ...]] = [()]
-    for _ in range(stages):
-        level = [p + (a,) for p in level for a in range(k)]
-        paths.extend(level)
-    return paths
+    return [p for depth in range(stages + 1) for p in itertools.product(range(k), repeat=depth)]

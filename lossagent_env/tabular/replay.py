@@ -261,16 +261,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
             )
         self.render_mode = None
         whole = load_table(table)
-        depth = whole.stages
-        if max_stages is None:
-            max_stages = depth
-        if not isinstance(max_stages, int) or isinstance(max_stages, bool) or not 1 <= max_stages <= depth:
-            raise ConfigError(
-                ("max_stages",),
-                f"max_stages={max_stages!r} is not allowed. Allowed: an integer in [1, {depth}] "
-                "(the table's depth)."
-            )
-        self.max_stages = max_stages
+        self.max_stages = max_stages = whole.episode_length(max_stages)
         with _located("instances"):
             chosen = _checked_instances(whole, instances)
         own = tuple(seed for inst in chosen for seed in inst.seeds)
@@ -342,7 +333,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         self._local = 0  # index of the node among the nodes of its depth
         self._node = 0
         self._reference = math.nan
-        self._offsets = [t.offset(d) for d in range(depth + 1)]
+        self._offsets = [t.offset(d) for d in range(t.stages + 1)]
 
     @property
     def task_description(self) -> str:
