@@ -20,32 +20,16 @@ module            job
                   its own module, applied only on the release they were tested with
 ================  ======================================================================
 
-Structured answers use grammar-constrained function calling. The server runs with the
-`chatml-function-calling` chat format (SmolLM2 uses the ChatML template): when a request
-forces a tool (`tool_choice={"type": "function", ...}`, which is what
-`ChatOpenAI.with_structured_output(Schema, method="function_calling")` sends), the
-server lists the tool's JSON schema in the system prompt and samples the arguments under
-a GBNF grammar built from that schema, so the answer is always syntactically valid JSON
-with the right keys and types. Stock llama-cpp-python ignores `minimum`/`maximum` of
-numbers in that grammar (SmolLM2 then writes weights such as 2.35 or 6.79e+29), so the
-server patches it (`bounded_numbers=True`): a field `Field(ge=0, le=1)` can then only be
-sampled as a plain decimal in [0, 1]. Give string fields a `max_length` too: the grammar
+Structured answers use grammar-constrained function calling: with the
+`chatml-function-calling` chat format, a request that forces a tool (what
+`ChatOpenAI.with_structured_output(Schema, method="function_calling")` sends) is
+answered under a GBNF grammar built from the tool's JSON schema, so the answer is always
+valid JSON with the right keys and types. The server's patches of llama-cpp-python
+(:mod:`~lossagent_env.chat.local.patches`, each applied only on the release it was
+tested with, else named in one warning line) make that grammar honour the bounds of
+numbers, sample greedy answers grammar-first (the same answers, less work) and write
+the answer's keys ahead, in batches. Give string fields a `max_length` too: the grammar
 enforces it, and it bounds the answer's length.
-
-Greedy constrained answers are sampled grammar-first (`grammar_first=True`): the stock
-sampler checks all 49,152 tokens of the vocabulary against the grammar at every
-generated token; the server checks the best token first and the whole vocabulary only
-when the grammar rejects it, as llama.cpp's own tools do. The answers are the same
-(a test compares them with the stock sampler's). The keys of the answer, which the
-grammar fixes, are written for the model and evaluated in one batch each
-(`jump_forward=True`): about half of an answer's tokens, and a fifth of its time.
-
-These patches replace private code of llama-cpp-python, so each applies only on the
-release it was tested with (pinned in ``constraints.txt``) and where every internal it
-touches is as expected. Where one cannot apply, the server runs llama-cpp-python's own
-code for that part and `start()` logs one warning line saying which patch and why; the
-LLM agent records that line in its notes and ``lossagent bench`` shows it in
-``report.md``.
 
 `method="json_schema"` does not work with this server: it accepts only
 `response_format={"type": "json_object", "schema": ...}` and answers OpenAI's

@@ -236,19 +236,14 @@ class LocalLLMServer:
         startup_timeout: Seconds to wait for the server's first answer.
         model_alias: Model name the server answers to.
         seed: Sampling seed of the server.
-        bounded_numbers: Make the grammar of forced tool calls honour `minimum` and
-            `maximum` of numbers (llama-cpp-python ignores them), so that a weight in
-            [0, 1] cannot come back as 2.35.
-        grammar_first: Sample greedy constrained answers as llama.cpp's own tools do (the
-            best token first, the grammar applied to the whole vocabulary only when it
-            rejects that token): the same answers as the stock sampler, with less work
-            per generated token. False (with `bounded_numbers=False`) runs
-            llama-cpp-python's server unchanged.
-        jump_forward: With `grammar_first`, write the keys of a forced tool call (an
-            object whose properties are all required) for the model, with the single
-            spaces it writes itself, each key in one batch with the token before it;
-            the model still chooses every value. See
-            :mod:`~lossagent_env.chat.local.patches.jump_forward`.
+        bounded_numbers: Apply the patch of that name (each patch: a module of
+            :mod:`~lossagent_env.chat.local.patches`): the grammar of forced tool calls
+            honours `minimum` and `maximum` of numbers.
+        grammar_first: Apply that patch: greedy constrained answers sampled best token
+            first, the same answers with less work. False (with `bounded_numbers=False`)
+            runs llama-cpp-python's server unchanged.
+        jump_forward: With `grammar_first`, apply that patch: the keys of a forced tool
+            call are written for the model, in batches; the model chooses every value.
     """
 
     def __init__(
