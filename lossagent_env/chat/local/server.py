@@ -26,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -194,27 +195,23 @@ def _ready_answer(url: str, token: str, timeout: float) -> dict[str, Any] | None
     return answer
 
 
+@dataclass(eq=False, repr=False)
 class LocalLLMServer:
     """A llama.cpp OpenAI-compatible server on the loopback interface, as a subprocess.
 
     The server is llama-cpp-python's own app, run by
-    :mod:`~lossagent_env.chat.local.serve` after a few patches that make its grammar
-    honour number bounds and sample grammar-first (see `bounded_numbers`,
-    `grammar_first` and `jump_forward`, and :mod:`~lossagent_env.chat.local.patches`);
-    a patch that cannot apply to the installed llama-cpp-python is left out, and
-    `start()` logs one warning line saying which and why (also in `warnings`).
-    Its output goes to `server.log` in a temporary folder (see `log_path`), never to the
+    :mod:`~lossagent_env.chat.local.serve` after the patches it asks for; one that
+    cannot apply is left out, and `start()` logs one warning line saying which and why
+    (also in `warnings`). Its output goes to `server.log` in a temporary folder (see `log_path`), never to the
     console. It uses this process's torch threads (see `n_threads`) and OpenMP's own
     wait policy: its threads spin briefly between operations, which halves the time of
     a generated token against `OMP_WAIT_POLICY=passive` (1.2 s against 2.3 s for one
     decision of the smoke suite); set that variable to override it.
 
-    `start()` binds the port itself before the server loads its model and hands the
-    socket over, and it returns only once the server has proved a secret token of this
-    start: another program on the port is an error, never a server. `start()` is
-    idempotent and may follow `stop()`. The server never outlives this process: `stop()`
-    runs at the interpreter's exit, and the server exits by itself, removing its folder,
-    when this process is gone (see :mod:`~lossagent_env.chat.local.lifetime`).
+    `start()` returns only once the server has proved a secret token of this start
+    (:mod:`~lossagent_env.chat.local.handshake`): another program on the port is an
+    error, never a server. `start()` is idempotent and may follow `stop()`. The server
+    never outlives this process (:mod:`~lossagent_env.chat.local.lifetime`).
 
     Example:
         >>> with LocalLLMServer() as server:
@@ -246,43 +243,31 @@ class LocalLLMServer:
             call are written for the model, in batches; the model chooses every value.
     """
 
-    def __init__(
-        self,
-        model_path: str | os.PathLike[str] | None = None,
-        host: str = "127.0.0.1",
-        port: int | None = None,
-        n_ctx: int = 8192,
-        n_threads: int | None = None,
-        chat_format: str | None = DEFAULT_CHAT_FORMAT,
-        startup_timeout: float = 180.0,
-        model_alias: str = MODEL_ALIAS,
-        seed: int = DEFAULT_SEED,
-        bounded_numbers: bool = True,
-        grammar_first: bool = True,
-        jump_forward: bool = True,
-    ) -> None:
-        if n_ctx <= 0:
-            raise ValueError(f"n_ctx must be a positive number of tokens, got {n_ctx}")
-        if n_threads is not None and n_threads <= 0:
-            raise ValueError(f"n_threads must be positive or None, got {n_threads}")
-        if startup_timeout <= 0:
-            raise ValueError(f"startup_timeout must be positive seconds, got {startup_timeout}")
-        if port is not None and not 0 < port < 65536:
-            raise ValueError(f"port must be in 1..65535 or None, got {port}")
-        self.model_path = Path(model_path) if model_path is not None else None
-        self.host = host
-        self.port = port
-        self.n_ctx = n_ctx
-        self.n_threads = n_threads
-        self.chat_format = chat_format
-        self.startup_timeout = startup_timeout
-        self.model_alias = model_alias
-        self.seed = seed
-        self.bounded_numbers = bounded_numbers
-        self.grammar_first = grammar_first
-        self.jump_forward = jump_forward
-        self.patches: dict[str, str | None] = {}
-        """The patches asked for at the last start: name -> None where applied, else why not."""
+    model_path: str | os.PathLike[str] | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    n_ctx: int = 8192
+    n_threads: int | None = None
+    chat_format: str | None = DEFAULT_CHAT_FORMAT
+    startup_timeout: float = 180.0
+    model_alias: str = MODEL_ALIAS
+    seed: int = DEFAULT_SEED
+    bounded_numbers: bool = True
+    grammar_first: bool = True
+    jump_forward: bool = True
+    patches: dict[str, str | None] = field(default_factory=dict, init=False)
+    """The patches asked for at the last start: name -> None where applied, else why not."""
+
+    def __post_init__(self) -> None:
+        if self.n_ctx <= 0:
+            raise ValueError(f"n_ctx must be a positive number of tokens, got {self.n_ctx}")
+        if self.n_threads is not None and self.n_threads <= 0:
+            raise ValueError(f"n_threads must be positive or None, got {self.n_threads}")
+        if self.startup_timeout <= 0:
+            raise ValueError(f"startup_timeout must be positive seconds, got {self.startup_timeout}")
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ValueError(f"port must be in 1..65535 or None, got {self.port}")
+        self.model_path = Path(self.model_path) if self.model_path is not None else None
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_dir: Path | None = None
@@ -379,7 +364,7 @@ class LocalLLMServer:
             logger.info("Local LLM server ready at %s", self.base_url)
             return self.base_url
 
-    def _spawn(self, listener: socket.socket, port: int, model_path: Path, threads: int) -> str:
+    def _spawn(self, listener: socket.socket, port: int, model_path: str | os.PathLike[str], threads: int) -> str:
         """Start the server process on ``listener``, send it the handshake, and return
         the handshake's token."""
         settings: dict[str, object] = {

@@ -1,17 +1,10 @@
 """The embedded model server's patches of llama-cpp-python's private internals.
 
-Each patch is a module of this package, applied in the server's process only, before it
-loads the model:
-
-================  ========================================================================
-bounded_numbers   ``SchemaConverter.visit`` and ``_add_rule``: a forced tool call's grammar
-                  honours ``minimum``/``maximum`` of numbers
-grammar_first     ``Llama._init_sampler`` (reading ``_n_vocab``, ``_model.vocab``,
-                  ``grammar._grammar`` and the C struct ``llama_token_data``): greedy
-                  constrained sampling checks the best token first
-jump_forward      ``LlamaGrammar.from_json_schema``, ``Llama.generate`` and its generator's
-                  ``send``: the keys of a forced tool call are written ahead, in batches
-================  ========================================================================
+Each patch is a module of this package (``bounded_numbers``: a forced tool call's grammar
+honours the bounds of numbers; ``grammar_first``: greedy constrained sampling checks the
+best token first; ``jump_forward``: the keys of a forced tool call are written ahead, in
+batches), applied in the server's process only, before it loads the model; each module
+says what it replaces (``internals``).
 
 A patch applies only on a llama-cpp-python release it was tested with
 (:data:`TESTED_VERSIONS`; ``constraints.txt`` pins it) whose internals are all as it

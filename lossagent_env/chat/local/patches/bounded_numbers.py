@@ -83,9 +83,4 @@ def install() -> None:
     converter.visit = visit
 
 
-PATCH = Patch(
-    name="bounded_numbers",
-    effect="numbers in answers may fall outside their bounds",
-    internals=internals,
-    install=install,
-)
+PATCH = Patch("bounded_numbers", "numbers in answers may fall outside their bounds", internals, install)

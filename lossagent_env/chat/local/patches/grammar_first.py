@@ -174,9 +174,4 @@ def install() -> None:
     llama_class._init_sampler = init_sampler
 
 
-PATCH = Patch(
-    name="grammar_first",
-    effect="constrained answers are sampled more slowly",
-    internals=internals,
-    install=install,
-)
+PATCH = Patch("grammar_first", "constrained answers are sampled more slowly", internals, install)

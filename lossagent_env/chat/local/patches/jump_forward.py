@@ -156,9 +156,5 @@ def install() -> None:
 
 
 PATCH = Patch(
-    name="jump_forward",
-    effect="the keys of answers are generated token by token (slower)",
-    internals=internals,
-    install=install,
-    needs=("grammar_first",),
+    "jump_forward", "the keys of answers are generated token by token (slower)", internals, install, ("grammar_first",)
 )
