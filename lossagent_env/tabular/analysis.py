@@ -25,6 +25,7 @@ import numpy as np
 
 from lossagent_env.tabular.format import Table
 from lossagent_env.tabular.objective import PanelObjective, panel_objective_of
+from lossagent_env.tabular.replay import load_table
 
 __all__ = ["TableAnalysis"]
 
@@ -43,11 +44,7 @@ class TableAnalysis:
     """
 
     def __init__(self, table: Table | str | os.PathLike[str], objective: Any = "psnr", max_stages: int | None = None):
-        if not isinstance(table, Table):
-            from lossagent_env.tabular.replay import load_table
-
-            table = load_table(table)
-        self.table = table
+        self.table = table = table if isinstance(table, Table) else load_table(table)
         self.depth = table.episode_length(max_stages)
         self.panel: PanelObjective = panel_objective_of(objective, table.metrics)
         self.objective = self.panel.objective

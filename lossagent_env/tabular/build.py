@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import lossagent_env
+from lossagent_env.config import EnvConfig
 from lossagent_env.env import LossAgentEnv
 from lossagent_env.metrics import metric_info
 from lossagent_env.objectives import MetricObjective
@@ -295,8 +296,6 @@ def table_header(spec: TableSpec, env: PresetActions) -> dict[str, Any]:
 
 def _instance_entry(spec: TableSpec, inst: InstanceSpec) -> dict[str, Any]:
     """The header entry of an instance, with its full configuration (checked by EnvConfig)."""
-    from lossagent_env.config import EnvConfig
-
     env_id, env_kwargs = spec.env_for(inst.seeds[0])
     task = gym.spec(env_id).kwargs.get("task")
     config = EnvConfig(**env_kwargs, **({"task": task} if task else {}), max_stages=spec.stages)

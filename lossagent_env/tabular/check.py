@@ -10,6 +10,7 @@ metric and split, against a band on the right degrees of freedom (:func:`band`).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,8 +122,6 @@ def check_against_live(table: str | Any, samples: int = 3, stages: int | None = 
             take), ``stages`` out of range, or ``seed`` < 0; ``loc`` names the argument.
         ValueError: A table with fewer than two seeds (no noise band).
     """
-    import time
-
     t = load_table(table)
     depth = t.episode_length(int(stages) if isinstance(stages, np.integer) else stages, "stages")
     if not _is_int(samples) or not 1 <= samples <= MAX_SAMPLES:

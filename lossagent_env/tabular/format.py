@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import itertools
 import json
 import operator
@@ -142,7 +143,9 @@ def create_table(path: str | os.PathLike[str], header: dict[str, Any]) -> None:
         try:
             with db:
                 db.executescript(_SCHEMA)
-                header = {"format": FORMAT, "format_version": _version(header), **header}
+                # version 2 with instances, else 1 (a table of one configuration stays readable by older code)
+                version = FORMAT_VERSION if header.get("instances") else 1
+                header = {"format": FORMAT, "format_version": version, **header}
                 db.executemany(
                     "INSERT INTO header VALUES (?, ?)",
                     [(key, json.dumps(value)) for key, value in header.items()],
@@ -153,12 +156,6 @@ def create_table(path: str | os.PathLike[str], header: dict[str, Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _version(header: dict[str, Any]) -> int:
-    """The format version a header is written in: 2 with instances, else 1 (a table of
-    one configuration stays readable by older code)."""
-    return FORMAT_VERSION if header.get("instances") else 1
 
 
 def write_unit(
@@ -370,8 +367,6 @@ class Table:
         instances and trees, and every value, flag and loss; not the wall-clock seconds,
         nor how and where the table was built. Two builds of one recipe on one machine
         have the same content (their seconds differ, so their files do)."""
-        import hashlib
-
         digest = hashlib.sha256()
         described = [
             list(self.preset_names), self.preset_weights.tolist(), list(self.loss_names), self.loss_scales.tolist(),

@@ -1,11 +1,8 @@
 """Objectives over a table's panel: from stored metric values to ``J``.
 
-A table stores metric values, not images, so an objective is replayed from the panel:
-a panel metric name, a ``{metric: weight}`` dict, a ``MetricObjective`` or a
-``CompositeObjective`` of panel metrics, or a callable ``f(metrics: dict[str, float])
--> float`` over the panel metrics. The replay (:mod:`~lossagent_env.tabular.replay`)
-and the analysis (:mod:`~lossagent_env.tabular.analysis`) compute ``J`` the same way,
-here.
+A table stores metric values, not images, so an objective is replayed from the panel
+(:func:`panel_objective_of` says which objectives can be); the replay and the analysis
+compute ``J`` the same way, here.
 """
 
 from __future__ import annotations

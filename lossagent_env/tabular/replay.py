@@ -132,18 +132,14 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
     """Replay of a precomputed table: the live env, without the training.
 
     ## Description
-    A table (built by ``lossagent tabulate``) stores, for K named weight presets, T
-    stages and the replicates of one or more problem instances, the outcome of every
-    preset sequence: ``K + K^2 + ... + K^T`` stages trained for real per replicate, each
-    measured on a panel of metrics. This env replays them: for the same seed and actions
-    it returns the same observation, reward, ``terminated``, ``truncated`` and ``info``
-    as the live env made with the instance's configuration and ``objective``, wrapped in
-    :class:`~lossagent_env.wrappers.PresetActions` with the table's presets, bit for
-    bit on the machine that built the table; a step costs microseconds.
-
-    The env holds the validation split of the instances it plays and nothing else: the
-    held-out test split, the oracle and the references of a benchmark are the table's
-    analysis (:class:`~lossagent_env.tabular.analysis.TableAnalysis`), not the agent's.
+    Replays a table built by ``lossagent tabulate`` (docs/tables.md): for the same seed
+    and actions it returns the same observation, reward, ``terminated``, ``truncated``
+    and ``info`` as the live env made with the instance's configuration and
+    ``objective``, wrapped in :class:`~lossagent_env.wrappers.PresetActions` with the
+    table's presets, bit for bit on the machine that built the table; a step costs
+    microseconds. It holds the validation split of the instances it plays and nothing
+    else: the held-out test split, the oracle and the references of a benchmark are the
+    table's analysis (:class:`~lossagent_env.tabular.analysis.TableAnalysis`).
 
     ## Action Space
     ``Discrete(K)``: action ``i`` plays preset ``preset_names[i]``, whose weights
@@ -174,14 +170,11 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
        play every (instance, replicate) once.
     3. ``reset()`` without a seed: ``s`` drawn with the env's random generator, as 2.
 
-    The same seed always plays the same tree (Gymnasium's ``check_env`` resets with
-    123 and 456, whatever the table holds). A table of one configuration (format 1) is
-    one instance, ``"default"``, whose replicates are its seeds.
-    ``env.unwrapped.instance``, ``replicate`` and ``table_seed`` say what is played,
-    and ``info["instance"]`` names the instance.
-
-    A seed that is not an integer ``>= 0`` (``True``, ``1.0``, ``"1"``) raises
-    ``TypeError``; a negative one ``ValueError``.
+    The same seed always plays the same tree; ``env.unwrapped.instance``, ``replicate``
+    and ``table_seed`` say which. A table of one configuration (format 1) is one
+    instance, ``"default"``, whose replicates are its seeds. A seed that is not an
+    integer ``>= 0`` (``True``, ``1.0``, ``"1"``) raises ``TypeError``; a negative one
+    ``ValueError``.
 
     ## Episode End
     1. Termination: never.
@@ -191,29 +184,15 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
     ## Info
     The live env's keys and values (``metrics``, ``objective``, ``loss_values``,
     ``weights``, ``stage``, ``diverged``), the wrapper's ``preset`` (``None`` after
-    reset) and, on a table of instances split into train and test, ``instance``. ``env.unwrapped.timings`` holds the stored wall-clock
-    ``train_seconds`` and ``eval_seconds`` of the original stage.
+    reset) and, on a table of instances split into train and test, ``instance``.
+    ``env.unwrapped.timings`` holds the stored wall-clock ``train_seconds`` and
+    ``eval_seconds`` of the original stage.
 
     ## Arguments
-    * ``table``: path of a table file, or the name of a shipped table.
-    * ``objective``: a panel metric name, a ``{metric: weight}`` dict, a
-      ``MetricObjective`` or a ``CompositeObjective`` of panel metrics, or a callable
-      ``f(metrics: dict[str, float]) -> float`` (higher is better) over the panel
-      metrics, reported as one metric named after the function (``"custom"`` for a
-      lambda). A table stores metric values, not images: a function of the images,
-      a judge or a person cannot be replayed.
-    * ``max_stages``: episode length, ``1..T``; default T.
-    * ``instances``: which problem instances episodes play: None or ``"all"``
-      (default), ``"train"`` or ``"test"`` (the instances of that split), or a list of
-      instance names.
-    * ``seeds``: a non-empty list of table seeds of the played instances, each once:
-      each instance then plays only its replicates among them. A bare integer is
-      refused rather than guessed at (one seed, or that many?): write ``seeds=[3]``.
-    * ``train_objective``: the objective of the training view
-      (:meth:`with_instances`), where agents with a training budget tune; default
-      ``objective``. A benchmark's *new objective* track sets it, so that no agent
-      tunes on the objective it is scored on.
-    * ``render_mode``: only ``None`` (a table stores no images).
+    ``table``, ``objective`` (over the panel metrics), ``max_stages`` (``1..T``, default
+    T), ``instances``, ``seeds`` and ``train_objective`` (the objective of
+    :meth:`with_instances`): see "The replay env" in docs/tables.md. ``render_mode``:
+    only ``None`` (a table stores no images).
 
     ```python
     env = gym.make("LossAgent/Tabular-v0", table="lossbench", objective="psnr", instances="test")
@@ -226,9 +205,10 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
       Later within v0 (LossBench v3): every table is read as a table of instances, so
       one reset rule serves both formats (a seed of a tree the env plays plays that tree,
       as a format 1 table did; other seeds and unseeded resets follow rule 2 of Starting
-      State, as a table of instances did, where format 1 drew a tree); the oracle, ``final_objective`` and the means over
-      replicates moved to :class:`~lossagent_env.tabular.analysis.TableAnalysis`; the
-      env no longer holds the test split; ``train_objective``.
+      State, as a table of instances did, where format 1 drew a tree); the oracle,
+      ``final_objective`` and the means over replicates moved to
+      :class:`~lossagent_env.tabular.analysis.TableAnalysis`; the env no longer holds
+      the test split; ``train_objective``.
 
     Raises:
         FileNotFoundError: No such table file or shipped table.

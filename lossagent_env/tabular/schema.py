@@ -3,14 +3,9 @@
 Reading a table checks every header value and every row against these models before it
 trusts any of them (a damaged or hand-edited file gives one :class:`TableFormatError`
 that names the file, the field and the value, never a ``KeyError`` or a bare
-``sqlite3`` error deep in the reader). The layout itself is documented in
-docs/tables.md ("The file").
-
-* :class:`TableHeader`: the header keys, their types and ranges, and how they relate
-  (one weight per loss in every preset, names used once).
-* :data:`NODE_ROW`, :data:`METRIC_ROW`, :data:`LOSS_ROW`, :data:`UNIT_ROW`: the
-  columns of each SQL table and the type of each.
-* :func:`check_header` and :func:`check_rows` raise :class:`TableFormatError`.
+``sqlite3`` error deep in the reader): :func:`check_header` against
+:class:`TableHeader`, :func:`check_rows` against the columns of each SQL table
+(:data:`NODE_ROW` and its siblings). The layout: docs/tables.md ("The file").
 """
 
 from __future__ import annotations
@@ -74,6 +69,7 @@ class TableFormatError(ValueError):
 
 
 Name = Annotated[StrictStr, Field(min_length=1)]
+Seed = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
 Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0.0)]
 Flag = Literal[0, 1]
@@ -127,9 +123,7 @@ class InstanceEntry(_Strict):
     env_id: Name = Field(description="Gymnasium id of its live env.")
     env_kwargs: dict[StrictStr, Any] = Field(description="Its gym.make kwargs (the table's, with its own).")
     env_config: EnvConfigEntry = Field(description="Its full EnvConfig.")
-    seeds: list[Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]] = Field(
-        min_length=1, description="Its replicates: one seed, one tree each, in order."
-    )
+    seeds: list[Seed] = Field(min_length=1, description="Its replicates: one seed, one tree each, in order.")
 
 
 class TableHeader(_Strict):
@@ -144,9 +138,7 @@ class TableHeader(_Strict):
     presets: list[PresetEntry] = Field(min_length=1, description="The presets, in action order.")
     metrics: list[Name] = Field(min_length=1, description="The panel: metric names, in order.")
     metric_lower_better: dict[StrictStr, StrictBool] | None = None
-    seeds: list[Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]] = Field(
-        min_length=1, description="The seeds, one tree each, in order."
-    )
+    seeds: list[Seed] = Field(min_length=1, description="The seeds, one tree each, in order.")
     stages: Annotated[StrictInt, Field(ge=1)] = Field(description="T, the depth of every tree.")
     splits: dict[StrictStr, StrictStr] | None = None
     torch_threads: Annotated[StrictInt, Field(ge=1)] | None = None
@@ -327,17 +319,13 @@ def _location(loc: Sequence[Any]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif not _is_internal(part):
+        elif not part.startswith(("constrained-", "literal[", "function-")) and part not in _INTERNAL:
             text += f".{part}" if text else str(part)
     return text
 
 
-def _is_internal(part: Any) -> bool:
-    """Pydantic's names of union branches, constrained types and validators, not fields."""
-    return isinstance(part, str) and (
-        part.startswith(("constrained-", "literal[", "function-"))
-        or part in {"int", "float", "str", "bool", "none", "list", "dict"}
-    )
+_INTERNAL = {"int", "float", "str", "bool", "none", "list", "dict"}
+"""Pydantic's names of union branches (and, by prefix, of constrained types and validators), not fields."""
 
 
 def _short(value: Any, limit: int = 80) -> str:
