@@ -425,11 +425,7 @@ class TabularEnv(gym.Env[ObsType, np.int64]):
         assert self._stage is not None  # called after reset()
         at = (self._s, self._node)
         row = self._obs_metrics[at]
-        weights = (
-            np.zeros(len(self.loss_names), np.float32)
-            if index is None
-            else self.preset_weights[index].copy()
-        )
+        weights = np.zeros(len(self.loss_names), np.float32) if index is None else self.preset_weights[index].copy()
         self.timings = {
             "train_seconds": float(self.table.train_seconds[at]),
             "eval_seconds": float(self.table.eval_seconds[at]),

@@ -71,14 +71,7 @@ _SEGFAULT_HINT = (
 )
 
 # Module names the server subprocess imports: llama-cpp-python plus its [server] extra.
-_SERVER_MODULES = (
-    "llama_cpp",
-    "uvicorn",
-    "fastapi",
-    "sse_starlette",
-    "starlette_context",
-    "pydantic_settings",
-)
+_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 
 # The server reads its settings from environment variables too (pydantic-settings, and
 # `CONFIG_FILE` in its app), which would silently override the command line (a stray

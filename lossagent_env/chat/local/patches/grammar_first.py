@@ -27,14 +27,8 @@ from lossagent_env.chat.local.patches.base import Patch, absent, unset_in_init
 __all__ = ["PATCH", "install", "internals"]
 
 _C_FUNCTIONS = (
-    "llama_sampler_init_penalties",
-    "llama_sampler_init_grammar",
-    "llama_sampler_clone",
-    "llama_sampler_accept",
-    "llama_sampler_apply",
-    "llama_sampler_free",
-    "llama_get_logits_ith",
-    "llama_token_data_array",
+    "llama_sampler_init_penalties", "llama_sampler_init_grammar", "llama_sampler_clone", "llama_sampler_accept",
+    "llama_sampler_apply", "llama_sampler_free", "llama_get_logits_ith", "llama_token_data_array",
 )
 _SAMPLER_ARGUMENTS = (
     "temp", "grammar", "logits_processor", "mirostat_mode", "repeat_penalty", "frequency_penalty", "presence_penalty",
