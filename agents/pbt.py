@@ -40,7 +40,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import numpy as np
 from gymnasium import spaces as gym_spaces
@@ -65,9 +65,7 @@ def quantile_members(objectives: Sequence[float], quantile: float, rng: np.rando
         ``min(ceil(quantile * n), floor(n / 2))`` members.
     """
     n = len(objectives)
-    size = int(math.ceil(n * quantile))
-    if size > n / 2:
-        size = int(math.floor(n / 2))
+    size = min(math.ceil(n * quantile), n // 2)
     values = np.array([v if math.isfinite(v) else -math.inf for v in objectives], dtype=np.float64)
     order = np.lexsort((rng.random(n), values))  # ascending objective, random tie-break
     bottom = [int(i) for i in order[:size]]
@@ -135,18 +133,15 @@ class _PBTOptions(BaseModel):
     interval: Annotated[int, Field(ge=1)]
 
 
-def _check_options(owner: str, **options: Any) -> _PBTOptions:
-    return check_arguments(_PBTOptions, owner, options)
-
-
-def _initial_weights(
+def _start(
     spec: AgentSpec, population: int, rng: np.random.Generator, initial_weights: Any
-) -> list[np.ndarray]:
-    """Member 0 starts from ``initial_weights`` if given; the others from ``U(0, 1)``."""
+) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+    """The members' first weights (member 0's from ``initial_weights`` if given, the
+    others from ``U(0, 1)``) and their ``init`` log entries."""
     weights = [rng.uniform(0.0, 1.0, spec.n_losses).astype(np.float32) for _ in range(population)]
     if initial_weights is not None:
         weights[0] = resolve_weights(spec, initial_weights, what="initial_weights")
-    return weights
+    return weights, [{"kind": "init", "member": m, "weights": [float(x) for x in w]} for m, w in enumerate(weights)]
 
 
 class PBTAgent(BaseAgent):
@@ -183,10 +178,10 @@ class PBTAgent(BaseAgent):
     ) -> None:
         # initial_weights goes to member 0, not to the first action of BaseAgent.
         super().__init__(initial_weights=None)
-        checked = _check_options(
-            "PBTAgent", population=population, quantile=quantile, perturb_factors=perturb_factors,
+        checked = check_arguments(_PBTOptions, "PBTAgent", dict(
+            population=population, quantile=quantile, perturb_factors=perturb_factors,
             resample_prob=resample_prob, interval=interval,
-        )
+        ))
         self.population = checked.population
         self.quantile = checked.quantile
         self.perturb_factors = checked.perturb_factors
@@ -221,11 +216,7 @@ class PBTAgent(BaseAgent):
             raise RuntimeError("PBTAgent needs the env: call agent.prepare(env) before reset (run_episode does).")
         assert self.spec is not None
         self._needs_continuous_weights("it perturbs the weights of its members by factors")
-        self._weights = _initial_weights(self.spec, self.population, self.rng, self.member_initial_weights)
-        self.log = [
-            {"kind": "init", "member": m, "weights": [float(w) for w in self._weights[m]]}
-            for m in range(self.population)
-        ]
+        self._weights, self.log = _start(self.spec, self.population, self.rng, self.member_initial_weights)
         self._states = []
         self._objectives = []
         self._lead = 0
@@ -307,28 +298,19 @@ def run_pbt(
         env_fns: One env factory (called ``population`` times) or one per member.
         population: Members, when ``env_fns`` is a single factory.
         seed: Seed of every env's reset and of the PBT decisions.
-        quantile: Bottom/top fraction (Ray Tune: 0.25).
-        perturb_factors: Multiplicative perturbations (Ray Tune: 0.8, 1.2).
-        resample_prob: Probability of resampling a weight (Ray Tune: 0.25).
-        interval: Stages between rankings.
-        initial_weights: Weights of member 0 at the start (others uniform).
+        quantile, perturb_factors, resample_prob, interval, initial_weights: As
+            :class:`PBTAgent`.
         callbacks: ``cb(stage_record, env)`` after every member's stage.
 
     Returns:
         A :class:`PBTResult`; ``trajectory.agent`` is ``"pbt"``.
     """
-    if isinstance(env_fns, Sequence):
-        factories = list(env_fns)
-        population = len(factories)
-    else:
-        factories = [env_fns]
-    options = _check_options(
-        "run_pbt", population=population, quantile=quantile, perturb_factors=perturb_factors,
-        resample_prob=resample_prob, interval=interval,
-    )
-    if not isinstance(env_fns, Sequence):
-        factories *= options.population
-    envs = [make() for make in factories]
+    factories = list(env_fns) if isinstance(env_fns, Sequence) else None
+    options = check_arguments(_PBTOptions, "run_pbt", dict(
+        population=population if factories is None else len(factories), quantile=quantile,
+        perturb_factors=perturb_factors, resample_prob=resample_prob, interval=interval,
+    ))
+    envs = [make() for make in factories or [cast(Callable[[], Any], env_fns)] * options.population]
     try:
         return _run_pbt(envs, seed, options, initial_weights, callbacks)
     finally:
@@ -342,11 +324,7 @@ def _run_pbt(
 ) -> PBTResult:
     rng = np.random.default_rng(seed)
     spec = AgentSpec.from_env(envs[0])
-    n = len(envs)
-    weights = _initial_weights(spec, n, rng, initial_weights)
-    log: list[dict[str, Any]] = [
-        {"kind": "init", "member": m, "weights": [float(w) for w in weights[m]]} for m in range(n)
-    ]
+    weights, log = _start(spec, len(envs), rng, initial_weights)
     members: list[Trajectory] = []
     for env in envs:
         _, info = env.reset(seed=seed)
