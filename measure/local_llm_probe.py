@@ -23,14 +23,17 @@ import json
 import logging
 import statistics
 import time
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr, create_model
 
 from lossagent_env.chat.local import DEFAULT_CHAT_FORMAT, LOCAL_API_KEY, LocalLLMServer
 
 logger = logging.getLogger(__name__)
+
+Method = Literal["function_calling", "json_schema", "json_mode"]
+"""The ``with_structured_output`` methods the probe can use."""
 
 LOSSES: dict[str, str] = {
     "l1": "mean absolute pixel error; stable, favours PSNR, can look slightly blurry",
@@ -41,19 +44,16 @@ LOSSES: dict[str, str] = {
 }
 
 
-class LossWeights(BaseModel):
-    """Weights for the next training stage, one per loss, and the reason for them."""
-
-    l1: float = Field(ge=0.0, le=1.0, description=f"Weight of l1 in [0, 1]: {LOSSES['l1']}")
-    ssim: float = Field(ge=0.0, le=1.0, description=f"Weight of ssim in [0, 1]: {LOSSES['ssim']}")
-    fft: float = Field(ge=0.0, le=1.0, description=f"Weight of fft in [0, 1]: {LOSSES['fft']}")
-    gradient: float = Field(
-        ge=0.0, le=1.0, description=f"Weight of gradient in [0, 1]: {LOSSES['gradient']}"
-    )
-    charbonnier: float = Field(
-        ge=0.0, le=1.0, description=f"Weight of charbonnier in [0, 1]: {LOSSES['charbonnier']}"
-    )
-    rationale: str = Field(max_length=200, description="One short sentence explaining the choice.")
+_WEIGHTS: dict[str, Any] = {
+    name: (float, Field(ge=0.0, le=1.0, description=f"Weight of {name} in [0, 1]: {text}"))
+    for name, text in LOSSES.items()
+}
+LossWeights = create_model(
+    "LossWeights",
+    __doc__="Weights for the next training stage, one per loss, and the reason for them.",
+    **_WEIGHTS,
+    rationale=(str, Field(max_length=200, description="One short sentence explaining the choice.")),
+)
 
 
 SYSTEM_PROMPT = (
@@ -75,9 +75,7 @@ def history_prompt(rng: np.random.Generator, n_stages: int) -> str:
         w = np.round(rng.uniform(0, 1, len(names)), 2)
         gain = float(rng.normal(0.3, 0.25))
         psnr += gain
-        lines.append(
-            f"{stage} | " + " | ".join(f"{x:.2f}" for x in w) + f" | {psnr:.2f} | {gain:+.2f}"
-        )
+        lines.append(f"{stage} | " + " | ".join(f"{x:.2f}" for x in w) + f" | {psnr:.2f} | {gain:+.2f}")
     if n_stages == 0:
         lines.append("(no stage trained yet)")
     return (
@@ -90,7 +88,7 @@ def history_prompt(rng: np.random.Generator, n_stages: int) -> str:
 
 def run_probe(
     n: int = 20,
-    method: Literal["function_calling", "json_schema", "json_mode"] = "function_calling",
+    method: Method = "function_calling",
     chat_format: str | None = DEFAULT_CHAT_FORMAT,
     threads: int | None = None,
     seed: int = 0,
@@ -120,9 +118,7 @@ def run_probe(
     completion_tokens: list[int] = []
     prompt_tokens: list[int] = []
     t_start = time.perf_counter()
-    with LocalLLMServer(
-        chat_format=chat_format, n_threads=threads, bounded_numbers=bounded_numbers
-    ) as server:
+    with LocalLLMServer(chat_format=chat_format, n_threads=threads, bounded_numbers=bounded_numbers) as server:
         startup_s = time.perf_counter() - t_start
         chat = ChatOpenAI(
             base_url=server.base_url,
@@ -169,9 +165,7 @@ def run_probe(
         "max_latency_s": max(latencies),
         "server_startup_s": startup_s,
         "mean_prompt_tokens": statistics.fmean(prompt_tokens) if prompt_tokens else 0.0,
-        "mean_completion_tokens": (
-            statistics.fmean(completion_tokens) if completion_tokens else 0.0
-        ),
+        "mean_completion_tokens": statistics.fmean(completion_tokens) if completion_tokens else 0.0,
         "failures": failures,
     }
 
@@ -198,19 +192,13 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20, help="number of decisions")
+    parser.add_argument("--method", default="function_calling", choices=list(get_args(Method)))
     parser.add_argument(
-        "--method",
-        default="function_calling",
-        choices=["function_calling", "json_schema", "json_mode"],
-    )
-    parser.add_argument(
-        "--chat-format",
-        default=DEFAULT_CHAT_FORMAT,
+        "--chat-format", default=DEFAULT_CHAT_FORMAT,
         help="llama-cpp-python chat format; 'none' uses the GGUF's own template",
     )
     parser.add_argument(
-        "--stock-grammar",
-        action="store_true",
+        "--stock-grammar", action="store_true",
         help="serve with llama-cpp-python's grammar, which ignores number bounds",
     )
     parser.add_argument("--threads", type=int, default=None)
@@ -218,17 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true", help="log every answer")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     chat_format = None if args.chat_format.lower() == "none" else args.chat_format
     summary = run_probe(
-        args.n,
-        args.method,
-        chat_format,
-        args.threads,
-        args.seed,
-        bounded_numbers=not args.stock_grammar,
+        args.n, args.method, chat_format, args.threads, args.seed, bounded_numbers=not args.stock_grammar
     )
     for key, value in summary.items():
         if key == "failures":

@@ -28,6 +28,7 @@ the targets are ``env_overhead_ratio <= 1.05`` and ``eval_share <= 0.15``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import statistics
@@ -65,16 +66,11 @@ def _sync(device: torch.device) -> None:
 
 def bare_loop(model, losses, weights, inputs, targets, lr, amp: bool = False) -> float:
     """The reference: a plain Adam loop over prepared tensors. Returns seconds."""
-    import contextlib
-
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
     active = [(loss, w) for loss, w in zip(losses, weights) if w > 0]
     model.train()
-    autocast = (
-        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
-        if amp and inputs.is_cuda
-        else contextlib.nullcontext
-    )
+    bf16 = amp and inputs.is_cuda
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     _sync(inputs.device)
     start = time.perf_counter()
     for t in range(inputs.shape[0]):

@@ -75,14 +75,8 @@ def workers_ratio(
         for count in (1, workers):
             # a fresh process per benchmark, as `lossagent bench` is: imports and
             # worker start-up count
-            command = [
-                sys.executable,
-                "-c",
-                _CHILD,
-                str(suite_file),
-                str(base / f"workers{count}-{repeat}"),
-                str(count),
-            ]
+            folder = base / f"workers{count}-{repeat}"
+            command = [sys.executable, "-c", _CHILD, str(suite_file), str(folder), str(count)]
             t0 = time.perf_counter()
             subprocess.run(command, check=True)
             times[count].append(time.perf_counter() - t0)
@@ -91,8 +85,7 @@ def workers_ratio(
         for count in (1, workers)
     }
     diffs = [
-        abs(row["objective_value"] - rows[workers][key]["objective_value"])
-        / max(1e-12, abs(row["objective_value"]))
+        abs(row["objective_value"] - rows[workers][key]["objective_value"]) / max(1e-12, abs(row["objective_value"]))
         for key, row in rows[1].items()
     ]
     same_actions = all(row["action"] == rows[workers][key]["action"] for key, row in rows[1].items())
@@ -124,14 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = workers_ratio(
-        args.suite,
-        agents=args.agents.split(","),
-        objectives=args.objectives.split(","),
-        seeds=[int(s) for s in args.seeds.split(",")],
-        workers=args.workers,
-        repeats=args.repeats,
-        stage_iters=args.stage_iters,
-        out=Path(args.out) if args.out else None,
+        args.suite, agents=args.agents.split(","), objectives=args.objectives.split(","),
+        seeds=[int(s) for s in args.seeds.split(",")], workers=args.workers, repeats=args.repeats,
+        stage_iters=args.stage_iters, out=Path(args.out) if args.out else None,
     )
     print(
         f"{result['runs']:.0f} runs: workers=1 {result['serial_s']:.1f} s, "
