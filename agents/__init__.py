@@ -6,30 +6,9 @@ traj = run_episode(env, UCBAgent(), seed=0)
 traj = run_episode(env, make_agent("dwa", temperature=2.0), seed=0)
 ```
 
-Short names for :func:`make_agent` (the benchmark runner and the CLI use them):
-
-==========  ===========================  =====================================
-name        class                        family
-==========  ===========================  =====================================
-fixed       :class:`FixedAgent`          fixed weights (presets or explicit)
-random      :class:`RandomAgent`         uniform or Dirichlet draws
-egreedy     :class:`EpsilonGreedyAgent`  bandit over weight presets
-ucb         :class:`UCBAgent`            bandit (UCB1)
-thompson    :class:`ThompsonAgent`       bandit (Gaussian Thompson sampling)
-dwa         :class:`DWAAgent`            Dynamic Weight Average
-ppo         :class:`PPOAgent`            stable-baselines3 PPO (``rl`` extra)
-pbt         :class:`PBTAgent`            population-based training
-transfer    :class:`TransferAgent`       the training seeds' best sequence (tables)
-llm         :class:`LLMAgent`            LangChain chat model (LossAgent)
-==========  ===========================  =====================================
-
-The optional heavy parts are imported only when an agent needs them: stable-baselines3,
-LangChain's OpenAI client and the local model (``LLMAgent`` loads on first access).
-
-On a preset env (``lossagent_env.wrappers.PresetActions``, ``LossAgent/Tabular-v0``;
-a ``Discrete`` action space) the action is a preset's index: fixed plays a preset by
-name, random draws presets, the bandits' arms are the presets, PPO learns a discrete
-policy, and ``LLMAgent`` names a preset. DWA and PBT need weight vectors and say so.
+:data:`AGENTS` gives the short names of :func:`make_agent` (the benchmark runner and the
+CLI use them). See docs/agents.md for the families, what each plays on a preset env, and
+which heavy parts are imported only when an agent needs them.
 """
 
 from __future__ import annotations
@@ -104,8 +83,7 @@ def make_agent(name: str, **kwargs: Any) -> Any:
     """Build the agent registered as ``name`` with ``kwargs``.
 
     Args:
-        name: One of :data:`AGENTS` (``fixed``, ``random``, ``egreedy``, ``ucb``,
-            ``thompson``, ``dwa``, ``ppo``, ``pbt``, ``llm``).
+        name: One of :data:`AGENTS`.
         **kwargs: Arguments of the agent's class.
 
     Raises:

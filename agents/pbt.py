@@ -1,36 +1,12 @@
 """Population-based training (Jaderberg et al. 2017) of the loss weights.
 
-A population of networks trains side by side, each with its own weights. After every
-``interval`` stages the members are ranked by objective; each member in the bottom
-``quantile`` *exploits* a random member of the top ``quantile`` (copies its network,
-optimizer and RNG state through ``env.unwrapped.get_state()``/``set_state()``, and its
-weights) and then *explores*: every weight is resampled from ``U(0, 1)`` with
-probability ``resample_prob``, else multiplied by 0.8 or 1.2 and clipped to ``[0, 1]``.
-These are Ray Tune's ``PopulationBasedTraining`` defaults (``quantile_fraction=0.25``,
-``resample_probability=0.25``, factors 0.8/1.2; the quantile holds
-``ceil(quantile * population)`` members, at most half of them). A bottom member
-that is not strictly worse than its top member is left alone.
-
-Two ways to run it:
-
-* :func:`run_pbt` with one env per member (``env_fns``); returns the best member's
-  :class:`~agents.base.Trajectory` (its lineage: a member that exploits inherits the
-  stages of the member it copied), every member's trajectory and the log.
-* :class:`PBTAgent` inside :func:`agents.run_episode` on a single env, which it
-  time-shares between the members through ``get_state``/``set_state``: before each
-  stage it steps the other members itself, then leaves the env in the state of the
-  currently best member, whose stage ``run_episode`` records. The trajectory therefore
-  follows the best member at every ranking; each stage's ``reward`` is the improvement
-  of the member that trained it (its notes give the member and every member's
-  objective when the stage began). When the recorded member changes, the objective
-  jumps up between stages, so the rewards add up to less than the final minus the
-  initial objective: compare PBT by its objectives, not by the sum of its rewards.
-
-Either way ``log`` is a list of dicts, one per event, enough to replay the run:
-``{"kind": "init", "member", "weights"}`` for the start, and
-``{"kind": "exploit", "stage", "member", "from_member", "objective", "from_objective",
-"old_weights", "new_weights", "resampled"}`` for every perturbation (weights are lists
-ordered as ``loss_names``; ``resampled`` names the weights drawn afresh).
+A population of networks trains side by side, each with its own weights; after every
+``interval`` stages the bottom ``quantile`` of the members copies a member of the top
+one and perturbs its weights, with Ray Tune's ``PopulationBasedTraining`` defaults.
+:func:`run_pbt` runs one env per member; :class:`PBTAgent` runs inside
+:func:`agents.run_episode` on a single env, which it time-shares between the members
+through ``get_state``/``set_state``. See docs/agents.md ("PBT") for the exploit and
+explore steps, what the recorded trajectory follows, and the format of ``log``.
 """
 
 from __future__ import annotations
@@ -145,7 +121,7 @@ def _start(
 
 
 class PBTAgent(BaseAgent):
-    """PBT on a single env, time-shared between the members (see the module docstring).
+    """PBT on a single env, time-shared between the members (docs/agents.md, "PBT").
 
     Needs ``prepare(env)`` (which :func:`agents.run_episode` calls) and an env with
     ``get_state``/``set_state``. Each stage trains every member once, so an episode
@@ -161,7 +137,7 @@ class PBTAgent(BaseAgent):
         initial_weights: Weights of member 0 at the start (others are drawn uniformly).
 
     Attributes:
-        log: The perturbation log of the last episode (module docstring).
+        log: The perturbation log of the last episode (docs/agents.md, "PBT").
     """
 
     name = "pbt"
@@ -269,7 +245,7 @@ class PBTResult:
         trajectory: Lineage of the best member at the end.
         best_member: Its index.
         members: Every member's trajectory (lineages).
-        log: Init and exploit events (module docstring).
+        log: Init and exploit events (docs/agents.md, "PBT").
         stages_trained: Stages trained in all (population x stages).
     """
 

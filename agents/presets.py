@@ -1,33 +1,9 @@
 """Named weight presets shared by :class:`~agents.FixedAgent` and the bandit agents.
 
-A preset is a vector of weights in action units (``[0, 1]``, one per loss in
-``spec.loss_names``), relative: its largest entry is 1. Presets are built from the
-losses an env actually has, by the role each loss declares (``Loss.role``, in
-``spec.roles``); for each role the first loss of that role in the env's order is used
-(with the default repository: ``l1``, ``ssim``, ``gradient``, ``fft``, ``gan``):
-
-* ``pixel`` (l1, mse, charbonnier), ``structure`` (ssim, ms_ssim), ``edges``
-  (gradient), ``frequency`` (fft), ``adversarial`` (gan; dropped when absent);
-* ``perceptual`` (perceptual, lpips, ``iqa:*``). **Fallback when none is present** (the
-  offline repository): the perceptual weight is split equally over the ``edges`` and
-  ``frequency`` losses, which, like a feature loss, reward high-frequency detail; if
-  neither is present it is dropped.
-
-Named mixes (each only if its losses exist):
-
-=====================  ======================================================
-``pixel``              pixel 1 (the classic L1-only baseline)
-``pixel+structure``    pixel 1, structure 1
-``pixel+edges``        pixel 1, edges 0.5
-``pixel+frequency``    pixel 1, frequency 0.5
-``esrgan``             pixel 1, perceptual 1, adversarial 0.1 (ESRGAN's 1:1:0.1;
-                       with the offline fallback: pixel 1, gradient 0.5, fft 0.5,
-                       gan 0.1)
-``uniform``            every loss 1
-=====================  ======================================================
-
-:func:`weight_presets` returns every single loss (named after the loss) followed by
-these mixes, duplicates removed: the arm set of the bandits.
+A preset is a vector of weights in action units (one per loss in ``spec.loss_names``,
+its largest entry 1), built from the losses an env has by the role each declares
+(``Loss.role``, in ``spec.roles``). See docs/agents.md ("Presets") for the roles, the
+named mixes and the fallback where no perceptual loss is present.
 """
 
 from __future__ import annotations
@@ -79,7 +55,7 @@ def _vector(spec: AgentSpec, parts: Mapping[str, float]) -> np.ndarray:
 
 
 def named_mixes(spec: AgentSpec) -> dict[str, np.ndarray]:
-    """The named mixes of the module docstring that the env's losses allow.
+    """The named mixes (docs/agents.md, "Presets") that the env's losses allow.
 
     Args:
         spec: The env's spec.

@@ -2,11 +2,8 @@
 
 A trajectory round-trips through JSON (:meth:`Trajectory.to_dict`,
 :meth:`Trajectory.from_dict`); reading one back is validated with pydantic in strict
-mode, so a missing or unknown key, a value of the wrong type (a string or a bool where a
-number belongs, a set in the notes), an action entry outside ``[0, 1]``, a stage number
-out of order, a negative seed or a loss named twice is an error that names the field
-and the value. Measured values (objective, reward, metrics, loss values) may be NaN or
-infinite, as an env can report them (a stage that was not measured, an infinite PSNR).
+mode (what is refused: :meth:`Trajectory.from_dict`). Measured values may be NaN or
+infinite, as an env can report them (:data:`Measured`).
 """
 
 from __future__ import annotations

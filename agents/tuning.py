@@ -1,14 +1,10 @@
 """Tuning on a table's training instances, the one place agents reach them.
 
-A table of problem instances (format 2, see :mod:`lossagent_env.tabular.format`) splits
-its instances into ``train`` and ``test``. A benchmark scores agents on the test
-instances; an agent with a training budget (bandits' arm tables, PPO, transfer, the LLM
-agent's example trajectories) tunes on :func:`training_env`, a replay of the same table,
-objective and horizon on the training instances only, so no tuning reads a test
-instance. Under a benchmark's *new objective* track the training view replays the
-training objective (``train_objective`` of the env), not the one the agent is scored
-on. :func:`play` is a lean episode loop for the thousands of training episodes a
-replay affords (no records, no checks beyond the env's own).
+An agent with a training budget tunes on :func:`training_env`, a replay of the same
+table and horizon on the training instances only (under the env's ``train_objective``),
+so no tuning reads a test instance (docs/agents.md, "Training budgets on tables").
+:func:`play` is a lean episode loop for the thousands of training episodes a replay
+affords (no records, no checks beyond the env's own).
 """
 
 from __future__ import annotations

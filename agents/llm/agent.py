@@ -1,29 +1,13 @@
 """The LLM loss agent: a LangChain chat model chooses the weights of every stage.
 
 The prompt follows LossAgent (Li et al., 2024), see :mod:`agents.llm.prompts`; the
-answer is the Pydantic schema of :mod:`agents.llm.schema`. Failures of the model are
-outcomes, never exceptions out of :meth:`LLMAgent.act`:
-
-* a malformed answer (unparseable, wrong types, NaN, no answer in the expected format)
-  is asked again, with the error, up to ``max_retries`` times;
-* a transport error (HTTP 429, 5xx, timeout, connection error) is retried with
-  exponential backoff, up to ``transport_retries`` times per request;
-* an error that a retry cannot fix (e.g. HTTP 401, 400), or retries used up: the
-  previous weights are played (``fallback``);
-* a parsed answer with values outside ``[0, 1]`` is clipped, with missing values
-  filled from the previous weights (0.5 at the first decision).
-
-Every retry, correction and fallback is counted in :meth:`LLMAgent.notes` (recorded by
-``run_episode`` in each stage's ``notes``) and logged at WARNING. The API key is held
-as a ``SecretStr`` and scrubbed from every error text the agent logs or records.
-
-Environment variables:
-    LOSSAGENT_LLM: the model used by ``LLMAgent()`` with no ``model``, in any form
-        ``model`` accepts as a string (``"openai:gpt-4o-mini"``, ``"local"``, ...).
-        Unset: ``"local"``, the embedded SmolLM2 model of :mod:`lossagent_env.chat.local`.
-    OPENAI_API_KEY (or the variable named by ``api_key_env``): the API key.
-    LOSSAGENT_LLM_BASE_URL: base URL used when ``base_url`` is not given (an
-        OpenAI-compatible server such as vLLM, Ollama or llama.cpp).
+answer is the Pydantic schema of :mod:`agents.llm.schema`. Failures of the model
+(malformed answers, transport errors, out-of-range values) are outcomes, never
+exceptions out of :meth:`LLMAgent.act`: each re-ask, retry, correction and fallback is
+counted in :meth:`LLMAgent.notes` and logged at WARNING. The API key is held as a
+``SecretStr`` and scrubbed from every error text the agent logs or records. See
+docs/agents.md ("The LLM agent") for how each failure is handled and the environment
+variables (``LOSSAGENT_LLM``, ``LOSSAGENT_LLM_BASE_URL``, ``OPENAI_API_KEY``).
 """
 
 from __future__ import annotations
@@ -200,26 +184,21 @@ class LLMAgent(BaseAgent):
             each further one.
         backoff_max: Longest pause, in seconds.
         initial_weights: Weights of the first stage, played without asking the model.
-        rationale_chars: Longest rationale, in characters, stated in the answer schema
-            (``maxLength``; the embedded model's grammar enforces it). The rationale
-            follows the weights and is not part of the history, so it costs answer time
-            but does not steer later decisions.
-        examples: Example runs shown after the objective (0: zero-shot). On a table of
-            problem instances, :meth:`prepare` plays ``examples`` whole runs on the
-            table's training instances (:func:`agents.tuning.training_env`): first each
-            preset held for every stage, all on the problem of seed 0, then preset
-            sequences drawn at random (seeded) on the problems of seeds 1, 2, ...; the
-            prompt shows each one's presets and its J at the start and the end. The
-            budget is :meth:`budget`.
+        rationale_chars: Longest rationale, in characters (``[1, RATIONALE_LIMIT]``),
+            stated in the answer schema (``maxLength``; the embedded model's grammar
+            enforces it). The rationale follows the weights and is not part of the
+            history, so it costs answer time but does not steer later decisions.
+        examples: Example runs shown after the objective (0: zero-shot; at most
+            :data:`MAX_EXAMPLES`). On a table of problem instances, :meth:`prepare`
+            plays ``examples`` whole runs on the table's training instances
+            (:func:`agents.tuning.training_env`): first each preset held for every
+            stage, all on the problem of seed 0, then preset sequences drawn at random
+            (seeded) on the problems of seeds 1, 2, ...; the prompt shows each one's
+            presets and its J at the start and the end. The budget is :meth:`budget`.
 
     Raises:
-        ValueError: An argument of the wrong type or range (checked by one schema, the
-            message names the argument, its value and what is allowed): ``model`` not a
-            chat model, a non-empty name or None; an unknown ``method`` or ``history``;
-            a negative count; ``max_history_tokens`` not an integer >= 1 or None;
-            ``timeout`` not a finite number > 0 or None; ``temperature`` or a backoff
-            not a finite number >= 0; ``rationale_chars`` outside ``[1,
-            RATIONALE_LIMIT]``; ``examples`` outside ``[0, MAX_EXAMPLES]``.
+        ValueError: An argument of the wrong type or range (checked by one schema; the
+            message names the argument, its value and what is allowed).
     """
 
     name = "llm"

@@ -1,34 +1,13 @@
 """The LLM agent's prompt, in the three parts of LossAgent (Li et al., 2024).
 
-1. **System prompt** (:data:`SYSTEM_TEMPLATE` and :data:`OBJECTIVE_TEMPLATE`): the
-   role (choose loss weights for training an image-restoration network), the loss
-   repository as a table (name, scale, description), the rules (one weight per loss, in
-   ``[0, 1]``, 0 switches a loss off), and the optimisation objective in words and as
-   metrics with their directions; for an agent given example runs on training problems
-   (:data:`EXAMPLES_TEMPLATE`), those runs after the objective. On a preset env (:data:`PRESET_SYSTEM_TEMPLATE`) the
-   presets' weights come with the loss table and the rule is to choose one preset by
-   name.
-2. **History prompt** (:data:`HISTORY_TEMPLATE`): the trajectory so far as a compact
-   table ``stage | weights (or preset) | metrics | objective | reward``, in chronological order or
-   sorted by objective ascending (best last, as OPRO does), trimmed oldest-first to fit
-   a token budget (estimated as characters / 4), followed by the objective's textual
-   feedback when there is any.
-3. **Format prompt** (:data:`FORMAT_TEMPLATE`): what to return, for the answer method in
-   use (function call, JSON schema, or plain-text JSON).
-
-The parts are ordered for speed on servers that reuse the longest common prefix of
-consecutive prompts (llama.cpp). The system message holds only what every objective
-shares (role, losses, rules), so that it and the tool schema a server appends to it are
-evaluated once for a whole benchmark. The user message starts with the objective, then
-the format (the same at every decision), and last the history, which extends the
-previous decision's (the progress line last). A decision then evaluates only its new
-history row and the progress line (about 80 tokens on the embedded model, instead of the
-whole prompt of about 1,500), and a new objective only the user message.
-
-:data:`PROMPT` assembles them with LangChain's ``ChatPromptTemplate``: the system prompt
-as the system message, objective, format and history as the user message, then any
-re-ask messages. Each part is also a ``PromptTemplate`` of its own so it can be rendered
-and reviewed alone (see ``tests/unit/snapshots/``).
+The system prompt (:data:`SYSTEM_TEMPLATE`, :data:`PRESET_SYSTEM_TEMPLATE` on a preset
+env: role, loss repository, rules), then one user message: the objective
+(:data:`OBJECTIVE_TEMPLATE`, with any example runs, :data:`EXAMPLES_TEMPLATE`), the
+format (:data:`FORMAT_TEMPLATE`) and the history (:data:`HISTORY_TEMPLATE`), then any
+re-ask messages. :data:`PROMPT` assembles them with LangChain's ``ChatPromptTemplate``;
+each part is also a ``PromptTemplate`` of its own, so it can be rendered and reviewed
+alone (see ``tests/unit/snapshots/``). See docs/agents.md ("The LLM agent") for what each
+part holds and why they come in this order (a server's prefix cache).
 """
 
 from __future__ import annotations
@@ -85,9 +64,7 @@ result is measured on held-out images.
 - A weight of 0 switches the loss off. If every weight is 0 the network does not train \
 during that stage.
 - Aim for the highest J at the end of training, not only after the next stage."""
-"""The system prompt: everything that is the same for every objective, so that a server
-that reuses the longest common prefix of consecutive prompts (llama.cpp does) evaluates
-it once for a whole benchmark, not once per objective."""
+"""The system prompt: everything that is the same for every objective."""
 
 OBJECTIVE_TEMPLATE = """\
 ## Optimisation objective
@@ -98,10 +75,7 @@ Metrics measured after every stage:
 
 The objective value J combines these metrics (a lower-is-better metric enters J with a \
 minus sign), so a higher J is always better. The reward of a stage is the change of J.{examples}"""
-"""The objective, first in the user message: LossAgent puts it in the system prompt,
-but there it would come before the tool schema that a server adds to the system
-message (llama.cpp's ``chatml-function-calling`` does), and a new objective would
-invalidate that schema in the server's prompt cache too."""
+"""The objective, first in the user message (not in the system prompt as in LossAgent)."""
 
 EXAMPLES_TEMPLATE = """
 
@@ -147,8 +121,7 @@ HISTORY_TEMPLATE = """\
 {history_table}{feedback}
 
 {progress}"""
-"""The history: the table first and the progress line last, so that each decision's
-prompt extends the previous one and only the new rows are evaluated again."""
+"""The history: the table first and the progress line last (each prompt extends the last)."""
 
 FORMAT_TEMPLATE = """\
 ## Your answer
@@ -388,31 +361,16 @@ def render_history(
 
 def format_instructions(spec: AgentSpec, method: str, schema: type[BaseModel]) -> str:
     """What to return, for ``method`` (``function_calling``, ``json_schema``, ``text``)."""
-    names = ", ".join(spec.loss_names)
-    if spec.discrete:
-        presets = ", ".join(spec.preset_names)
-        if method == "function_calling":
-            return (
-                f"Call the function `{PRESET_SCHEMA_NAME}` with `preset`, the name of one preset "
-                f"({presets}), and a short `rationale` (one or two sentences)."
-            )
-        if method == "json_schema":
-            return (
-                f"Reply with a JSON object with \"preset\", the name of one preset ({presets}), "
-                "and a short \"rationale\" (one or two sentences)."
-            )
-    if method == "function_calling":
-        return (
-            f"Call the function `{ANSWER_SCHEMA_NAME}` with one weight in [0, 1] for each of "
-            f"the {spec.n_losses} losses ({names}) and a short `rationale` (one or two "
-            "sentences)."
-        )
-    if method == "json_schema":
-        return (
-            f"Reply with a JSON object that has one weight in [0, 1] for each of the "
-            f"{spec.n_losses} losses ({names}) and a short \"rationale\" (one or two "
-            "sentences)."
-        )
+    if method in ("function_calling", "json_schema"):
+        tool = method == "function_calling"
+        q = "`" if tool else '"'  # how a key is quoted
+        if spec.discrete:
+            start = f"Call the function `{PRESET_SCHEMA_NAME}` with" if tool else "Reply with a JSON object with"
+            what = f"{q}preset{q}, the name of one preset ({', '.join(spec.preset_names)}),"
+        else:
+            start = f"Call the function `{ANSWER_SCHEMA_NAME}` with" if tool else "Reply with a JSON object that has"
+            what = f"one weight in [0, 1] for each of the {spec.n_losses} losses ({', '.join(spec.loss_names)})"
+        return f"{start} {what} and a short {q}rationale{q} (one or two sentences)."
     if method == "text":
         from langchain_core.output_parsers import PydanticOutputParser
 

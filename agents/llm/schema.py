@@ -47,12 +47,10 @@ DEFAULT_WEIGHT = 0.5
 _RESERVED = set(dir(BaseModel)) | {"rationale"}
 
 RATIONALE_MAX_CHARS = 160
-"""Default longest rationale, in characters (one or two short sentences). It is stated in
-the JSON schema the model sees (``maxLength``): a constrained decoder (the embedded
-model's grammar) enforces it, so a small model that rambles stops there. The rationale
-comes after the weights and never enters the history, so its length does not change a
-decision of a greedy decoder given the same prompt; it is most of the generated tokens
-of the embedded model, and so most of its answer time."""
+"""Default longest rationale, in characters (one or two short sentences), stated in the
+JSON schema (``maxLength``, see :func:`_rationale`). The rationale never enters the
+history, so its length does not change a greedy decoder's decisions; it is most of the
+embedded model's generated tokens, and so most of its answer time."""
 
 
 def summary(description: str, max_chars: int = 160) -> str:
@@ -100,9 +98,9 @@ class _AnswerBase(BaseModel):
 
 
 def _rationale(why: str, chars: int) -> tuple[type, Any]:
-    """The ``rationale`` field: its length is in the JSON schema only, so constrained
-    decoders (the local model's grammar) enforce it, and a small model can neither ramble
-    until its token limit nor leave it empty; other models' answers are still accepted."""
+    """The ``rationale`` field. Its length bounds are in the JSON schema only: a
+    constrained decoder (the embedded model's grammar) enforces them, so a small model can
+    neither ramble until its token limit nor leave it empty; other answers still parse."""
     description = f"One or two short sentences: why {why}, given the history."
     return str, Field(default="", description=description, json_schema_extra={"minLength": 1, "maxLength": chars})
 
