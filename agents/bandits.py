@@ -84,7 +84,8 @@ class BanditCore:
         window: Keep only the last ``window`` pulls (None = all). Exclusive with
             ``discount``.
         rng: The bandit's own generator (a new unseeded one if None).
-        **options: The subclass's own options (:attr:`options`), checked here.
+        **options: The subclass's own options (:attr:`options`, with their defaults),
+            checked here.
 
     Raises:
         ValueError: ``n_arms`` not an integer ``>= 1``, ``discount`` outside
@@ -201,18 +202,13 @@ class BanditCore:
 class EpsilonGreedy(BanditCore):
     """Untried arms first; then a random arm with probability ``epsilon``, else the best mean.
 
-    Args:
-        n_arms: Number of arms.
-        epsilon: Exploration probability in ``[0, 1]``.
-        **kwargs: ``discount``, ``window``, ``rng`` of :class:`BanditCore`.
+    Its option (besides the arguments of :class:`BanditCore`): ``epsilon``, the
+    exploration probability in ``[0, 1]`` (default 0.1).
     """
 
     options = _EpsilonOptions
 
     epsilon: float
-
-    def __init__(self, n_arms: int, *, epsilon: float = 0.1, **kwargs: Any) -> None:
-        super().__init__(n_arms, epsilon=epsilon, **kwargs)
 
     def select_arm(self) -> int:
         n, s, _ = self.stats()
@@ -230,24 +226,19 @@ class UCB1(BanditCore):
     Untried arms are pulled first (in random order). With ``discount``/``window`` the
     counts are the effective ones (D-UCB / SW-UCB).
 
-    Args:
-        n_arms: Number of arms.
-        c: Exploration strength (1 = UCB1).
+    Options (besides the arguments of :class:`BanditCore`):
+        c: Exploration strength (default 1 = UCB1).
         normalize: UCB1 assumes rewards in ``[0, 1]``, but an objective's improvements
-            may be of any size. If True, ``scale`` is the estimated standard deviation
-            of the reward noise (:meth:`BanditCore.noise_variance`; the bound of UCB1
-            for sub-Gaussian rewards), or the range of the rewards seen while that is
-            not yet known; if False, ``scale = 1``.
-        **kwargs: ``discount``, ``window``, ``rng`` of :class:`BanditCore`.
+            may be of any size. If True (default), ``scale`` is the estimated standard
+            deviation of the reward noise (:meth:`BanditCore.noise_variance`; the bound
+            of UCB1 for sub-Gaussian rewards), or the range of the rewards seen while
+            that is not yet known; if False, ``scale = 1``.
     """
 
     options = _UCBOptions
 
     c: float
     normalize: bool
-
-    def __init__(self, n_arms: int, *, c: float = 1.0, normalize: bool = True, **kwargs: Any) -> None:
-        super().__init__(n_arms, c=c, normalize=normalize, **kwargs)
 
     def indices(self) -> np.ndarray:
         """Upper confidence bound of every arm (inf for untried arms)."""
@@ -280,20 +271,15 @@ class GaussianThompson(BanditCore):
     from within-arm deviations (the variance of all rewards while no arm has two pulls,
     ``prior_variance`` before two rewards). One sample per arm; the largest wins.
 
-    Args:
-        n_arms: Number of arms.
-        prior_strength: ``k0 > 0``.
-        prior_variance: Noise variance used before two rewards are seen.
-        **kwargs: ``discount``, ``window``, ``rng`` of :class:`BanditCore`.
+    Options (besides the arguments of :class:`BanditCore`):
+        prior_strength: ``k0 > 0`` (default 1).
+        prior_variance: Noise variance used before two rewards are seen (default 1).
     """
 
     options = _ThompsonOptions
 
     prior_strength: float
     prior_variance: float
-
-    def __init__(self, n_arms: int, *, prior_strength: float = 1.0, prior_variance: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(n_arms, prior_strength=prior_strength, prior_variance=prior_variance, **kwargs)
 
     def select_arm(self) -> int:
         n, s, _ = self.stats()

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import random
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -64,18 +63,11 @@ def _without_metrics(space: spaces.Space) -> tuple[spaces.Space, Callable[[Any],
 
 def _scaled_flat(space: spaces.Space, without_metrics: bool = False) -> Callable[[Any], np.ndarray]:
     """The map from an observation of ``space`` to the vector PPO sees (without the
-    ``metrics`` entry where ``without_metrics``).
-
-    Gymnasium's flat vector of the observation (:func:`gymnasium.spaces.flatten`),
-    each entry mapped from its bounds to ``[-1, 1]`` as ``2 * (x - low) / (high - low) - 1``
-    in float64, clipped to ``[-1, 1]`` and cast to ``float32``; an entry whose bounds
-    are equal maps to 0. (Gymnasium's ``RescaleObservation`` computes in the space's
-    float32 with another order of operations, which moves some entries by one float32
-    step, and divides by zero on equal bounds.)
-
-    Raises:
-        ValueError: ``space`` has an infinite bound.
-    """
+    ``metrics`` entry where ``without_metrics``): Gymnasium's flat vector, each entry
+    mapped from its bounds to ``[-1, 1]`` as ``2 * (x - low) / (high - low) - 1`` in
+    float64, clipped and cast to ``float32``; an entry with equal bounds maps to 0.
+    (Gymnasium's ``RescaleObservation`` computes in float32 in another order, which moves
+    some entries by one float32 step, and divides by zero on equal bounds.)"""
     if without_metrics:
         inner, pick = _without_metrics(space)
         scale_inner = _scaled_flat(inner)
@@ -108,9 +100,8 @@ def scaled_flat_observations(env: gym.Env, without_metrics: bool = False) -> gym
         without_metrics: Leave out the ``metrics`` entry (see :class:`PPOAgent`).
 
     Returns:
-        A :class:`gymnasium.wrappers.TransformObservation` of ``env`` (see
-        :func:`_scaled_flat` for the map), with observation space
-        ``Box(-1, 1, (flatdim,), float32)``.
+        A ``TransformObservation`` of ``env`` (the map of :func:`_scaled_flat`), with
+        observation space ``Box(-1, 1, (flatdim,), float32)``.
 
     Raises:
         ValueError: The observation space has an infinite bound.
@@ -409,10 +400,9 @@ class PPOAgent(BaseAgent):
         Returns:
             ``self``, trained.
         """
-        if steps is None:
-            steps = self.train_steps
-        else:
-            steps = check_arguments(_TrainArguments, "PPOAgent.train", {"steps": steps}).steps
+        if steps is not None:
+            check_arguments(_TrainArguments, "PPOAgent.train", {"steps": steps})
+        steps = steps or self.train_steps
         sb3 = _import_sb3()
         if isinstance(env, gym.Env) or not callable(env):
             base_env, made = env, False
@@ -491,9 +481,7 @@ class PPOAgent(BaseAgent):
             self.train_steps,
             "" if self.train_seeds is None else f" (seeds {self.train_seeds})",
         )
-        started = time.perf_counter()
         self.train(env)
-        self.train_seconds = time.perf_counter() - started
         if key is not None:
             _TRAINED[key] = (self.model, self.trained_steps, self._train_instances, self._stages, self.without_metrics)
 
