@@ -16,13 +16,11 @@ __all__ = ["MAX_TRAIN_EPISODES", "MAX_TRAIN_STEPS", "TrainEpisodes", "TrainSteps
 
 MAX_TRAIN_STEPS = 10_000_000
 """Most env steps an agent trains for (``PPOAgent(train_steps=...)``): about 8 hours of
-PPO on a table at its 20,000 steps a minute, and far longer on a live env, where every
-step trains the network for a stage. A larger budget is refused, not started."""
+PPO on a table at its 20,000 steps a minute, far longer on a live env."""
 
 MAX_TRAIN_EPISODES = 1_000_000
 """Most training episodes of an agent that tunes on a table's training instances (a
-bandit's ``train_episodes``): a million episodes of a few stages each, minutes to hours
-of replay. A larger budget is refused, not started."""
+bandit's ``train_episodes``): minutes to hours of replay."""
 
 TrainSteps = Annotated[int, Field(strict=True, ge=1, le=MAX_TRAIN_STEPS)]
 """A training budget in env steps: an integer in ``[1, MAX_TRAIN_STEPS]``."""

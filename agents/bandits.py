@@ -450,21 +450,20 @@ class _BanditAgent(BaseAgent):
                 raise KeyError(unknown_name_message("preset of this env", (missing or wanted)[0], names))
             self.arm_names = wanted
             self.arms = np.array([names.index(n) for n in wanted])
-            self._new_cores()
-            return
-        if isinstance(self.presets, Mapping):
-            arms = {k: resolve_weights(self.spec, v, what=f"preset {k!r}") for k, v in self.presets.items()}
         else:
-            available = weight_presets(self.spec)
-            wanted = list(available) if self.presets is None else list(self.presets)
-            missing = [name for name in wanted if name not in available]
-            if missing:
-                raise KeyError(unknown_name_message("weight preset", missing[0], available))
-            arms = {name: available[name] for name in wanted}
-        if not arms:
-            raise ValueError(f"presets={self.presets!r} gives no arm. Allowed: one or more presets.")
-        self.arm_names = list(arms)
-        self.arms = np.stack(list(arms.values())).astype(np.float32)
+            if isinstance(self.presets, Mapping):
+                arms = {k: resolve_weights(self.spec, v, what=f"preset {k!r}") for k, v in self.presets.items()}
+            else:
+                available = weight_presets(self.spec)
+                wanted = list(available) if self.presets is None else list(self.presets)
+                missing = [name for name in wanted if name not in available]
+                if missing:
+                    raise KeyError(unknown_name_message("weight preset", missing[0], available))
+                arms = {name: available[name] for name in wanted}
+            if not arms:
+                raise ValueError(f"presets={self.presets!r} gives no arm. Allowed: one or more presets.")
+            self.arm_names = list(arms)
+            self.arms = np.stack(list(arms.values())).astype(np.float32)
         self._new_cores()
 
     def _new_cores(self) -> None:

@@ -5,14 +5,8 @@ implements :class:`Agent`; :func:`agents.episode.run_episode` drives any of them
 LossAgent env. :class:`BaseAgent` keeps the spec, the agent's own generator and the
 stage counter; :func:`resolve_weights` turns weight arguments into action vectors.
 :class:`~agents.spec.AgentSpec`, :class:`~agents.trajectory.Stage` and
-:class:`~agents.trajectory.Trajectory` are importable from here too.
-
-Example:
-    >>> import gymnasium as gym, lossagent_env
-    >>> from agents import UCBAgent, run_episode
-    >>> env = gym.make("LossAgent/SuperResolution-v0", stage_iters=2, max_stages=3)
-    >>> traj = run_episode(env, UCBAgent(), seed=0)
-    >>> traj.episode_return  # total improvement of the objective (higher is better)
+:class:`~agents.trajectory.Trajectory` are importable from here too. An example of
+:func:`~agents.episode.run_episode` is in :mod:`agents`.
 """
 
 from __future__ import annotations
@@ -36,6 +30,7 @@ __all__ = [
     "Trajectory",
     "agent_name",
     "preset_choice",
+    "resolve_action",
     "resolve_weights",
 ]
 
@@ -105,6 +100,16 @@ def resolve_weights(
     return check_weights(weights, names, what)
 
 
+def resolve_action(spec: AgentSpec, value: Any, *, what: str) -> np.ndarray | int | None:
+    """``value`` as an action: on a preset env a preset's index (``value`` a name or an
+    index), else weights (:func:`resolve_weights`); None stays None."""
+    if value is None:
+        return None
+    if spec.discrete:
+        return preset_choice(value, spec.preset_names)
+    return resolve_weights(spec, value, what=what)
+
+
 class BaseAgent:
     """Shared plumbing for the agents in this package.
 
@@ -135,12 +140,7 @@ class BaseAgent:
         self.rng = np.random.default_rng(seed)
         self.t = 0
         self._notes = {}
-        if self.initial_weights is None:
-            self._initial = None
-        elif spec.discrete:  # a preset, by name or index
-            self._initial = preset_choice(self.initial_weights, spec.preset_names)
-        else:
-            self._initial = resolve_weights(spec, self.initial_weights, what="initial_weights")
+        self._initial = resolve_action(spec, self.initial_weights, what="initial_weights")
         self._reset()
 
     def act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.base import Agent, InvalidActionError, agent_name, resolve_weights
+from agents.base import Agent, InvalidActionError, agent_name, resolve_action
 from agents.spec import AgentSpec, preset_choice
 from agents.trajectory import Stage, Trajectory, initial_record
 from lossagent_env.actions import check_weights
@@ -74,13 +74,7 @@ def run_episode(
     name = agent_name(agent)
     spec = AgentSpec.from_env(env)
     callbacks = tuple(callbacks)
-    first_action: np.ndarray | int | None
-    if initial_action is None:
-        first_action = None
-    elif spec.discrete:
-        first_action = preset_choice(initial_action, spec.preset_names)
-    else:
-        first_action = resolve_weights(spec, initial_action, what="initial_action")
+    first_action = resolve_action(spec, initial_action, what="initial_action")
     prepare = getattr(agent, "prepare", None)
     if callable(prepare):
         prepare(env)

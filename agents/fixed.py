@@ -23,10 +23,8 @@ class FixedAgent(BaseAgent):
             name. Not on a preset env, whose actions are presets.
         preset: The name of a preset. On a preset env (``PresetActions``,
             ``LossAgent/Tabular-v0``): one of its presets (or its index). Otherwise a
-            name from :func:`agents.presets.weight_presets`: ``"pixel"`` (l1 only),
-            ``"pixel+structure"``, ``"esrgan"`` (pixel:perceptual:adversarial =
-            1:1:0.1, with the offline fallback described in :mod:`agents.presets`),
-            ``"uniform"``, or a single loss.
+            single loss or a mix of :func:`agents.presets.named_mixes` (``"pixel"``,
+            ``"esrgan"``, ``"uniform"``, ...; docs/agents.md, "Presets").
         initial_weights: Weights of the first stage only (see :class:`BaseAgent`).
 
     With neither ``weights`` nor ``preset``: the env's first preset on a preset env

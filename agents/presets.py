@@ -24,15 +24,9 @@ MIX_NAMES = ("pixel", "pixel+structure", "pixel+edges", "pixel+frequency", "esrg
 
 
 def loss_roles(spec: AgentSpec) -> dict[str, dict[str, float]]:
-    """Map each role to ``{loss: share}`` among the env's losses (empty if absent).
-
-    Args:
-        spec: The env's spec (``spec.roles`` gives each loss's role).
-
-    Returns:
-        ``{"pixel": {...}, "structure": {...}, "edges": {...}, "frequency": {...},
-        "perceptual": {...}, "adversarial": {...}}``; shares within a role sum to 1.
-    """
+    """Each role (``pixel``, ``structure``, ``edges``, ``frequency``, ``perceptual``,
+    ``adversarial``) -> ``{loss: share}`` among the env's losses (empty if absent; shares
+    within a role sum to 1)."""
     first: dict[str, str] = {}
     for name in spec.loss_names:
         first.setdefault(spec.roles.get(name, ""), name)
@@ -55,16 +49,9 @@ def _vector(spec: AgentSpec, parts: Mapping[str, float]) -> np.ndarray:
 
 
 def named_mixes(spec: AgentSpec) -> dict[str, np.ndarray]:
-    """The named mixes (docs/agents.md, "Presets") that the env's losses allow.
-
-    Args:
-        spec: The env's spec.
-
-    Returns:
-        Ordered ``{name: float32 (n_losses,)}``; a mix whose required roles are missing
-        is left out (``esrgan`` needs pixel only: its perceptual and adversarial parts
-        fall back or drop as documented).
-    """
+    """The named mixes (docs/agents.md, "Presets") that the env's losses allow, as
+    ordered ``{name: float32 (n_losses,)}`` (``esrgan`` needs pixel only: its perceptual
+    and adversarial parts fall back or drop as documented)."""
     roles = loss_roles(spec)
 
     def mix(*parts: tuple[str, float]) -> dict[str, float]:
@@ -91,18 +78,9 @@ def named_mixes(spec: AgentSpec) -> dict[str, np.ndarray]:
 
 
 def weight_presets(spec: AgentSpec) -> dict[str, np.ndarray]:
-    """Every preset for ``spec``: each single loss, then :func:`named_mixes`.
-
-    Singles are named after their loss (``"l1"``, ``"ssim"``, ...); a mix equal to an
-    earlier preset (``pixel`` equals the single ``l1``) is dropped, so no two arms are
-    the same vector.
-
-    Args:
-        spec: The env's spec.
-
-    Returns:
-        Ordered ``{name: float32 (n_losses,)}`` with entries in ``[0, 1]``.
-    """
+    """Every preset for ``spec`` as ordered ``{name: float32 (n_losses,)}``: each single
+    loss (named after it), then :func:`named_mixes`, a mix equal to an earlier preset
+    dropped (``pixel`` equals the single ``l1``), so no two arms are the same vector."""
     presets: dict[str, np.ndarray] = {}
     for i, name in enumerate(spec.loss_names):
         vector = np.zeros(spec.n_losses, dtype=np.float32)

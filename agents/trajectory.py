@@ -169,14 +169,7 @@ class Trajectory:
     # ------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON types; ``Trajectory.from_dict(json.loads(json.dumps(d)))`` is equal."""
-        return {
-            "agent": self.agent,
-            "seed": self.seed,
-            "env_id": self.env_id,
-            "loss_names": list(self.loss_names),
-            "initial": copy.deepcopy(self.initial),
-            "stages": [s.to_dict() for s in self.stages],
-        }
+        return {**asdict(self), "loss_names": list(self.loss_names)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Trajectory:

@@ -3,26 +3,20 @@
     python -m measure.perf [--config smoke|paper] [--device cuda] [--amp]
                               [--repeats 9] [--stage-iters 40] [--action 0.5] [--json]
 
-``--config smoke`` (the default) is the smoke suite's configuration
-(``benchmarks/suites/smoke.toml``); ``--config paper`` is the paper suite's (x4, EDSR,
-16 patches of 96 px, 500 iterations per stage, 16 evaluation crops of 192 px) on the
-shipped photographs, for a GPU (``--device cuda``, ``--amp`` for bfloat16). Every loss
-of the repository is active. For each repeat it runs one env stage (``env.step``) and
-a bare loop (alternately before and after it) doing the same number of Adam
-iterations with the same network, the same active losses and weights, the same batch
-and patch size, on tensors cut and degraded beforehand. It prints medians over the
-repeats:
+``--config`` is a shipped suite's configuration (``paper`` on the shipped photographs,
+for a GPU), every loss of the repository active. Each repeat runs one env stage
+(``env.step``) and, alternately before and after it, a bare loop doing as many Adam
+iterations with the same network, active losses and weights, batch and patch size, on
+tensors cut and degraded beforehand. It prints medians over the repeats:
 
     env_overhead_ratio: train part of an env stage (sampling, degradation, snapshot for
                         rollback, training) / the bare loop
     eval_share:         evaluation time / whole stage time
+    stage split:        data preparation (cut, flip, degrade, copy to the device),
+                        training and evaluation seconds of an env stage
 
-    stage split:        medians of data preparation (cut, flip, degrade, copy to the
-                        device), training and evaluation seconds of an env stage
-
-On CUDA every timed region starts and ends with ``torch.cuda.synchronize()``. Run-to-run
-noise on a shared machine is large, so only the ratios within one run are meaningful;
-the targets are ``env_overhead_ratio <= 1.05`` and ``eval_share <= 0.15``.
+Only the ratios within one run are meaningful; the targets, the paper scale and the
+CUDA synchronisation are in docs/performance.md.
 """
 
 from __future__ import annotations

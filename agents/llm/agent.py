@@ -175,14 +175,12 @@ class LLMAgent(BaseAgent):
         history: ``"chronological"`` or ``"sorted"`` (by objective, best last, as OPRO).
         max_history_tokens: Budget of the history part (characters / 4); oldest stages
             are dropped first.
-        max_retries: Re-asks after a malformed answer, per decision.
-        transport_retries: Retries after a transport error, per request.
+        max_retries, transport_retries, backoff_base, backoff_max: Re-asks after a
+            malformed answer per decision, retries after a transport error per request,
+            and their pauses in seconds (as :class:`lossagent_env.chat.RetrySettings`).
         timeout: Request timeout in seconds, for models built from a string (None: the
             client's default; 120 s for the local model).
         temperature: Sampling temperature (for models built from a string).
-        backoff_base: First pause after a transport error, in seconds; doubled after
-            each further one.
-        backoff_max: Longest pause, in seconds.
         initial_weights: Weights of the first stage, played without asking the model.
         rationale_chars: Longest rationale, in characters (``[1, RATIONALE_LIMIT]``),
             stated in the answer schema (``maxLength``; the embedded model's grammar
@@ -257,14 +255,12 @@ class LLMAgent(BaseAgent):
     # ------------------------------------------------------------ for runners
     @classmethod
     def uses_embedded_model(cls, kwargs: Mapping[str, Any]) -> bool:
-        """True where ``kwargs`` name the embedded model: ``model="local"``, or no model
-        while ``$LOSSAGENT_LLM`` names none (see :meth:`BaseAgent.uses_embedded_model`)."""
+        """True for ``model="local"``, or no model while ``$LOSSAGENT_LLM`` names none."""
         return is_embedded(kwargs.get("model"))
 
     @classmethod
     def start_embedded_model(cls, kwargs: Mapping[str, Any]) -> None:
-        """Start the embedded model's shared server in this process where ``kwargs`` ask
-        for it (the agent's own model, built later, finds it running)."""
+        """Start the embedded model's shared server here where ``kwargs`` ask for it."""
         if cls.uses_embedded_model(kwargs):
             resolve_chat_model(kwargs.get("model"))
 
