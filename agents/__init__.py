@@ -113,14 +113,8 @@ def check_agent_arguments(name: str, kwargs: Mapping[str, Any]) -> type:
 
 def uses_embedded_model(name: str, kwargs: Mapping[str, Any]) -> bool:
     """Whether agent ``name`` with ``kwargs`` asks the embedded local chat model, as its
-    class declares (:meth:`BaseAgent.uses_embedded_model`; for example ``llm`` with
-    ``model="local"``, or with no model while ``$LOSSAGENT_LLM`` names none).
-
-    Its server runs in the agent's process, on that process's cores.
-
-    Raises:
-        KeyError: Unknown agent, or an argument it does not take.
-    """
+    class declares (:meth:`BaseAgent.uses_embedded_model`); ``KeyError`` for an unknown
+    agent or an argument it does not take."""
     declared = getattr(check_agent_arguments(name, kwargs), "uses_embedded_model", None)
     return bool(declared(kwargs)) if callable(declared) else False
 

@@ -407,11 +407,9 @@ class _BanditAgent(BaseAgent):
         self._frozen = False
 
     def prepare(self, env: Any) -> None:
-        """Train the arm tables on the training instances (once; see the class docstring).
-
-        Training does not depend on the episode, so tables trained in this process with
-        the same settings on the same table, objective and horizon are reused (a copy).
-        """
+        """Train the arm tables on the training instances (once; see the class docstring),
+        or copy those trained in this process with the same settings, table, objective and
+        horizon (training does not depend on the episode)."""
         if self.train_episodes == 0 or self._trained_on is not None:
             return
         view = training_env(env, f"{type(self).__name__}(train_episodes={self.train_episodes})")

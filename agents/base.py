@@ -144,8 +144,7 @@ class BaseAgent:
         self._reset()
 
     def act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
-        """The next action: ``float32`` ``(n_losses,)`` in ``[0, 1]``, or on a preset env
-        the index of a preset."""
+        """See :meth:`Agent.act`; plays ``initial_weights`` first where given."""
         if self.spec is None:
             raise RuntimeError(f"{type(self).__name__}.act() was called before reset(spec, seed).")
         self._notes = {}

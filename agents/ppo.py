@@ -114,13 +114,10 @@ def scaled_flat_observations(env: gym.Env, without_metrics: bool = False) -> gym
 
 @contextlib.contextmanager
 def _global_rngs_restored(device: torch.device) -> Iterator[None]:
-    """Leave Python's, NumPy's and torch's global RNGs, CUDA's included, as they were.
-
-    stable-baselines3 draws from them all while it trains; the agent must not change
-    the caller's global state. A policy on a GPU starts CUDA before the states are
-    saved, so that its generators are restored too; while CUDA has not started, nothing
-    in the block may seed it (see :func:`_seed_globals`).
-    """
+    """Leave Python's, NumPy's and torch's global RNGs, CUDA's included, as they were
+    (stable-baselines3 draws from them all while it trains). A policy on a GPU starts
+    CUDA first, so that its generators are restored too; while CUDA has not started,
+    nothing in the block may seed it (see :func:`_seed_globals`)."""
     if device.type == "cuda":
         torch.cuda.init()
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
@@ -136,13 +133,9 @@ def _global_rngs_restored(device: torch.device) -> Iterator[None]:
 
 def _seed_globals(seed: int, device: torch.device) -> None:
     """Seed the global RNGs as ``stable_baselines3.PPO(seed=seed)`` does, except CUDA
-    before it has started.
-
-    stable-baselines3 calls ``torch.manual_seed``, which seeds every GPU or, before CUDA
-    starts, queues that seeding until it does: the caller's GPUs would be reseeded
-    later, outside :func:`_global_rngs_restored`. So PPO is built with ``seed=None``
-    and seeded here (its env and action space in :meth:`PPOAgent._new_model`).
-    """
+    before it has started: ``torch.manual_seed`` would queue that seeding until CUDA
+    starts, outside :func:`_global_rngs_restored`. So PPO is built with ``seed=None`` and
+    seeded here (its env and action space in :meth:`PPOAgent._new_model`)."""
     random.seed(seed)
     np.random.seed(seed)
     if torch.cuda.is_initialized():
@@ -351,22 +344,11 @@ class PPOAgent(BaseAgent):
         super().__init__(initial_weights=initial_weights)
         if ppo_kwargs is not None and not isinstance(ppo_kwargs, Mapping):
             raise ValueError(f"PPOAgent(ppo_kwargs={ppo_kwargs!r}): not a mapping. Allowed: {{name: value}}.")
-        checked = check_arguments(
-            _PPOArguments,
-            "PPOAgent",
-            {
-                "train_steps": train_steps,
-                "n_steps": n_steps,
-                "batch_size": batch_size,
-                "n_epochs": n_epochs,
-                "learning_rate": learning_rate,
-                "gamma": gamma,
-                "seed": seed,
-                "device": device,
-                "train_seeds": train_seeds,
-                "ppo_kwargs": dict(ppo_kwargs or {}),
-            },
-        )
+        checked = check_arguments(_PPOArguments, "PPOAgent", {
+            "train_steps": train_steps, "n_steps": n_steps, "batch_size": batch_size, "n_epochs": n_epochs,
+            "learning_rate": learning_rate, "gamma": gamma, "seed": seed, "device": device,
+            "train_seeds": train_seeds, "ppo_kwargs": dict(ppo_kwargs or {}),
+        })
         self.train_steps = checked.train_steps
         self.n_steps = checked.n_steps
         self.batch_size = checked.batch_size if checked.batch_size is not None else self.n_steps
@@ -464,11 +446,8 @@ class PPOAgent(BaseAgent):
         return model
 
     def prepare(self, env: gym.Env) -> None:
-        """Train on ``env`` for ``train_steps`` if not trained yet (called by run_episode).
-
-        With ``train_seeds``, a policy already trained in this process with the same
-        settings on an env of the same configuration is reused.
-        """
+        """Train on ``env`` for ``train_steps`` if not trained yet (called by run_episode),
+        or reuse a policy trained in this process (see the class docstring)."""
         if self.is_trained:
             return
         key = self._cache_key(env) if self.train_seeds is not None or _on_instances(env) else None

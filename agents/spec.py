@@ -81,15 +81,9 @@ class AgentSpec:
 
     @classmethod
     def from_env(cls, env: Any) -> AgentSpec:
-        """Read the spec from a LossAgent env (wrapped or not).
-
-        Args:
-            env: An env made by ``gym.make("LossAgent/...")`` or its ``unwrapped``.
-
-        Returns:
-            The spec; descriptions and scales come from ``env.unwrapped.losses``, the
-            objective text from ``env.unwrapped.objective.describe()``.
-        """
+        """The spec of a LossAgent env (made by ``gym.make("LossAgent/...")``, wrapped or
+        not): descriptions and scales from ``env.unwrapped.losses``, the objective text
+        from ``env.unwrapped.objective.describe()``."""
         u = env.unwrapped
         names = tuple(u.loss_names)
         objective = u.objective

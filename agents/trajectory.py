@@ -94,12 +94,7 @@ class Stage:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Stage:
-        """Inverse of :meth:`to_dict`, validated.
-
-        Raises:
-            ValueError: A missing or unknown key, or a value of the wrong type; the
-                message names the field.
-        """
+        """Inverse of :meth:`to_dict`, validated (``ValueError`` naming the field)."""
         return _validated(_StageModel, data, "Stage").to_stage()
 
 

@@ -3,17 +3,12 @@
 Runs N structured loss-weight decisions (default 20) against the local SmolLM2 server
 through LangChain's `ChatOpenAI.with_structured_output`, with a prompt shaped like the
 LLM agent's (system: role, objective, loss repository; user: a history table; then the
-request), and prints one `key: value` line per result:
+request), and prints one `key: value` line per result (see :func:`run_probe`), such as
+`format_success_rate` (answers that parsed into the schema), `json_valid_rate` (tool-call
+arguments that were valid JSON) and `median_latency_s` (of one decision)::
 
-    format_success_rate: 1.00      answers that parsed into the schema (values in range)
-    json_valid_rate: 1.00          answers whose tool-call arguments were valid JSON
-    median_latency_s: 1.23         median wall time of one decision
-    ...
-
-Usage:
     python -m measure.local_llm_probe [--n 20] [--method function_calling]
-        [--chat-format chatml-function-calling|chatml|none] [--stock-grammar]
-        [--threads N] [--verbose]
+        [--chat-format chatml-function-calling|chatml|none] [--stock-grammar] [--threads N] [--verbose]
 """
 
 from __future__ import annotations
@@ -121,14 +116,9 @@ def run_probe(
     with LocalLLMServer(chat_format=chat_format, n_threads=threads, bounded_numbers=bounded_numbers) as server:
         startup_s = time.perf_counter() - t_start
         chat = ChatOpenAI(
-            base_url=server.base_url,
-            api_key=SecretStr(LOCAL_API_KEY),
-            model=server.model_alias,
-            temperature=0.0,
+            base_url=server.base_url, api_key=SecretStr(LOCAL_API_KEY), model=server.model_alias, temperature=0.0,
             max_completion_tokens=512,  # the field ``max_tokens``, by its alias
-            timeout=120.0,
-            max_retries=0,
-            seed=0,
+            timeout=120.0, max_retries=0, seed=0,
             extra_body={"max_tokens": 512},  # the server ignores max_completion_tokens
         )
         structured = chat.with_structured_output(LossWeights, method=method, include_raw=True)

@@ -269,10 +269,7 @@ class LLMAgent(BaseAgent):
         key = os.environ.get(self.api_key_env)
         self._api_key = SecretStr(key) if key else None
         model = resolve_chat_model(
-            self.model_spec,
-            base_url=self.base_url,
-            api_key=self._api_key,
-            timeout=self.timeout,
+            self.model_spec, base_url=self.base_url, api_key=self._api_key, timeout=self.timeout,
             temperature=self.temperature,
         )
         self.model_name = model_name(model)
@@ -292,9 +289,8 @@ class LLMAgent(BaseAgent):
 
     # ------------------------------------------------------------ the loop
     def _record_start(self, info: Mapping[str, Any]) -> None:
-        if self.records:
-            return
-        self.records.append(HistoryRecord.from_info(info, 0, None))
+        if not self.records:
+            self.records.append(HistoryRecord.from_info(info, 0, None))
 
     def _on_initial(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         self._record_start(info)
@@ -339,13 +335,8 @@ class LLMAgent(BaseAgent):
         """The chat messages the next decision sends (without re-asks)."""
         assert self.spec is not None and self._schema is not None
         return build_messages(
-            self.spec,
-            self.records,
-            method=self.method,
-            schema=self._schema,
-            order=self.history,
-            max_history_tokens=self.max_history_tokens,
-            examples=self.example_runs,
+            self.spec, self.records, method=self.method, schema=self._schema, order=self.history,
+            max_history_tokens=self.max_history_tokens, examples=self.example_runs,
         )
 
     def _act(self, observation: Mapping[str, Any], info: Mapping[str, Any]) -> np.ndarray | int:
@@ -355,18 +346,12 @@ class LLMAgent(BaseAgent):
         messages = self.messages()
         started = time.perf_counter()
         answer = self._chat.ask(
-            messages,
-            self._checker(notes),
-            what=f"LLMAgent ({self.model_name}) stage {self.t + 1}",
-            reask=self._reask,
-            logger=logger,
+            messages, self._checker(notes), what=f"LLMAgent ({self.model_name}) stage {self.t + 1}",
+            reask=self._reask, logger=logger,
         )
         notes.update(
-            retries=answer.retries,
-            transport_retries=answer.transport_retries,
-            errors=list(answer.errors),
-            prompt_tokens=answer.prompt_tokens,
-            completion_tokens=answer.completion_tokens,
+            retries=answer.retries, transport_retries=answer.transport_retries, errors=list(answer.errors),
+            prompt_tokens=answer.prompt_tokens, completion_tokens=answer.completion_tokens,
         )
         action = answer.value if answer.ok else self._fallback(notes)
         notes["latency_s"] = time.perf_counter() - started

@@ -1,14 +1,10 @@
 """The answer schema of the LLM agent and the validation of its answers.
 
 The schema is a Pydantic model built from the env's loss names: one float field per loss
-(described by the loss's one-line summary, bounds ``[0, 1]`` stated in the JSON schema
-the model sees, every field listed as required) plus a short ``rationale``.
-
-Parsing is deliberately lenient where a repair is safe, so that the agent can count and
-record each repair instead of re-asking: a value outside ``[0, 1]`` parses and is then
-clipped, a missing weight parses as ``None`` and is then filled from the previous
-weights (0.5 at the first decision). NaN and infinity do not parse (Pydantic's
-``allow_inf_nan=False``): such an answer is malformed and is asked again.
+(bounds ``[0, 1]`` stated in the JSON schema the model sees, every field listed as
+required) plus a short ``rationale``. Parsing is lenient where a repair is safe, so that
+the agent can count each repair instead of re-asking (:func:`validate_answer`: clipped,
+filled); NaN and infinity do not parse, so such an answer is asked again.
 """
 
 from __future__ import annotations
@@ -136,18 +132,11 @@ def make_answer_schema(
         attr = _field_name(loss, taken)
         mapping[loss] = attr
         text = summary(descriptions.get(loss, "")) if descriptions.get(loss) else ""
-        fields[attr] = (
-            float,
-            Field(
-                default=None,
-                alias=loss,
-                description=(
-                    f"Weight of the loss '{loss}' for the next stage, between 0 and 1 (0 switches it off). {text}"
-                ).strip(),
-                json_schema_extra={"minimum": 0.0, "maximum": 1.0},
-                allow_inf_nan=False,
-            ),
-        )
+        description = f"Weight of the loss '{loss}' for the next stage, between 0 and 1 (0 switches it off). {text}"
+        fields[attr] = (float, Field(
+            default=None, alias=loss, description=description.strip(),
+            json_schema_extra={"minimum": 0.0, "maximum": 1.0}, allow_inf_nan=False,
+        ))
     fields["rationale"] = _rationale("these weights", rationale_chars)
     model = create_model(
         ANSWER_SCHEMA_NAME,
