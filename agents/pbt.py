@@ -220,11 +220,8 @@ class PBTAgent(BaseAgent):
             self.log.extend(events)
         objectives = np.array(self._objectives)
         self._lead = int(np.flatnonzero(objectives == objectives.max())[0])
-        last_stage = stage + 1 >= self.spec.max_stages
-        if not last_stage:
-            for member in range(self.population):
-                if member == self._lead:
-                    continue
+        if stage + 1 < self.spec.max_stages:  # the last stage trains only the recorded member
+            for member in (m for m in range(self.population) if m != self._lead):
                 env.set_state(self._states[member])
                 _, _, _, _, member_info = env.step(self._weights[member])
                 self._states[member] = env.get_state()

@@ -34,24 +34,7 @@ __all__ = ["Stage", "Trajectory", "initial_record"]
 
 @dataclass
 class Stage:
-    """The record of one stage of an episode.
-
-    Attributes:
-        stage: Stage index after the step (1 for the first step).
-        action: The agent's action, in ``[0, 1]``, ordered as ``loss_names``.
-        weights: Loss name -> effective weight (``action * scale``).
-        metrics: Metric name -> raw value after the stage.
-        objective: Objective ``J`` after the stage (higher is better).
-        reward: ``J_t - J_{t-1}``, or the divergence penalty.
-        loss_values: Loss name -> unweighted value on the evaluation set.
-        diverged: True if the stage diverged and was rolled back.
-        feedback: Textual feedback of the objective, if any.
-        notes: What the agent recorded for this decision (JSON types only).
-        timings: Wall-clock seconds: ``act_seconds``, ``train_seconds``,
-            ``eval_seconds``.
-        preset: On a preset env, the name of the preset played (``action`` holds its
-            weights); None otherwise.
-    """
+    """The record of one stage of an episode (its fields: docs/agents.md, "The protocol")."""
 
     stage: int
     action: list[float]
@@ -100,16 +83,7 @@ class Stage:
 
 @dataclass
 class Trajectory:
-    """One episode: the start and every stage.
-
-    Attributes:
-        agent: Name of the agent.
-        seed: Seed of ``env.reset`` and ``agent.reset``.
-        env_id: Gymnasium id of the env, if known.
-        loss_names: Order of every action vector.
-        initial: ``metrics``, ``objective`` and ``loss_values`` after reset.
-        stages: One :class:`Stage` per step.
-    """
+    """One episode: the start and every stage (its fields: docs/agents.md, "The protocol")."""
 
     agent: str
     seed: int | None

@@ -132,9 +132,7 @@ class TransferAgent(BaseAgent):
         assert self.sequence is not None and self.spec is not None
         action = self.sequence[min(self.t, len(self.sequence) - 1)]
         self._notes = {
-            "preset": self.spec.preset_names[action],
-            "train_seeds": list(self._trees),
-            "train_episodes": self._budget,
+            "preset": self.spec.preset_names[action], "train_seeds": list(self._trees), "train_episodes": self._budget
         }
         return action
 

@@ -105,9 +105,7 @@ class _Weights:
 
     def fallback(self, previous: np.ndarray | None) -> np.ndarray:
         """The previous weights, or :data:`DEFAULT_WEIGHT` everywhere at the first decision."""
-        if previous is not None:
-            return previous.copy()
-        return np.full(len(self.loss_names), DEFAULT_WEIGHT, np.float32)
+        return previous.copy() if previous is not None else np.full(len(self.loss_names), DEFAULT_WEIGHT, np.float32)
 
     def check(
         self, parsed: Any, previous: np.ndarray | None
@@ -311,12 +309,8 @@ class LLMAgent(BaseAgent):
             start = float(info["objective"])
             for action in sequence:
                 info = view.step(action)[-1]
-            self.example_runs.append(
-                ExampleRun(
-                    view.instance, tuple(view.preset_names[a] for a in sequence), start, float(info["objective"]),
-                    str(view.objective.describe()),
-                )
-            )
+            played, objective = tuple(view.preset_names[a] for a in sequence), str(view.objective.describe())
+            self.example_runs.append(ExampleRun(view.instance, played, start, float(info["objective"]), objective))
         self._example_instances = [i.name for i in view.instances]
         self._example_stages = stages
 
