@@ -386,10 +386,8 @@ class PPOAgent(BaseAgent):
             check_arguments(_TrainArguments, "PPOAgent.train", {"steps": steps})
         steps = steps or self.train_steps
         sb3 = _import_sb3()
-        if isinstance(env, gym.Env) or not callable(env):
-            base_env, made = env, False
-        else:
-            base_env, made = env(), True
+        made = None if isinstance(env, gym.Env) or not callable(env) else env()
+        base_env = env if made is None else made
         if _on_instances(base_env):
             if self.train_seeds is not None:
                 raise ValueError(
@@ -415,8 +413,8 @@ class PPOAgent(BaseAgent):
                     self.model.set_env(wrapped)
                 self.model.learn(total_timesteps=steps, reset_num_timesteps=False)
         finally:
-            if made:
-                base_env.close()
+            if made is not None:
+                made.close()  # the env made here, not the training view that replaced it
         self.trained_steps += steps
         logger.info("PPOAgent trained for %d env steps (%d in all).", steps, self.trained_steps)
         return self

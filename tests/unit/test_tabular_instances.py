@@ -382,3 +382,26 @@ def test_ppo_of_the_new_objective_track_observes_what_means_the_same_under_both_
     run_episode(gym.make("LossAgent/Tabular-v0", table=str(instance_table["path"]), objective="psnr",
                          instances="test"), tuned, seed=0)
     assert not tuned.without_metrics  # the tuned track observes the metrics too
+
+
+@pytest.mark.rl
+def test_ppo_closes_the_env_its_factory_made_on_a_table_of_instances(instance_table):
+    """PPO trains on the table's training view; the env it made itself is the one it closes."""
+    pytest.importorskip("stable_baselines3")
+    from agents.ppo import PPOAgent
+
+    made = []
+
+    class Closing(gym.Wrapper):
+        closed = False
+
+        def close(self):
+            self.closed = True
+            super().close()
+
+    def factory():
+        made.append(Closing(replay(instance_table, objective="psnr", instances="test")))
+        return made[-1]
+
+    PPOAgent(train_steps=32, n_steps=16, n_epochs=1).train(factory)
+    assert len(made) == 1 and made[0].closed
