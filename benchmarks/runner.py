@@ -7,11 +7,6 @@ the resume rule), executes the runs that are not complete on a backend
 ``results.jsonl`` in this process as it arrives, and rebuilds the report
 (:mod:`benchmarks.reports.report`). A run that raises does not stop the others; the failures
 are raised together at the end (:class:`RunsFailedError`).
-
-The names the runner works with are importable from here too: :class:`RunSpec`,
-:func:`expand`, :func:`run_name`, :func:`execute_run` (runs), :func:`read_rows`,
-:func:`complete_runs`, ``RESULTS`` (results), ``BACKENDS``, :func:`threads_per_worker`
-(executor), and the errors.
 """
 
 from __future__ import annotations
@@ -26,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import BenchmarkError, RunFailure, RunsFailedError
-from benchmarks.execution.executor import BACKENDS, Executor, threads_per_worker
+from benchmarks.execution.executor import Executor, threads_per_worker
 from benchmarks.execution.output import Output, check_same
 from benchmarks.execution.results import (
     RESULTS,
@@ -34,14 +29,12 @@ from benchmarks.execution.results import (
     SUITE_FILE,
     TABLE_RECORD,
     ResultsWriter,
-    complete_runs,
     prepare_resume,
     read_json,
-    read_rows,
     read_stored_suite,
     write_json,
 )
-from benchmarks.execution.runs import RunSpec, execute_run, expand, run_name, run_task
+from benchmarks.execution.runs import RunSpec, expand, run_task
 from benchmarks.reports.report import build_report
 from benchmarks.suites.suite import (
     TABULAR_ENV_ID,
@@ -53,25 +46,16 @@ from benchmarks.suites.suite import (
 )
 
 __all__ = [
-    "BACKENDS",
-    "RESULTS",
     "WORKER_MEMORY_BYTES",
     "BenchmarkError",
     "RunFailure",
-    "RunSpec",
     "RunsFailedError",
     "SuiteResult",
     "auto_workers",
     "available_memory",
-    "complete_runs",
     "embedded_runs",
-    "execute_run",
-    "expand",
-    "read_rows",
-    "run_name",
     "run_suite",
     "stored_suite",
-    "threads_per_worker",
 ]
 
 logger = logging.getLogger(__name__)

@@ -1,33 +1,21 @@
 """The output directory of a benchmark: its layout, the results file and resuming.
 
-Layout::
+The layout (``suite.json``, ``runner.json``, ``results.jsonl``, ``tb/<run>/``, and the
+report's files) is in docs/benchmarks.md ("The output folder"). ``suite.json`` is
+written last when a benchmark starts, so its presence marks a benchmark directory; for a
+table replay it records the table file (:data:`TABLE_RECORD`), against which alone
+``--resume`` and ``lossagent report`` go on. ``lossagent run --out`` writes
+``results.jsonl`` and ``tb/`` only.
 
-    <out>/suite.json       the resolved suite (what --resume continues); for a table
-                           replay also "table_file": {"table", "path", "sha256"}, the
-                           table file hashed when the benchmark started
-    <out>/runner.json      workers, backend and torch threads per run it started with
-    <out>/results.jsonl    one JSON row per finished stage: the source of truth
-    <out>/tb/<run name>/   TensorBoard event files of each run
-    <out>/summary.csv, report.md, plots/   rebuilt from results.jsonl (benchmarks.reports.report)
-
-``suite.json`` is written last when a benchmark starts, so its presence marks a
-benchmark directory. ``lossagent run --out`` writes ``results.jsonl`` and ``tb/`` only.
-A tabular benchmark is resumed and reported only against the table file it started
-with: ``--resume`` and ``lossagent report`` hash the table again and refuse another.
-
-A row is a :class:`ResultRow`; rows are checked against it as they are read (keys
-it does not declare pass as they are), and a bad one is an error naming the file, the
-line and the field. For the report, a row that repeats an earlier one exactly is dropped with a
-warning, and two different rows for one stage of a run are an error naming both lines
-(:func:`distinct_rows`).
+A row is a :class:`ResultRow`, checked as it is read; a bad one is an error naming the
+file, the line and the field. For the report, exact repeats are dropped and different
+rows for one stage are an error (:func:`distinct_rows`).
 
 Durability: one process alone appends to ``results.jsonl``, through a
 :class:`ResultsWriter`, which flushes each row and calls ``os.fsync`` before it returns
-(rows of parallel runs reach that process through a queue as soon as their stage ends,
-see :mod:`benchmarks.execution.executor`). A SIGKILL at any moment therefore loses at most the
-stages in flight, and leaves at most one torn last line, which :func:`read_rows`
-ignores. JSON files (``suite.json``, ``runner.json``) are written atomically.
-
+(rows of parallel runs reach that process through the executor's queue as soon as their
+stage ends). A SIGKILL therefore loses at most the stages in flight, and leaves at most
+one torn last line, which :func:`read_rows` ignores. JSON files are written atomically.
 Ownership, creation and clean-up of the directory: :mod:`benchmarks.execution.output`.
 
 The resume rule (:func:`prepare_resume`): a run with all ``max_stages`` rows is
@@ -45,7 +33,6 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Annotated, Any, Literal, NotRequired, cast
 
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError, with_config
@@ -169,12 +156,7 @@ class ResultsWriter:
     def __enter__(self) -> ResultsWriter:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -417,33 +399,21 @@ def prepare_resume(out: str | os.PathLike[str], runs: Iterable[str]) -> tuple[se
     rows = read_rows(path)
     names = set(runs)
     done = complete_runs(rows) & names
-    keep = [row for row in rows if row["run"] in done]
-    dropped = len(rows) - len(keep)
-    # one row per (run, stage): the first one wins (there is never more than one)
-    seen: set[tuple[str, int]] = set()
-    unique = []
-    for row in keep:
-        key = (row["run"], int(row["stage"]))
-        if key not in seen:
-            seen.add(key)
-            unique.append(row)
-    dropped += len(keep) - len(unique)
-    _replace(path, "".join(_row_line(row) for row in unique))
+    unique: dict[tuple[str, int], ResultRow] = {}  # one row per (run, stage) of the complete runs
+    for row in rows:
+        if row["run"] in done:
+            unique.setdefault((row["run"], int(row["stage"])), row)  # the first wins (there is never more than one)
+    write_atomic(path, "".join(map(_row_line, unique.values())).encode("utf-8"))
     for run in sorted(names - done):
         tb_dir = tensorboard_dir(out, run)
         if tb_dir.exists():
             shutil.rmtree(tb_dir)
-    return done, dropped
+    return done, len(rows) - len(unique)
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON atomically (temporary file, fsync, rename)."""
-    _replace(Path(path), json.dumps(data, indent=2) + "\n")  # key order kept: objective labels depend on it
-
-
-def _replace(path: Path, text: str) -> None:
-    """Replace the file ``path`` with ``text`` atomically: it holds the old or the new text."""
-    write_atomic(path, text.encode("utf-8"))
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))  # key order kept: objective labels depend on it
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

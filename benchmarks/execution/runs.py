@@ -8,34 +8,9 @@ the tuned ones, named ``f"{env_id}__{agent}__{objective}__{seed}"`` with charact
 (``max_stages`` x ``stage_iters``), and all runs with the same seed start from the same
 network, because the env's ``reset(seed=...)`` is deterministic.
 
-:func:`execute_run` plays one episode and hands over one row per finished stage;
-:func:`run_one` does that and appends the rows to a ``results.jsonl``
-(``lossagent run``). A row is a JSON object:
-
-==========================  ===========================================================
-``run``, ``suite``          the run's name and suite
-``env_id``, ``agent``       the env id and the agent label
-``objective``, ``seed``     the objective label and the seed
-``stage``, ``max_stages``   the stage number (1-based) and the run's budget
-``loss_names``              the order of ``action``
-``action``                  the agent's action (list of floats)
-``weights``                 effective loss weights, ``{loss: float}``
-``metrics``                 ``{metric: float}`` after the stage
-``loss_values``             unweighted training losses, ``{loss: float}``
-``objective_value``         the objective ``J`` (higher is better; NaN if unmeasured)
-``reward``                  the env's reward (the change of ``J``, see the env)
-``notes``                   the agent's notes (rationale, retries, tokens, latency)
-``diverged``                whether the stage diverged
-``feedback``                the objective's text feedback, or null
-``wall_s``                  seconds since the episode started
-``setup_s``                 seconds spent building the env and the agent
-``act_s``                   seconds of this stage's decision
-``train_s``, ``eval_s``     seconds of this stage's training and evaluation
-``device``                  the device the run trained on (``"cpu"``, ``"cuda:1"``)
-``preset``                  on a preset env (a table replay), the preset played, else null
-``instance``                on a table of problem instances, the instance played, else null
-``budget``                  the agent's training budget (its ``budget()``), else null
-==========================  ===========================================================
+:func:`execute_run` plays one episode and hands over one row per finished stage (a
+:class:`benchmarks.execution.results.ResultRow`, where every field is documented);
+:func:`run_one` does that and appends the rows to a ``results.jsonl`` (``lossagent run``).
 """
 
 from __future__ import annotations
@@ -113,16 +88,10 @@ class RunSpec:
 
     def make_env_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``gym.make(self.env_id, **kwargs)``."""
+        kwargs = {**self.env_kwargs, "objective": self.objective_spec, "max_stages": self.max_stages}
         if self.env_id == TABULAR_ENV_ID:  # a table replay: its own arguments, no images
-            train = {} if self.train_objective is None else {"train_objective": self.train_objective}
-            return {**self.env_kwargs, "objective": self.objective_spec, "max_stages": self.max_stages, **train}
-        return {
-            **self.env_kwargs,
-            "objective": self.objective_spec,
-            "max_stages": self.max_stages,
-            "stage_iters": self.stage_iters,
-            "render_mode": "rgb_array",
-        }
+            return kwargs if self.train_objective is None else {**kwargs, "train_objective": self.train_objective}
+        return {**kwargs, "stage_iters": self.stage_iters, "render_mode": "rgb_array"}
 
 
 def run_name(env_id: str, agent: str, objective: str, seed: int) -> str:
@@ -186,8 +155,8 @@ def execute_run(spec: RunSpec, out: str | os.PathLike[str] | None, emit: Emit) -
     Args:
         spec: The run.
         out: The benchmark's output directory; None writes no TensorBoard files.
-        emit: Called with each stage's row (a JSON-able dict, see the module
-            docstring) as soon as it ends.
+        emit: Called with each stage's row (a JSON-able
+            :class:`~benchmarks.execution.results.ResultRow`) as soon as it ends.
 
     Returns:
         The number of stages run.

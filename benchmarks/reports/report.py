@@ -1,66 +1,17 @@
 """The benchmark report, rebuilt from ``results.jsonl`` alone.
 
-``build_report(out)`` writes:
+``build_report(out)`` writes, all under ``out``: ``summary.csv`` (one row per
+(objective, agent) over the complete runs), ``plots/`` (per objective, the objective per
+stage with its 95% stratified-bootstrap band and the stacked loss weights per agent;
+names from :func:`plot_stems`), ``report.md``, and on a table replay ``scores.json``
+(verdicts from :mod:`benchmarks.reports.scores`, rendered by :mod:`benchmarks.reports.render`).
+Four steps: :func:`load_benchmark` reads and checks the rows, the stored suite and the
+table; :func:`aggregate` groups the complete runs, summarizes them and scores a table
+replay; :func:`render_markdown` fills in ``benchmarks/reports/templates/report.md``;
+:func:`build_report` writes the files.
 
-- ``summary.csv``: one row per (objective, agent) over the complete runs;
-- ``plots/<objective>__objective.png``: objective per stage per agent (mean over seeds,
-  95% stratified-bootstrap band);
-- ``plots/<objective>__weights.png``: each agent's effective loss weights over the
-  stages as a stacked area (mean over seeds), one panel per agent;
-- ``report.md``: for a table replay first the verdicts on its test instances
-  (:mod:`benchmarks.reports.scores`, rendered by :mod:`benchmarks.reports.render`; all of it in
-  ``scores.json``); then how many of the suite's runs are complete ("N of M"), the
-  missing runs per agent (a benchmark killed half-way, runs that failed), then per
-  objective a table of agents (the suite's agents without a complete run shown as such)
-  and the two plots.
-
-The report is built in four steps: :func:`load_benchmark` reads and checks the rows,
-the stored suite and the table; :func:`aggregate` groups the complete runs, summarizes
-them and scores a table replay; :func:`render_markdown` fills in the Markdown
-templates (``benchmarks/reports/templates/report.md``); :func:`build_report` writes the files.
-
-Statistics (:mod:`benchmarks.reports.stats`): the live tables show the **mean** over seeds with
-rliable's 95% stratified-bootstrap percentile interval (2,000 resamples, seed 0); a
-group there is one agent on one objective, whose only runs are its seeds (2 or 3 in the
-shipped suites). The verdicts of a table replay are paired by replicate per test
-instance (Student's t on replicates - 1 degrees of freedom, Holm across instances) and
-never pool an sd across instances (:mod:`benchmarks.reports.scores`).
-
-Every file goes under ``out``: plot names come from :func:`plot_stems` (labels made
-file-system safe, so a crafted ``../../x`` cannot leave ``plots/``).
-
-What the report accepts (a crafted or damaged ``results.jsonl`` gives one error naming
-the file, the line and the field, see :mod:`benchmarks.execution.results`): a row that repeats
-another exactly is dropped with a warning and counted in ``report.md``; two different
-rows for one stage of a run are an error naming both lines. With ``suite.json``, every
-row must belong to one of the suite's runs and agree with it. A tabular benchmark is
-scored only against the table file it ran on: its SHA-256, recorded in ``suite.json``
-when the benchmark started, must match the file found now, or the report refuses
-(restore the table, or rerun the benchmark on the new one); there is no override,
-since scores against another table would be wrong without a sign of it.
-
-Columns of ``summary.csv`` (the objective ``J`` is higher-is-better: lower-is-better
-metrics enter it negated):
-
-=======================  ==============================================================
-``objective``            objective label
-``agent``                agent label
-``seeds``                number of complete runs (seeds)
-``final_mean``           ``J`` after the last stage, mean over seeds
-``final_ci_low/high``    95% stratified-bootstrap interval of that mean (rliable)
-``best_mean``            best ``J`` seen in the run (best-so-far at the end), mean
-``best_ci_low/high``     its 95% stratified-bootstrap interval
-``auc_mean``             area under the ``J``-per-stage curve divided by the number of
-                         stages (= mean ``J`` over stages 1..T), mean over seeds
-``diverged``             diverged stages, total over seeds
-``wall_s_mean``          wall time of a run (sum over its stages), mean over seeds
-``prompt_tokens_mean``   LLM prompt tokens per run, mean (0 for agents without a model)
-``completion_tokens_mean``  LLM completion tokens per run, mean
-``retries``              LLM retries, total over seeds
-``fallbacks``            LLM fallbacks to the previous weights, total over seeds
-=======================  ==============================================================
-
-Every column except ``wall_s_mean`` is a deterministic function of the rows.
+The columns of ``summary.csv``, the statistics and what the report accepts: see
+docs/benchmarks.md ("The output folder").
 
 Example:
     >>> from benchmarks.reports.report import build_report

@@ -1,37 +1,12 @@
 """Scores of a benchmark on a table replay: per test instance, paired by replicate.
 
-On a table the outcome of every preset sequence is known, so each run is scored on the
-table's held-out **test** split (crops no agent saw), against references no agent can
-move, per (track, objective, test instance) *cell*, paired by replicate (the same
-training randomness under the agent's choices and under the reference's):
-
-* the **first preset** of the table held for every stage;
-* the **transferred static**: the preset best held for every stage on the training
-  instances (their validation means, under the objective agents tune on), what a
-  practitioner who tuned on other problems would play;
-* the **best static in hindsight**: the preset best held on this instance (validation
-  means over its replicates), which no agent knows before its episode;
-* the **oracle**: the best sequence on this instance's validation means (exhaustive),
-  scored on test (so the maximum over ``K**T`` noisy outcomes does not flatter it);
-* the **random expectation** ``E[J_random]``: the mean over all ``K**T`` sequences,
-  exact.
-
-Per cell and agent: the primary score ``(J - E[J_random]) / (J_oracle - E[J_random])``
-(1 = the oracle, 0 = a uniformly random schedule; the denominator is the cell's mean
-over its replicates, so the score is the agent's mean ``J`` in units of the cell's
-range), and the gains in the metric's own units against the first preset, the
-transferred static and the best static in hindsight, each a paired t on ``R - 1``
-degrees of freedom, Holm-adjusted across the test instances. Overall (per objective):
-the mean of the per-instance means, on Welch-Satterthwaite degrees of freedom. The
-values of selection (best static - random, best static - transferred) and of scheduling
-(oracle - best static) are findings of each cell, not gates.
-
-An objective is *admitted* (enters the ranking) when validation ranks the sequences as
-test does (mean Spearman over the table's instances >= :data:`ADMIT_RANK`) and the
-choice of preset moves it beyond noise (best static in hindsight above the random
-expectation, p < 0.05 after Holm) on most test instances. The ranking of a track is
-the mean primary score over its admitted cells, with a 95% stratified-bootstrap
-interval (replicates resampled within each cell; rliable).
+Each run is scored on the table's held-out test split, per (track, objective, test
+instance) *cell*, against references no agent can move (the first preset, the
+transferred static, the best static in hindsight, the oracle and the exact random
+expectation), paired by replicate; an objective enters the ranking only when admitted
+(:data:`ADMIT_RANK`, and selection beyond noise on most test instances). The
+references, the score, the gains, admission and ranking are described in docs/tables.md
+("LossBench: the report of a tabular benchmark").
 
 Statistics are :mod:`benchmarks.reports.stats`; the Markdown is :mod:`benchmarks.reports.render`.
 """
@@ -235,8 +210,7 @@ def score_runs(runs: Mapping[str, Sequence[ResultRow]], specs: Mapping[str, RunS
 
     whole = load_table(table)
     result = TabularScores(first=whole.preset_names[0])
-    analyses: dict[tuple[str, str], TableAnalysis] = {}
-    envs: dict[tuple[str, str], Any] = {}
+    envs: list[Any] = []
     groups: dict[tuple[str, str], list[tuple[RunSpec, Sequence[ResultRow]]]] = defaultdict(list)
     for name, rows in runs.items():
         spec = specs.get(name)
@@ -246,29 +220,28 @@ def score_runs(runs: Mapping[str, Sequence[ResultRow]], specs: Mapping[str, RunS
     order = {k: i for i, k in enumerate(dict.fromkeys((s.track, s.objective) for s in specs.values()))}
     for (track, objective), members in sorted(groups.items(), key=lambda kv: order[kv[0]]):  # the suite's order
         spec = members[0][0]
-        kwargs = spec.make_env_kwargs()
-        envs[(track, objective)] = gym.make(spec.env_id, **kwargs).unwrapped
-        analyses[(track, objective)] = TableAnalysis(whole, spec.objective_spec, spec.max_stages)
-        tune = spec.train_objective if spec.train_objective is not None else spec.objective_spec
-        train_analysis = TableAnalysis(whole, tune, spec.max_stages)
+        env: Any = gym.make(spec.env_id, **spec.make_env_kwargs()).unwrapped
+        envs.append(env)
+        analysis = TableAnalysis(whole, spec.objective_spec, spec.max_stages)
+        tune = spec.objective_spec if spec.train_objective is None else spec.train_objective
+        train_analysis = analysis if spec.train_objective is None else TableAnalysis(whole, tune, spec.max_stages)
         result.objectives.setdefault(track, []).append(objective)
         if track == "new":
             result.tune_on = objective_label(tune)
-        env = envs[(track, objective)]
         played = sorted({env.table.instance_of(env.tree_of(s.seed)).name for s, _ in members},
                         key=[i.name for i in whole.instances].index)
-        cells = [_cell(analyses[(track, objective)], train_analysis, track, objective, inst) for inst in played]
+        cells = [_cell(analysis, train_analysis, track, objective, inst) for inst in played]
         for cell, p in zip(cells, holm([c.selection.p if c.selection.mean > 0 else 1.0 for c in cells])):
             cell.selection_p = p
             result.cells[cell.key] = cell
             result.replicates[cell.instance] = len(cell.seeds)
-        result.admission[(track, objective)] = _admission(analyses[(track, objective)], cells)
+        result.admission[(track, objective)] = _admission(analysis, cells)
         per_agent: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
         for spec, rows in members:
             tree = env.tree_of(spec.seed)
             instance = env.table.instance_of(tree).name
             indices = _played(env, rows)
-            j = float(analyses[(track, objective)].values([tree], indices, "test")[0])
+            j = float(analysis.values([tree], indices, "test")[0])
             per_agent[spec.agent][instance][tree].append(j)
             result.plays.setdefault(spec.agent, {})[(track, objective, spec.seed)] = [env.preset_names[i] for i in indices]
             result.budgets.setdefault(spec.agent, rows[0].get("budget"))
@@ -282,13 +255,13 @@ def score_runs(runs: Mapping[str, Sequence[ResultRow]], specs: Mapping[str, RunS
         _gains(result, *key)
     for track in result.objectives:
         result.ranking[track] = _ranking(result, track)
-    for env in envs.values():
+    for env in envs:
         env.close()
     return result
 
 
 def _cell(analysis: Any, train: Any, track: str, objective: str, instance: str) -> Cell:
-    """The references of one test instance (see the module docstring)."""
+    """The references of one test instance (see docs/tables.md)."""
     seeds = analysis.replicates(instance)
     static = analysis.static_sequences
     test = analysis.leaves(seeds, "test")

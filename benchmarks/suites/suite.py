@@ -4,35 +4,11 @@ A suite names one environment, a stage budget, a list of objectives, a list of a
 and a list of seeds. The runner expands it into ``agents x objectives x seeds`` runs
 with the same budget and, per seed, the same initial network.
 
-File format (every key is documented in :class:`SuiteModel`)::
-
-    name = "smoke"
-    description = "What this suite is for."
-    seeds = [0, 1]
-    objectives = ["psnr", {psnr = 1.0, ssim = 10.0}]
-
-    [env]
-    id = "LossAgent/SuperResolution-v0"
-    kwargs = { scale = 2, backbone = "tiny", patch_size = 32 }
-
-    [budget]
-    max_stages = 4
-    stage_iters = 10
-
-    [[agents]]
-    name = "ucb"
-
-    [[agents]]
-    name = "llm"
-    kwargs = { model = "local" }
-
-A suite on a table replay may add the *new objective* track, the paper's question:
-agents are scored under objectives they never tuned on; those with a training budget
-tune on the table's training instances under ``tune_on`` instead::
-
-    [new_objective]
-    objectives = ["piqe"]     # scored on these (run and report label "piqe.new")
-    tune_on = "psnr"          # what agents tune under on the training instances
+Every key of the file is documented in :class:`SuiteModel` (an example file and the
+table of keys: docs/benchmarks.md, "Suites"). A suite on a table replay may add the
+``[new_objective]`` track, the paper's question (docs/tables.md): agents are scored
+under objectives they never tuned on; those with a training budget tune on the table's
+training instances under ``tune_on`` instead.
 
 A malformed suite raises :class:`SuiteError`, which names the file, the line and the
 key; an unknown env, agent, loss or metric name gets a "Did you mean" hint.
@@ -46,12 +22,13 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -395,16 +372,7 @@ def load_suite(name_or_path: str | Path, *, check_names: bool = True) -> Suite:
         KeyError: An unknown suite name (with a "Did you mean" hint).
     """
     path, text = read_suite_file(name_or_path)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        line = decode_error_line(e)
-        raise SuiteError(str(path), line, None, f"not valid TOML: {e}") from e
-    suite = _validate(data, source=str(path), text=text, path=path)
-    if check_names:
-        validate_names(suite, text=text)
-        validate_values(suite, text=text)
-    return suite
+    return _load(text, str(path), path, check_names)
 
 
 def read_suite_file(name_or_path: str | os.PathLike[str]) -> tuple[Path, str]:
@@ -436,11 +404,19 @@ def read_suite_file(name_or_path: str | os.PathLike[str]) -> tuple[Path, str]:
 
 def load_suite_text(text: str, source: str = "<string>", *, check_names: bool = True) -> Suite:
     """Like :func:`load_suite` for TOML given as a string (for tests and notebooks)."""
+    return _load(text, source, None, check_names)
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """The TOML document ``text``, or a :class:`SuiteError` naming its line in ``source``."""
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SuiteError(source, decode_error_line(e), None, f"not valid TOML: {e}") from e
-    suite = _validate(data, source=source, text=text, path=None)
+
+
+def _load(text: str, source: str, path: Path | None, check_names: bool) -> Suite:
+    suite = _validate(parse_toml(text, source), source=source, text=text, path=path)
     if check_names:
         validate_names(suite, text=text, source=source)
         validate_values(suite, text=text, source=source)
@@ -570,23 +546,7 @@ def validate_names(suite: Suite, text: str | None = None, source: str | None = N
         _check_agents(suite, fail)
         return
     fields = {f.name for f in dataclasses.fields(EnvConfig)} - {"objective", "task"}
-    for key in suite.env_kwargs:
-        if key not in fields:
-            fail(("env", "kwargs", key), unknown_name_message("EnvConfig field", key, fields))
-    backbone = suite.env_kwargs.get("backbone")
-    if isinstance(backbone, str):
-        from lossagent_env.backbones import BACKBONES
-
-        if backbone not in BACKBONES:
-            fail(("env", "kwargs", "backbone"), unknown_name_message("backbone", backbone, BACKBONES.names()))
-    losses = suite.env_kwargs.get("losses")
-    if isinstance(losses, list):  # other values are refused by validate_values
-        from lossagent_env.losses import LOSSES
-
-        for i, spec in enumerate(losses):
-            name = spec.get("type") if isinstance(spec, dict) else spec
-            if not isinstance(name, str) or name not in LOSSES:
-                fail(("env", "kwargs", "losses", i), unknown_name_message("loss", name, LOSSES.names()))
+    check_env_names(suite.env_kwargs, fields, ("env",), functools.partial(SuiteError.at, source, text))
     from lossagent_env.metrics import metric_names
 
     known_metrics = metric_names()
@@ -595,6 +555,34 @@ def validate_names(suite: Suite, text: str | None = None, source: str | None = N
             if metric not in known_metrics:
                 fail(("objectives", i), unknown_name_message("metric", metric, known_metrics))
     _check_agents(suite, fail)
+
+
+def check_env_names(
+    kwargs: dict[str, Any], fields: set[str], where: tuple, error: Callable[[tuple, str], SuiteError],
+    reserved: Collection[str] = (),
+) -> None:
+    """The env kwargs at ``(*where, "kwargs")`` name ``fields`` of EnvConfig (not a key of
+    ``reserved``, which a table sets), a registered backbone and registered losses.
+
+    Raises:
+        SuiteError: ``error(loc, message)`` of the first unknown name ("Did you mean").
+    """
+    from lossagent_env.backbones import BACKBONES
+    from lossagent_env.losses import LOSSES
+
+    for key in kwargs:
+        if key in reserved:
+            raise error((*where, "kwargs", key), "set by the table (metrics, stages), not in env kwargs")
+        if key not in fields:
+            raise error((*where, "kwargs", key), unknown_name_message("EnvConfig field", key, fields))
+    backbone = kwargs.get("backbone")
+    if isinstance(backbone, str) and backbone not in BACKBONES:
+        raise error((*where, "kwargs", "backbone"), unknown_name_message("backbone", backbone, BACKBONES.names()))
+    losses = kwargs.get("losses")
+    for i, spec in enumerate(losses if isinstance(losses, list) else ()):  # other values: the env's check
+        name = spec.get("type") if isinstance(spec, dict) else spec
+        if not isinstance(name, str) or name not in LOSSES:
+            raise error((*where, "kwargs", "losses", i), unknown_name_message("loss", name, LOSSES.names()))
 
 
 def _check_tabular_kwargs(suite: Suite, fail: Any) -> None:

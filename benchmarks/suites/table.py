@@ -1,36 +1,9 @@
 """The ``[table]`` section of a suite file: how ``lossagent tabulate`` builds a table.
 
-Suite file section (every key is documented in :class:`TableModel`)::
-
-    [table]
-    description = "What the table is for."
-    stages = 4
-    seeds = [0, 1, 2]
-    metrics = ["psnr", "ssim", "piqe"]      # the panel, measured at every node
-    threads = 1                             # torch threads per unit (default 1)
-
-    [table.env]
-    id = "LossAgent/SuperResolution-v0"
-    kwargs = { scale = 2, losses = ["l1", "ssim", "gradient"], stage_iters = 40 }
-
-    [table.presets]                         # in action order
-    pixel = { l1 = 1.0 }
-    structure = { l1 = 1.0, ssim = 1.0 }
-    edges = [1.0, 0.0, 0.5]                 # or one weight per loss, in loss order
-
-A table of problem instances (format 2) lists them instead of ``seeds``, with the
-number of replicates of each (at least 2: every score's noise band is the spread of
-replicates); instance ``i`` gets the seeds ``i * replicates`` to
-``(i + 1) * replicates - 1``::
-
-    [table]
-    replicates = 3
-
-    [[table.instances]]
-    name = "photos"
-    split = "train"                         # or "test"
-    kwargs = { dataset = "skimage:photos" } # added to (or replacing) [table.env]'s kwargs
-    # id = "LossAgent/Denoising-v0"         # another env id (default: [table.env]'s)
+Every key is documented in :class:`TableModel` and :class:`InstanceModel`; an example
+section (a table of problem instances, format 2, or of ``seeds``) is in docs/tables.md
+("Building a table"). Instance ``i`` gets the seeds ``i * replicates`` to
+``(i + 1) * replicates - 1``.
 
 Everything the section says is checked when it is read, before a build creates
 anything: types (integers are integers, not ``true`` or ``2.0``), the table's size
@@ -48,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections import Counter
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -58,15 +30,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 import lossagent_env
 from benchmarks.suites.size import MAX_NODES, size_refusal
-from benchmarks.suites.suite import EnvEntry, SuiteError, read_suite_file
-from benchmarks.suites.tomlpos import decode_error_line, file_loc
-from lossagent_env.backbones import BACKBONES
+from benchmarks.suites.suite import EnvEntry, SuiteError, check_env_names, parse_toml, read_suite_file
+from benchmarks.suites.tomlpos import file_loc
 from lossagent_env.config import EnvConfig
 from lossagent_env.data import check_dataset
 from lossagent_env.device import resolve_device
 from lossagent_env.env import check_settings
 from lossagent_env.errors import ConfigError
-from lossagent_env.losses import LOSSES, offline_losses
+from lossagent_env.losses import offline_losses
 from lossagent_env.metrics import metric_info, metric_names
 from lossagent_env.registry import unknown_name_message
 from lossagent_env.seeds import check_seeds
@@ -213,10 +184,7 @@ def table_spec_from_text(
     text: str, source: str = "<string>", *, max_nodes: int | None = MAX_NODES, workers: int = 1
 ) -> TableSpec:
     """Like :func:`load_table_spec`, for TOML given as a string."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SuiteError(source, decode_error_line(e), None, f"not valid TOML: {e}") from e
+    data = parse_toml(text, source)
 
     def fail(loc: tuple, message: str) -> SuiteError:
         return SuiteError.at(source, text, loc, message)
@@ -288,19 +256,7 @@ def _check_names(model: TableModel, fail: Fail) -> None:
     for where, env_id, kwargs in envs:
         if env_id is not None and env_id not in lossagent_env.ENV_IDS:
             raise fail((*where, "id"), unknown_name_message("env id", env_id, lossagent_env.ENV_IDS))
-        for key in kwargs:
-            if key in RESERVED_ENV_KWARGS:
-                raise fail((*where, "kwargs", key), "set by the table (metrics, stages), not in env kwargs")
-            if key not in fields:
-                raise fail((*where, "kwargs", key), unknown_name_message("EnvConfig field", key, fields))
-        backbone = kwargs.get("backbone")
-        if isinstance(backbone, str) and backbone not in BACKBONES:
-            raise fail((*where, "kwargs", "backbone"), unknown_name_message("backbone", backbone, BACKBONES.names()))
-        losses = kwargs.get("losses")
-        for i, spec in enumerate(losses if isinstance(losses, list) else ()):  # other values: the env's check
-            name = spec.get("type") if isinstance(spec, dict) else spec
-            if not isinstance(name, str) or name not in LOSSES:
-                raise fail((*where, "kwargs", "losses", i), unknown_name_message("loss", name, LOSSES.names()))
+        check_env_names(kwargs, fields, where, fail, reserved=RESERVED_ENV_KWARGS)
     known = metric_names()
     for i, metric in enumerate(model.metrics):
         if metric not in known:
