@@ -211,16 +211,13 @@ def _stored_threads(out: Path) -> tuple[int | None, int | None]:
 
 
 def auto_workers(suite: Suite, runs: Sequence[RunSpec], backend: str = "local") -> int:
-    """``--workers`` by default: one process per core for runs that train on the CPU.
+    """``--workers`` by default: one process per core for runs that train on the CPU
+    (a small network gains little from a second thread; measured in docs/performance.md).
 
-    A small network's training gains little from a second thread (2 threads trained a
-    smoke run 1.37 times as fast as 1, not twice), so a process per core does more: on
-    2 cores, the smoke suite's 16 training runs took 41 s in two 1-thread processes and
-    49-52 s in one 2-thread process, start-up included.
     Runs on the embedded chat model are not counted (they run in this process, after
     the others: :func:`embedded_runs`). Each process is given
-    :data:`WORKER_MEMORY_BYTES` of the available memory (a smoke worker peaked at
-    1.0 GB), so a many-core machine with little memory starts fewer.
+    :data:`WORKER_MEMORY_BYTES` of the available memory, so a many-core machine with
+    little memory starts fewer.
 
     Returns:
         1 for a table replay (microseconds a stage; a process costs seconds to start),

@@ -1,14 +1,5 @@
-"""The ``lossagent`` command line.
-
-Subcommands::
-
-    lossagent bench    run a benchmark suite (agents x objectives x seeds)
-    lossagent run      one episode of one agent, with a live progress bar
-    lossagent report   rebuild summary.csv, report.md and plots of a benchmark
-    lossagent tabulate build a table of every preset sequence (LossAgent/Tabular-v0)
-    lossagent losses   the loss repository: names, scales, descriptions, usable offline
-    lossagent metrics  the objective metrics: direction, range, usable offline
-    lossagent assets   install weight files from local copies (no downloads)
+"""The ``lossagent`` command line: one module per subcommand (the table of them is in
+docs/benchmarks.md, "The command line").
 
 Exit codes: 0 success; 1 a run or benchmark failed (message on stderr); 2 bad input
 (unknown names get a "Did you mean" hint; no traceback). ``-v`` shows progress logs,
@@ -20,11 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import textwrap
 from collections.abc import Sequence
 
 from benchmarks.cli import assets, bench, catalogues, report, run, tabulate
-from benchmarks.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Formatter, UsageError
+from benchmarks.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Formatter, UsageError, examples
 
 __all__ = ["UsageError", "build_parser", "main"]
 
@@ -37,13 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lossagent",
         description="LossAgent Gym: agents choose loss weights for image restoration.",
         formatter_class=Formatter,
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              lossagent bench --suite smoke
-              lossagent run --agent ucb --objective psnr --stages 5 --iters 20
-              lossagent losses
-            """
+        epilog=examples(
+            "lossagent bench --suite smoke",
+            "lossagent run --agent ucb --objective psnr --stages 5 --iters 20",
+            "lossagent losses",
         ),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show progress logs")
@@ -54,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, action in sub.choices.items():
         if not action.epilog:  # every subcommand's --help shows an example
             action.epilog = f"example:\n  lossagent {name} --help\n"
+        if action.formatter_class is argparse.HelpFormatter:  # not named by the subcommand
             action.formatter_class = Formatter
     return parser
 

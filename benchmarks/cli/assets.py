@@ -38,17 +38,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``assets`` command (``list``, ``install NAME --from PATH``).
-
-    Every leaf parser sets ``func``: call ``args.func(args)``; it returns the exit
-    status (0 ok, 2 bad input: unknown name, missing source, wrong file).
-
-    Args:
-        subparsers: The object ``ArgumentParser.add_subparsers()`` returned.
-
-    Returns:
-        The ``assets`` parser.
-    """
+    """Add the ``assets`` command (``list``, ``install NAME --from PATH``); every leaf parser
+    sets ``func``, which returns the exit status (0 ok, 2 bad input)."""
     parser = subparsers.add_parser(
         "assets",
         help="list and install weight files of learned metrics and losses (offline)",
@@ -56,21 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=_HelpFormatter,
     )
-    _add_commands(parser)
-    return parser
-
-
-def _add_commands(parser: argparse.ArgumentParser) -> None:
-    formatter = _HelpFormatter
-    commands = parser.add_subparsers(
-        dest="assets_command", metavar="{list,install}", required=True
-    )
+    commands = parser.add_subparsers(dest="assets_command", metavar="{list,install}", required=True)
     list_parser = commands.add_parser(
         "list",
         help="show every asset, its files, and whether it is installed",
         description="Show every asset, its files and where they go, and whether it is installed.",
         epilog="example:\n  lossagent assets list",
-        formatter_class=formatter,
+        formatter_class=_HelpFormatter,
     )
     list_parser.set_defaults(func=_cmd_list)
     install_parser = commands.add_parser(
@@ -79,18 +62,10 @@ def _add_commands(parser: argparse.ArgumentParser) -> None:
         description="Copy (or, for niqe, convert) an asset's files from a local file or folder to where "
         "its library looks, after checking format and checksum. A wrong file is refused and nothing is left behind.",
         epilog=_EPILOG,
-        formatter_class=formatter,
+        formatter_class=_HelpFormatter,
     )
-    install_parser.add_argument(
-        "name", help="asset name, as in 'lossagent assets list'"
-    )
-    install_parser.add_argument(
-        "--from",
-        dest="source",
-        required=True,
-        metavar="PATH",
-        help="local file or folder",
-    )
+    install_parser.add_argument("name", help="asset name, as in 'lossagent assets list'")
+    install_parser.add_argument("--from", dest="source", required=True, metavar="PATH", help="local file or folder")
     install_parser.add_argument(
         "--no-checksum",
         dest="checksum",
@@ -99,6 +74,7 @@ def _add_commands(parser: argparse.ArgumentParser) -> None:
         "fine-tuned weights of the same format); the format is still checked",
     )
     install_parser.set_defaults(func=_cmd_install)
+    return parser
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -120,11 +96,8 @@ def _cmd_install(args: argparse.Namespace) -> int:
 
     try:
         paths = install(args.name, args.source, checksum=args.checksum)
-    except KeyError as error:
-        print(f"error: {error.args[0]}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (KeyError, FileNotFoundError, ValueError) as error:
+        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 2
     for path in paths:
         print(f"installed {path}")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import textwrap
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli.common import EXIT_OK, Formatter, UsageError, parse_seeds
+from benchmarks.cli.common import EXIT_OK, UsageError, examples, parse_seeds
 from benchmarks.suites import suite_names
 
 __all__ = ["register"]
@@ -25,17 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run every agent x objective x seed of a suite with equal budgets; "
         "write results.jsonl (one row per stage), summary.csv, report.md, plots and "
         "TensorBoard files under --out.",
-        formatter_class=Formatter,
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              lossagent bench --suite smoke
-              lossagent bench --suite quick --workers 2 --out runs/quick
-              lossagent bench --resume --out runs/quick          # continue after a crash
-              lossagent bench --suite smoke --llm openai:gpt-4o-mini --seeds 0,1,2
-              lossagent bench --suite my_suite.toml --backend ray --ray-address auto
-              lossagent bench --suite paper --data /data/DIV2K_train_HR --device cuda
-            """
+        epilog=examples(
+            "lossagent bench --suite smoke",
+            "lossagent bench --suite quick --workers 2 --out runs/quick",
+            "lossagent bench --resume --out runs/quick          # continue after a crash",
+            "lossagent bench --suite smoke --llm openai:gpt-4o-mini --seeds 0,1,2",
+            "lossagent bench --suite my_suite.toml --backend ray --ray-address auto",
+            "lossagent bench --suite paper --data /data/DIV2K_train_HR --device cuda",
         ),
     )
     bench.add_argument(

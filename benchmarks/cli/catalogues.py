@@ -6,9 +6,8 @@ import argparse
 import dataclasses
 import json
 import textwrap
-from typing import Any
 
-from benchmarks.cli.common import EXIT_OK, Formatter
+from benchmarks.cli.common import EXIT_OK
 
 __all__ = ["register"]
 
@@ -20,7 +19,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list the loss repository",
         description="Every loss of the repository: scale, whether it needs weight files "
         "and whether it works offline now, and its description.",
-        formatter_class=Formatter,
         epilog="examples:\n  lossagent losses\n  lossagent losses --json\n",
     )
     losses.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -31,7 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list the objective metrics",
         description="Every metric usable in an objective: direction, range, whether it "
         "needs a reference image and whether it works offline now.",
-        formatter_class=Formatter,
         epilog="examples:\n  lossagent metrics\n  lossagent metrics --usable\n",
     )
     metrics.add_argument("--usable", action="store_true", help="only metrics usable offline now")
@@ -65,7 +62,7 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
     usable = set(usable_metrics())
     names = [n for n in metric_names() if n in usable or not args.usable]
-    infos = {name: _info_dict(metric_info(name)) for name in names}
+    infos = {name: dataclasses.asdict(metric_info(name)) for name in names}
     for name in names:
         infos[name]["usable_now"] = name in usable
     if args.json:
@@ -80,13 +77,3 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
         if info.get("description"):
             print(_wrap(info["description"]))
     return EXIT_OK
-
-
-def _info_dict(info: Any) -> dict[str, Any]:
-    if isinstance(info, dict):
-        return dict(info)
-    if dataclasses.is_dataclass(info) and not isinstance(info, type):
-        return dataclasses.asdict(info)
-    if hasattr(info, "model_dump"):
-        return info.model_dump()
-    return dict(vars(info))

@@ -15,6 +15,7 @@ __all__ = [
     "EXIT_USAGE",
     "Formatter",
     "UsageError",
+    "examples",
     "parse_objective",
     "parse_pairs",
     "parse_seeds",
@@ -29,12 +30,18 @@ class UsageError(ValueError):
 
 
 class Formatter(argparse.HelpFormatter):
-    """Wraps one-paragraph descriptions; keeps multi-line text (the examples) as written."""
+    """Wraps one-paragraph descriptions; keeps multi-line text (the examples) as written.
+    Every subcommand gets it unless it names its own (:func:`benchmarks.cli.build_parser`)."""
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         if "\n" in text:
             return "".join(indent + line for line in text.splitlines(keepends=True))
         return super()._fill_text(text, width, indent)
+
+
+def examples(*commands: str) -> str:
+    """The closing text of a ``--help``: ``examples:``, then one command a line."""
+    return "".join(["examples:\n", *(f"  {command}\n" for command in commands)])
 
 
 def parse_value(text: str) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from benchmarks.cli.common import EXIT_OK, Formatter, UsageError
+from benchmarks.cli.common import EXIT_OK, UsageError
 
 __all__ = ["register"]
 
@@ -16,7 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report",
         help="rebuild the report of a benchmark",
         description="Rebuild summary.csv, report.md and the plots from results.jsonl.",
-        formatter_class=Formatter,
         epilog="example:\n  lossagent report --out runs/smoke-20250101-120000\n",
     )
     report.add_argument("--out", required=True, help="the benchmark's output directory")

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cli.common import (
-    EXIT_OK,
-    Formatter,
-    UsageError,
-    parse_objective,
-    parse_pairs,
-)
+from benchmarks.cli.common import EXIT_OK, UsageError, examples, parse_objective, parse_pairs
 
 __all__ = ["register"]
 
@@ -30,16 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run one episode of one agent on one environment, with a live "
         "progress bar and a final summary line; with --out, also results.jsonl and "
         "TensorBoard files.",
-        formatter_class=Formatter,
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              lossagent run --agent ucb --objective psnr --stages 5 --iters 20
-              lossagent run --env LossAgent/Denoising-v0 --agent llm --llm openai:gpt-4o-mini
-              lossagent run --agent random --objective psnr:1,ssim:10 --out runs/one
-              lossagent run --agent fixed --set patch_size=48 --set 'losses=["l1","ssim"]'
-              lossagent run --env LossAgent/Tabular-v0 --set table=smoke --agent ucb --stages 4
-            """
+        epilog=examples(
+            "lossagent run --agent ucb --objective psnr --stages 5 --iters 20",
+            "lossagent run --env LossAgent/Denoising-v0 --agent llm --llm openai:gpt-4o-mini",
+            "lossagent run --agent random --objective psnr:1,ssim:10 --out runs/one",
+            "lossagent run --agent fixed --set patch_size=48 --set 'losses=[\"l1\",\"ssim\"]'",
+            "lossagent run --env LossAgent/Tabular-v0 --set table=smoke --agent ucb --stages 4",
         ),
     )
     run.add_argument(

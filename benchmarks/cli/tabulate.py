@@ -6,9 +6,8 @@ import argparse
 import math
 import shlex
 import sys
-import textwrap
 
-from benchmarks.cli.common import EXIT_FAILED, EXIT_OK, Formatter, UsageError
+from benchmarks.cli.common import EXIT_FAILED, EXIT_OK, Formatter, UsageError, examples
 
 __all__ = ["register"]
 
@@ -35,14 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "independent: --workers N processes or --backend ray; --resume finishes an "
         "interrupted build, giving the same table.",
         formatter_class=_HelpFormatter,
-        epilog=textwrap.dedent(
-            """\
-            examples:
-              lossagent tabulate --suite tabular --out lossbench.sqlite --workers 2
-              lossagent tabulate --suite tabular --out lossbench.sqlite --resume
-              lossagent tabulate --suite my_table.toml --out t.sqlite --backend ray --ray-address auto
-              lossagent tabulate --verify lossbench --samples 5     # does live training here agree?
-            """
+        epilog=examples(
+            "lossagent tabulate --suite tabular --out lossbench.sqlite --workers 2",
+            "lossagent tabulate --suite tabular --out lossbench.sqlite --resume",
+            "lossagent tabulate --suite my_table.toml --out t.sqlite --backend ray --ray-address auto",
+            "lossagent tabulate --verify lossbench --samples 5     # does live training here agree?",
         ),
     )
     parser.add_argument("--suite", help="suite name or .toml file with a [table] section (to build)")

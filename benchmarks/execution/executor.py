@@ -13,24 +13,11 @@ result to ``on_result(key, result)``, in the order the task produced them (one q
 carries both), and returns a :class:`TaskFailure` for each task that raised or whose
 worker died. A failed task does not stop the others.
 
-=========  ======================================================================
-backend    how tasks run
-=========  ======================================================================
-inline     ``workers=1`` and ``local``: one after another in this process, with
-           ``threads`` torch threads; messages are handled as they are sent.
-pool       ``workers=N`` and ``local``: N spawned processes of ``threads`` torch
-           threads each. A worker dies with the benchmark (``PR_SET_PDEATHSIG`` on
-           Linux, and a check of its parent before every message it sends).
-ray        Ray tasks reserving ``threads`` Ray CPUs each. :class:`Executor`
-           connects to ``ray_address`` (given up after ``ray_timeout`` seconds) or
-           starts a local cluster of ``workers x threads`` CPUs, and shuts down what
-           it started. On a multi-node cluster, install this package on every node.
-=========  ======================================================================
-
-GPUs: when the tasks' env ``device`` is ``cuda`` or ``auto``, pool worker ``i`` gets
-``cuda:i % G`` where ``G >= 2`` GPUs are visible (``context.device``), and each Ray task
-asks for a share of the cluster's GPUs (all of them split over the tasks that run at
-once, at most one each), because Ray hides the GPUs from a task that asked for none.
+Backends: ``inline`` (``workers=1``, ``local``: in this process, messages handled as
+they are sent), ``pool`` (``workers=N``, ``local``: N spawned processes that die with
+their parent) and ``ray`` (Ray tasks; a local cluster is started and shut down here
+unless ``ray_address`` names one). Each task runs ``threads`` torch threads; GPUs are
+shared out as docs/benchmarks.md ("Workers, threads and devices", "Ray") says.
 
 Start the executor before creating any output (``with Executor(...) as executor:``), so
 that a Ray cluster that does not answer leaves nothing behind.
@@ -344,7 +331,7 @@ class Executor:
             units of ``threads`` CPUs, for ``ray``).
         threads: torch threads (and Ray CPUs) of each task; default
             :func:`threads_per_worker`.
-        device: The tasks' env device setting (GPU assignment, see the module docstring).
+        device: The tasks' env device setting (for the GPU assignment).
         ray_address: A Ray cluster (``host:port``, ``ray://host:port``, ``auto``);
             None starts a local one. ``backend="ray"`` only.
         ray_timeout: Seconds to wait for the cluster at ``ray_address``.

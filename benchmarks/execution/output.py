@@ -12,13 +12,9 @@ table file; all three go through :class:`Output`:
    row, a unit). If the command fails before that, everything it created is removed, so
    the corrected command runs as it is; a kept output stays for ``--resume``.
 
-Ownership: a process that writes into an output (``lossagent bench``, with or without
-``--resume``, ``lossagent report``, ``lossagent run --out``, ``lossagent tabulate``) first
-takes :class:`OutputLock`, an OS file lock on ``<out>/.lock`` (``<file>.lock`` for a
-table) held until it ends; a second process is refused with a message naming the holder
-(its pid, command and start time). The OS drops the lock when its holder dies, even by
-SIGKILL, so a killed command never blocks its own ``--resume``. A holder that ends
-removes its lock file (one left by a killed holder is taken over by the next command).
+Ownership: every command that writes into an output (``lossagent report`` too) first
+takes :class:`OutputLock`, held until it ends; a second process is refused with a
+message naming the holder (docs/benchmarks.md, "Resume, ownership, failures").
 
 :func:`check_same` is the one comparison of what a resumed output was started with
 (``suite.json``, a table's header) with what the command would write now.

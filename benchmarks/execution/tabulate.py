@@ -1,30 +1,18 @@
 """Building tables for ``LossAgent/Tabular-v0``: a suite's ``[table]`` -> one SQLite file.
 
-The suite file's ``[table]`` section is read by :mod:`benchmarks.suites.table` (every key
-is documented in :class:`~benchmarks.suites.table.TableModel`).
-
-How a build runs (:func:`tabulate`): the parent process makes the env once (which
-checks the configuration and gives the header), creates the file, then hands out the
-units of work, the subtrees of each ``(seed, first preset)``
-(:func:`lossagent_env.tabular.build.compute_unit`), to the executor
-(:mod:`benchmarks.execution.executor`: inline, ``workers`` spawned processes, or Ray tasks
-reserving ``threads`` Ray CPUs each). Finished units come back to the parent, which
-alone writes the file, one transaction per unit; a kill at any moment loses at most the
-units in flight. ``resume=True`` skips the units already stored. Every unit runs
+The section is read by :mod:`benchmarks.suites.table`; how a build runs, resumes and is
+refused is in docs/tables.md ("Building a table"). Here (:func:`tabulate`): the parent
+process makes the env once (which checks the configuration and gives the header),
+checks the size (:mod:`benchmarks.suites.size`) and the output path
+(:class:`benchmarks.execution.output.Output`: a file name in an existing folder, and
+none of :data:`SIDE_FILES` beside it unless it resumes), starts the backend, and only
+then takes the lock ``<out>.lock`` and creates the file. It hands the units, the
+subtrees of each ``(seed, first preset)`` (:func:`lossagent_env.tabular.build.compute_unit`),
+to the executor (:mod:`benchmarks.execution.executor`), and alone writes the file, one
+transaction per unit, so a kill loses at most the units in flight. Every unit runs
 ``threads`` torch threads whatever the number of workers, so a resumed or parallel build
-equals an uninterrupted one in every column but the wall-clock seconds.
-
-Before it creates anything, a build checks its size (at most ``max_nodes`` nodes,
-default :data:`MAX_NODES`; the refusal gives the count and an estimated time, counted
-by :mod:`benchmarks.suites.size` from the table's dimensions: a suite file's size is
-counted when it is read, before its seeds are listed), the
-output path (:class:`benchmarks.execution.output.Output`: a file name in an existing folder; no
-file of the names SQLite uses beside it, ``<out>-journal``, ``-wal`` and ``-shm``,
-unless it resumes; the new file is first written under a temporary name of its own, so
-no other file of the user's is touched) and starts the backend (a Ray address that
-does not answer within ``ray_timeout`` seconds is an error). Only then does it take the
-lock ``<out>.lock`` and create the file. A build in which no unit could be stored
-removes the file it created.
+equals an uninterrupted one in every column but the wall-clock seconds. A build in which
+no unit could be stored removes the file it created.
 """
 
 from __future__ import annotations

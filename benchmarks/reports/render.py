@@ -1,15 +1,8 @@
 """Rendering of the reports: Markdown text and plots, no statistics.
 
-* :func:`markdown_text`, :func:`plain_text`, :func:`save_figure`: the helpers of every
-  report (live and tabular).
-* :func:`tabular_markdown`: the section of a table replay's report
-  (:class:`benchmarks.reports.scores.TabularScores`): its first lines answer the
-  question, per test instance and overall, which agent is above or below each reference
-  beyond noise, with the ranking; then what the table says (spread, noise, the values
-  of selection and of scheduling), the admission of the objectives, the training
-  budgets and the agents whose plays were identical.
-* :func:`plot_ranking`: the ranking of each track as bars with their intervals, and
-  rliable's performance profiles.
+The helpers of every report (:func:`markdown_text`, :func:`plain_text`,
+:func:`save_figure`), and a table replay's section (:func:`tabular_markdown`),
+``scores.json`` (:func:`scores_json`) and plots (:func:`plot_ranking`).
 """
 
 from __future__ import annotations
@@ -89,7 +82,11 @@ def _estimate(e: Estimate | None) -> str:
 
 
 def tabular_markdown(scores: TabularScores, table: str, plots: Mapping[str, str]) -> str:
-    """The report's section on a table replay (one Markdown block; see the module docstring).
+    """The report's section on a table replay, one Markdown block: its first lines answer,
+    per test instance and overall, which agent is above or below each reference beyond
+    noise, with the ranking; then what the table says (spread, noise, the values of
+    selection and of scheduling), the admission of the objectives, the training budgets
+    and the agents whose plays were identical.
 
     Args:
         scores: The scores.

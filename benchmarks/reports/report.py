@@ -342,19 +342,12 @@ def write_summary_csv(summary: Sequence[Mapping[str, Any]], path: str | os.PathL
 
 def read_summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read ``summary.csv`` back (numbers as int/float)."""
-    out = []
+    counts = ("seeds", "diverged", "retries", "fallbacks", "unmeasured", "final_unmeasured")
     with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            parsed: dict[str, Any] = {}
-            for key, value in row.items():
-                if key in ("objective", "agent"):
-                    parsed[key] = value
-                elif key in ("seeds", "diverged", "retries", "fallbacks", "unmeasured", "final_unmeasured"):
-                    parsed[key] = int(value)
-                else:
-                    parsed[key] = float(value)
-            out.append(parsed)
-    return out
+        return [
+            {k: v if k in ("objective", "agent") else int(v) if k in counts else float(v) for k, v in row.items()}
+            for row in csv.DictReader(f)
+        ]
 
 
 # --------------------------------------------------------------------------- plots

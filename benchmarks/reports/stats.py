@@ -1,19 +1,9 @@
 """Statistics of the reports: small pure functions over arrays, each named in the report.
 
-* :func:`paired`: the mean of paired differences (one per replicate, the same training
-  randomness under two choices) with Student's t on ``n - 1`` degrees of freedom
-  (scipy).
-* :func:`stratified`: the mean of per-stratum means (strata: test instances), with a
-  t interval on Welch-Satterthwaite degrees of freedom; an sd is never pooled across
-  strata.
-* :func:`holm`: Holm's step-down adjustment of p-values (a family of tests, e.g. one
-  per test instance).
-* :func:`verdict`: "above", "below", "within noise", "identical" or "no test" from an
-  estimate and its (adjusted) p-value.
-* :func:`interval_estimates`: rliable's stratified-bootstrap percentile intervals
-  (Agarwal et al., 2021), seeded so that every call gives the same intervals.
-
-Rendering (Markdown, plots) is elsewhere; nothing here formats text.
+Paired and stratified t estimates (:func:`paired`, :func:`stratified`; an sd is never
+pooled across strata), Holm's adjustment (:func:`holm`), the verdict of an estimate
+(:func:`verdict`) and rliable's seeded stratified-bootstrap intervals
+(:func:`interval_estimates`, Agarwal et al., 2021). Nothing here formats text.
 """
 
 from __future__ import annotations

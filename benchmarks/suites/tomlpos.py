@@ -30,11 +30,7 @@ def _split_key(key: str) -> list[str]:
 
 
 def locate(text: str | None, loc: Sequence) -> int | None:
-    """1-based line of the key at ``loc`` (or of its nearest enclosing key/table).
-
-    A small scanner that follows table headers (``[a.b]``, ``[[a]]`` with their index)
-    and ``key = value`` lines; ``tomllib`` itself does not report positions.
-    """
+    """1-based line of the key at ``loc`` (or of its nearest enclosing key/table)."""
     if text is None or not loc:
         return None
     loc = tuple(loc)
