@@ -86,6 +86,8 @@ def _existing_out(out: str) -> str:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from benchmarks.execution.executor import check_backend
+    from benchmarks.execution.results import RESULTS, complete_runs, read_rows
+    from benchmarks.reports.report import llm_time, llm_time_line, read_summary
     from benchmarks.runner import run_suite, stored_suite
     from benchmarks.suites.suite import load_suite, safe_name
 
@@ -100,19 +102,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             )
         if not Path(args.out).is_dir():
             raise UsageError(f"--resume: {args.out!r} does not exist. Start a benchmark without --resume.")
-        suite = stored_suite(args.out) if args.suite is None else load_suite(args.suite)
-        if args.suite is None:
-            # the stored suite already holds the overrides it was started with
-            overrides_given = any(v is not None for v in (args.llm, args.seeds, args.device, args.data))
-            if overrides_given:
-                raise UsageError(
-                    "--resume without --suite continues the stored suite as it was started; "
-                    "drop --llm/--seeds/--device/--data (or give --suite with all of them)."
-                )
+    if args.resume and args.suite is None:
+        suite = stored_suite(args.out)  # it holds the overrides it was started with
+        if any(v is not None for v in (args.llm, args.seeds, args.device, args.data)):
+            raise UsageError(
+                "--resume without --suite continues the stored suite as it was started; "
+                "drop --llm/--seeds/--device/--data (or give --suite with all of them)."
+            )
     else:
-        suite = load_suite(args.suite or "smoke")
-    if args.suite is not None or not args.resume:
-        suite = _apply_overrides(suite, args)
+        suite = _apply_overrides(load_suite(args.suite or "smoke"), args)
     # the suite's name is free text: made safe before it becomes a folder name
     out = args.out or os.path.join("runs", f"{safe_name(suite.name)}-{time.strftime('%Y%m%d-%H%M%S')}")
     if not args.resume and os.path.lexists(out):
@@ -139,8 +137,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         if args.resume:
-            from benchmarks.execution.results import RESULTS, complete_runs, read_rows
-
             rows = read_rows(Path(out) / RESULTS)
             bar.update(sum(1 for r in rows if r["run"] in complete_runs(rows)))
         result = run_suite(
@@ -155,9 +151,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    from benchmarks.execution.results import RESULTS, read_rows
-    from benchmarks.reports.report import llm_time, llm_time_line, read_summary
-
     summary = read_summary(Path(out) / "summary.csv")
     for row in summary:
         print(

@@ -367,7 +367,8 @@ class OutputLock:
                 "it, or choose another --out."
             )
         handle.seek(0)
-        if not _is_holder_text(handle.read(_LOCK_MAX_BYTES + 1)):
+        text = handle.read(_LOCK_MAX_BYTES + 1)  # what this method writes, or nothing yet
+        if text and (len(text) > _LOCK_MAX_BYTES or _HOLDER_LINE.fullmatch(text) is None):
             handle.close()
             raise BenchmarkError(
                 f"{str(self.path)!r} is not a lossagent lock file, and {str(self.target)!r} "
@@ -402,6 +403,7 @@ class OutputLock:
 
 _LOCK_MAX_BYTES = 64 * 1024
 _LOCK_TRIES = 100
+_HOLDER_LINE = re.compile(r"[^\n]* \(pid \d+, started [^\n]*\)\n?")
 
 
 def _names(path: Path, handle: Any) -> bool:
@@ -412,12 +414,6 @@ def _names(path: Path, handle: Any) -> bool:
         return False
     opened = os.fstat(handle.fileno())
     return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
-_HOLDER_LINE = re.compile(r"[^\n]* \(pid \d+, started [^\n]*\)\n?")
-
-
-def _is_holder_text(text: str) -> bool:
-    """Whether ``text`` is what :meth:`OutputLock.acquire` writes (or nothing yet)."""
-    return text == "" or (len(text) <= _LOCK_MAX_BYTES and _HOLDER_LINE.fullmatch(text) is not None)
 
 
 def _open_lock_file(path: Path, target: Path) -> Any:

@@ -16,13 +16,8 @@ Durability: one process alone appends to ``results.jsonl``, through a
 (rows of parallel runs reach that process through the executor's queue as soon as their
 stage ends). A SIGKILL therefore loses at most the stages in flight, and leaves at most
 one torn last line, which :func:`read_rows` ignores. JSON files are written atomically.
-Ownership, creation and clean-up of the directory: :mod:`benchmarks.execution.output`.
-
-The resume rule (:func:`prepare_resume`): a run with all ``max_stages`` rows is
-complete and skipped; the rows of every incomplete run are dropped (``results.jsonl``
-is rewritten atomically without them, and their TensorBoard directories are removed)
-and the run is repeated from scratch. No stage row is ever duplicated, and on CPU the
-repeated run reproduces exactly what an uninterrupted run would have written.
+Ownership, creation and clean-up of the directory: :mod:`benchmarks.execution.output`;
+the resume rule: :func:`prepare_resume`.
 """
 
 from __future__ import annotations
@@ -379,10 +374,13 @@ def complete_runs(rows: Iterable[ResultRow]) -> set[str]:
 
 
 def prepare_resume(out: str | os.PathLike[str], runs: Iterable[str]) -> tuple[set[str], int]:
-    """Apply the resume rule (module docstring) to the benchmark directory ``out``.
+    """Apply the resume rule to the benchmark directory ``out``.
 
-    Keeps the rows of the complete runs among ``runs`` (one per stage), rewriting
-    ``results.jsonl`` atomically, and removes the TensorBoard directories of the others.
+    A run with all ``max_stages`` rows is complete and skipped; the rows of every other
+    run of ``runs`` are dropped (``results.jsonl`` is rewritten atomically with one row
+    per stage of the complete runs) and its TensorBoard directory removed, so that it is
+    repeated from scratch: no stage row is ever duplicated, and on CPU the repeated run
+    reproduces exactly what an uninterrupted run would have written.
 
     Args:
         out: The benchmark directory.

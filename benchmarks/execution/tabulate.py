@@ -310,7 +310,9 @@ def _build(spec: TableSpec, executor: Executor, output: Output, *, progress: boo
                 _add_build_seconds(db, time.perf_counter() - t0)
     finally:
         db.close()
-    result.failures = [_unit_failure(f.key, f.error) for f in failed]
+    for f in failed:
+        logger.error("Unit (seed %d, first preset %d) failed: %s", *f.key, f.error)
+    result.failures = [UnitFailure(f.key[0], f.key[1], f.error) for f in failed]
     if result.failures:
         lines = "\n".join(f"  seed {f.seed}, first preset {f.first}: {f.error}" for f in result.failures)
         kept = "the others are stored; fix the cause and rerun with --resume" if output.kept else (
@@ -339,9 +341,3 @@ def _unit_task(spec: TableSpec, unit: tuple[int, int], context: Context) -> list
         spec = dataclasses.replace(spec, env_kwargs={**spec.env_kwargs, "device": context.device})
     seed, first = unit
     return compute_unit(spec, seed, first, on_node=lambda _: context.send(1))
-
-
-def _unit_failure(unit: tuple[int, int], error: str) -> UnitFailure:
-    seed, first = unit
-    logger.error("Unit (seed %d, first preset %d) failed: %s", seed, first, error)
-    return UnitFailure(seed, first, error)

@@ -353,13 +353,6 @@ def read_summary(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- plots
 
 
-def _stage_curves(runs: Sequence[Sequence[ResultRow]]) -> tuple[np.ndarray, np.ndarray]:
-    """(stages, values[seed, stage]) of the objective."""
-    stages = np.array([int(r["stage"]) for r in runs[0]])
-    values = np.array([[float(r["objective_value"]) for r in run] for run in runs])
-    return stages, values
-
-
 def plot_objective(
     runs_by_agent: Mapping[str, Sequence[Sequence[ResultRow]]],
     objective: str,
@@ -374,7 +367,8 @@ def plot_objective(
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for agent, runs in runs_by_agent.items():
-        stages, values = _stage_curves(runs)
+        stages = np.array([int(r["stage"]) for r in runs[0]])
+        values = np.array([[float(r["objective_value"]) for r in run] for run in runs])  # (seed, stage)
         keep = np.isfinite(values).any(axis=0)  # stages no seed could measure are not drawn
         stages, values = stages[keep], values[:, keep]
         if not stages.size:
@@ -458,12 +452,8 @@ def _fmt(value: float, digits: int = 4) -> str:
 
 
 def build_report(out: str | os.PathLike[str]) -> dict[str, Path]:
-    """Rebuild ``summary.csv``, ``report.md`` and the plots of a benchmark directory.
-
-    Load and check everything (:func:`load_benchmark`), aggregate
-    (:func:`aggregate`), then write the summary, the plots, ``scores.json`` of a table
-    replay and the Markdown (:func:`render_markdown`). Nothing is written before every
-    check has passed.
+    """Rebuild ``summary.csv``, ``report.md`` and the plots of a benchmark directory
+    (the steps: module docstring); nothing is written before every check has passed.
 
     Args:
         out: A directory holding ``results.jsonl`` (and ``suite.json`` if written by

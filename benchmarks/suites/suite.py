@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
@@ -438,7 +439,7 @@ def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path
             msg = "required key is missing"
         elif _is_objective_place(loc) and err["type"] != "value_error":
             msg = (
-                f"{_value_at(data, loc)!r} is not an objective. Allowed: a metric name or a "
+                f"{functools.reduce(lambda node, key: node[key], loc, data)!r} is not an objective. Allowed: a metric name or a "
                 "table of {metric = weight} numbers"
             )
         others = {
@@ -509,12 +510,6 @@ def _allowed_keys(loc: tuple) -> list[str]:
         ("new_objective",): NewObjectiveEntry,
     }
     return list(model[parent].model_fields) if parent in model else []
-
-
-def _value_at(data: Any, loc: tuple) -> Any:
-    for part in loc:
-        data = data[part]
-    return data
 
 
 # --------------------------------------------------------------------------- names
@@ -632,7 +627,8 @@ def validate_values(suite: Suite, text: str | None = None, source: str | None = 
 
     source = source or str(suite.path or suite.name)
     if text is None and suite.path is not None:  # to name the line of a bad value
-        text = _text_or_none(suite.path)
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            text = suite.path.read_text(encoding="utf-8")
     if suite.env_id == TABULAR_ENV_ID:
         _validate_tabular(suite, text, source)
     else:
@@ -670,13 +666,6 @@ def suite_loc(suite: Suite, loc: Sequence, objective: int | None) -> tuple:
     if field in suite.env_kwargs:
         return ("env", "kwargs", field)
     return ("env", "kwargs")
-
-
-def _text_or_none(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def _validate_tabular(suite: Suite, text: str | None, source: str) -> None:
