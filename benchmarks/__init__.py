@@ -8,16 +8,9 @@ steps as a library::
     build_report("runs/smoke")
 
 Parts, by job, each importing only those listed before it (and ``errors``; an
-import-linter contract keeps the order):
-
-- :mod:`benchmarks.suites`: the shipped suite files (``*.toml``) and the code that reads
-  and checks them (a bench suite, a ``[table]`` section, its size);
-- :mod:`benchmarks.execution`: where runs and table units execute (inline, process
-  pool, Ray), the output folder and ``results.jsonl``, one run -> rows, ``tabulate``;
-- :mod:`benchmarks.reports`: ``summary.csv``, ``report.md`` and plots from the rows;
-  the scores of a table replay, the statistics and the rendering;
-- :mod:`benchmarks.runner`: ``run_suite``, a suite's runs executed, then its report;
-- :mod:`benchmarks.cli`: the ``lossagent`` command line, on top of everything.
+import-linter contract keeps the order): :mod:`benchmarks.suites`,
+:mod:`benchmarks.execution`, :mod:`benchmarks.reports`, :mod:`benchmarks.runner` and
+:mod:`benchmarks.cli` (each package's docstring lists its modules; README, "Layout").
 
 The measurement scripts (timings against the targets, the table screen, the GPU check)
 are not part of the package: they are the top-level folder ``measure/`` of the

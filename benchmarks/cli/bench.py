@@ -35,35 +35,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     bench.add_argument(
         "--suite",
-        default=None,
         help=f"a shipped suite name ({', '.join(suite_names())}) or the path of a TOML file "
         "[default: smoke, or the suite stored in --out with --resume]",
     )
-    bench.add_argument("--out", default=None, help="output directory [default: runs/<suite>-<timestamp>]")
+    bench.add_argument("--out", help="output directory [default: runs/<suite>-<timestamp>]")
     bench.add_argument(
-        "--workers",
-        type=int,
-        default=None,
+        "--workers", type=int,
         help="runs in parallel [default: one per core, and per 2 GiB of available memory, when "
         "the runs train on the CPU, else 1]; "
         "with several, runs on the embedded LLM run in the main process after the others",
     )
     bench.add_argument(
-        "--threads",
-        type=int,
-        default=None,
+        "--threads", type=int,
         help="torch threads per run [default: cores // workers]; results are bit-identical "
         "across --workers settings at equal --threads",
     )
     bench.add_argument(
         "--backend", choices=("local", "ray"), default="local", help="where runs execute [default: local]"
     )
-    bench.add_argument("--ray-address", default=None, help="Ray cluster address [default: a local cluster]")
+    bench.add_argument("--ray-address", help="Ray cluster address [default: a local cluster]")
     bench.add_argument("--resume", action="store_true", help="continue the benchmark in --out")
-    bench.add_argument("--llm", default=None, help="model of the llm agent, e.g. openai:gpt-4o-mini")
-    bench.add_argument("--seeds", default=None, help="override the seeds: '0,1,2' or '0-4'")
-    bench.add_argument("--device", default=None, help="override the env device (cpu, cuda, auto)")
-    bench.add_argument("--data", default=None, help="image folder used as the env dataset")
+    bench.add_argument("--llm", help="model of the llm agent, e.g. openai:gpt-4o-mini")
+    bench.add_argument("--seeds", help="override the seeds: '0,1,2' or '0-4'")
+    bench.add_argument("--device", help="override the env device (cpu, cuda, auto)")
+    bench.add_argument("--data", help="image folder used as the env dataset")
     bench.set_defaults(func=_cmd_bench)
 
 

@@ -41,42 +41,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a metric name, or metric:weight pairs separated by commas, e.g. psnr:1,ssim:10 [default: psnr]",
     )
     run.add_argument(
-        "--stages",
-        type=int,
-        default=None,
+        "--stages", type=int,
         help=f"stages in the episode [default: {LIVE_DEFAULTS['stages']}; on a table, its depth]",
     )
     run.add_argument(
-        "--iters",
-        type=int,
-        default=None,
+        "--iters", type=int,
         help=f"training iterations per stage [default: {LIVE_DEFAULTS['iters']}; a table fixes them]",
     )
     run.add_argument(
-        "--seed",
-        type=int,
-        default=None,
+        "--seed", type=int,
         help=f"episode seed [default: {LIVE_DEFAULTS['seed']}; on a table, its first seed]",
     )
-    run.add_argument("--llm", default=None, help="model of the llm agent, e.g. openai:gpt-4o-mini")
+    run.add_argument("--llm", help="model of the llm agent, e.g. openai:gpt-4o-mini")
+    run.add_argument("--device", help=f"cpu, cuda or auto [default: {LIVE_DEFAULTS['device']}; a table fixes it]")
+    run.add_argument("--out", help="write results.jsonl and TensorBoard files here")
     run.add_argument(
-        "--device",
-        default=None,
-        help=f"cpu, cuda or auto [default: {LIVE_DEFAULTS['device']}; a table fixes it]",
-    )
-    run.add_argument("--out", default=None, help="write results.jsonl and TensorBoard files here")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
+        "--set", action="append", default=[], metavar="KEY=VALUE",
         help='another EnvConfig field (VALUE is TOML: 48, 1e-3, true, "edsr", [...])',
     )
     run.add_argument(
-        "--agent-arg",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
+        "--agent-arg", action="append", default=[], metavar="KEY=VALUE",
         help="an agent keyword argument (VALUE is TOML)",
     )
     run.set_defaults(func=_cmd_run)

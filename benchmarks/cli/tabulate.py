@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--suite", help="suite name or .toml file with a [table] section (to build)")
     parser.add_argument("--out", help="the table file to write (.sqlite) (to build)")
     parser.add_argument(
-        "--verify", metavar="TABLE", default=None,
+        "--verify", metavar="TABLE",
         help="instead of building: train --samples random preset sequences of TABLE (a shipped "
         "name or a file) live here and print each one's distance from the table, in units of "
         "the difference between two of its replicates (sqrt(2) x their standard deviation); exit 1 "
@@ -52,22 +52,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         "0.27%% false alarms per value (6.6 with 5 replicates)",
     )
     parser.add_argument("--samples", type=int, default=3, help="sequences trained by --verify [default: 3]")
-    parser.add_argument("--stages", type=int, default=None,
-                        help="length of each --verify sequence [default: the table's depth]")
+    parser.add_argument("--stages", type=int, help="length of each --verify sequence [default: the table's depth]")
     parser.add_argument("--seed", type=int, default=0, help="seed of the --verify draw [default: 0]")
     parser.add_argument("--workers", type=int, default=1,
                         help="units computed at once, at most one process per core [default: 1]")
     parser.add_argument("--backend", choices=("local", "ray"), default="local", help="[default: local]")
     parser.add_argument(
-        "--ray-address", default=None,
+        "--ray-address",
         help="Ray cluster address, with --backend ray only [default: start a local cluster]",
     )
     parser.add_argument(
-        "--ray-timeout", type=float, default=None, metavar="SECONDS",
+        "--ray-timeout", type=float, metavar="SECONDS",
         help="give up on a --ray-address that does not answer within SECONDS [default: {ray_timeout}]",
     )
     parser.add_argument(
-        "--max-nodes", type=int, default=None, metavar="N",
+        "--max-nodes", type=int, metavar="N",
         help="allow tables of up to N nodes; a larger table is refused before anything is "
         "created, with its size and an estimated build time [default: "
         "benchmarks.execution.tabulate.MAX_NODES, about 11 hours of building with 2 workers]",

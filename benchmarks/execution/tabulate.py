@@ -211,7 +211,7 @@ def _check_out(output: Output) -> None:
     """Refuse an ``out`` a build cannot use, with a message that says what will work."""
     out = output.path
     if not output.resume and out.is_file():
-        problem = _not_a_table(out)
+        _, problem = _table_header(out)
         if problem:
             raise TabulateError(
                 f"{str(out)!r} already exists and is not a table ({problem}); a build never "
@@ -229,35 +229,30 @@ def _check_out(output: Output) -> None:
             )
 
 
-def _not_a_table(path: Path) -> str | None:
-    """Why ``path`` is not a table that ``resume`` can finish, or None if it is one."""
+def _table_header(path: Path) -> tuple[dict[str, Any], str | None]:
+    """The header of the table ``path``, and why it is not a table that ``resume`` can
+    finish (None if it is one; then the header is ``{}``)."""
     if not path.is_file():
-        return "not a regular file"
+        return {}, "not a regular file"
     try:
         db = connect_readonly(path)
     except (OSError, sqlite3.Error) as e:
-        return str(e)
+        return {}, str(e)
     try:
-        read_header(db, source=repr(str(path)))
+        return read_header(db, source=repr(str(path))), None
     except (ValueError, sqlite3.Error) as e:  # TableFormatError, or a damaged header
-        return str(e)
+        return {}, str(e)
     finally:
         db.close()
-    return None
 
 
 def _check_resumable(out: Path, header: dict[str, Any]) -> None:
-    problem = _not_a_table(out)
+    stored, problem = _table_header(out)
     if problem:
         raise TabulateError(
             f"Cannot resume {str(out)!r}: it is not a table that a build can finish ({problem}). "
             "Build a new table with another --out (without --resume)."
         )
-    db = connect_readonly(out)
-    try:
-        stored = read_header(db, source=repr(str(out)))
-    finally:
-        db.close()
     check_same(out, stored, header, what="table header", ignore=HEADER_NOT_COMPARED, error=TabulateError)
 
 

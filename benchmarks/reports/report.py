@@ -161,14 +161,8 @@ def _runs(rows: Iterable[ResultRow]) -> dict[str, list[ResultRow]]:
 
 
 def _note_total(stages: Iterable[ResultRow], key: str) -> float:
-    total = 0.0
-    for row in stages:
-        value = (row.get("notes") or {}).get(key)
-        if isinstance(value, bool):
-            total += int(value)
-        elif isinstance(value, (int, float)):
-            total += value
-    return total
+    values = ((row.get("notes") or {}).get(key) for row in stages)
+    return sum((int(v) if isinstance(v, bool) else v for v in values if isinstance(v, (int, float))), 0.0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -350,12 +350,9 @@ def _ranking(result: TabularScores, track: str) -> list[tuple[str, float, float,
         if not cells or any(e is None or e.score is None for e in entries):
             continue
         means[agent] = float(np.mean([e.score.mean for e in entries if e and e.score]))
-        columns = []
-        for cell, entry in zip(cells, entries):
-            assert entry is not None
-            column = [(entry.j[s] - r) / cell.range if s in entry.j else math.nan
-                      for s, r in zip(cell.seeds, cell.values["random"])]
-            columns.append(column)
+        columns = [[(entry.j[s] - r) / cell.range if s in entry.j else math.nan
+                    for s, r in zip(cell.seeds, cell.values["random"])]
+                   for cell, entry in zip(cells, entries) if entry is not None]  # none is None here
         if len({len(c) for c in columns}) == 1:
             matrices[agent] = np.array(columns, np.float64).T  # (replicates, cells)
     bounds: dict[str, tuple[float, float]] = {}
