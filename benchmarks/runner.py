@@ -117,11 +117,8 @@ def run_suite(
             resume the count the benchmark was started with, from ``runner.json``).
             Runs on the embedded chat model that run in this process after a pool use
             ``threads`` too when it is given, else all the cores (their model's server
-            uses as many).
-            Float32 reductions depend on the thread count, so results are
-            bit-identical across ``workers`` settings at equal ``threads``; otherwise
-            they drift apart during training (measured here: 3e-3 relative in the
-            objective after 200 iterations, 2e-2 after 2000).
+            uses as many). Results are bit-identical across ``workers`` settings at
+            equal ``threads`` only (docs/performance.md).
 
     Returns:
         A :class:`SuiteResult`.

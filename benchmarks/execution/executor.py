@@ -267,6 +267,9 @@ class _Collector:
         else:
             self._on_result(key, payload)
 
+    put = handle
+    """Inline (no queue), the collector is the tasks' queue: each message is handled as it is put."""
+
     def drain(self, timeout: float) -> None:
         """Handle queued messages: wait up to ``timeout`` for the first, then take the rest."""
         while True:
@@ -313,13 +316,6 @@ class _Collector:
         if key in self.open:
             self.failures.append(_failure(key, error))
             self.open.discard(key)
-
-
-class _Immediate:
-    """The inline queue: each message is handled as it is put."""
-
-    def __init__(self, handle: Callable[[Message], None]):
-        self.put = handle
 
 
 class Executor:
@@ -399,12 +395,11 @@ class Executor:
         import torch
 
         collector = _Collector(None, (k for k, _ in items), on_message, on_result)
-        messages = _Immediate(collector.handle)
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
             for key, item in items:
-                _call(task, key, item, Context(key, messages))
+                _call(task, key, item, Context(key, collector))
         finally:
             torch.set_num_threads(previous)
         return collector.failures

@@ -109,35 +109,33 @@ def expand(suite: Suite, image_every: int | None = None) -> list[RunSpec]:
     """
     if image_every is None:
         image_every = max(1, math.ceil(suite.max_stages / 4))
-    runs = []
     tracks: list[tuple[ObjectiveEntry, str, str | dict[str, float] | None]] = [
         (o, "tuned", None) for o in suite.objectives
     ]
     if suite.tune_on is not None:
         tracks += [(o, "new", suite.tune_on.spec) for o in suite.new_objectives]
-    for agent in suite.agents:
-        for objective, track, train_objective in tracks:
-            for seed in suite.seeds:
-                runs.append(
-                    RunSpec(
-                        name=run_name(suite.env_id, agent.display, objective.label, seed),
-                        suite=suite.name,
-                        env_id=suite.env_id,
-                        env_kwargs=dict(suite.env_kwargs),
-                        agent=agent.display,
-                        agent_name=agent.name,
-                        agent_kwargs=dict(agent.kwargs),
-                        objective=objective.label,
-                        objective_spec=objective.spec,
-                        seed=seed,
-                        max_stages=suite.max_stages,
-                        stage_iters=suite.stage_iters,
-                        image_every=image_every,
-                        track=track,
-                        train_objective=train_objective,
-                    )
-                )
-    return runs
+    return [
+        RunSpec(
+            name=run_name(suite.env_id, agent.display, objective.label, seed),
+            suite=suite.name,
+            env_id=suite.env_id,
+            env_kwargs=dict(suite.env_kwargs),
+            agent=agent.display,
+            agent_name=agent.name,
+            agent_kwargs=dict(agent.kwargs),
+            objective=objective.label,
+            objective_spec=objective.spec,
+            seed=seed,
+            max_stages=suite.max_stages,
+            stage_iters=suite.stage_iters,
+            image_every=image_every,
+            track=track,
+            train_objective=train_objective,
+        )
+        for agent in suite.agents
+        for objective, track, train_objective in tracks
+        for seed in suite.seeds
+    ]
 
 
 def spec_to_dict(spec: RunSpec) -> dict[str, Any]:

@@ -154,15 +154,10 @@ def tabulate(
     Raises:
         ValueError: ``workers``, ``backend``, ``ray_address`` or ``max_nodes`` is not
             allowed.
-        SuiteError: ``spec`` names a suite whose ``[table]`` section is malformed, asks
-            for something this machine cannot build, or has more than ``max_nodes`` nodes
-            (see :func:`~benchmarks.suites.table.load_table_spec`).
-        TabulateError: The table has more than ``max_nodes`` nodes; ``out`` is a folder,
-            or its folder does not exist; ``out`` exists without ``resume`` (or one of
-            :data:`SIDE_FILES` beside it); with ``resume``, it does not exist, is not a
-            table or its header differs from ``spec`` (the message says where); or
-            some units failed (after every other unit is stored; when none could be
-            stored, the new file is removed).
+        SuiteError: ``spec`` names a suite that :func:`~benchmarks.suites.table.load_table_spec` refuses.
+        TabulateError: The table has more than ``max_nodes`` nodes; ``out`` cannot be
+            written or (with ``resume``) finished (the module docstring; the message says
+            why); or some units failed (after every other unit is stored).
         BenchmarkError: The Ray cluster does not answer, or the lock is refused.
     """
     if max_nodes is not None and (not isinstance(max_nodes, int) or isinstance(max_nodes, bool) or max_nodes < 1):

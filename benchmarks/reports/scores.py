@@ -200,8 +200,7 @@ def score_runs(runs: Mapping[str, Sequence[ResultRow]], specs: Mapping[str, RunS
         table: The table file to score against (verified by the report).
 
     Raises:
-        BenchmarkError: A run that is not one of the suite's, or that played a preset
-            the table does not have.
+        BenchmarkError: A run that played a preset the table does not have.
     """
     import gymnasium as gym
 
@@ -212,11 +211,8 @@ def score_runs(runs: Mapping[str, Sequence[ResultRow]], specs: Mapping[str, RunS
     result = TabularScores(first=whole.preset_names[0])
     envs: list[Any] = []
     groups: dict[tuple[str, str], list[tuple[RunSpec, Sequence[ResultRow]]]] = defaultdict(list)
-    for name, rows in runs.items():
-        spec = specs.get(name)
-        if spec is None:
-            raise BenchmarkError(f"Run {name!r} is not a run of the suite; it cannot be scored.")
-        groups[(spec.track, spec.objective)].append((spec, rows))
+    for name, rows in runs.items():  # every run is one of the suite's (load_benchmark checked)
+        groups[(specs[name].track, specs[name].objective)].append((specs[name], rows))
     order = {k: i for i, k in enumerate(dict.fromkeys((s.track, s.objective) for s in specs.values()))}
     for (track, objective), members in sorted(groups.items(), key=lambda kv: order[kv[0]]):  # the suite's order
         spec = members[0][0]

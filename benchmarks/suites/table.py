@@ -167,12 +167,9 @@ def load_table_spec(
         The table's :class:`~lossagent_env.tabular.build.TableSpec`.
 
     Raises:
-        SuiteError: The file is not UTF-8, or the section is missing or malformed; it
-            names an unknown env, EnvConfig field, backbone, metric or loss; a value the
-            env refuses, a dataset that does not exist, a device this machine does not
-            have, or a preset an instance's losses cannot play; or the table has more
-            than ``max_nodes`` nodes (with its size and an estimated build time). The
-            message names file, line and key.
+        SuiteError: The file is not UTF-8, or the section is missing or fails a check of
+            the module docstring (one of more than ``max_nodes`` nodes: with its size and
+            an estimated build time); the message names file, line and key.
         FileNotFoundError: No such file.
         KeyError: An unknown suite name (with a "Did you mean" hint).
     """

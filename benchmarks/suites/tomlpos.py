@@ -10,6 +10,7 @@ Paths (``loc``) are tuples of keys and list indices, as pydantic reports them:
 
 from __future__ import annotations
 
+import itertools
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -64,19 +65,10 @@ def locate(text: str | None, loc: Sequence) -> int | None:
             if not key_match:
                 continue
             candidate = table + tuple(_split_key(key_match.group(1)))
-        n = _common_prefix(candidate, loc)
+        n = sum(1 for _ in itertools.takewhile(lambda pair: pair[0] == pair[1], zip(candidate, loc)))
         if n == len(candidate) and n > best_len:
             best_line, best_len = number, n
     return best_line
-
-
-def _common_prefix(a: tuple, b: tuple) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def file_loc(data: Any, loc: tuple, keep_missing: bool) -> tuple:
