@@ -386,8 +386,11 @@ class PPOAgent(BaseAgent):
             check_arguments(_TrainArguments, "PPOAgent.train", {"steps": steps})
         steps = steps or self.train_steps
         sb3 = _import_sb3()
-        made = None if isinstance(env, gym.Env) or not callable(env) else env()
-        base_env = env if made is None else made
+        made: gym.Env | None = None
+        if isinstance(env, gym.Env) or not callable(env):
+            base_env = env
+        else:
+            base_env = made = env()
         if _on_instances(base_env):
             if self.train_seeds is not None:
                 raise ValueError(
