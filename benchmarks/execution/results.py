@@ -411,7 +411,8 @@ def prepare_resume(out: str | os.PathLike[str], runs: Iterable[str]) -> tuple[se
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
     """Write ``data`` as indented JSON atomically (temporary file, fsync, rename)."""
-    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))  # key order kept: objective labels depend on it
+    # key order kept: objective labels depend on it
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -438,10 +438,8 @@ def _validate(data: dict[str, Any], *, source: str, text: str | None, path: Path
         elif err["type"] == "missing":
             msg = "required key is missing"
         elif _is_objective_place(loc) and err["type"] != "value_error":
-            msg = (
-                f"{functools.reduce(lambda node, key: node[key], loc, data)!r} is not an objective. Allowed: a metric name or a "
-                "table of {metric = weight} numbers"
-            )
+            value = functools.reduce(lambda node, key: node[key], loc, data)
+            msg = f"{value!r} is not an objective. Allowed: a metric name or a table of {{metric = weight}} numbers"
         others = {
             dotted(file_loc(data, tuple(x["loc"]), x["type"] in ("missing", "extra_forbidden")))
             for x in errors

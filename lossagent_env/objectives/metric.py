@@ -124,7 +124,8 @@ class MetricObjective(Objective):
         if missing:
             raise KeyError(f"No value for metrics {missing}; the objective needs {list(self.metric_names)}.")
         value = sum(
-            self.weights[name] * (-values[name] if self.lower_better[name] else values[name]) for name in self.metric_names
+            self.weights[name] * (-values[name] if self.lower_better[name] else values[name])
+            for name in self.metric_names
         )
         return check_finite_j(float(value), self, values)
 

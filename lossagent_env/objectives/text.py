@@ -424,7 +424,9 @@ class TranslateObjective(TextObjective):
         total = sum(mix.values())
         self.mix = {name: w / total for name, w in mix.items() if w > 0}
         infos = {name: metric_info(name) for name in self.mix}
-        self._inner = MetricObjective({name: share / (infos[name].high - infos[name].low) for name, share in self.mix.items()})
+        self._inner = MetricObjective(
+            {name: share / (infos[name].high - infos[name].low) for name, share in self.mix.items()}
+        )
         self.metric_names = self._inner.metric_names
         self.lower_better = dict(self._inner.lower_better)
         self.bounds = dict(self._inner.bounds)

@@ -414,7 +414,8 @@ class Table:
         stages = self.stages if value is None else value
         if not isinstance(stages, int) or isinstance(stages, bool) or not 1 <= stages <= self.stages:
             raise ConfigError(
-                (name,), f"{name}={value!r} is not allowed. Allowed: an integer in [1, {self.stages}] (the table's depth)."
+                (name,),
+                f"{name}={value!r} is not allowed. Allowed: an integer in [1, {self.stages}] (the table's depth).",
             )
         return stages
 
