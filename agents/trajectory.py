@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from lossagent_env.arguments import describe_problem
+from lossagent_env.arguments import NonNegative, describe_problem
 
 __all__ = ["Stage", "Trajectory", "initial_record"]
 
@@ -168,8 +168,6 @@ Measured = Annotated[float, Field(strict=True)]
 outcomes an env can report (an unmeasured stage, an infinite PSNR), so they are kept."""
 Fraction = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
 """An entry of an action: finite, in ``[0, 1]``."""
-NonNegative = Annotated[float, Field(strict=True, ge=0.0, allow_inf_nan=False)]
-"""An effective weight or a number of seconds: finite, ``>= 0``."""
 Name = Annotated[str, Field(strict=True, min_length=1)]
 
 

@@ -32,6 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from lossagent_env.arguments import Finite, NonNegative
+
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
@@ -70,8 +72,6 @@ class TableFormatError(ValueError):
 
 Name = Annotated[StrictStr, Field(min_length=1)]
 Seed = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
-Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-Seconds = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0.0)]
 Flag = Literal[0, 1]
 
 
@@ -182,7 +182,7 @@ class RowSchema:
 NODE_ROW = RowSchema(
     "nodes",
     ("seed", "path", "depth", "diverged", "train_seconds", "eval_seconds"),
-    (StrictInt, StrictStr, StrictInt, Flag, Seconds, Seconds),
+    (StrictInt, StrictStr, StrictInt, Flag, NonNegative, NonNegative),
 )
 """A row of ``nodes``."""
 
