@@ -17,7 +17,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -342,13 +342,14 @@ def _ranking(result: TabularScores, track: str) -> list[tuple[str, float, float,
     agents = sorted({k[3] for k in result.agents if k[0] == track})
     means, matrices = {}, {}
     for agent in agents:
-        entries = [result.agents.get((*c.key, agent)) for c in cells]
-        if not cells or any(e is None or e.score is None for e in entries):
+        found = [result.agents.get((*c.key, agent)) for c in cells]
+        if not cells or any(e is None or e.score is None for e in found):
             continue
-        means[agent] = float(np.mean([e.score.mean for e in entries if e and e.score]))
+        entries = cast(list[AgentCell], found)  # every cell scored (checked above)
+        means[agent] = float(np.mean([cast(Estimate, e.score).mean for e in entries]))
         columns = [[(entry.j[s] - r) / cell.range if s in entry.j else math.nan
                     for s, r in zip(cell.seeds, cell.values["random"])]
-                   for cell, entry in zip(cells, entries) if entry is not None]  # none is None here
+                   for cell, entry in zip(cells, entries)]
         if len({len(c) for c in columns}) == 1:
             matrices[agent] = np.array(columns, np.float64).T  # (replicates, cells)
     bounds: dict[str, tuple[float, float]] = {}
